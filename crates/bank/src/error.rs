@@ -1,0 +1,27 @@
+use std::path::PathBuf;
+
+/// Every way reading or writing a bank can fail. Messages name the file,
+/// what is wrong and what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum BankError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not a valid vector file: `problem` says what is wrong,
+    /// `fix` what the user can do.
+    #[error("{path}: {problem}; {fix}")]
+    Invalid { path: PathBuf, problem: String, fix: String },
+}
+
+impl BankError {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        BankError::Io { path: path.into(), source }
+    }
+
+    pub fn invalid(path: impl Into<PathBuf>, problem: impl Into<String>, fix: impl Into<String>) -> Self {
+        BankError::Invalid { path: path.into(), problem: problem.into(), fix: fix.into() }
+    }
+}

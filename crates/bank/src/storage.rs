@@ -1,0 +1,161 @@
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use half::f16;
+use memmap2::Mmap;
+
+/// Element type of a bank.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dtype {
+    F32,
+    F16,
+}
+
+impl Dtype {
+    pub fn size(self) -> usize {
+        match self {
+            Dtype::F32 => 4,
+            Dtype::F16 => 2,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Dtype::F32 => "float32",
+            Dtype::F16 => "float16",
+        }
+    }
+}
+
+/// Where a bank's elements live.
+#[derive(Debug)]
+pub(crate) enum Backing {
+    /// A read-only memory map; elements start at `offset` bytes (aligned for the dtype).
+    Mmap { map: Arc<Mmap>, offset: usize },
+    F32(Vec<f32>),
+    F16(Vec<f16>),
+}
+
+/// A borrowed view of all elements, row-major.
+#[derive(Debug, Clone, Copy)]
+pub enum Vectors<'a> {
+    F32(&'a [f32]),
+    F16(&'a [f16]),
+}
+
+/// A `(rows, dim)` matrix of embeddings with optional document ids.
+#[derive(Debug)]
+pub struct Bank {
+    pub(crate) backing: Backing,
+    pub(crate) dtype: Dtype,
+    pub(crate) rows: usize,
+    pub(crate) dim: usize,
+    pub(crate) ids: Option<Vec<String>>,
+    pub(crate) path: Option<PathBuf>,
+}
+
+impl Bank {
+    /// An in-memory float32 bank. `data.len()` must equal `rows * dim`.
+    pub fn from_f32(data: Vec<f32>, dim: usize) -> Bank {
+        assert!(dim > 0 && data.len() % dim == 0, "data length must be a multiple of dim");
+        let rows = data.len() / dim;
+        Bank { backing: Backing::F32(data), dtype: Dtype::F32, rows, dim, ids: None, path: None }
+    }
+
+    /// An in-memory float16 bank. `data.len()` must equal `rows * dim`.
+    pub fn from_f16(data: Vec<f16>, dim: usize) -> Bank {
+        assert!(dim > 0 && data.len() % dim == 0, "data length must be a multiple of dim");
+        let rows = data.len() / dim;
+        Bank { backing: Backing::F16(data), dtype: Dtype::F16, rows, dim, ids: None, path: None }
+    }
+
+    pub(crate) fn from_mmap(map: Arc<Mmap>, offset: usize, dtype: Dtype, rows: usize, dim: usize) -> Bank {
+        debug_assert_eq!(offset % dtype.size(), 0);
+        debug_assert!(offset + rows * dim * dtype.size() <= map.len());
+        Bank { backing: Backing::Mmap { map, offset }, dtype, rows, dim, ids: None, path: None }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    pub fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+
+    /// The file this bank was read from, if any.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// Whether the elements are memory-mapped rather than held in owned memory.
+    pub fn is_mapped(&self) -> bool {
+        matches!(self.backing, Backing::Mmap { .. })
+    }
+
+    /// All elements, row-major, in their stored dtype.
+    pub fn vectors(&self) -> Vectors<'_> {
+        let n = self.rows * self.dim;
+        match &self.backing {
+            Backing::F32(v) => Vectors::F32(v),
+            Backing::F16(v) => Vectors::F16(v),
+            Backing::Mmap { map, offset } => {
+                let bytes = &map[*offset..*offset + n * self.dtype.size()];
+                match self.dtype {
+                    Dtype::F32 => Vectors::F32(bytemuck::cast_slice(bytes)),
+                    Dtype::F16 => Vectors::F16(bytemuck::cast_slice(bytes)),
+                }
+            }
+        }
+    }
+
+    /// Rows `start..end` as float32: borrowed for float32 banks, converted for float16.
+    pub fn rows_f32(&self, start: usize, end: usize) -> Cow<'_, [f32]> {
+        let (a, b) = (start * self.dim, end * self.dim);
+        match self.vectors() {
+            Vectors::F32(v) => Cow::Borrowed(&v[a..b]),
+            Vectors::F16(v) => Cow::Owned(v[a..b].iter().map(|x| x.to_f32()).collect()),
+        }
+    }
+
+    /// Copy rows `start..end` as float32 into `out` (length `(end - start) * dim`).
+    pub fn rows_f32_into(&self, start: usize, end: usize, out: &mut [f32]) {
+        let (a, b) = (start * self.dim, end * self.dim);
+        match self.vectors() {
+            Vectors::F32(v) => out.copy_from_slice(&v[a..b]),
+            Vectors::F16(v) => {
+                for (o, x) in out.iter_mut().zip(&v[a..b]) {
+                    *o = x.to_f32();
+                }
+            }
+        }
+    }
+
+    /// One row as float32.
+    pub fn row_f32(&self, row: usize) -> Cow<'_, [f32]> {
+        self.rows_f32(row, row + 1)
+    }
+
+    /// The whole bank as an owned float32 vector.
+    pub fn to_f32_vec(&self) -> Vec<f32> {
+        self.rows_f32(0, self.rows).into_owned()
+    }
+
+    /// Document ids, if an ids file was attached.
+    pub fn ids(&self) -> Option<&[String]> {
+        self.ids.as_deref()
+    }
+
+    /// The id of a row: its id from the ids file, or the row number.
+    pub fn doc_id(&self, row: usize) -> Cow<'_, str> {
+        match &self.ids {
+            Some(ids) => Cow::Borrowed(ids[row].as_str()),
+            None => Cow::Owned(row.to_string()),
+        }
+    }
+}

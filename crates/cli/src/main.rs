@@ -1,0 +1,65 @@
+//! `tandem`: the binary. Thin: flags are parsed into plain data, validated,
+//! and handed to the library crates. Errors print as one readable chain and
+//! exit with code 2.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod bank_cmd;
+mod data_cmd;
+mod demo;
+mod eval_cmd;
+mod search_cmd;
+
+/// tandem trains and evaluates retrievers, and never loses a run.
+#[derive(Debug, Parser)]
+#[command(name = "tandem", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Inspect and convert vector banks (.npy, .npz, .safetensors, .fvecs).
+    #[command(subcommand)]
+    Bank(bank_cmd::BankCmd),
+    /// Build approximate (HNSW) indexes over a bank.
+    #[command(subcommand)]
+    Index(search_cmd::IndexCmd),
+    /// Search a bank (exact or HNSW) and write a TREC run file.
+    Search(search_cmd::SearchArgs),
+    /// Evaluate a TREC run against qrels with trec_eval semantics.
+    Eval(eval_cmd::EvalArgs),
+    /// Build and import next-vector sequence datasets.
+    #[command(subcommand)]
+    Data(data_cmd::DataCmd),
+    /// Generate a synthetic next-vector world (bank + sequences + splits).
+    Synth(data_cmd::SynthArgs),
+    /// Recall@K / MRR@10 of the last-vector and mean-of-context baselines.
+    Baseline(data_cmd::BaselineArgs),
+    /// The main job on a built-in default: synthesise a world, search it, evaluate.
+    Demo(demo::DemoArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.cmd {
+        Cmd::Bank(c) => bank_cmd::run(c),
+        Cmd::Index(c) => search_cmd::run_index(c),
+        Cmd::Search(a) => search_cmd::run_search(a),
+        Cmd::Eval(a) => eval_cmd::run(a),
+        Cmd::Data(c) => data_cmd::run(c),
+        Cmd::Synth(a) => data_cmd::run_synth(a),
+        Cmd::Baseline(a) => data_cmd::run_baseline(a),
+        Cmd::Demo(a) => demo::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
