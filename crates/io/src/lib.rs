@@ -95,6 +95,26 @@ pub fn write_bytes_atomic(path: &Path, overwrite: Overwrite, bytes: &[u8]) -> Re
     write_atomic(path, overwrite, |w| w.write_all(bytes))
 }
 
+/// The project's real test data, `shared/data` beside the repository root,
+/// found from a crate's `CARGO_MANIFEST_DIR`. `None` (after a note on stderr)
+/// when it is absent, as in a user's fresh clone; when the environment sets
+/// `TANDEM_REQUIRE_SHARED` (CI does), a missing folder panics so tests that
+/// need real data can never pass by skipping.
+pub fn shared_data(manifest_dir: &str) -> Option<PathBuf> {
+    let found = Path::new(manifest_dir)
+        .ancestors()
+        .map(|d| d.join("shared").join("data"))
+        .find(|d| d.is_dir());
+    if found.is_none() {
+        assert!(
+            std::env::var_os("TANDEM_REQUIRE_SHARED").is_none(),
+            "TANDEM_REQUIRE_SHARED is set but no shared/data folder was found above {manifest_dir}"
+        );
+        eprintln!("skipping: shared/data not found above {manifest_dir} (tests on real data need ../shared)");
+    }
+    found
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
