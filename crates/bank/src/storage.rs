@@ -1,9 +1,13 @@
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::sync::Arc;
 
-use half::f16;
+use half::{f16, slice::HalfFloatSliceExt};
 use memmap2::Mmap;
+use rayon::prelude::*;
+
+use crate::BankError;
 
 /// Element type of a bank.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -13,6 +17,7 @@ pub enum Dtype {
 }
 
 impl Dtype {
+    /// Bytes per element.
     pub fn size(self) -> usize {
         match self {
             Dtype::F32 => 4,
@@ -20,6 +25,7 @@ impl Dtype {
         }
     }
 
+    /// The numpy name: `float32` or `float16`.
     pub fn name(self) -> &'static str {
         match self {
             Dtype::F32 => "float32",
@@ -28,11 +34,33 @@ impl Dtype {
     }
 }
 
+impl FromStr for Dtype {
+    type Err = String;
+
+    /// Accepts `float32`/`f32` and `float16`/`f16` (case-insensitive).
+    fn from_str(s: &str) -> Result<Dtype, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "float32" | "f32" => Ok(Dtype::F32),
+            "float16" | "f16" => Ok(Dtype::F16),
+            _ => Err(format!("unknown dtype '{s}'; use float32 or float16")),
+        }
+    }
+}
+
+impl std::fmt::Display for Dtype {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// Where a bank's elements live.
 #[derive(Debug)]
 pub(crate) enum Backing {
     /// A read-only memory map; elements start at `offset` bytes (aligned for the dtype).
-    Mmap { map: Arc<Mmap>, offset: usize },
+    Mmap {
+        map: Arc<Mmap>,
+        offset: usize,
+    },
     F32(Vec<f32>),
     F16(Vec<f16>),
 }
@@ -40,7 +68,9 @@ pub(crate) enum Backing {
 /// A borrowed view of all elements, row-major.
 #[derive(Debug, Clone, Copy)]
 pub enum Vectors<'a> {
+    /// Float32 elements.
     F32(&'a [f32]),
+    /// Float16 elements.
     F16(&'a [f16]),
 }
 
@@ -58,32 +88,68 @@ pub struct Bank {
 impl Bank {
     /// An in-memory float32 bank. `data.len()` must equal `rows * dim`.
     pub fn from_f32(data: Vec<f32>, dim: usize) -> Bank {
-        assert!(dim > 0 && data.len() % dim == 0, "data length must be a multiple of dim");
+        assert!(
+            dim > 0 && data.len() % dim == 0,
+            "data length must be a multiple of dim"
+        );
         let rows = data.len() / dim;
-        Bank { backing: Backing::F32(data), dtype: Dtype::F32, rows, dim, ids: None, path: None }
+        Bank {
+            backing: Backing::F32(data),
+            dtype: Dtype::F32,
+            rows,
+            dim,
+            ids: None,
+            path: None,
+        }
     }
 
     /// An in-memory float16 bank. `data.len()` must equal `rows * dim`.
     pub fn from_f16(data: Vec<f16>, dim: usize) -> Bank {
-        assert!(dim > 0 && data.len() % dim == 0, "data length must be a multiple of dim");
+        assert!(
+            dim > 0 && data.len() % dim == 0,
+            "data length must be a multiple of dim"
+        );
         let rows = data.len() / dim;
-        Bank { backing: Backing::F16(data), dtype: Dtype::F16, rows, dim, ids: None, path: None }
+        Bank {
+            backing: Backing::F16(data),
+            dtype: Dtype::F16,
+            rows,
+            dim,
+            ids: None,
+            path: None,
+        }
     }
 
-    pub(crate) fn from_mmap(map: Arc<Mmap>, offset: usize, dtype: Dtype, rows: usize, dim: usize) -> Bank {
+    pub(crate) fn from_mmap(
+        map: Arc<Mmap>,
+        offset: usize,
+        dtype: Dtype,
+        rows: usize,
+        dim: usize,
+    ) -> Bank {
         debug_assert_eq!(offset % dtype.size(), 0);
         debug_assert!(offset + rows * dim * dtype.size() <= map.len());
-        Bank { backing: Backing::Mmap { map, offset }, dtype, rows, dim, ids: None, path: None }
+        Bank {
+            backing: Backing::Mmap { map, offset },
+            dtype,
+            rows,
+            dim,
+            ids: None,
+            path: None,
+        }
     }
 
+    /// Number of vectors.
     pub fn rows(&self) -> usize {
         self.rows
     }
 
+    /// Dimension of every vector.
     pub fn dim(&self) -> usize {
         self.dim
     }
 
+    /// Element type as stored (float16 banks are not widened).
     pub fn dtype(&self) -> Dtype {
         self.dtype
     }
@@ -157,5 +223,83 @@ impl Bank {
             Some(ids) => Cow::Borrowed(ids[row].as_str()),
             None => Cow::Owned(row.to_string()),
         }
+    }
+
+    /// How messages name this bank: its file, or `<in-memory bank>`.
+    pub fn label(&self) -> PathBuf {
+        self.path
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("<in-memory bank>"))
+    }
+
+    /// Check that `dim` (the dimension of `what`, e.g. "queries q.npy" or
+    /// "the model's output") equals this bank's dimension; the error names both.
+    pub fn expect_dim(&self, dim: usize, what: &str) -> Result<(), BankError> {
+        if dim == self.dim {
+            return Ok(());
+        }
+        Err(BankError::invalid(
+            self.label(),
+            format!(
+                "the bank has dimension {} but {what} has dimension {dim}",
+                self.dim
+            ),
+            "use vectors from the same embedding model for both (check which files were passed)",
+        ))
+    }
+
+    /// Check that `other` (e.g. the queries) has this bank's dimension; the
+    /// error names both files.
+    pub fn expect_same_dim(&self, other: &Bank) -> Result<(), BankError> {
+        self.expect_dim(other.dim, &other.label().display().to_string())
+    }
+
+    /// An in-memory copy in `dtype` (converted in parallel), keeping ids and
+    /// path. Converting to float16 fails, naming the row, if a finite value
+    /// lies beyond float16's range (±65504).
+    pub fn to_dtype(&self, dtype: Dtype) -> Result<Bank, BankError> {
+        const CHUNK: usize = 1 << 16;
+        let backing = match (self.vectors(), dtype) {
+            (Vectors::F32(v), Dtype::F32) => Backing::F32(v.to_vec()),
+            (Vectors::F16(v), Dtype::F16) => Backing::F16(v.to_vec()),
+            (Vectors::F16(v), Dtype::F32) => {
+                let mut out = vec![0f32; v.len()];
+                out.par_chunks_mut(CHUNK)
+                    .zip(v.par_chunks(CHUNK))
+                    .for_each(|(o, s)| s.convert_to_f32_slice(o));
+                Backing::F32(out)
+            }
+            (Vectors::F32(v), Dtype::F16) => {
+                let mut out = vec![f16::ZERO; v.len()];
+                let overflow = out
+                    .par_chunks_mut(CHUNK)
+                    .zip(v.par_chunks(CHUNK))
+                    .enumerate()
+                    .filter_map(|(c, (o, s))| {
+                        o.convert_from_f32_slice(s);
+                        o.iter()
+                            .zip(s)
+                            .position(|(h, x)| h.is_infinite() && x.is_finite())
+                            .map(|p| c * CHUNK + p)
+                    })
+                    .min();
+                if let Some(i) = overflow {
+                    return Err(BankError::invalid(
+                        self.label(),
+                        format!("row {} holds {}, beyond float16's range (±65504)", i / self.dim, v[i]),
+                        "keep float32 (--dtype float32), or normalise the vectors before converting",
+                    ));
+                }
+                Backing::F16(out)
+            }
+        };
+        Ok(Bank {
+            backing,
+            dtype,
+            rows: self.rows,
+            dim: self.dim,
+            ids: self.ids.clone(),
+            path: self.path.clone(),
+        })
     }
 }
