@@ -44,6 +44,13 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
+    // Die quietly on a closed pipe (`tandem ... | head`) like other Unix
+    // tools, instead of panicking on the failed write.
+    // SAFETY: restoring the default disposition of SIGPIPE at start-up, before
+    // any thread exists, is sound.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let result = match cli.cmd {
         Cmd::Bank(c) => bank_cmd::run(c),
