@@ -65,22 +65,32 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         _ => PathBuf::from("."),
     };
     let name = out.file_name().context("--out must name a directory")?;
-    let tmp = parent.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
+    let tmp = parent.join(format!(
+        ".{}.tmp-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
     let result = demo_into(&tmp, &args);
     if result.is_err() {
         let _ = fs::remove_dir_all(&tmp);
         return result;
     }
     if out.exists() {
-        fs::remove_dir_all(out).with_context(|| format!("{}: cannot remove the earlier demo", out.display()))?;
+        fs::remove_dir_all(out)
+            .with_context(|| format!("{}: cannot remove the earlier demo", out.display()))?;
     }
-    fs::rename(&tmp, out).with_context(|| format!("{}: cannot move the demo into place", out.display()))?;
-    println!("\nwrote {} (world/, {RUN_FILE}, {QRELS_FILE}, {DEMO_REPORT})", out.display());
+    fs::rename(&tmp, out)
+        .with_context(|| format!("{}: cannot move the demo into place", out.display()))?;
+    println!(
+        "\nwrote {} (world/, {RUN_FILE}, {QRELS_FILE}, {DEMO_REPORT})",
+        out.display()
+    );
     Ok(())
 }
 
 fn demo_into(dir: &Path, args: &DemoArgs) -> anyhow::Result<()> {
-    fs::create_dir_all(dir).with_context(|| format!("{}: cannot create the output directory", dir.display()))?;
+    fs::create_dir_all(dir)
+        .with_context(|| format!("{}: cannot create the output directory", dir.display()))?;
     let started = Instant::now();
 
     // 1. A synthetic world (a bank, documents as sequences of rows, splits).
@@ -91,7 +101,12 @@ fn demo_into(dir: &Path, args: &DemoArgs) -> anyhow::Result<()> {
     write_synth(&cfg, &world_dir, Overwrite::Refuse)?;
     let ds = Dataset::open(&world_dir)?;
     let bank = ds.bank();
-    println!("   bank {} x {} ({})", bank.rows(), bank.dim(), bank.dtype().name());
+    println!(
+        "   bank {} x {} ({})",
+        bank.rows(),
+        bank.dim(),
+        bank.dtype().name()
+    );
 
     // 2. The context baselines with exact (flat) search, context rows excluded.
     println!("\n2. baselines on the test split (exact inner-product search):");
@@ -113,9 +128,16 @@ fn demo_into(dir: &Path, args: &DemoArgs) -> anyhow::Result<()> {
     let run_path = dir.join(RUN_FILE);
     tandem_io::write_atomic(&run_path, Overwrite::Refuse, |w| {
         for (i, ranked) in hits.iter().enumerate() {
-            let docs: Vec<(String, f64)> =
-                ranked.iter().map(|&(row, s)| (bank.doc_id(row as usize).into_owned(), f64::from(s))).collect();
-            tandem_eval::trec::write_run_lines(w, &qid(i), docs.iter().map(|(d, s)| (d.as_str(), *s)), "tandem-hnsw")?;
+            let docs: Vec<(String, f64)> = ranked
+                .iter()
+                .map(|&(row, s)| (bank.doc_id(row as usize).into_owned(), f64::from(s)))
+                .collect();
+            tandem_eval::trec::write_run_lines(
+                w,
+                &qid(i),
+                docs.iter().map(|(d, s)| (d.as_str(), *s)),
+                "tandem-hnsw",
+            )?;
         }
         Ok(())
     })?;
@@ -133,7 +155,12 @@ fn demo_into(dir: &Path, args: &DemoArgs) -> anyhow::Result<()> {
     println!("\n4. tandem eval --qrels {QRELS_FILE} --run {RUN_FILE}:");
     let qrels = Qrels::read(&qrels_path)?;
     let run = Run::read(&run_path)?;
-    let measures = [Measure::Recall(1), Measure::Recall(10), Measure::Recall(100), Measure::RecipRank(Some(MRR_CUTOFF))];
+    let measures = [
+        Measure::Recall(1),
+        Measure::Recall(10),
+        Measure::Recall(100),
+        Measure::RecipRank(Some(MRR_CUTOFF)),
+    ];
     let hnsw_report = evaluate(&qrels, &run, &measures, &EvalOptions::default())?;
     print!("{}", crate::eval_cmd::eval_table(&hnsw_report, false));
     let exact_r100 = report.value(QueryKind::Mean, "recall@100");

@@ -1,22 +1,376 @@
-//! `tandem index ...` and `tandem search` (skeleton: filled in by the search work).
+//! `tandem index build` and `tandem search`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
+use tandem_bank::{Bank, OpenOptions};
+use tandem_io::Overwrite;
+use tandem_search::{sidecar_path, Flat, Hit, Hnsw, HnswParams, Index, Metric};
+
+/// Queries searched per call (and per progress-bar tick); a multiple of the
+/// exact search's query tile, so results never depend on it.
+const QUERY_CHUNK: usize = 1024;
 
 #[derive(Debug, Subcommand)]
 pub enum IndexCmd {
-    /// Build an HNSW index over a bank.
-    Build { bank: std::path::PathBuf },
+    /// Build an HNSW index over a bank and save it (plus a `<out>.json`
+    /// sidecar that ties it to the bank).
+    Build(BuildArgs),
 }
 
+/// Flags of `tandem index build`.
 #[derive(Debug, Args)]
-pub struct SearchArgs {
+pub struct BuildArgs {
+    /// The bank: .npy, .npz, .safetensors or .fvecs.
     #[arg(long)]
-    pub bank: std::path::PathBuf,
+    pub bank: PathBuf,
+    /// Array name inside an .npz or tensor name inside a .safetensors bank.
+    #[arg(long)]
+    pub key: Option<String>,
+    /// Where to write the index (the sidecar goes to `<out>.json`).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Similarity: ip (inner product) or cosine.
+    #[arg(long, default_value_t = Metric::InnerProduct)]
+    pub metric: Metric,
+    /// HNSW connectivity (neighbours per node).
+    #[arg(long, default_value_t = 32)]
+    pub m: usize,
+    /// HNSW candidate list size while inserting.
+    #[arg(long, default_value_t = 200)]
+    pub ef_construction: usize,
+    /// Replace an existing index.
+    #[arg(long)]
+    pub force: bool,
+    /// Worker threads (0 = one per core).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+}
+
+/// Flags of `tandem search`.
+///
+/// The exclude file has one line per query, in query order: whitespace-separated
+/// bank row numbers (0-based), or doc ids when --ids is given, that must never
+/// be returned for that query. An empty line excludes nothing.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "EXCLUDE FILE: one line per query, in query order, holding whitespace-separated \
+bank row numbers (0-based) - or doc ids when --ids is given - that must never be returned for \
+that query; an empty line excludes nothing.\n\nOUTPUTS: the TREC run (--out) and <out>.meta.json \
+with the configuration, timings and queries/s."
+)]
+pub struct SearchArgs {
+    /// The bank: .npy, .npz, .safetensors or .fvecs.
+    #[arg(long)]
+    pub bank: PathBuf,
+    /// Array name inside an .npz or tensor name inside a .safetensors bank.
+    #[arg(long)]
+    pub key: Option<String>,
+    /// Doc ids of the bank, one per line (default: row numbers).
+    #[arg(long)]
+    pub ids: Option<PathBuf>,
+    /// The queries, same formats as the bank, same dimension.
+    #[arg(long)]
+    pub queries: PathBuf,
+    /// Array name inside an .npz or tensor name inside a .safetensors query file.
+    #[arg(long)]
+    pub query_key: Option<String>,
+    /// Query ids, one per line (default: row numbers).
+    #[arg(long)]
+    pub query_ids: Option<PathBuf>,
+    /// An HNSW index built by `tandem index build` (default: exact flat search).
+    #[arg(long)]
+    pub index: Option<PathBuf>,
+    /// HNSW candidate list size while searching (only with --index).
+    #[arg(long, default_value_t = 256)]
+    pub ef: usize,
+    /// Hits per query.
+    #[arg(long, default_value_t = 100)]
+    pub k: usize,
+    /// Similarity: ip or cosine [default: ip; with --index, the index's metric].
+    #[arg(long)]
+    pub metric: Option<Metric>,
+    /// Rows (or doc ids with --ids) to exclude, one line per query; see below.
+    #[arg(long)]
+    pub exclude: Option<PathBuf>,
+    /// The TREC run file to write.
+    #[arg(long, default_value = "run.trec")]
+    pub out: PathBuf,
+    /// Run tag (last column of the run file).
+    #[arg(long, default_value = "tandem")]
+    pub tag: String,
+    /// Replace existing output files.
+    #[arg(long)]
+    pub force: bool,
+    /// Worker threads (0 = one per core).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+}
+
+/// Sets the size of rayon's global pool; must run before anything uses rayon.
+fn set_threads(threads: usize) {
+    if threads > 0 {
+        std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+    }
+}
+
+/// The number of worker threads rayon runs with (its documented rule).
+fn worker_threads() -> usize {
+    std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+fn overwrite(force: bool) -> Overwrite {
+    if force {
+        Overwrite::Allow
+    } else {
+        Overwrite::Refuse
+    }
+}
+
+/// Fails early, before any work, when an output exists and --force is absent.
+fn refuse_existing(paths: &[&Path], force: bool) -> anyhow::Result<()> {
+    for p in paths {
+        if !force && p.exists() {
+            bail!(
+                "{}: file already exists; choose another output path or pass --force to replace it",
+                p.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn open_bank(path: &Path, key: &Option<String>, ids: &Option<PathBuf>) -> anyhow::Result<Bank> {
+    Ok(Bank::open(
+        path,
+        &OpenOptions {
+            key: key.clone(),
+            ids: ids.clone(),
+        },
+    )?)
 }
 
 pub fn run_index(cmd: IndexCmd) -> anyhow::Result<()> {
-    anyhow::bail!("not yet implemented: {cmd:?}")
+    let IndexCmd::Build(a) = cmd;
+    set_threads(a.threads);
+    refuse_existing(&[&a.out, &sidecar_path(&a.out)], a.force)?;
+    let bank = open_bank(&a.bank, &a.key, &None)?;
+    let params = HnswParams {
+        connectivity: a.m,
+        expansion_add: a.ef_construction,
+        ..HnswParams::default()
+    };
+    let mut hnsw = Hnsw::build(&bank, a.metric, params)
+        .with_context(|| format!("building an index over {}", a.bank.display()))?;
+    hnsw.save(&a.out, overwrite(a.force))?;
+    eprintln!(
+        "index {}: {} rows, dim {}, metric {}, M {}, ef_construction {}, built in {:.1}s",
+        a.out.display(),
+        bank.rows(),
+        bank.dim(),
+        a.metric,
+        a.m,
+        a.ef_construction,
+        hnsw.sidecar().build_seconds
+    );
+    Ok(())
 }
 
-pub fn run_search(args: SearchArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not yet implemented: {args:?}")
+/// Reads the exclude file: one line per query of row numbers, or of doc ids
+/// when the bank has ids.
+fn read_exclusions(path: &Path, bank: &Bank, queries: usize) -> anyhow::Result<Vec<Vec<u32>>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{}: cannot read the exclude file", path.display()))?;
+    let by_id: Option<HashMap<&str, u32>> = bank.ids().map(|ids| {
+        ids.iter()
+            .enumerate()
+            .map(|(r, id)| (id.as_str(), r as u32))
+            .collect()
+    });
+    let lines: Vec<&str> = text.lines().collect();
+    if lines.len() != queries {
+        bail!(
+            "{}: {} lines for {} queries; the exclude file needs one line per query (an empty line excludes nothing)",
+            path.display(),
+            lines.len(),
+            queries
+        );
+    }
+    lines
+        .iter()
+        .enumerate()
+        .map(|(n, line)| {
+            line.split_whitespace()
+                .map(|tok| match &by_id {
+                    Some(map) => map.get(tok).copied().with_context(|| {
+                        format!("{}:{}: doc id {tok:?} is not in the bank's ids file; fix the id or drop it", path.display(), n + 1)
+                    }),
+                    None => match tok.parse::<u32>() {
+                        Ok(r) if (r as usize) < bank.rows() => Ok(r),
+                        _ => bail!(
+                            "{}:{}: {tok:?} is not a bank row number (0..{}); give row numbers, or pass --ids to use doc ids",
+                            path.display(),
+                            n + 1,
+                            bank.rows()
+                        ),
+                    },
+                })
+                .collect()
+        })
+        .collect()
+}
+
+pub fn run_search(a: SearchArgs) -> anyhow::Result<()> {
+    set_threads(a.threads);
+    let meta_path = {
+        let mut s = a.out.as_os_str().to_owned();
+        s.push(".meta.json");
+        PathBuf::from(s)
+    };
+    refuse_existing(&[&a.out, &meta_path], a.force)?;
+    if a.k == 0 {
+        bail!("--k 0: ask for at least one hit per query");
+    }
+    let t_open = Instant::now();
+    let bank = open_bank(&a.bank, &a.key, &a.ids)?;
+    let queries = open_bank(&a.queries, &a.query_key, &a.query_ids)?;
+    if queries.dim() != bank.dim() {
+        bail!(
+            "{}: queries have dimension {} but the bank {} has dimension {}; embed both with the same model",
+            a.queries.display(),
+            queries.dim(),
+            a.bank.display(),
+            bank.dim()
+        );
+    }
+    if a.k > bank.rows() {
+        bail!(
+            "--k {} but the bank {} has only {} rows; pass --k {} or less",
+            a.k,
+            a.bank.display(),
+            bank.rows(),
+            bank.rows()
+        );
+    }
+    let nq = queries.rows();
+    let qv = queries.to_f32_vec();
+    if let Some(row) = qv
+        .chunks_exact(queries.dim())
+        .position(|q| q.iter().any(|v| !v.is_finite()))
+    {
+        bail!(
+            "{}: query row {row} holds NaN or Inf; fix or drop that query",
+            a.queries.display()
+        );
+    }
+    let exclude = match &a.exclude {
+        Some(p) => read_exclusions(p, &bank, nq)?,
+        None => Vec::new(),
+    };
+    let open_s = t_open.elapsed().as_secs_f64();
+
+    let t_prep = Instant::now();
+    let (index, index_meta): (Box<dyn Index + '_>, serde_json::Value) = match &a.index {
+        Some(path) => {
+            let hnsw = Hnsw::view(path, &bank)?;
+            if let Some(m) = a.metric {
+                if m != hnsw.metric() {
+                    bail!(
+                        "--metric {m} but the index {} was built with metric {}; drop --metric or rebuild the index with --metric {m}",
+                        path.display(),
+                        hnsw.metric()
+                    );
+                }
+            }
+            hnsw.set_expansion_search(a.ef);
+            let p = hnsw.params();
+            let meta = serde_json::json!({
+                "kind": "hnsw", "path": path, "m": p.connectivity,
+                "ef_construction": p.expansion_add, "ef": p.expansion_search,
+            });
+            (Box::new(hnsw), meta)
+        }
+        None => {
+            let flat = Flat::new(&bank, a.metric.unwrap_or(Metric::InnerProduct))?;
+            (Box::new(flat), serde_json::json!({ "kind": "flat" }))
+        }
+    };
+    let prepare_s = t_prep.elapsed().as_secs_f64();
+
+    let t_search = Instant::now();
+    let bar = tandem_io::progress(nq as u64, "search");
+    let mut hits: Vec<Vec<Hit>> = Vec::with_capacity(nq);
+    let dim = bank.dim();
+    for start in (0..nq).step_by(QUERY_CHUNK) {
+        let end = (start + QUERY_CHUNK).min(nq);
+        let ex = if exclude.is_empty() {
+            &[][..]
+        } else {
+            &exclude[start..end]
+        };
+        let block = index
+            .search(&qv[start * dim..end * dim], a.k, ex)
+            .with_context(|| {
+                format!(
+                    "searching {} for queries {}",
+                    a.bank.display(),
+                    a.queries.display()
+                )
+            })?;
+        hits.extend(block);
+        bar.inc((end - start) as u64);
+    }
+    bar.finish_and_clear();
+    let search_s = t_search.elapsed().as_secs_f64();
+
+    let t_write = Instant::now();
+    tandem_io::write_atomic(&a.out, overwrite(a.force), |w| {
+        for (q, list) in hits.iter().enumerate() {
+            let names: Vec<String> = list
+                .iter()
+                .map(|&(r, _)| bank.doc_id(r as usize).into_owned())
+                .collect();
+            let ranked = names
+                .iter()
+                .map(String::as_str)
+                .zip(list.iter().map(|&(_, s)| s as f64));
+            tandem_eval::trec::write_run_lines(w, &queries.doc_id(q), ranked, &a.tag)?;
+        }
+        Ok(())
+    })?;
+    let write_s = t_write.elapsed().as_secs_f64();
+    let qps = nq as f64 / search_s.max(1e-9);
+    let meta = serde_json::json!({
+        "command": "search",
+        "tandem_version": env!("CARGO_PKG_VERSION"),
+        "bank": { "path": a.bank, "key": a.key, "ids": a.ids, "rows": bank.rows(), "dim": dim, "dtype": bank.dtype().name() },
+        "queries": { "path": a.queries, "key": a.query_key, "ids": a.query_ids, "rows": nq },
+        "k": a.k,
+        "metric": index.metric().name(),
+        "index": index_meta,
+        "exclude": a.exclude,
+        "out": a.out,
+        "tag": a.tag,
+        "threads": a.threads,
+        "worker_threads": worker_threads(),
+        "timings_s": { "open": open_s, "prepare": prepare_s, "search": search_s, "write": write_s },
+        "queries_per_second": qps,
+    });
+    let text = serde_json::to_vec_pretty(&meta).expect("json values serialise");
+    tandem_io::write_bytes_atomic(&meta_path, overwrite(a.force), &text)?;
+    eprintln!(
+        "searched {nq} queries against {} rows ({}, k {}) in {search_s:.2}s ({qps:.0} queries/s); wrote {}",
+        bank.rows(),
+        index_meta["kind"].as_str().unwrap_or("?"),
+        a.k,
+        a.out.display()
+    );
+    Ok(())
 }

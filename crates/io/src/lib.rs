@@ -60,8 +60,14 @@ where
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let name = path.file_name().ok_or_else(|| err(io::Error::other("not a file path")))?;
-    let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
+    let name = path
+        .file_name()
+        .ok_or_else(|| err(io::Error::other("not a file path")))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
     let result = (|| {
         let mut w = BufWriter::new(File::create(&tmp)?);
         fill(&mut w)?;
@@ -91,7 +97,11 @@ pub fn progress(len: u64, what: &str) -> ProgressBar {
 }
 
 /// Write a whole byte buffer atomically (see [`write_atomic`]).
-pub fn write_bytes_atomic(path: &Path, overwrite: Overwrite, bytes: &[u8]) -> Result<(), WriteError> {
+pub fn write_bytes_atomic(
+    path: &Path,
+    overwrite: Overwrite,
+    bytes: &[u8],
+) -> Result<(), WriteError> {
     write_atomic(path, overwrite, |w| w.write_all(bytes))
 }
 
@@ -143,6 +153,10 @@ mod tests {
         });
         assert!(e.is_err());
         assert!(!p.exists());
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0, "temp file removed");
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "temp file removed"
+        );
     }
 }
