@@ -174,11 +174,7 @@ fn convert(args: &ConvertArgs) -> anyhow::Result<()> {
         },
     )?;
     let dtype = args.dtype.unwrap_or(bank.dtype());
-    let overwrite = if args.force {
-        Overwrite::Allow
-    } else {
-        Overwrite::Refuse
-    };
+    let overwrite = Overwrite::from_force(args.force);
     let converted;
     let source = if dtype == bank.dtype() {
         &bank

@@ -168,14 +168,6 @@ pub struct BaselineArgs {
     pub force: bool,
 }
 
-fn overwrite(force: bool) -> Overwrite {
-    if force {
-        Overwrite::Allow
-    } else {
-        Overwrite::Refuse
-    }
-}
-
 fn command_line() -> String {
     std::env::args().collect::<Vec<_>>().join(" ")
 }
@@ -211,7 +203,7 @@ pub fn run(cmd: DataCmd) -> anyhow::Result<()> {
                 out: &a.out,
                 context: a.context,
                 copy_bank: a.copy_bank,
-                overwrite: overwrite(a.force),
+                overwrite: Overwrite::from_force(a.force),
                 command: command_line(),
             })
             .context("tandem data from-sentences failed")?;
@@ -224,7 +216,7 @@ pub fn run(cmd: DataCmd) -> anyhow::Result<()> {
                 out: &a.out,
                 context_key: &a.context_key,
                 target_key: &a.target_key,
-                overwrite: overwrite(a.force),
+                overwrite: Overwrite::from_force(a.force),
                 command: command_line(),
             })
             .context("tandem data import-npz failed")?;
@@ -251,7 +243,7 @@ pub fn run_synth(args: SynthArgs) -> anyhow::Result<()> {
         seed: args.seed.unwrap_or(base.seed),
         context: args.context.unwrap_or(base.context),
     };
-    let m = tandem_data::synth::write_synth(&cfg, &args.out, overwrite(args.force))
+    let m = tandem_data::synth::write_synth(&cfg, &args.out, Overwrite::from_force(args.force))
         .context("tandem synth failed")?;
     print_summary(&args.out, &m);
     Ok(())
@@ -289,7 +281,7 @@ pub fn run_baseline(args: BaselineArgs) -> anyhow::Result<()> {
     });
     let mut text = serde_json::to_string_pretty(&doc).expect("JSON values always serialise");
     text.push('\n');
-    tandem_io::write_bytes_atomic(&out, overwrite(args.force), text.as_bytes())?;
+    tandem_io::write_bytes_atomic(&out, Overwrite::from_force(args.force), text.as_bytes())?;
     if args.json {
         print!("{text}");
     } else {

@@ -259,11 +259,7 @@ fn compare_table(cmp: &Comparison) -> String {
 
 fn write_out(args: &EvalArgs, json: &serde_json::Value) -> anyhow::Result<()> {
     let Some(out) = &args.out else { return Ok(()) };
-    let overwrite = if args.force {
-        Overwrite::Allow
-    } else {
-        Overwrite::Refuse
-    };
+    let overwrite = Overwrite::from_force(args.force);
     write_atomic(out, overwrite, |w| {
         serde_json::to_writer_pretty(&mut *w, json)?;
         writeln!(w)

@@ -8,7 +8,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use tandem_bank::{Bank, OpenOptions};
 use tandem_io::Overwrite;
-use tandem_search::{sidecar_path, Flat, Hit, Hnsw, HnswParams, Index, Metric};
+use tandem_search::{sidecar_path, Flat, Hit, Hnsw, HnswParams, Index, Metric, Scalar};
 
 /// Queries searched per call (and per progress-bar tick); a multiple of the
 /// exact search's query tile, so results never depend on it.
@@ -42,6 +42,10 @@ pub struct BuildArgs {
     /// HNSW candidate list size while inserting.
     #[arg(long, default_value_t = 200)]
     pub ef_construction: usize,
+    /// Element type stored in the graph: f32 or f16 (half the memory, faster,
+    /// float16 scores) [default: the bank's dtype].
+    #[arg(long)]
+    pub scalar: Option<Scalar>,
     /// Replace an existing index.
     #[arg(long)]
     pub force: bool,
@@ -165,19 +169,21 @@ pub fn run_index(cmd: IndexCmd) -> anyhow::Result<()> {
     let params = HnswParams {
         connectivity: a.m,
         expansion_add: a.ef_construction,
+        scalar: a.scalar,
         ..HnswParams::default()
     };
     let mut hnsw = Hnsw::build(&bank, a.metric, params)
         .with_context(|| format!("building an index over {}", a.bank.display()))?;
     hnsw.save(&a.out, overwrite(a.force))?;
     eprintln!(
-        "index {}: {} rows, dim {}, metric {}, M {}, ef_construction {}, built in {:.1}s",
+        "index {}: {} rows, dim {}, metric {}, M {}, ef_construction {}, scalar {}, built in {:.1}s",
         a.out.display(),
         bank.rows(),
         bank.dim(),
         a.metric,
         a.m,
         a.ef_construction,
+        hnsw.sidecar().scalar,
         hnsw.sidecar().build_seconds
     );
     Ok(())
@@ -294,6 +300,7 @@ pub fn run_search(a: SearchArgs) -> anyhow::Result<()> {
             let meta = serde_json::json!({
                 "kind": "hnsw", "path": path, "m": p.connectivity,
                 "ef_construction": p.expansion_add, "ef": p.expansion_search,
+                "scalar": hnsw.sidecar().scalar,
             });
             (Box::new(hnsw), meta)
         }

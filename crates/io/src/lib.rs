@@ -21,6 +21,17 @@ pub enum Overwrite {
     Allow,
 }
 
+impl Overwrite {
+    /// `Allow` when the user passed `--force`, else `Refuse`.
+    pub fn from_force(force: bool) -> Overwrite {
+        if force {
+            Overwrite::Allow
+        } else {
+            Overwrite::Refuse
+        }
+    }
+}
+
 /// Errors from [`write_atomic`].
 #[derive(Debug)]
 pub enum WriteError {

@@ -21,7 +21,7 @@ use std::str::FromStr;
 
 pub use error::SearchError;
 pub use flat::Flat;
-pub use hnsw::{sidecar_path, BankFingerprint, Hnsw, HnswParams, HnswSidecar};
+pub use hnsw::{sidecar_path, BankFingerprint, Hnsw, HnswParams, HnswSidecar, Scalar};
 
 /// One search result: `(bank row, score)`. Lists of hits are best first.
 pub type Hit = (u32, f32);

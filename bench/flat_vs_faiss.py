@@ -1,0 +1,167 @@
+"""tandem vs faiss, exact and HNSW search, on one seeded synthetic bank.
+
+Run through bench/flat_vs_faiss.sh (it builds the tandem bench binary in
+release mode and prepares bench/.venv with numpy + faiss-cpu).
+
+Data: ROWS x DIM float32 rows with a low intrinsic dimension, like real
+embeddings: a 64-d standard normal latent mapped by a fixed random 64 x DIM
+matrix, plus isotropic noise (0.1 of the signal scale), L2-normalised;
+queries drawn the same way. Seeded, written as .npy under bench/out/ and reused when present.
+
+Measured, with THREADS threads for both engines:
+  * exact: faiss IndexFlatIP vs tandem Flat, k = 100 and k = 500, queries/s
+    (best of REPS runs over all queries);
+  * HNSW (M, efConstruction): faiss IndexHNSWFlat vs tandem Hnsw (usearch),
+    build time, and for each ef in EFS queries/s and recall@100 against the
+    engine's own exact result; the smallest ef reaching recall >= 0.99 is
+    reported for each.
+Everything printed comes from the measurements; results also go to
+bench/out/results.json.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+LATENT = 64
+NOISE = 0.1
+
+
+def parse():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rows", type=int, default=200_000)
+    p.add_argument("--dim", type=int, default=768)
+    p.add_argument("--queries", type=int, default=1_000)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--m", type=int, default=32)
+    p.add_argument("--ef-construction", type=int, default=200)
+    p.add_argument("--efs", default="128,256,384,512,768,1024")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tandem-scalars", default="f32,f16", help="element types of the tandem HNSW graphs to build")
+    p.add_argument("--skip-hnsw", action="store_true")
+    p.add_argument("--bin", default="target/release/examples/bench_search")
+    p.add_argument("--out", default="bench/out")
+    return p.parse_args()
+
+
+def generate(a):
+    os.makedirs(a.out, exist_ok=True)
+    tag = f"{a.rows}x{a.dim}_q{a.queries}_s{a.seed}_l{LATENT}"
+    bank_p, q_p = f"{a.out}/bank_{tag}.npy", f"{a.out}/queries_{tag}.npy"
+    if not (os.path.exists(bank_p) and os.path.exists(q_p)):
+        rng = np.random.default_rng(a.seed)
+        mix = rng.standard_normal((LATENT, a.dim), dtype=np.float32)
+
+        def draw(n):
+            out = np.empty((n, a.dim), dtype=np.float32)
+            for s in range(0, n, 50_000):
+                e = min(n, s + 50_000)
+                x = rng.standard_normal((e - s, LATENT), dtype=np.float32) @ mix
+                x += NOISE * np.sqrt(LATENT) * rng.standard_normal((e - s, a.dim), dtype=np.float32)
+                out[s:e] = x / np.linalg.norm(x, axis=1, keepdims=True)
+            return out
+
+        np.save(bank_p, draw(a.rows))
+        np.save(q_p, draw(a.queries))
+    return bank_p, q_p
+
+
+def best_of(reps, f):
+    best, out = float("inf"), None
+    for _ in range(reps):
+        t = time.perf_counter()
+        out = f()
+        best = min(best, time.perf_counter() - t)
+    return best, out
+
+
+def recall(approx, exact):
+    hit = sum(len(set(a) & set(e)) for a, e in zip(approx.tolist(), exact.tolist()))
+    return hit / exact.size
+
+
+def first_reaching(rows, target=0.99):
+    ok = [r for r in rows if r["recall"] >= target]
+    return min(ok, key=lambda r: r["ef"]) if ok else None
+
+
+def main():
+    a = parse()
+    import faiss  # imported after OMP_NUM_THREADS is set by the wrapper
+
+    faiss.omp_set_num_threads(a.threads)
+    bank_p, q_p = generate(a)
+    x, q = np.load(bank_p), np.load(q_p)
+    nq = len(q)
+    results = {"config": vars(a) | {"bank": bank_p, "queries": q_p, "faiss": faiss.__version__, "cpus": os.cpu_count()}}
+
+    # faiss exact
+    flat = faiss.IndexFlatIP(a.dim)
+    flat.add(x)
+    flat.search(q[:64], 100)  # warm-up
+    faiss_flat, exact100 = [], None
+    for k in (100, 500):
+        secs, (_, ids) = best_of(a.reps, lambda: flat.search(q, k))
+        faiss_flat.append({"engine": "faiss", "index": "IndexFlatIP", "k": k, "seconds": secs, "qps": nq / secs})
+        if k == 100:
+            exact100 = ids
+        print(json.dumps(faiss_flat[-1]), flush=True)
+    del flat
+
+    # tandem exact (+ HNSW): one process, JSON lines on stdout
+    cmd = [a.bin, bank_p, q_p, str(a.threads), "100,500", str(a.reps)]
+    if not a.skip_hnsw:
+        cmd += [str(a.m), str(a.ef_construction), a.efs, a.tandem_scalars]
+    print("$", " ".join(cmd), flush=True)
+    proc = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True)
+    tandem = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    for t in tandem:
+        print(json.dumps(t), flush=True)
+    tandem_flat = [t for t in tandem if t["index"] == "flat"]
+    tandem_hnsw = [t for t in tandem if t["index"] == "hnsw"]
+
+    # faiss HNSW
+    faiss_hnsw = []
+    if not a.skip_hnsw:
+        h = faiss.IndexHNSWFlat(a.dim, a.m, faiss.METRIC_INNER_PRODUCT)
+        h.hnsw.efConstruction = a.ef_construction
+        t = time.perf_counter()
+        h.add(x)
+        build = time.perf_counter() - t
+        for ef in map(int, a.efs.split(",")):
+            h.hnsw.efSearch = ef
+            secs, (_, ids) = best_of(a.reps, lambda: h.search(q, 100))
+            faiss_hnsw.append({"engine": "faiss", "index": "IndexHNSWFlat", "scalar": "f32", "m": a.m, "ef_construction": a.ef_construction,
+                               "ef": ef, "k": 100, "build_seconds": build, "seconds": secs, "qps": nq / secs,
+                               "recall": recall(ids, exact100)})
+            print(json.dumps(faiss_hnsw[-1]), flush=True)
+
+    results |= {"faiss_flat": faiss_flat, "tandem_flat": tandem_flat, "faiss_hnsw": faiss_hnsw, "tandem_hnsw": tandem_hnsw}
+    with open(f"{a.out}/results.json", "w") as f:
+        json.dump(results, f, indent=2)
+
+    print(f"\n== exact search, {a.rows} x {a.dim} float32, {nq} queries, {a.threads} threads ==")
+    print(f"{'k':>5} {'faiss qps':>10} {'tandem qps':>11} {'ratio':>6}")
+    for fr, tr in zip(faiss_flat, tandem_flat):
+        print(f"{fr['k']:>5} {fr['qps']:>10.1f} {tr['qps']:>11.1f} {tr['qps'] / fr['qps']:>6.2f}")
+    if not a.skip_hnsw:
+        print(f"\n== HNSW, M {a.m}, efConstruction {a.ef_construction}, k 100 ==")
+        print(f"{'engine':>7} {'scalar':>6} {'ef':>5} {'build s':>8} {'qps':>9} {'recall@100':>10}")
+        for r in faiss_hnsw + tandem_hnsw:
+            print(f"{r['engine']:>7} {r['scalar']:>6} {r['ef']:>5} {r['build_seconds']:>8.1f} {r['qps']:>9.1f} {r['recall']:>10.4f}")
+        groups = [("faiss f32", faiss_hnsw)] + [
+            (f"tandem {s}", [r for r in tandem_hnsw if r["scalar"] == s]) for s in a.tandem_scalars.split(",")]
+        for name, rows in groups:
+            r = first_reaching(rows)
+            print(f"{name}: " + (f"smallest ef with recall@100 >= 0.99: {r['ef']} ({r['qps']:.1f} qps, recall {r['recall']:.4f}, "
+                                 f"build {r['build_seconds']:.1f}s)" if r else "no ef in the sweep reached recall@100 >= 0.99"))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+//! Throughput benchmark for `Flat` and `Hnsw`, driven by `bench/flat_vs_faiss.py`.
+//!
+//! ```text
+//! cargo run --release -p tandem-search --example bench_search -- \
+//!     BANK.npy QUERIES.npy THREADS K1,K2,.. REPS [M EF_CONSTRUCTION EF1,EF2,.. SCALAR1,SCALAR2]
+//! ```
+//! Prints one JSON object per measurement on stdout. With the HNSW arguments,
+//! it also builds one HNSW index per scalar type (f32, f16) and reports
+//! recall@K1 against the exact result for each ef.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use tandem_bank::{Bank, OpenOptions};
+use tandem_search::{Flat, Hit, Hnsw, HnswParams, Index, Metric, Scalar};
+
+fn list(s: &str) -> Vec<usize> {
+    s.split(',')
+        .map(|v| v.parse().expect("comma-separated integers"))
+        .collect()
+}
+
+/// Best wall time of `reps` runs of `f`, and the last result.
+fn best_of<T>(reps: usize, mut f: impl FnMut() -> T) -> (f64, T) {
+    let mut best = f64::INFINITY;
+    let mut out = None;
+    for _ in 0..reps {
+        let t = Instant::now();
+        let r = f();
+        best = best.min(t.elapsed().as_secs_f64());
+        out = Some(r);
+    }
+    (best, out.expect("reps >= 1"))
+}
+
+fn recall(approx: &[Vec<Hit>], exact: &[Vec<Hit>]) -> f64 {
+    let mut found = 0usize;
+    let mut total = 0usize;
+    for (a, e) in approx.iter().zip(exact) {
+        let truth: std::collections::HashSet<u32> = e.iter().map(|h| h.0).collect();
+        found += a.iter().filter(|h| truth.contains(&h.0)).count();
+        total += e.len();
+    }
+    found as f64 / total as f64
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.len() != 5 && args.len() != 9 {
+        eprintln!(
+            "usage: bench_search BANK QUERIES THREADS K1,K2 REPS [M EF_CONSTRUCTION EF1,EF2 SCALAR1,SCALAR2]"
+        );
+        std::process::exit(2);
+    }
+    let open = |p: &str| {
+        Bank::open(&PathBuf::from(p), &OpenOptions::default()).unwrap_or_else(|e| panic!("{e}"))
+    };
+    let bank = open(&args[0]);
+    let queries = open(&args[1]).to_f32_vec();
+    let threads: usize = args[2].parse().expect("THREADS");
+    let ks = list(&args[3]);
+    let reps: usize = args[4].parse().expect("REPS");
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global()
+        .expect("first pool");
+    let nq = queries.len() / bank.dim();
+
+    let t = Instant::now();
+    let flat = Flat::new(&bank, Metric::InnerProduct).expect("flat");
+    let prep = t.elapsed().as_secs_f64();
+    flat.search(&queries[..bank.dim() * nq.min(64)], ks[0], &[])
+        .expect("warm-up");
+    let mut exact = Vec::new();
+    for &k in &ks {
+        let (secs, hits) = best_of(reps, || flat.search(&queries, k, &[]).expect("search"));
+        println!(
+            r#"{{"engine":"tandem","index":"flat","k":{k},"threads":{threads},"queries":{nq},"seconds":{secs},"qps":{},"prepare_seconds":{prep}}}"#,
+            nq as f64 / secs
+        );
+        if k == ks[0] {
+            exact = hits;
+        }
+    }
+    if args.len() == 9 {
+        for scalar in args[8].split(',') {
+            let params = HnswParams {
+                connectivity: args[5].parse().expect("M"),
+                expansion_add: args[6].parse().expect("EF_CONSTRUCTION"),
+                scalar: Some(scalar.parse::<Scalar>().unwrap_or_else(|e| panic!("{e}"))),
+                ..HnswParams::default()
+            };
+            let t = Instant::now();
+            let hnsw = Hnsw::build(&bank, Metric::InnerProduct, params).expect("build");
+            let build = t.elapsed().as_secs_f64();
+            eprintln!("usearch kernels: {}", hnsw.hardware_acceleration());
+            for ef in list(&args[7]) {
+                hnsw.set_expansion_search(ef);
+                let (secs, hits) =
+                    best_of(reps, || hnsw.search(&queries, ks[0], &[]).expect("search"));
+                println!(
+                    r#"{{"engine":"tandem","index":"hnsw","scalar":"{scalar}","m":{},"ef_construction":{},"ef":{ef},"k":{},"threads":{threads},"queries":{nq},"build_seconds":{build},"seconds":{secs},"qps":{},"recall":{}}}"#,
+                    params.connectivity,
+                    params.expansion_add,
+                    ks[0],
+                    nq as f64 / secs,
+                    recall(&hits, &exact)
+                );
+            }
+        }
+    }
+}

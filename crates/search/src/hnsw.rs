@@ -1,0 +1,552 @@
+//! Approximate search with usearch's HNSW graph.
+//!
+//! An index file is always accompanied by a JSON sidecar (`<index>.json`,
+//! [`HnswSidecar`]) that records the bank it was built from (path, shape,
+//! dtype, file size and a hash of sampled rows), the metric and the build
+//! parameters. Loading refuses an index whose sidecar does not match the bank
+//! it is asked to serve, because its row numbers would point at other vectors.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use tandem_bank::{Bank, Vectors};
+use tandem_io::Overwrite;
+use usearch::{IndexOptions, MetricKind, ScalarKind};
+
+use crate::flat::{bank_name, row_norms};
+use crate::{check_request, hit_order, sorted_exclusions, Hit, Index, Metric, SearchError};
+
+/// Format tag written into every sidecar.
+const FORMAT: &str = "tandem-hnsw/1";
+/// Rows added per parallel task (and per progress-bar tick) while building.
+const ADD_CHUNK: usize = 1024;
+/// Largest finite float16.
+const F16_MAX: f32 = 65504.0;
+/// Rows hashed into a [`BankFingerprint`].
+const SAMPLED_ROWS: usize = 257;
+
+/// HNSW graph parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HnswParams {
+    /// Neighbours per node (`M`).
+    pub connectivity: usize,
+    /// Candidate list size while inserting (`ef_construction`).
+    pub expansion_add: usize,
+    /// Candidate list size while searching (`ef`); raised to `k` when smaller.
+    pub expansion_search: usize,
+    /// Element type stored in the graph; `None` = the bank's dtype.
+    pub scalar: Option<Scalar>,
+}
+
+/// Element type of the vectors stored in an HNSW graph. Float16 halves the
+/// memory and (with usearch's kernels) speeds up building and searching, at
+/// float16 precision for the scores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Scalar {
+    /// 32-bit floats (`"f32"`).
+    F32,
+    /// 16-bit floats (`"f16"`); values must lie within +-65504.
+    F16,
+}
+
+impl Scalar {
+    /// The name used on the command line and in sidecars.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scalar::F32 => "f32",
+            Scalar::F16 => "f16",
+        }
+    }
+
+    fn kind(self) -> ScalarKind {
+        match self {
+            Scalar::F32 => ScalarKind::F32,
+            Scalar::F16 => ScalarKind::F16,
+        }
+    }
+}
+
+impl std::fmt::Display for Scalar {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Scalar {
+    type Err = SearchError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "f32" | "float32" => Ok(Scalar::F32),
+            "f16" | "float16" => Ok(Scalar::F16),
+            _ => Err(SearchError::UnknownScalar(s.to_string())),
+        }
+    }
+}
+
+impl Default for HnswParams {
+    fn default() -> Self {
+        HnswParams {
+            connectivity: 32,
+            expansion_add: 200,
+            expansion_search: 256,
+            scalar: None,
+        }
+    }
+}
+
+/// What identifies a bank cheaply: shape, dtype, file size and a hash of
+/// [`SAMPLED_ROWS`] evenly spaced rows (first and last included).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BankFingerprint {
+    pub rows: usize,
+    pub dim: usize,
+    pub dtype: String,
+    /// Size of the bank file in bytes, when the bank was read from a file.
+    pub file_bytes: Option<u64>,
+    /// FNV-1a 64 of the sampled rows' stored bytes, as 16 hex digits.
+    pub sample_hash: String,
+}
+
+impl BankFingerprint {
+    /// The fingerprint of `bank`. Reads at most [`SAMPLED_ROWS`] rows.
+    pub fn of(bank: &Bank) -> BankFingerprint {
+        let (rows, dim) = (bank.rows(), bank.dim());
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |bytes: &[u8]| {
+            for &b in bytes {
+                hash = (hash ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        };
+        eat(&(rows as u64).to_le_bytes());
+        eat(&(dim as u64).to_le_bytes());
+        let samples = rows.min(SAMPLED_ROWS);
+        for i in 0..samples {
+            let r = if samples == 1 {
+                0
+            } else {
+                i * (rows - 1) / (samples - 1)
+            };
+            let range = r * dim..(r + 1) * dim;
+            match bank.vectors() {
+                Vectors::F32(v) => eat(bytemuck::cast_slice(&v[range])),
+                Vectors::F16(v) => eat(bytemuck::cast_slice(&v[range])),
+            }
+        }
+        BankFingerprint {
+            rows,
+            dim,
+            dtype: bank.dtype().name().to_string(),
+            file_bytes: bank
+                .path()
+                .and_then(|p| std::fs::metadata(p).ok())
+                .map(|m| m.len()),
+            sample_hash: format!("{hash:016x}"),
+        }
+    }
+
+    /// What differs between `self` (recorded) and `now` (the bank at hand), in words.
+    fn differences(&self, now: &BankFingerprint) -> Vec<String> {
+        let mut d = Vec::new();
+        if self.rows != now.rows || self.dim != now.dim {
+            d.push(format!(
+                "shape ({}, {}) vs ({}, {})",
+                self.rows, self.dim, now.rows, now.dim
+            ));
+        }
+        if self.dtype != now.dtype {
+            d.push(format!("dtype {} vs {}", self.dtype, now.dtype));
+        }
+        if let (Some(a), Some(b)) = (self.file_bytes, now.file_bytes) {
+            if a != b {
+                d.push(format!("file size {a} vs {b} bytes"));
+            }
+        }
+        if self.sample_hash != now.sample_hash {
+            d.push("contents of sampled rows".to_string());
+        }
+        d
+    }
+}
+
+/// The JSON file written next to an index (`<index>.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HnswSidecar {
+    /// Always `"tandem-hnsw/1"`.
+    pub format: String,
+    /// The bank's path when it was built, for people reading the file.
+    pub bank: String,
+    pub bank_fingerprint: BankFingerprint,
+    /// `"ip"` or `"cosine"`.
+    pub metric: String,
+    pub connectivity: usize,
+    pub expansion_add: usize,
+    /// Element type stored in the graph: `"f32"` or `"f16"`.
+    pub scalar: String,
+    /// Size of the index file, checked when it is opened.
+    pub index_bytes: u64,
+    pub build_seconds: f64,
+}
+
+/// An HNSW index over a bank. Keys are bank row numbers.
+pub struct Hnsw {
+    index: usearch::Index,
+    metric: Metric,
+    rows: usize,
+    dim: usize,
+    /// Thread contexts reserved in usearch (see [`search_contexts`]).
+    contexts: usize,
+    sidecar: HnswSidecar,
+}
+
+impl std::fmt::Debug for Hnsw {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hnsw")
+            .field("sidecar", &self.sidecar)
+            .finish_non_exhaustive()
+    }
+}
+
+fn usearch_err(e: impl std::fmt::Display) -> SearchError {
+    SearchError::Usearch(e.to_string())
+}
+
+/// The sidecar path of an index file: the index path with `.json` appended.
+pub fn sidecar_path(index: &Path) -> PathBuf {
+    let mut s = index.as_os_str().to_owned();
+    s.push(".json");
+    PathBuf::from(s)
+}
+
+fn utf8(path: &Path) -> Result<&str, SearchError> {
+    path.to_str().ok_or_else(|| {
+        SearchError::index(
+            path,
+            "the path is not valid UTF-8, which usearch requires",
+            "use a UTF-8 path",
+        )
+    })
+}
+
+impl Hnsw {
+    /// Builds an index over every row of `bank` (rows are added in parallel
+    /// on the rayon pool, with a progress bar). The graph stores
+    /// `params.scalar`, by default the bank's dtype. NaN/Inf rows are an
+    /// error, and so are values beyond +-65504 when storing float16.
+    pub fn build(bank: &Bank, metric: Metric, params: HnswParams) -> Result<Self, SearchError> {
+        let start = Instant::now();
+        row_norms(bank)?;
+        let (rows, dim) = (bank.rows(), bank.dim());
+        let scalar = params.scalar.unwrap_or(match bank.vectors() {
+            Vectors::F32(_) => Scalar::F32,
+            Vectors::F16(_) => Scalar::F16,
+        });
+        let options = IndexOptions {
+            dimensions: dim,
+            metric: match metric {
+                Metric::InnerProduct => MetricKind::IP,
+                Metric::Cosine => MetricKind::Cos,
+            },
+            quantization: scalar.kind(),
+            connectivity: params.connectivity,
+            expansion_add: params.expansion_add,
+            expansion_search: params.expansion_search,
+            multi: false,
+        };
+        let index = usearch::Index::new(&options).map_err(usearch_err)?;
+        let contexts = search_contexts();
+        index
+            .reserve_capacity_and_threads(rows, contexts)
+            .map_err(usearch_err)?;
+        let bar = tandem_io::progress(rows as u64, "hnsw build");
+        (0..rows.div_ceil(ADD_CHUNK))
+            .into_par_iter()
+            .try_for_each(|c| {
+                let (r0, r1) = (c * ADD_CHUNK, ((c + 1) * ADD_CHUNK).min(rows));
+                for r in r0..r1 {
+                    let range = r * dim..(r + 1) * dim;
+                    match bank.vectors() {
+                        Vectors::F32(v)
+                            if scalar == Scalar::F16
+                                && v[range.clone()].iter().any(|x| x.abs() > F16_MAX) =>
+                        {
+                            return Err(SearchError::F16Range {
+                                bank: bank_name(bank),
+                                row: r,
+                            });
+                        }
+                        Vectors::F32(v) => index.add(r as u64, &v[range]),
+                        Vectors::F16(v) => index.add(
+                            r as u64,
+                            usearch::f16::from_i16s(bytemuck::cast_slice(&v[range])),
+                        ),
+                    }
+                    .map_err(usearch_err)?;
+                }
+                bar.inc((r1 - r0) as u64);
+                Ok::<(), SearchError>(())
+            })?;
+        bar.finish_and_clear();
+        let sidecar = HnswSidecar {
+            format: FORMAT.to_string(),
+            bank: bank_name(bank),
+            bank_fingerprint: BankFingerprint::of(bank),
+            metric: metric.name().to_string(),
+            connectivity: params.connectivity,
+            expansion_add: params.expansion_add,
+            scalar: scalar.name().to_string(),
+            index_bytes: 0,
+            build_seconds: start.elapsed().as_secs_f64(),
+        };
+        Ok(Hnsw {
+            index,
+            metric,
+            rows,
+            dim,
+            contexts,
+            sidecar,
+        })
+    }
+
+    /// Writes the index to `path` and its sidecar to `<path>.json`. The index
+    /// goes to a temporary file that is renamed into place; the sidecar is
+    /// written last, so a half-written pair never passes [`Hnsw::load`].
+    pub fn save(&mut self, path: &Path, overwrite: Overwrite) -> Result<(), SearchError> {
+        let side = sidecar_path(path);
+        for p in [path, side.as_path()] {
+            if overwrite == Overwrite::Refuse && p.exists() {
+                return Err(tandem_io::WriteError::Exists(p.to_path_buf()).into());
+            }
+        }
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+        let io = |e| SearchError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        };
+        let result = (|| -> Result<(), SearchError> {
+            self.index.save(utf8(&tmp)?).map_err(usearch_err)?;
+            File::open(&tmp).and_then(|f| f.sync_all()).map_err(io)?;
+            std::fs::rename(&tmp, path).map_err(io)?;
+            Ok(())
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result?;
+        self.sidecar.index_bytes = std::fs::metadata(path).map_err(io)?.len();
+        let json = serde_json::to_vec_pretty(&self.sidecar).expect("sidecar serialises");
+        tandem_io::write_bytes_atomic(&side, Overwrite::Allow, &json)?;
+        Ok(())
+    }
+
+    /// Loads the index at `path` into memory, after checking that its
+    /// sidecar matches `bank`.
+    pub fn load(path: &Path, bank: &Bank) -> Result<Self, SearchError> {
+        Self::open(path, bank, false)
+    }
+
+    /// Memory-maps the index at `path` (no copy), after checking that its
+    /// sidecar matches `bank`.
+    pub fn view(path: &Path, bank: &Bank) -> Result<Self, SearchError> {
+        Self::open(path, bank, true)
+    }
+
+    fn open(path: &Path, bank: &Bank, view: bool) -> Result<Self, SearchError> {
+        let side = sidecar_path(path);
+        let rebuild = format!(
+            "rebuild it: tandem index build --bank {} --out {} --force",
+            bank_name(bank),
+            path.display()
+        );
+        if !path.exists() {
+            return Err(SearchError::index(
+                path,
+                "index file not found",
+                format!(
+                    "build it: tandem index build --bank {} --out {}",
+                    bank_name(bank),
+                    path.display()
+                ),
+            ));
+        }
+        let text = std::fs::read(&side).map_err(|e| {
+            SearchError::index(
+                &side,
+                format!("cannot read the index sidecar ({e})"),
+                &rebuild,
+            )
+        })?;
+        let sidecar: HnswSidecar = serde_json::from_slice(&text).map_err(|e| {
+            SearchError::index(&side, format!("not a tandem index sidecar ({e})"), &rebuild)
+        })?;
+        if sidecar.format != FORMAT {
+            return Err(SearchError::index(
+                &side,
+                format!("format {:?}, expected {FORMAT:?}", sidecar.format),
+                &rebuild,
+            ));
+        }
+        let now = BankFingerprint::of(bank);
+        let diff = sidecar.bank_fingerprint.differences(&now);
+        if !diff.is_empty() {
+            return Err(SearchError::index(
+                path,
+                format!(
+                    "built from bank {} which does not match {} ({})",
+                    sidecar.bank,
+                    bank_name(bank),
+                    diff.join(", ")
+                ),
+                &rebuild,
+            ));
+        }
+        let bytes = std::fs::metadata(path)
+            .map_err(|e| SearchError::Io {
+                path: path.to_path_buf(),
+                source: e,
+            })?
+            .len();
+        if bytes != sidecar.index_bytes {
+            return Err(SearchError::index(
+                path,
+                format!(
+                    "index file has {bytes} bytes but its sidecar records {}",
+                    sidecar.index_bytes
+                ),
+                &rebuild,
+            ));
+        }
+        let metric: Metric = sidecar
+            .metric
+            .parse()
+            .map_err(|e: SearchError| SearchError::index(&side, e.to_string(), &rebuild))?;
+        let p = utf8(path)?;
+        let index = if view {
+            usearch::Index::restore_view(p)
+        } else {
+            usearch::Index::restore(p)
+        }
+        .map_err(|e| SearchError::index(path, format!("usearch cannot open it ({e})"), &rebuild))?;
+        if index.size() != now.rows || index.dimensions() != now.dim {
+            return Err(SearchError::index(
+                path,
+                format!(
+                    "holds {} vectors of dimension {}, the bank ({}, {})",
+                    index.size(),
+                    index.dimensions(),
+                    now.rows,
+                    now.dim
+                ),
+                &rebuild,
+            ));
+        }
+        // Search contexts for the worker threads (a viewed index too).
+        let contexts = search_contexts();
+        index
+            .reserve_capacity_and_threads(now.rows, contexts)
+            .map_err(usearch_err)?;
+        Ok(Hnsw {
+            index,
+            metric,
+            rows: now.rows,
+            dim: now.dim,
+            contexts,
+            sidecar,
+        })
+    }
+
+    /// Sets the search candidate list size (`ef`).
+    pub fn set_expansion_search(&self, ef: usize) {
+        self.index.change_expansion_search(ef);
+    }
+
+    /// The graph parameters (the search expansion as currently set).
+    pub fn params(&self) -> HnswParams {
+        HnswParams {
+            connectivity: self.sidecar.connectivity,
+            expansion_add: self.sidecar.expansion_add,
+            expansion_search: self.index.expansion_search(),
+            scalar: self.sidecar.scalar.parse().ok(),
+        }
+    }
+
+    /// The SIMD kernels usearch picked for this index's metric (e.g. "sapphire", "skylake", "serial").
+    pub fn hardware_acceleration(&self) -> String {
+        self.index.hardware_acceleration()
+    }
+
+    /// The sidecar describing this index (`index_bytes` is 0 until saved).
+    pub fn sidecar(&self) -> &HnswSidecar {
+        &self.sidecar
+    }
+}
+
+/// Thread contexts reserved in usearch: one per worker of the current rayon
+/// pool or per core, whichever is more, plus the caller. One
+/// [`Index::search`] call never runs more searches at once than this.
+fn search_contexts() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    rayon::current_num_threads().max(cores) + 1
+}
+
+impl Index for Hnsw {
+    fn len(&self) -> usize {
+        self.rows
+    }
+
+    fn dim(&self) -> usize {
+        self.dim
+    }
+
+    fn metric(&self) -> Metric {
+        self.metric
+    }
+
+    fn search(
+        &self,
+        queries: &[f32],
+        k: usize,
+        exclude: &[Vec<u32>],
+    ) -> Result<Vec<Vec<Hit>>, SearchError> {
+        check_request(self.rows, self.dim, queries, k, exclude)?;
+        let exclude = sorted_exclusions(exclude);
+        let one = |i: usize, q: &[f32]| -> Result<Vec<Hit>, SearchError> {
+            let matches = match exclude.get(i).filter(|e| !e.is_empty()) {
+                None => self.index.search(q, k),
+                Some(ex) => self
+                    .index
+                    .filtered_search(q, k, |key| ex.binary_search(&(key as u32)).is_err()),
+            }
+            .map_err(usearch_err)?;
+            let mut hits: Vec<Hit> = matches
+                .keys
+                .iter()
+                .zip(&matches.distances)
+                .map(|(&key, &d)| (key as u32, 1.0 - d))
+                .collect();
+            hits.sort_by(hit_order);
+            Ok(hits)
+        };
+        // At most `contexts - 1` runs of queries at once: usearch refuses a
+        // search when every reserved context is busy.
+        let nq = queries.len() / self.dim;
+        let per_run = nq.div_ceil(self.contexts - 1).max(1);
+        let runs: Vec<Vec<Vec<Hit>>> = queries
+            .par_chunks(per_run * self.dim)
+            .enumerate()
+            .map(|(r, run)| {
+                run.chunks_exact(self.dim)
+                    .enumerate()
+                    .map(|(j, q)| one(r * per_run + j, q))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(runs.into_iter().flatten().collect())
+    }
+}

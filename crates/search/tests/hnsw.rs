@@ -1,0 +1,203 @@
+//! `Hnsw`: recall against `Flat`, exclusions, save / load / view, and the
+//! sidecar check that refuses an index built from another bank.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tandem_bank::{f16, write_npy, Bank, OpenOptions, Overwrite, Vectors};
+use tandem_search::{sidecar_path, Flat, Hit, Hnsw, HnswParams, Index, Metric, Scalar};
+
+fn random(n: usize, seed: u64) -> Vec<f32> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    (0..n).map(|_| rng.gen_range(-1.0f32..1.0)).collect()
+}
+
+fn recall(approx: &[Vec<Hit>], exact: &[Vec<Hit>]) -> f64 {
+    let (mut found, mut total) = (0, 0);
+    for (a, e) in approx.iter().zip(exact) {
+        found += a.iter().filter(|h| e.iter().any(|x| x.0 == h.0)).count();
+        total += e.len();
+    }
+    found as f64 / total as f64
+}
+
+const PARAMS: HnswParams = HnswParams {
+    connectivity: 16,
+    expansion_add: 128,
+    expansion_search: 200,
+    scalar: None,
+};
+
+#[test]
+fn recall_against_exact_for_both_metrics_and_dtypes() {
+    let (rows, dim, nq, k) = (3000, 16, 50, 10);
+    let data = random(rows * dim, 1);
+    let queries = random(nq * dim, 2);
+    for half in [false, true] {
+        let bank = if half {
+            Bank::from_f16(data.iter().map(|&v| f16::from_f32(v)).collect(), dim)
+        } else {
+            Bank::from_f32(data.clone(), dim)
+        };
+        for metric in [Metric::InnerProduct, Metric::Cosine] {
+            let exact = Flat::new(&bank, metric)
+                .unwrap()
+                .search(&queries, k, &[])
+                .unwrap();
+            let hnsw = Hnsw::build(&bank, metric, PARAMS).unwrap();
+            assert_eq!((hnsw.len(), hnsw.dim(), hnsw.metric()), (rows, dim, metric));
+            let approx = hnsw.search(&queries, k, &[]).unwrap();
+            let r = recall(&approx, &exact);
+            assert!(r >= 0.95, "recall {r} ({metric}, f16 {half})");
+            // Scores are the metric's similarities, not usearch distances.
+            for (a, e) in approx.iter().zip(&exact) {
+                assert!(
+                    (a[0].1 - e[0].1).abs() < 1e-2 || a[0].0 != e[0].0,
+                    "score {} vs {}",
+                    a[0].1,
+                    e[0].1
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn exclusions_are_never_returned() {
+    let (rows, dim) = (2000, 8);
+    let data = random(rows * dim, 3);
+    let bank = Bank::from_f32(data.clone(), dim);
+    let hnsw = Hnsw::build(&bank, Metric::Cosine, PARAMS).unwrap();
+    let queries = data[..5 * dim].to_vec(); // rows 0..5: each its own nearest
+    let exclude: Vec<Vec<u32>> = (0..5u32).map(|i| vec![i, i + 10, 1999]).collect();
+    let got = hnsw.search(&queries, 20, &exclude).unwrap();
+    for (i, hits) in got.iter().enumerate() {
+        assert_eq!(hits.len(), 20);
+        assert!(
+            hits.iter().all(|h| !exclude[i].contains(&h.0)),
+            "query {i}: {hits:?}"
+        );
+    }
+    let plain = hnsw.search(&queries, 1, &[]).unwrap();
+    assert_eq!(
+        plain.iter().map(|h| h[0].0).collect::<Vec<_>>(),
+        vec![0, 1, 2, 3, 4]
+    );
+    let e = hnsw.search(&queries, 2001, &[]).unwrap_err().to_string();
+    assert!(e.contains("--k 2000"), "{e}");
+}
+
+#[test]
+fn save_load_view_and_refuse_a_different_bank() {
+    let dir = tempfile::tempdir().unwrap();
+    let (rows, dim) = (1500, 12);
+    let data = random(rows * dim, 4);
+    let bank_path = dir.path().join("bank.npy");
+    write_npy(
+        &bank_path,
+        rows,
+        dim,
+        Vectors::F32(&data),
+        Overwrite::Refuse,
+    )
+    .unwrap();
+    let bank = Bank::open(&bank_path, &OpenOptions::default()).unwrap();
+    let idx = dir.path().join("bank.usearch");
+    let mut built = Hnsw::build(&bank, Metric::InnerProduct, PARAMS).unwrap();
+    built.save(&idx, Overwrite::Refuse).unwrap();
+    let e = built.save(&idx, Overwrite::Refuse).unwrap_err().to_string();
+    assert!(e.contains("--force"), "{e}");
+    let sidecar: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(sidecar_path(&idx)).unwrap()).unwrap();
+    assert_eq!(sidecar["metric"], "ip");
+    assert_eq!(sidecar["connectivity"], 16);
+    assert_eq!(sidecar["bank_fingerprint"]["rows"], rows);
+
+    let queries = random(20 * dim, 5);
+    let want = built.search(&queries, 10, &[]).unwrap();
+    for opened in [
+        Hnsw::load(&idx, &bank).unwrap(),
+        Hnsw::view(&idx, &bank).unwrap(),
+    ] {
+        assert_eq!(opened.metric(), Metric::InnerProduct);
+        assert_eq!(opened.params().connectivity, 16);
+        opened.set_expansion_search(PARAMS.expansion_search);
+        assert_eq!(opened.search(&queries, 10, &[]).unwrap(), want);
+    }
+
+    // More searching threads than the machine has cores, on a memory-mapped index.
+    let viewed = Hnsw::view(&idx, &bank).unwrap();
+    viewed.set_expansion_search(PARAMS.expansion_search);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(8)
+        .build()
+        .unwrap();
+    let many = random(400 * dim, 6);
+    let hits = pool.install(|| viewed.search(&many, 10, &[])).unwrap();
+    assert_eq!(hits.len(), 400);
+    assert!(hits.iter().all(|h| h.len() == 10));
+
+    // Same shape, one value changed: the sampled-row hash catches row 0.
+    let mut changed = data.clone();
+    changed[0] += 0.5;
+    let other = Bank::from_f32(changed, dim);
+    let e = Hnsw::view(&idx, &other).unwrap_err().to_string();
+    assert!(
+        e.contains("does not match") && e.contains("contents") && e.contains("--force"),
+        "{e}"
+    );
+    let smaller = Bank::from_f32(data[..(rows - 1) * dim].to_vec(), dim);
+    let e = Hnsw::load(&idx, &smaller).unwrap_err().to_string();
+    assert!(e.contains("shape (1500, 12) vs (1499, 12)"), "{e}");
+
+    // A damaged sidecar or a missing index is refused with the fix.
+    std::fs::write(sidecar_path(&idx), b"{").unwrap();
+    let e = Hnsw::load(&idx, &bank).unwrap_err().to_string();
+    assert!(
+        e.contains("not a tandem index sidecar") && e.contains("rebuild"),
+        "{e}"
+    );
+    let e = Hnsw::load(&dir.path().join("missing.usearch"), &bank)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("not found") && e.contains("tandem index build"),
+        "{e}"
+    );
+}
+
+#[test]
+fn float16_storage_for_a_float32_bank() {
+    let (rows, dim, nq, k) = (3000, 16, 50, 10);
+    let data = random(rows * dim, 8);
+    let queries = random(nq * dim, 9);
+    let bank = Bank::from_f32(data.clone(), dim);
+    let params = HnswParams {
+        scalar: Some(Scalar::F16),
+        ..PARAMS
+    };
+    let hnsw = Hnsw::build(&bank, Metric::Cosine, params).unwrap();
+    assert_eq!(hnsw.sidecar().scalar, "f16");
+    assert_eq!(hnsw.params().scalar, Some(Scalar::F16));
+    let exact = Flat::new(&bank, Metric::Cosine)
+        .unwrap()
+        .search(&queries, k, &[])
+        .unwrap();
+    let r = recall(&hnsw.search(&queries, k, &[]).unwrap(), &exact);
+    assert!(r >= 0.95, "recall {r}");
+
+    let mut big = data;
+    big[5 * dim + 3] = 70000.0;
+    let e = Hnsw::build(&Bank::from_f32(big, dim), Metric::Cosine, params)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("row 5") && e.contains("65504") && e.contains("f32"),
+        "{e}"
+    );
+    assert_eq!("F16".parse::<Scalar>().unwrap(), Scalar::F16);
+    assert!("i8"
+        .parse::<Scalar>()
+        .unwrap_err()
+        .to_string()
+        .contains("\"f16\""));
+}
