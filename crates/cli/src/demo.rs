@@ -128,16 +128,7 @@ fn demo_into(dir: &Path, args: &DemoArgs) -> anyhow::Result<()> {
     let run_path = dir.join(RUN_FILE);
     tandem_io::write_atomic(&run_path, Overwrite::Refuse, |w| {
         for (i, ranked) in hits.iter().enumerate() {
-            let docs: Vec<(String, f64)> = ranked
-                .iter()
-                .map(|&(row, s)| (bank.doc_id(row as usize).into_owned(), f64::from(s)))
-                .collect();
-            tandem_eval::trec::write_run_lines(
-                w,
-                &qid(i),
-                docs.iter().map(|(d, s)| (d.as_str(), *s)),
-                "tandem-hnsw",
-            )?;
+            crate::search_cmd::write_hits(w, bank, &qid(i), ranked, "tandem-hnsw")?;
         }
         Ok(())
     })?;

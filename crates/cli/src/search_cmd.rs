@@ -130,22 +130,11 @@ fn worker_threads() -> usize {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
-fn overwrite(force: bool) -> Overwrite {
-    if force {
-        Overwrite::Allow
-    } else {
-        Overwrite::Refuse
-    }
-}
-
 /// Fails early, before any work, when an output exists and --force is absent.
 fn refuse_existing(paths: &[&Path], force: bool) -> anyhow::Result<()> {
     for p in paths {
         if !force && p.exists() {
-            bail!(
-                "{}: file already exists; choose another output path or pass --force to replace it",
-                p.display()
-            );
+            return Err(tandem_io::WriteError::Exists(p.to_path_buf()).into());
         }
     }
     Ok(())
@@ -174,7 +163,7 @@ pub fn run_index(cmd: IndexCmd) -> anyhow::Result<()> {
     };
     let mut hnsw = Hnsw::build(&bank, a.metric, params)
         .with_context(|| format!("building an index over {}", a.bank.display()))?;
-    hnsw.save(&a.out, overwrite(a.force))?;
+    hnsw.save(&a.out, Overwrite::from_force(a.force))?;
     eprintln!(
         "index {}: {} rows, dim {}, metric {}, M {}, ef_construction {}, scalar {}, built in {:.1}s",
         a.out.display(),
@@ -231,6 +220,22 @@ fn read_exclusions(path: &Path, bank: &Bank, queries: usize) -> anyhow::Result<V
                 .collect()
         })
         .collect()
+}
+
+/// Write one query's hits as TREC run lines, naming rows by the bank's doc ids.
+pub(crate) fn write_hits<W: std::io::Write>(
+    w: &mut W,
+    bank: &Bank,
+    qid: &str,
+    hits: &[Hit],
+    tag: &str,
+) -> std::io::Result<()> {
+    let names: Vec<_> = hits.iter().map(|&(r, _)| bank.doc_id(r as usize)).collect();
+    let ranked = names
+        .iter()
+        .map(|n| n.as_ref())
+        .zip(hits.iter().map(|&(_, s)| s));
+    tandem_eval::trec::write_run_lines(w, qid, ranked, tag)
 }
 
 pub fn run_search(a: SearchArgs) -> anyhow::Result<()> {
@@ -338,17 +343,9 @@ pub fn run_search(a: SearchArgs) -> anyhow::Result<()> {
     let search_s = t_search.elapsed().as_secs_f64();
 
     let t_write = Instant::now();
-    tandem_io::write_atomic(&a.out, overwrite(a.force), |w| {
+    tandem_io::write_atomic(&a.out, Overwrite::from_force(a.force), |w| {
         for (q, list) in hits.iter().enumerate() {
-            let names: Vec<String> = list
-                .iter()
-                .map(|&(r, _)| bank.doc_id(r as usize).into_owned())
-                .collect();
-            let ranked = names
-                .iter()
-                .map(String::as_str)
-                .zip(list.iter().map(|&(_, s)| s as f64));
-            tandem_eval::trec::write_run_lines(w, &queries.doc_id(q), ranked, &a.tag)?;
+            write_hits(w, &bank, &queries.doc_id(q), list, &a.tag)?;
         }
         Ok(())
     })?;
@@ -371,7 +368,7 @@ pub fn run_search(a: SearchArgs) -> anyhow::Result<()> {
         "queries_per_second": qps,
     });
     let text = serde_json::to_vec_pretty(&meta).expect("json values serialise");
-    tandem_io::write_bytes_atomic(&meta_path, overwrite(a.force), &text)?;
+    tandem_io::write_bytes_atomic(&meta_path, Overwrite::from_force(a.force), &text)?;
     eprintln!(
         "searched {nq} queries against {} rows ({}, k {}) in {search_s:.2}s ({qps:.0} queries/s); wrote {}",
         bank.rows(),
