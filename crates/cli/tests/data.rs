@@ -228,17 +228,23 @@ fn from_sentences_builds_a_loadable_dataset() {
     );
 }
 
+/// `tandem data from-sentences` over the given files.
+fn from_sentences(sentences: &Path, vectors: &Path, out: &Path) -> Command {
+    let mut cmd = tandem();
+    cmd.args(["data", "from-sentences", "--sentences"])
+        .arg(sentences)
+        .arg("--vectors")
+        .arg(vectors)
+        .arg("--out")
+        .arg(out);
+    cmd
+}
+
 fn build_fails(lines: &[(&str, u32)], rows: usize, what: &str, file: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let (s, v) = sentences(tmp.path(), lines, rows);
     let out = tmp.path().join("ds");
-    let assert = tandem()
-        .args(["data", "from-sentences", "--sentences"])
-        .arg(&s)
-        .arg("--vectors")
-        .arg(&v)
-        .arg("--out")
-        .arg(&out)
+    let assert = from_sentences(&s, &v, &out)
         .assert()
         .code(2)
         .stderr(contains(what))
@@ -266,15 +272,7 @@ fn corrupted(line: &str, what: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let (s, v) = sentences(tmp.path(), &DOCS, DOCS.len());
     let out = tmp.path().join("ds");
-    tandem()
-        .args(["data", "from-sentences", "--sentences"])
-        .arg(&s)
-        .arg("--vectors")
-        .arg(&v)
-        .arg("--out")
-        .arg(&out)
-        .assert()
-        .success();
+    from_sentences(&s, &v, &out).assert().success();
     let path = out.join("sequences.jsonl");
     let text = fs::read_to_string(&path).unwrap();
     let mut lines: Vec<&str> = text.lines().collect();
