@@ -428,7 +428,7 @@ pub(crate) fn header_bytes(elem: Elem, shape: &[usize]) -> Vec<u8> {
             .to_le_bytes(),
     );
     out.extend_from_slice(dict.as_bytes());
-    out.extend(std::iter::repeat(b' ').take(pad));
+    out.extend(std::iter::repeat_n(b' ', pad));
     out.push(b'\n');
     out
 }

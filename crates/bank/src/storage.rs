@@ -89,7 +89,7 @@ impl Bank {
     /// An in-memory float32 bank. `data.len()` must equal `rows * dim`.
     pub fn from_f32(data: Vec<f32>, dim: usize) -> Bank {
         assert!(
-            dim > 0 && data.len() % dim == 0,
+            dim > 0 && data.len().is_multiple_of(dim),
             "data length must be a multiple of dim"
         );
         let rows = data.len() / dim;
@@ -106,7 +106,7 @@ impl Bank {
     /// An in-memory float16 bank. `data.len()` must equal `rows * dim`.
     pub fn from_f16(data: Vec<f16>, dim: usize) -> Bank {
         assert!(
-            dim > 0 && data.len() % dim == 0,
+            dim > 0 && data.len().is_multiple_of(dim),
             "data length must be a multiple of dim"
         );
         let rows = data.len() / dim;

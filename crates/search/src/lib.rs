@@ -103,7 +103,7 @@ pub(crate) fn check_request(
     if k > rows {
         return Err(SearchError::KTooLarge { k, rows });
     }
-    if queries.len() % dim != 0 {
+    if !queries.len().is_multiple_of(dim) {
         return Err(SearchError::QueryDim {
             len: queries.len(),
             dim,
