@@ -5,11 +5,10 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum BankError {
     /// The file could not be opened or read.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}; {}", tandem_io::io_fix(error))]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The file is not a valid vector file: `problem` says what is wrong,
     /// `fix` what the user can do.
@@ -26,10 +25,10 @@ pub enum BankError {
 
 impl BankError {
     /// An I/O error on `path`.
-    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub fn io(path: impl Into<PathBuf>, error: std::io::Error) -> Self {
         BankError::Io {
             path: path.into(),
-            source,
+            error,
         }
     }
 

@@ -236,6 +236,13 @@ pub(crate) fn map_file(path: &Path) -> Result<Arc<Mmap>, BankError> {
 /// Find the array `key` (for containers) in `path` and check its header and length.
 pub(crate) fn locate(path: &Path, key: Option<&str>) -> Result<Located, BankError> {
     let format = Format::of(path)?;
+    if let (Some(k), Format::Npy | Format::Fvecs) = (key, format) {
+        return Err(BankError::invalid(
+            path,
+            format!("a key ('{k}') was given, but this file holds a single array"),
+            "drop --key (it picks an array inside an .npz or a tensor inside a .safetensors file)",
+        ));
+    }
     let map = map_file(path)?;
     let (header, payload) = match format {
         Format::Npy => {
@@ -279,7 +286,10 @@ pub(crate) fn pick_key<'a>(
                 names.len(),
                 listing()
             ),
-            format!("pick one with --key NAME (e.g. --key {})", names[0]),
+            format!(
+                "pick one by name: --key {0} (for a query file: --query-key {0})",
+                names[0]
+            ),
         )),
         (Some(k), _) => names
             .iter()
@@ -289,7 +299,7 @@ pub(crate) fn pick_key<'a>(
                 BankError::invalid(
                     path,
                     format!("has no {what} named '{k}'; it contains {}", listing()),
-                    "pass one of those names with --key",
+                    "pass one of those names with --key (for a query file: --query-key)",
                 )
             }),
     }

@@ -37,7 +37,7 @@ pub use tandem_io::Overwrite;
 pub struct OpenOptions {
     /// Array name inside an `.npz` archive or tensor name inside a
     /// `.safetensors` file. Required when the container holds more than one;
-    /// ignored for `.npy` and `.fvecs`, which hold a single array.
+    /// an error for `.npy` and `.fvecs`, which hold a single array.
     pub key: Option<String>,
     /// Optional ids file: one id per line, as many lines as the bank has rows.
     pub ids: Option<std::path::PathBuf>,

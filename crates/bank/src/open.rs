@@ -75,7 +75,7 @@ impl Bank {
             },
         };
         if let Some(ids_path) = &opts.ids {
-            bank.ids = Some(read_ids(ids_path, rows)?);
+            bank.ids = Some(read_ids(ids_path, rows, path)?);
         }
         bank.path = Some(path.to_path_buf());
         Ok(bank)
@@ -93,9 +93,9 @@ pub fn array_keys(path: &Path) -> Result<Vec<String>, BankError> {
     }
 }
 
-/// Read an ids file: exactly `rows` lines (a final newline is optional,
-/// `\r\n` is accepted), no empty ids, no duplicates.
-pub(crate) fn read_ids(path: &Path, rows: usize) -> Result<Vec<String>, BankError> {
+/// Read the ids file of the vector file `vectors`: exactly `rows` lines (a
+/// final newline is optional, `\r\n` is accepted), no empty ids, no duplicates.
+pub(crate) fn read_ids(path: &Path, rows: usize, vectors: &Path) -> Result<Vec<String>, BankError> {
     let bytes = std::fs::read(path).map_err(|e| BankError::io(path, e))?;
     let text = String::from_utf8(bytes).map_err(|e| {
         BankError::invalid(
@@ -119,10 +119,11 @@ pub(crate) fn read_ids(path: &Path, rows: usize) -> Result<Vec<String>, BankErro
         return Err(BankError::invalid(
             path,
             format!(
-                "ids file has {} lines but the bank has {rows} rows",
-                ids.len()
+                "ids file has {} lines but {} has {rows} rows",
+                ids.len(),
+                vectors.display()
             ),
-            "write exactly one id per bank row, in row order",
+            "write exactly one id per vector row, in row order",
         ));
     }
     let mut seen: HashMap<&str, usize> = HashMap::with_capacity(rows);

@@ -214,7 +214,7 @@ fn ids_files() {
         (
             "short.txt",
             b"d1\nd2\n",
-            &["ids file has 2 lines but the bank has 3 rows"],
+            &["ids file has 2 lines but", "b.npy has 3 rows"],
         ),
         ("long.txt", b"d1\nd2\nd3\nd4\n", &["has 4 lines"]),
         ("empty.txt", b"", &["has 0 lines"]),

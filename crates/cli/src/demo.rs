@@ -160,12 +160,17 @@ fn demo_into(dir: &Path, args: &DemoArgs) -> anyhow::Result<()> {
         println!("   HNSW recall@100 {hnsw_r100:.4} vs exact {exact:.4}");
     }
 
+    let p = index.params();
+    let hnsw_params = json!({
+        "m": p.connectivity, "ef_construction": p.expansion_add,
+        "ef": p.expansion_search, "scalar": index.sidecar().scalar,
+    });
     let summary = json!({
         "command": std::env::args().collect::<Vec<_>>().join(" "),
         "seed": args.seed,
         "world": cfg.command(),
         "baseline": report.to_json(),
-        "hnsw": { "params": format!("{:?}", index.params()), "run": RUN_FILE, "qrels": QRELS_FILE, "eval": hnsw_report.to_json(false) },
+        "hnsw": { "params": hnsw_params, "run": RUN_FILE, "qrels": QRELS_FILE, "eval": hnsw_report.to_json(false) },
         "seconds": started.elapsed().as_secs_f64(),
     });
     let text = serde_json::to_string_pretty(&summary)?;

@@ -185,3 +185,31 @@ fn info_on_the_real_msmarco_corpus() {
     let mean = v["norm"]["mean"].as_f64().unwrap();
     assert!((mean - 1.0).abs() < 1e-3, "{v}");
 }
+
+#[test]
+fn a_key_for_a_single_array_file_is_an_error_not_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = bank_file(dir.path(), "a.npy", &A);
+    tandem()
+        .args(["bank", "info", "--key", "doc"])
+        .arg(&p)
+        .assert()
+        .code(2)
+        .stdout("")
+        .stderr(predicate::str::contains("holds a single array; drop --key"));
+}
+
+#[test]
+fn a_missing_file_is_one_line_that_names_it_and_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("nope.npy");
+    let out = tandem().args(["bank", "info"]).arg(&p).assert().code(2);
+    let err = String::from_utf8(out.get_output().stderr.clone()).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("nope.npy") && err.contains("check the path"),
+        "{err}"
+    );
+    // The OS error is said once, not once per layer of the error chain.
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+}

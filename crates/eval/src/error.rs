@@ -7,7 +7,7 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum EvalError {
     /// A file could not be read at all.
-    #[error("{}: cannot read: {source}; check the path and its permissions", path.display())]
+    #[error("{}: cannot read: {source}; {}", path.display(), tandem_io::io_fix(source))]
     Io {
         /// The file.
         path: PathBuf,

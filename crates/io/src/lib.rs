@@ -32,6 +32,22 @@ impl Overwrite {
     }
 }
 
+/// What a user can do about an I/O error, by its kind: appended to every
+/// file error so that it names the fix, not only the OS's words.
+pub fn io_fix(e: &io::Error) -> &'static str {
+    match e.kind() {
+        io::ErrorKind::NotFound => "check the path: the file or a folder on the way does not exist",
+        io::ErrorKind::PermissionDenied => "check the permissions of the file and its folder",
+        io::ErrorKind::IsADirectory => "that is a directory; give the path of a file",
+        io::ErrorKind::NotADirectory => {
+            "a part of the path is a file, not a folder; check the path"
+        }
+        io::ErrorKind::StorageFull => "the disk is full; free space or write elsewhere",
+        io::ErrorKind::ReadOnlyFilesystem => "the file system is read-only; write elsewhere",
+        _ => "check the path and try again",
+    }
+}
+
 /// Errors from [`write_atomic`].
 #[derive(Debug)]
 pub enum WriteError {
@@ -48,7 +64,7 @@ impl std::fmt::Display for WriteError {
                 "{}: file already exists; choose another output path or pass --force to replace it",
                 p.display()
             ),
-            WriteError::Io(p, e) => write!(f, "{}: {e}", p.display()),
+            WriteError::Io(p, e) => write!(f, "{}: {e}; {}", p.display(), io_fix(e)),
         }
     }
 }

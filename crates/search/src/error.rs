@@ -35,7 +35,7 @@ pub enum SearchError {
         problem: String,
         fix: String,
     },
-    #[error("{path}: {source}")]
+    #[error("{path}: {source}; {}", tandem_io::io_fix(source))]
     Io {
         path: PathBuf,
         #[source]
