@@ -19,8 +19,9 @@ pub enum DataCmd {
     /// The sentences file holds {"doc_id", "idx", "text"} per line, grouped by
     /// document in reading order (idx increasing); row i of the vectors embeds
     /// line i. Documents are split by ordinal in file order: ordinal % 10 == 0
-    /// test, == 1 val, the rest train. The dataset refers to the vector file
-    /// by relative path unless --copy-bank is given.
+    /// test, == 1 val, the rest train. Unless --copy-bank is given, the
+    /// dataset refers to the vector file: by its absolute path when --vectors
+    /// is absolute, else by a path relative to the dataset directory.
     FromSentences(FromSentencesArgs),
     /// Import a Python-style .npz of (context, target) examples as a dataset.
     ///
@@ -256,13 +257,14 @@ pub fn run_baseline(args: BaselineArgs) -> anyhow::Result<()> {
         .out
         .clone()
         .unwrap_or_else(|| args.dataset.join("baseline.json"));
+    let ds = Dataset::open(&args.dataset).context("cannot load the dataset")?;
+    tandem_data::baseline::check_ks(&ds, &args.k).context("bad --k")?;
     if out.exists() && !args.force {
         anyhow::bail!(
             "{}: report already exists; pass --force to replace it or --out to write elsewhere",
             out.display()
         );
     }
-    let ds = Dataset::open(&args.dataset).context("cannot load the dataset")?;
     let report = tandem_data::baseline(&ds, split, &args.k)
         .with_context(|| format!("baseline on {} failed", args.dataset.display()))?;
     let m = ds.manifest();

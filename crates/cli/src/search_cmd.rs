@@ -8,7 +8,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use tandem_bank::{Bank, OpenOptions};
 use tandem_io::Overwrite;
-use tandem_search::{sidecar_path, Flat, Hit, Hnsw, HnswParams, Index, Metric, Scalar};
+use tandem_search::{Flat, Hit, Hnsw, HnswParams, Index, Metric, Scalar};
 
 /// Queries searched per call (and per progress-bar tick); a multiple of the
 /// exact search's query tile, so results never depend on it.
@@ -36,11 +36,13 @@ pub struct BuildArgs {
     /// Similarity: ip (inner product) or cosine.
     #[arg(long, default_value_t = Metric::InnerProduct)]
     pub metric: Metric,
-    /// HNSW connectivity (neighbours per node).
-    #[arg(long, default_value_t = 32)]
+    /// HNSW connectivity (neighbours per node), at least 2.
+    #[arg(long, default_value_t = 32,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(2..))]
     pub m: usize,
-    /// HNSW candidate list size while inserting.
-    #[arg(long, default_value_t = 200)]
+    /// HNSW candidate list size while inserting, at least 1.
+    #[arg(long, default_value_t = 200,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub ef_construction: usize,
     /// Element type stored in the graph: f32 or f16 (half the memory, faster,
     /// float16 scores) [default: the bank's dtype].
@@ -89,7 +91,7 @@ pub struct SearchArgs {
     #[arg(long)]
     pub index: Option<PathBuf>,
     /// HNSW candidate list size while searching (only with --index).
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, requires = "index")]
     pub ef: usize,
     /// Hits per query.
     #[arg(long, default_value_t = 100)]
@@ -153,7 +155,8 @@ fn open_bank(path: &Path, key: &Option<String>, ids: &Option<PathBuf>) -> anyhow
 pub fn run_index(cmd: IndexCmd) -> anyhow::Result<()> {
     let IndexCmd::Build(a) = cmd;
     set_threads(a.threads);
-    refuse_existing(&[&a.out, &sidecar_path(&a.out)], a.force)?;
+    // Before minutes of building: can the index be saved there at all?
+    Hnsw::check_save_path(&a.out, Overwrite::from_force(a.force))?;
     let bank = open_bank(&a.bank, &a.key, &None)?;
     let params = HnswParams {
         connectivity: a.m,

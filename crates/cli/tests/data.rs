@@ -4,6 +4,7 @@ use std::fs;
 use std::path::Path;
 
 use assert_cmd::Command;
+use predicates::prelude::PredicateBooleanExt;
 use predicates::str::contains;
 use serde_json::Value;
 use tandem_bank::{Overwrite, Vectors};
@@ -52,6 +53,20 @@ fn synth_small_then_baseline_mean_beats_last() {
         .assert()
         .code(2)
         .stderr(contains("--force"));
+    // Bad cutoffs are reported before the existing report.
+    for (k, what) in [
+        ("0", "k must be >= 1"),
+        ("10,30000", "k = 30000 but the bank has only 20000 rows"),
+    ] {
+        tandem()
+            .arg("baseline")
+            .arg(&world)
+            .args(["--k", k])
+            .assert()
+            .code(2)
+            .stderr(contains(what))
+            .stderr(contains("already exists").not());
+    }
     let out = tmp.path().join("b.json");
     tandem()
         .arg("baseline")
@@ -175,7 +190,19 @@ fn from_sentences_builds_a_loadable_dataset() {
         .success()
         .stdout(contains("test"));
     let m = json(&out.join("dataset.json"));
-    assert_eq!(m["bank"], "../vectors.npy");
+    // An absolute --vectors is stored as given; a relative one relative to the dataset.
+    assert_eq!(m["bank"].as_str().unwrap(), v.to_str().unwrap());
+    tandem()
+        .current_dir(tmp.path())
+        .args(["data", "from-sentences", "--sentences"])
+        .arg(&s)
+        .args(["--vectors", "vectors.npy", "--out", "rel"])
+        .assert()
+        .success();
+    assert_eq!(
+        json(&tmp.path().join("rel").join("dataset.json"))["bank"],
+        "../vectors.npy"
+    );
     assert_eq!(m["context"], 2);
     // Document ordinals 0 (a) test, 1 (b) val, 2 (c) and 3 (d) train.
     assert_eq!(
@@ -226,6 +253,16 @@ fn from_sentences_builds_a_loadable_dataset() {
         fs::read(copy.join("bank.npy")).unwrap(),
         fs::read(&v).unwrap()
     );
+
+    // A dataset whose referenced bank is gone names that file and the fix.
+    fs::remove_file(&v).unwrap();
+    tandem()
+        .arg("baseline")
+        .arg(&out)
+        .assert()
+        .code(2)
+        .stderr(contains(format!("refers to the bank file {}", v.display())))
+        .stderr(contains("--copy-bank"));
 }
 
 /// `tandem data from-sentences` over the given files.

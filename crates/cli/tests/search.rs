@@ -254,6 +254,32 @@ fn hnsw_index_build_search_and_stale_index() {
         .arg(&idx);
         c
     };
+    // Bad graph parameters and a missing output folder fail before building.
+    for (flag, value, what) in [
+        ("--m", "1", "--m"),
+        ("--m", "0", "--m"),
+        ("--ef-construction", "0", "--ef-construction"),
+    ] {
+        tandem()
+            .args(["index", "build", flag, value, "--bank"])
+            .arg(&bank)
+            .arg("--out")
+            .arg(&idx)
+            .assert()
+            .code(2)
+            .stderr(contains(what));
+    }
+    let nodir = dir.path().join("nodir").join("b.usearch");
+    tandem()
+        .args(["index", "build", "--bank"])
+        .arg(&bank)
+        .arg("--out")
+        .arg(&nodir)
+        .assert()
+        .code(2)
+        .stderr(contains("b.usearch"))
+        .stderr(contains("does not exist"))
+        .stderr(contains("internal").not());
     build().assert().success();
     assert!(idx.exists() && dir.path().join("bank.hnsw.json").exists());
     build().assert().code(2).stderr(contains("--force"));
@@ -306,4 +332,21 @@ fn hnsw_index_build_search_and_stale_index() {
         .code(2)
         .stderr(contains("does not match").and(contains("--force")));
     assert!(!dir.path().join("stale.trec").exists());
+}
+
+#[test]
+fn ef_without_an_index_is_refused_not_ignored() {
+    tandem()
+        .args([
+            "search",
+            "--bank",
+            "b.npy",
+            "--queries",
+            "q.npy",
+            "--ef",
+            "10",
+        ])
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("--index"));
 }

@@ -153,6 +153,28 @@ pub fn measures(ks: &[usize]) -> Vec<Measure> {
         .collect()
 }
 
+/// Check the Recall@k cutoffs against `ds`: at least one, each at least 1
+/// and at most the bank's rows.
+pub fn check_ks(ds: &Dataset, ks: &[usize]) -> Result<(), DataError> {
+    let manifest_path = ds.dir().join(crate::MANIFEST_FILE);
+    if ks.is_empty() || ks.contains(&0) {
+        return Err(DataError::invalid(
+            &manifest_path,
+            "no usable cutoffs (k must be >= 1)",
+            "pass e.g. --k 1,5,10",
+        ));
+    }
+    let rows = ds.bank().rows();
+    if let Some(&k) = ks.iter().find(|&&k| k > rows) {
+        return Err(DataError::invalid(
+            &manifest_path,
+            format!("k = {k} but the bank has only {rows} rows"),
+            format!("pass --k values of {rows} or less"),
+        ));
+    }
+    Ok(())
+}
+
 /// Score the last-vector and mean-of-context queries on `split` of `ds`.
 ///
 /// Every example is one query with a single relevant row, its target. The
@@ -169,13 +191,7 @@ pub fn baseline(ds: &Dataset, split: Split, ks: &[usize]) -> Result<BaselineRepo
             "choose another --split (see the counts in dataset.json)",
         ));
     }
-    if ks.is_empty() || ks.contains(&0) {
-        return Err(DataError::invalid(
-            &manifest_path,
-            "no usable cutoffs (k must be >= 1)",
-            "pass e.g. --k 1,5,10",
-        ));
-    }
+    check_ks(ds, ks)?;
     let bank = ds.bank();
     let depth = ks
         .iter()

@@ -180,8 +180,8 @@ pub struct Manifest {
     pub context: usize,
     /// Element type of the bank: `float32` or `float16`.
     pub dtype: String,
-    /// The bank file, relative to the dataset directory (`bank.npy`, or a
-    /// path to a vector file outside it).
+    /// The bank file: `bank.npy`, or a vector file outside the dataset given
+    /// by an absolute path or a path relative to the dataset directory.
     pub bank: String,
     /// The ids file relative to the dataset directory, if any.
     pub ids: Option<String>,
@@ -258,7 +258,23 @@ impl Dataset {
         let manifest_path = dir.join(MANIFEST_FILE);
         let bank_path = dir.join(&manifest.bank);
         let ids = manifest.ids.as_ref().map(|i| dir.join(i));
-        let bank = Bank::open(&bank_path, &OpenOptions { key: None, ids })?;
+        let bank =
+            Bank::open(&bank_path, &OpenOptions { key: None, ids }).map_err(|e| match &e {
+                tandem_bank::BankError::Io { path, .. }
+                | tandem_bank::BankError::Invalid { path, .. }
+                    if *path == bank_path && manifest.bank != BANK_FILE =>
+                {
+                    DataError::invalid(
+                        &manifest_path,
+                        format!(
+                            "the dataset refers to the bank file {}, which cannot be opened ({e})",
+                            bank_path.display()
+                        ),
+                        "put that file back, or rebuild the dataset with --copy-bank so that it holds its own bank",
+                    )
+                }
+                _ => DataError::from(e),
+            })?;
         let actual = (bank.rows(), bank.dim(), bank.dtype().name());
         if actual != (manifest.rows, manifest.dim, manifest.dtype.as_str()) {
             return Err(DataError::invalid(
@@ -453,7 +469,8 @@ pub enum BankSource<'a> {
         /// Dimension.
         dim: usize,
     },
-    /// Refer to an existing vector file (any path; stored relative to the dataset).
+    /// Refer to an existing vector file: stored as given when absolute, else
+    /// relative to the dataset directory.
     Reference(&'a Path),
 }
 
@@ -573,7 +590,7 @@ fn fill_stage(
             )?;
             BANK_FILE.to_string()
         }
-        BankSource::Reference(path) => relative_to(path, parent, out)?,
+        BankSource::Reference(path) => reference(path, parent, out)?,
     };
     if let Some(ids) = parts.ids {
         let path = stage.join(IDS_FILE);
@@ -628,6 +645,18 @@ fn swap_into_place(stage: &Path, out: &Path, parent: &Path, name: &str) -> Resul
     fs::File::open(parent)
         .and_then(|d| d.sync_all())
         .map_err(|e| DataError::io(parent, e))
+}
+
+/// How a dataset at `parent/<out name>` records the bank file `path`: as
+/// given when absolute (so the dataset can be moved), else relative to the
+/// dataset directory.
+fn reference(path: &Path, parent: &Path, out: &Path) -> Result<String, DataError> {
+    if path.is_absolute() {
+        fs::metadata(path).map_err(|e| DataError::io(path, e))?;
+        Ok(path.to_string_lossy().into_owned())
+    } else {
+        relative_to(path, parent, out)
+    }
 }
 
 /// `target` as a path relative to the directory `parent/<out name>`, with `/` separators.
@@ -742,6 +771,53 @@ mod tests {
         fs::write(data.join("v.npy"), b"x").unwrap();
         let rel = relative_to(&data.join("v.npy"), dir.path(), &dir.path().join("ds")).unwrap();
         assert_eq!(rel, "../data/v.npy");
+    }
+
+    #[test]
+    fn absolute_bank_paths_are_kept_so_the_dataset_can_move() {
+        let dir = tempfile::tempdir().unwrap();
+        let bank = dir.path().join("v.npy");
+        tandem_bank::write_npy(
+            &bank,
+            2,
+            2,
+            Vectors::F32(&[1.0, 0.0, 0.0, 1.0]),
+            Overwrite::Refuse,
+        )
+        .unwrap();
+        let seqs = vec![seq("a", Split::Train, &[0, 1])];
+        let parts = DatasetParts {
+            bank: BankSource::Reference(&bank),
+            rows: 2,
+            dim: 2,
+            dtype: "float32",
+            ids: None,
+            sequences: &seqs,
+            context: 2,
+            provenance: Provenance {
+                builder: "t".into(),
+                command: "t".into(),
+                tool: "t".into(),
+                seed: None,
+                sources: vec![],
+                params: serde_json::Value::Null,
+            },
+        };
+        let ds = dir.path().join("ds");
+        let m = write_dataset(&ds, Overwrite::Refuse, parts).unwrap();
+        assert_eq!(m.bank, bank.to_string_lossy());
+        let moved = dir.path().join("sub").join("moved");
+        fs::create_dir(dir.path().join("sub")).unwrap();
+        fs::rename(&ds, &moved).unwrap();
+        assert_eq!(Dataset::open(&moved).unwrap().bank().rows(), 2);
+        fs::remove_file(&bank).unwrap();
+        let e = Dataset::open(&moved).unwrap_err().to_string();
+        assert!(
+            e.contains(MANIFEST_FILE)
+                && e.contains(&format!("refers to the bank file {}", bank.display()))
+                && e.contains("--copy-bank"),
+            "{e}"
+        );
     }
 
     fn write_lines(lines: &str) -> (tempfile::TempDir, PathBuf) {

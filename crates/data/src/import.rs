@@ -14,7 +14,9 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use serde_json::json;
-use tandem_bank::{f16, read_array, Array, ArrayData, Bank, OpenOptions, Vectors};
+use tandem_bank::{
+    array_keys, f16, read_array, Array, ArrayData, Bank, Format, OpenOptions, Vectors,
+};
 use tandem_io::Overwrite;
 use tandem_search::{Flat, Index, Metric};
 
@@ -59,6 +61,72 @@ fn floats(file: &Path, key: &str, a: Array) -> Result<Vec<f32>, DataError> {
     }
 }
 
+/// Check, before reading any array, that `file` is an `.npz` archive holding
+/// arrays named `context_key` and `target_key` (a `.npy` suffix is optional).
+fn check_archive(file: &Path, context_key: &str, target_key: &str) -> Result<(), DataError> {
+    let expected = "import-npz reads an .npz archive (np.savez(path, context=C, target=T)) holding a context array (N, L, D) and target vectors (N, D) or rows (N,); a .npy of vectors is a bank: pass it with --bank";
+    match Format::of(file) {
+        Ok(Format::Npz) => {}
+        Ok(other) => {
+            return Err(DataError::invalid(
+                file,
+                format!("is a .{other} file, not an .npz archive"),
+                expected,
+            ))
+        }
+        Err(_) => {
+            return Err(DataError::invalid(
+                file,
+                "is not an .npz archive (its name does not end in .npz)",
+                expected,
+            ))
+        }
+    }
+    let keys = array_keys(file)?;
+    for (what, key) in [("context", context_key), ("target", target_key)] {
+        let key = key.strip_suffix(".npy").unwrap_or(key);
+        if !keys.iter().any(|k| k == key) {
+            let listing: Vec<String> = keys.iter().map(|k| format!("'{k}'")).collect();
+            return Err(DataError::invalid(
+                file,
+                format!(
+                    "has no array named '{key}'; it holds {}",
+                    if listing.is_empty() {
+                        "no arrays".to_string()
+                    } else {
+                        listing.join(", ")
+                    }
+                ),
+                format!("name the {what} array with --{what}-key NAME"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Fail on the first NaN/Inf in array `key`, naming the example (rows of
+/// `per_example` numbers) and, for contexts (`dim` given), the vector in it.
+fn check_finite(
+    file: &Path,
+    key: &str,
+    v: &[f32],
+    per_example: usize,
+    dim: Option<usize>,
+) -> Result<(), DataError> {
+    let Some(at) = v.iter().position(|x| !x.is_finite()) else {
+        return Ok(());
+    };
+    let example = at / per_example;
+    let vector = dim.map_or(String::new(), |d| {
+        format!(", vector {}", (at % per_example) / d)
+    });
+    Err(DataError::invalid(
+        file,
+        format!("array '{key}', example {example}{vector} holds NaN/Inf"),
+        "fix or drop that example",
+    ))
+}
+
 fn bits(v: &[f32]) -> Vec<u32> {
     v.iter().map(|x| x.to_bits()).collect()
 }
@@ -95,6 +163,7 @@ enum Targets {
 pub fn import_npz(opts: &ImportOptions<'_>) -> Result<Manifest, DataError> {
     check_output_dir(opts.out, opts.overwrite)?;
     let file = opts.file;
+    check_archive(file, opts.context_key, opts.target_key)?;
     let ctx = read_array(file, Some(opts.context_key))?;
     let (n, l, dim) = match ctx.shape[..] {
         [n, l, d] if n > 0 && l > 0 && d > 0 => (n, l, d),
@@ -111,12 +180,15 @@ pub fn import_npz(opts: &ImportOptions<'_>) -> Result<Manifest, DataError> {
         }
     };
     let ctx = floats(file, opts.context_key, ctx)?;
+    check_finite(file, opts.context_key, &ctx, l * dim, Some(dim))?;
     let tgt = read_array(file, Some(opts.target_key))?;
     let shape = tgt.shape_text();
     let targets = match (&tgt.shape[..], tgt.data) {
         (&[tn, td], data) if tn == n && td == dim => {
             let f16 = matches!(data, ArrayData::F16(_));
-            Targets::Vectors(floats(file, opts.target_key, Array { shape: vec![tn, td], data })?, f16)
+            let v = floats(file, opts.target_key, Array { shape: vec![tn, td], data })?;
+            check_finite(file, opts.target_key, &v, dim, None)?;
+            Targets::Vectors(v, f16)
         }
         (&[tn], ArrayData::I64(v)) if tn == n => Targets::Rows(v),
         (&[tn], ArrayData::I32(v)) if tn == n => Targets::Rows(v.into_iter().map(i64::from).collect()),
@@ -481,7 +553,7 @@ mod tests {
         assert_eq!(ds.sequences()[0].split, Split::Test);
         assert_eq!(ds.sequences()[1].split, Split::Val);
         assert_eq!(ds.context_len(), 2);
-        assert_eq!(ds.manifest().bank, "../bank.npy");
+        assert_eq!(ds.manifest().bank, bank_path.to_string_lossy());
 
         let rows_file = npz(dir.path(), "r.npz", &ctx, Err(&[2, 5, 3]));
         let out = dir.path().join("d2");
@@ -512,6 +584,66 @@ mod tests {
         let ds = Dataset::open(&out).unwrap();
         assert_eq!(ds.bank().rows(), 3);
         assert_eq!(ds.sequences()[1].rows, vec![1, 2, 1]);
+    }
+
+    #[test]
+    fn checks_the_archive_its_keys_and_finiteness_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = bank();
+        let bank_path = dir.path().join("bank.npy");
+        tandem_bank::write_npy(&bank_path, 6, 3, Vectors::F32(&b), Overwrite::Refuse).unwrap();
+        let out = dir.path().join("o");
+        let err = |file: &Path| {
+            import_npz(&options(file, Some(&bank_path), &out))
+                .unwrap_err()
+                .to_string()
+        };
+
+        let mut ctx = gather(&b, &[0, 1, 3, 4, 1, 2]);
+        ctx[(2 + 1) * 3 + 1] = f32::NAN; // example 1, vector 1
+        let e = err(&npz(dir.path(), "nan.npz", &ctx, Err(&[2, 5, 3])));
+        assert!(
+            e.contains("nan.npz")
+                && e.contains("array 'context', example 1, vector 1 holds NaN/Inf")
+                && e.contains("fix or drop that example"),
+            "{e}"
+        );
+        let ctx = gather(&b, &[0, 1, 3, 4, 1, 2]);
+        let mut tgt = gather(&b, &[2, 5, 3]);
+        tgt[7] = f32::INFINITY;
+        let e = err(&npz(dir.path(), "inf.npz", &ctx, Ok(&tgt)));
+        assert!(e.contains("array 'target', example 2 holds NaN/Inf"), "{e}");
+
+        let names = dir.path().join("names.npz");
+        let mut zip = zip::ZipWriter::new(fs::File::create(&names).unwrap());
+        for key in ["x", "y"] {
+            zip.start_file(
+                format!("{key}.npy"),
+                zip::write::SimpleFileOptions::default(),
+            )
+            .unwrap();
+            zip.write_all(&f32s(&[6, 3], &b)).unwrap();
+        }
+        zip.finish().unwrap();
+        let e = err(&names);
+        assert!(
+            e.contains("names.npz: has no array named 'context'; it holds 'x', 'y'")
+                && e.contains("--context-key")
+                && !e.contains("--key "),
+            "{e}"
+        );
+        let mut o = options(&names, Some(&bank_path), &out);
+        o.context_key = "x";
+        let e = import_npz(&o).unwrap_err().to_string();
+        assert!(e.contains("'target'") && e.contains("--target-key"), "{e}");
+
+        let e = err(&bank_path);
+        assert!(
+            e.contains("bank.npy: is a .npy file, not an .npz archive")
+                && e.contains("context array (N, L, D)"),
+            "{e}"
+        );
+        assert!(!out.exists());
     }
 
     #[test]
@@ -548,9 +680,14 @@ mod tests {
         assert!(e.contains("no bank was given"), "{e}");
         let flat = dir.path().join("x.npz");
         let mut zip = zip::ZipWriter::new(fs::File::create(&flat).unwrap());
-        zip.start_file("context.npy", zip::write::SimpleFileOptions::default())
+        for key in ["context", "target"] {
+            zip.start_file(
+                format!("{key}.npy"),
+                zip::write::SimpleFileOptions::default(),
+            )
             .unwrap();
-        zip.write_all(&f32s(&[6, 3], &ctx)).unwrap();
+            zip.write_all(&f32s(&[6, 3], &ctx)).unwrap();
+        }
         zip.finish().unwrap();
         let e = import_npz(&options(&flat, Some(&bank_path), &dir.path().join("o")))
             .unwrap_err()

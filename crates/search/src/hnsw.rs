@@ -237,6 +237,23 @@ impl Hnsw {
     /// error, and so are values beyond +-65504 when storing float16.
     pub fn build(bank: &Bank, metric: Metric, params: HnswParams) -> Result<Self, SearchError> {
         let start = Instant::now();
+        if params.connectivity < 2 {
+            return Err(SearchError::index(
+                bank_name(bank),
+                format!(
+                    "HNSW connectivity M = {} is too small to build a graph",
+                    params.connectivity
+                ),
+                "use M >= 2 (--m; 16 to 64 is typical)",
+            ));
+        }
+        if params.expansion_add == 0 {
+            return Err(SearchError::index(
+                bank_name(bank),
+                "HNSW ef_construction is 0",
+                "use ef_construction >= 1 (--ef-construction; 100 to 400 is typical)",
+            ));
+        }
         row_norms(bank)?;
         let (rows, dim) = (bank.rows(), bank.dim());
         let scalar = params.scalar.unwrap_or(match bank.vectors() {
@@ -310,16 +327,39 @@ impl Hnsw {
         })
     }
 
-    /// Writes the index to `path` and its sidecar to `<path>.json`. The index
-    /// goes to a temporary file that is renamed into place; the sidecar is
-    /// written last, so a half-written pair never passes [`Hnsw::load`].
-    pub fn save(&mut self, path: &Path, overwrite: Overwrite) -> Result<(), SearchError> {
+    /// Checks that [`Hnsw::save`] can write to `path`: its folder exists and,
+    /// with `Overwrite::Refuse`, neither the index nor its sidecar exists.
+    /// Call it before [`Hnsw::build`] to fail before minutes of building.
+    pub fn check_save_path(path: &Path, overwrite: Overwrite) -> Result<(), SearchError> {
         let side = sidecar_path(path);
         for p in [path, side.as_path()] {
             if overwrite == Overwrite::Refuse && p.exists() {
                 return Err(tandem_io::WriteError::Exists(p.to_path_buf()).into());
             }
         }
+        let folder = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        if !folder.is_dir() {
+            return Err(SearchError::index(
+                path,
+                format!(
+                    "cannot write the index there: the folder {} does not exist",
+                    folder.display()
+                ),
+                "create the folder first or choose another output path",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Writes the index to `path` and its sidecar to `<path>.json`. The index
+    /// goes to a temporary file that is renamed into place; the sidecar is
+    /// written last, so a half-written pair never passes [`Hnsw::load`].
+    pub fn save(&mut self, path: &Path, overwrite: Overwrite) -> Result<(), SearchError> {
+        Self::check_save_path(path, overwrite)?;
+        let side = sidecar_path(path);
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())

@@ -201,3 +201,39 @@ fn float16_storage_for_a_float32_bank() {
         .to_string()
         .contains("\"f16\""));
 }
+
+#[test]
+fn bad_parameters_and_missing_folders_are_refused_up_front() {
+    let bank = Bank::from_f32(random(200 * 8, 11), 8);
+    for (m, ef, what) in [
+        (1, 100, "M = 1"),
+        (0, 100, "M = 0"),
+        (16, 0, "ef_construction"),
+    ] {
+        let params = HnswParams {
+            connectivity: m,
+            expansion_add: ef,
+            ..PARAMS
+        };
+        let e = Hnsw::build(&bank, Metric::InnerProduct, params)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(what) && !e.contains("internal"), "{e}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("nodir").join("b.usearch");
+    let e = Hnsw::check_save_path(&out, Overwrite::Refuse)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("b.usearch") && e.contains("nodir does not exist"),
+        "{e}"
+    );
+    let mut hnsw = Hnsw::build(&bank, Metric::InnerProduct, PARAMS).unwrap();
+    let e = hnsw.save(&out, Overwrite::Allow).unwrap_err().to_string();
+    assert!(
+        e.contains("does not exist") && !e.contains("internal"),
+        "{e}"
+    );
+    assert!(Hnsw::check_save_path(&dir.path().join("b.usearch"), Overwrite::Refuse).is_ok());
+}
