@@ -82,6 +82,15 @@ fn json_parses_and_out_is_written_once() {
         .success();
 }
 
+/// `tandem eval` over `p` exits 2, prints nothing on stdout, and says `want`.
+fn fails_with(p: &[PathBuf], want: &str) {
+    eval(p, &[])
+        .assert()
+        .code(2)
+        .stdout("")
+        .stderr(predicate::str::contains(want));
+}
+
 #[test]
 fn bad_qrels_line_names_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
@@ -90,11 +99,7 @@ fn bad_qrels_line_names_file_and_line() {
         &[("q.txt", "q1 0 d1 1\nq1 0 d2\n"), ("a.run", RUN_A)],
     );
     let want = format!("{}:2: found 3 fields, expected 4", p[0].display());
-    eval(&p, &[])
-        .assert()
-        .code(2)
-        .stdout("")
-        .stderr(predicate::str::contains(want));
+    fails_with(&p, &want);
 }
 
 #[test]
@@ -111,11 +116,7 @@ fn duplicate_doc_in_run_is_rejected() {
         "{}:2: query q1: document d1 is ranked twice",
         p[1].display()
     );
-    eval(&p, &[])
-        .assert()
-        .code(2)
-        .stdout("")
-        .stderr(predicate::str::contains(want));
+    fails_with(&p, &want);
 }
 
 #[test]
