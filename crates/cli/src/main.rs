@@ -11,6 +11,7 @@ mod data_cmd;
 mod demo;
 mod eval_cmd;
 mod search_cmd;
+mod train_cmd;
 
 /// tandem trains and evaluates retrievers, and never loses a run.
 #[derive(Debug, Parser)]
@@ -41,6 +42,10 @@ enum Cmd {
     Baseline(data_cmd::BaselineArgs),
     /// The main job on a built-in default: synthesise a world, search it, evaluate.
     Demo(demo::DemoArgs),
+    /// Train a two-tower retriever (crash-only: checkpoints, exact resume).
+    Train(Box<train_cmd::TrainArgs>),
+    /// Apply a trained query tower: query vectors and a TREC ranking.
+    Encode(train_cmd::EncodeArgs),
 }
 
 fn main() -> ExitCode {
@@ -61,6 +66,8 @@ fn main() -> ExitCode {
         Cmd::Synth(a) => data_cmd::run_synth(a),
         Cmd::Baseline(a) => data_cmd::run_baseline(a),
         Cmd::Demo(a) => demo::run(a),
+        Cmd::Train(a) => train_cmd::run_train(*a),
+        Cmd::Encode(a) => train_cmd::run_encode(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -84,3 +91,7 @@ fn one_line(e: &anyhow::Error) -> String {
     }
     msg
 }
+
+// glibc malloc costs 1.5-2x in the training loop's many short-lived buffers.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

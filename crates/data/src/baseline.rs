@@ -175,6 +175,59 @@ pub fn check_ks(ds: &Dataset, ks: &[usize]) -> Result<(), DataError> {
     Ok(())
 }
 
+/// Scores the queries that `queries_for` writes (one row of the index's
+/// dimension per example, a batch at a time) against `index`: each example
+/// has one relevant row, its target; its context rows are excluded from the
+/// candidates (except the target itself). Returns the mean of each of
+/// `measures` over the examples. `depth` is how many rows to retrieve per
+/// query (at least the largest cutoff).
+pub fn score_queries<F>(
+    examples: &[Example<'_>],
+    index: &dyn Index,
+    measures: &[Measure],
+    depth: usize,
+    label: &str,
+    mut queries_for: F,
+) -> Result<Vec<f64>, DataError>
+where
+    F: FnMut(&[Example<'_>], &mut [f32]) -> Result<(), DataError>,
+{
+    let dim = index.dim();
+    let mut sums = vec![0f64; measures.len()];
+    let bar = tandem_io::progress(examples.len() as u64, label);
+    for (b, batch) in examples.chunks(BATCH).enumerate() {
+        let mut queries = vec![0f32; batch.len() * dim];
+        queries_for(batch, &mut queries)?;
+        let exclude: Vec<Vec<u32>> = batch
+            .iter()
+            .map(|ex| {
+                ex.context
+                    .iter()
+                    .copied()
+                    .filter(|&r| r != ex.target)
+                    .collect()
+            })
+            .collect();
+        let hits = index.search(&queries, depth, &exclude)?;
+        let (mut qrels, mut run) = (Qrels::new(), Run::new());
+        for (i, (ex, hits)) in batch.iter().zip(&hits).enumerate() {
+            let qid = (b * BATCH + i).to_string();
+            qrels.insert(&qid, &ex.target.to_string(), 1);
+            for &(row, score) in hits {
+                run.insert(&qid, &row.to_string(), f64::from(score))?;
+            }
+        }
+        let report = evaluate(&qrels, &run, measures, &EvalOptions { complete: true })?;
+        for values in report.per_query.values() {
+            sums.iter_mut().zip(values).for_each(|(s, v)| *s += v);
+        }
+        bar.inc(batch.len() as u64);
+    }
+    bar.finish_and_clear();
+    let n = examples.len().max(1) as f64;
+    Ok(sums.into_iter().map(|s| s / n).collect())
+}
+
 /// Score the last-vector and mean-of-context queries on `split` of `ds`.
 ///
 /// Every example is one query with a single relevant row, its target. The
@@ -205,43 +258,22 @@ pub fn baseline(ds: &Dataset, split: Split, ks: &[usize]) -> Result<BaselineRepo
     let dim = bank.dim();
     let mut results = Vec::new();
     for kind in QueryKind::ALL {
-        let mut sums = vec![0f64; measures.len()];
-        let bar = tandem_io::progress(examples.len() as u64, kind.name());
-        for (b, batch) in examples.chunks(BATCH).enumerate() {
-            let mut queries = vec![0f32; batch.len() * dim];
-            for (ex, q) in batch.iter().zip(queries.chunks_exact_mut(dim)) {
-                kind.query_into(ds, ex.context, q);
-            }
-            let exclude: Vec<Vec<u32>> = batch
-                .iter()
-                .map(|ex| {
-                    ex.context
-                        .iter()
-                        .copied()
-                        .filter(|&r| r != ex.target)
-                        .collect()
-                })
-                .collect();
-            let hits = index.search(&queries, depth, &exclude)?;
-            let (mut qrels, mut run) = (Qrels::new(), Run::new());
-            for (i, (ex, hits)) in batch.iter().zip(&hits).enumerate() {
-                let qid = (b * BATCH + i).to_string();
-                qrels.insert(&qid, &ex.target.to_string(), 1);
-                for &(row, score) in hits {
-                    run.insert(&qid, &row.to_string(), f64::from(score))?;
+        let values = score_queries(
+            &examples,
+            &index,
+            &measures,
+            depth,
+            kind.name(),
+            |batch, queries| {
+                for (ex, q) in batch.iter().zip(queries.chunks_exact_mut(dim)) {
+                    kind.query_into(ds, ex.context, q);
                 }
-            }
-            let report = evaluate(&qrels, &run, &measures, &EvalOptions { complete: true })?;
-            for values in report.per_query.values() {
-                sums.iter_mut().zip(values).for_each(|(s, v)| *s += v);
-            }
-            bar.inc(batch.len() as u64);
-        }
-        bar.finish_and_clear();
-        let n = examples.len() as f64;
+                Ok(())
+            },
+        )?;
         results.push(BaselineResult {
             query: kind,
-            values: sums.into_iter().map(|s| s / n).collect(),
+            values,
         });
     }
     Ok(BaselineReport {

@@ -68,8 +68,14 @@ fn main() {
     let (mut qc, mut dc) = (QueryCache::default(), DocCache::default());
     let mut out = LossOutput::default();
     let lens = vec![l; b];
-    let (mut x, mut pos, mut cand) = (vec![0.0; b * l * d], vec![0.0; b * d], vec![0.0; (b + negs) * d]);
-    let valid: Vec<bool> = (0..b * (b + negs)).map(|k| k % (b + negs) != k / (b + negs)).collect();
+    let (mut x, mut pos, mut cand) = (
+        vec![0.0; b * l * d],
+        vec![0.0; b * d],
+        vec![0.0; (b + negs) * d],
+    );
+    let valid: Vec<bool> = (0..b * (b + negs))
+        .map(|k| k % (b + negs) != k / (b + negs))
+        .collect();
     let mut gather = |dst: &mut [f32], rng: &mut ChaCha8Rng| {
         for row in dst.chunks_exact_mut(d) {
             let r = rng.gen_range(0..rows);
@@ -82,10 +88,23 @@ fn main() {
             gather(&mut pos, &mut rng);
             cand[..b * d].copy_from_slice(&pos);
             gather(&mut cand[b * d..], &mut rng);
-            let batch = Batch { x: &x, lens: &lens, len: l, dim: d };
+            let batch = Batch {
+                x: &x,
+                lens: &lens,
+                len: l,
+                dim: d,
+            };
             model.forward_queries(&batch, &mut qc);
             model.forward_docs(&cand, &mut dc);
-            let input = LossInput { q: qc.queries(), pos: &pos, cand: dc.docs(), valid: &valid, dim: d };
+            let input = LossInput {
+                q: qc.queries(),
+                pos: &pos,
+                cand: dc.docs(),
+                valid: &valid,
+                queue: &[],
+                queue_valid: &[],
+                dim: d,
+            };
             loss.evaluate(&input, false, &mut out);
             grads.zero();
             model.backward_queries(&batch, &mut qc, &out.dq, &mut grads);

@@ -71,7 +71,11 @@ impl Batch<'_> {
     /// trainer builds batches).
     fn check(&self, dim: usize) {
         assert_eq!(self.dim, dim, "batch dimension vs model dimension");
-        assert_eq!(self.x.len(), self.rows() * self.len * self.dim, "batch size");
+        assert_eq!(
+            self.x.len(),
+            self.rows() * self.len * self.dim,
+            "batch size"
+        );
         assert!(
             self.lens.iter().all(|&n| n >= 1 && n <= self.len),
             "every row needs 1..=len real steps"

@@ -200,8 +200,16 @@ mod tests {
         let at = transpose(&a, m, k);
         let bt = transpose(&b, k, n);
         for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
-            let am = if ta { Mat::new(&at, k, m).t() } else { Mat::new(&a, m, k) };
-            let bm = if tb { Mat::new(&bt, n, k).t() } else { Mat::new(&b, k, n) };
+            let am = if ta {
+                Mat::new(&at, k, m).t()
+            } else {
+                Mat::new(&a, m, k)
+            };
+            let bm = if tb {
+                Mat::new(&bt, n, k).t()
+            } else {
+                Mat::new(&b, k, n)
+            };
             let mut c = vec![1.0; m * n];
             matmul(&mut c, am, bm, 1.0);
             for (x, w) in c.iter().zip(&want) {

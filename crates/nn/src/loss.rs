@@ -1,4 +1,4 @@
-//! InfoNCE over a positive and a pool of shared candidates, each query
+//! InfoNCE over a positive and pools of shared candidates, each query
 //! seeing the candidates its validity mask allows.
 
 use crate::linalg::{dot, matmul, Mat};
@@ -12,8 +12,9 @@ pub struct InfoNce {
     pub margin: f32,
 }
 
-/// The inputs of one loss evaluation; `q`, `pos` are `[B, D]`, `cand` is
-/// `[N, D]`, `valid` is `[B, N]` (false: candidate not shown to that query).
+/// The inputs of one loss evaluation. `q` and `pos` are `[B, D]`; `cand` is
+/// `[N, D]` with validity `[B, N]` (false: not shown to that query); `queue`
+/// is `[Q, D]` with validity `[B, Q]` and gets no gradient.
 #[derive(Debug, Clone, Copy)]
 pub struct LossInput<'a> {
     /// Normalised queries.
@@ -24,6 +25,10 @@ pub struct LossInput<'a> {
     pub cand: &'a [f32],
     /// Which candidates each query sees.
     pub valid: &'a [bool],
+    /// Detached extra candidates (the memory queue); may be empty.
+    pub queue: &'a [f32],
+    /// Which queue entries each query sees.
+    pub queue_valid: &'a [bool],
     /// Vector dimension.
     pub dim: usize,
 }
@@ -44,6 +49,7 @@ pub struct LossOutput {
     /// d loss / d cand (only filled when asked for).
     pub dcand: Vec<f32>,
     logits: Vec<f32>,
+    qlogits: Vec<f32>,
     gpos: Vec<f32>,
 }
 
@@ -53,7 +59,10 @@ impl InfoNce {
         let d = x.dim;
         let b = x.q.len() / d;
         let n = x.cand.len() / d;
+        let nq = x.queue.len() / d;
         assert_eq!(x.valid.len(), b * n, "validity mask of {b} x {n}");
+        assert_eq!(x.queue_valid.len(), b * nq, "queue mask of {b} x {nq}");
+        let inv_tau = 1.0 / self.tau;
         out.logits.resize(b * n, 0.0);
         matmul(
             &mut out.logits,
@@ -61,61 +70,99 @@ impl InfoNce {
             Mat::new(x.cand, n, d).t(),
             0.0,
         );
-        let inv_tau = 1.0 / self.tau;
+        out.qlogits.resize(b * nq, 0.0);
+        matmul(
+            &mut out.qlogits,
+            Mat::new(x.q, b, d),
+            Mat::new(x.queue, nq, d).t(),
+            0.0,
+        );
         let scale = 1.0 / b as f32;
         let (mut loss, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
         out.dpos.clear();
-        out.dpos.resize(b * d, 0.0);
         out.gpos.clear();
         for i in 0..b {
             let qi = &x.q[i * d..(i + 1) * d];
-            let pi = &x.pos[i * d..(i + 1) * d];
-            let pos = (dot(qi, pi) - self.margin) * inv_tau;
-            let row = &mut out.logits[i * n..(i + 1) * n];
-            let ok = &x.valid[i * n..(i + 1) * n];
-            let mut max = pos;
-            let mut best_neg = f32::NEG_INFINITY;
-            for (l, &v) in row.iter_mut().zip(ok) {
-                *l *= inv_tau;
-                if v {
-                    max = max.max(*l);
-                    best_neg = best_neg.max(*l);
+            let pos = (dot(qi, &x.pos[i * d..(i + 1) * d]) - self.margin) * inv_tau;
+            let rows = [
+                (
+                    &mut out.logits[i * n..(i + 1) * n],
+                    &x.valid[i * n..(i + 1) * n],
+                ),
+                (
+                    &mut out.qlogits[i * nq..(i + 1) * nq],
+                    &x.queue_valid[i * nq..(i + 1) * nq],
+                ),
+            ];
+            let mut best = f32::NEG_INFINITY;
+            for (row, ok) in &rows {
+                for (l, &v) in row.iter().zip(*ok) {
+                    if v {
+                        best = best.max(l * inv_tau);
+                    }
                 }
             }
+            let max = best.max(pos);
             let mut total = (pos - max).exp();
-            for (l, &v) in row.iter().zip(ok) {
-                if v {
-                    total += (l - max).exp();
+            for (row, ok) in &rows {
+                for (l, &v) in row.iter().zip(*ok) {
+                    if v {
+                        total += (l * inv_tau - max).exp();
+                    }
                 }
+                seen += ok.iter().filter(|&&v| v).count();
             }
             loss += f64::from(max + total.ln() - pos);
-            correct += usize::from(pos > best_neg);
-            seen += ok.iter().filter(|&&v| v).count();
-            // Row becomes d loss / d logit (softmax / B), 0 where invalid.
-            for (l, &v) in row.iter_mut().zip(ok) {
-                *l = if v { (*l - max).exp() / total * scale } else { 0.0 };
+            correct += usize::from(pos > best);
+            // Each row becomes d loss / d logit (softmax / B), 0 where invalid.
+            for (row, ok) in rows {
+                for (l, &v) in row.iter_mut().zip(ok) {
+                    *l = if v {
+                        (*l * inv_tau - max).exp() / total * scale
+                    } else {
+                        0.0
+                    };
+                }
             }
             let gpos = ((pos - max).exp() / total - 1.0) * scale * inv_tau;
-            out.dpos[i * d..(i + 1) * d]
-                .iter_mut()
-                .zip(qi)
-                .for_each(|(g, q)| *g = gpos * q);
+            out.dpos.extend(qi.iter().map(|q| gpos * q));
             out.gpos.push(gpos);
         }
         out.loss = (loss / b as f64) as f32;
         out.accuracy = correct as f32 / b as f32;
         out.candidates = seen as f32 / b as f32;
-        // dq = (softmax/B) cand / tau + gpos * pos
+        // dq = (softmax / B) [cand; queue] / tau + gpos * pos
         out.dq.resize(b * d, 0.0);
-        matmul(&mut out.dq, Mat::new(&out.logits, b, n), Mat::new(x.cand, n, d), 0.0);
-        for ((g, p), &gpos) in out.dq.chunks_exact_mut(d).zip(x.pos.chunks_exact(d)).zip(&out.gpos) {
+        matmul(
+            &mut out.dq,
+            Mat::new(&out.logits, b, n),
+            Mat::new(x.cand, n, d),
+            0.0,
+        );
+        matmul(
+            &mut out.dq,
+            Mat::new(&out.qlogits, b, nq),
+            Mat::new(x.queue, nq, d),
+            1.0,
+        );
+        for ((g, p), &gpos) in out
+            .dq
+            .chunks_exact_mut(d)
+            .zip(x.pos.chunks_exact(d))
+            .zip(&out.gpos)
+        {
             for (g, p) in g.iter_mut().zip(p) {
                 *g = *g * inv_tau + gpos * p;
             }
         }
         if want_cand_grad {
             out.dcand.resize(n * d, 0.0);
-            matmul(&mut out.dcand, Mat::new(&out.logits, b, n).t(), Mat::new(x.q, b, d), 0.0);
+            matmul(
+                &mut out.dcand,
+                Mat::new(&out.logits, b, n).t(),
+                Mat::new(x.q, b, d),
+                0.0,
+            );
             out.dcand.iter_mut().for_each(|g| *g *= inv_tau);
         }
     }

@@ -121,7 +121,10 @@ impl ModelConfig {
     fn check(&self) -> Result<(), NnError> {
         if self.dim == 0 || self.hidden == 0 {
             return Err(NnError::config(
-                format!("dim {} and hidden {} must be positive", self.dim, self.hidden),
+                format!(
+                    "dim {} and hidden {} must be positive",
+                    self.dim, self.hidden
+                ),
                 "set hidden to a positive size (the default is the bank's dimension)",
             ));
         }
@@ -203,8 +206,14 @@ impl Model {
         let (rnn, attn) = match cfg.kind {
             TowerKind::Mean => (None, None),
             TowerKind::Attention => (None, Some(Attention::init(d, h, &mut params, &mut rng))),
-            TowerKind::Gru => (Some(Rnn::init(Cell::Gru, "gru", d, h, &mut params, &mut rng)), None),
-            TowerKind::Lstm => (Some(Rnn::init(Cell::Lstm, "lstm", d, h, &mut params, &mut rng)), None),
+            TowerKind::Gru => (
+                Some(Rnn::init(Cell::Gru, "gru", d, h, &mut params, &mut rng)),
+                None,
+            ),
+            TowerKind::Lstm => (
+                Some(Rnn::init(Cell::Lstm, "lstm", d, h, &mut params, &mut rng)),
+                None,
+            ),
         };
         let proj = cfg.projection.then(|| {
             let inp = cfg.pooled_dim();
@@ -290,7 +299,13 @@ impl Model {
 
     /// Adds the gradients of the query tower's parameters given `dq`, the
     /// gradient of the loss with respect to `cache.queries()`.
-    pub fn backward_queries(&self, batch: &Batch<'_>, cache: &mut QueryCache, dq: &[f32], grads: &mut Params) {
+    pub fn backward_queries(
+        &self,
+        batch: &Batch<'_>,
+        cache: &mut QueryCache,
+        dq: &[f32],
+        grads: &mut Params,
+    ) {
         let (b, d) = (batch.rows(), self.cfg.dim);
         let p = &self.params;
         normalize_back(&cache.q, &cache.norms, dq, &mut cache.dy, d);
@@ -353,7 +368,13 @@ impl Model {
 
     /// Adds the doc tower's gradients given `dd`, the gradient of the loss
     /// with respect to `cache.docs()` (nothing to do for `identity`).
-    pub fn backward_docs(&self, rows: &[f32], cache: &mut DocCache, dd: &[f32], grads: &mut Params) {
+    pub fn backward_docs(
+        &self,
+        rows: &[f32],
+        cache: &mut DocCache,
+        dd: &[f32],
+        grads: &mut Params,
+    ) {
         let Some((w, bias)) = self.doc else { return };
         let d = self.cfg.dim;
         let n = rows.len() / d;

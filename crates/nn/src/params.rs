@@ -50,8 +50,8 @@ impl Params {
         self.push(name, shape, data)
     }
 
-    /// Adds a parameter with the given values.
-    pub(crate) fn push(&mut self, name: &str, shape: &[usize], data: Vec<f32>) -> Slot {
+    /// Adds a tensor with the given shape and values.
+    pub fn push(&mut self, name: &str, shape: &[usize], data: Vec<f32>) -> Slot {
         debug_assert_eq!(shape.iter().product::<usize>(), data.len());
         self.items.push(Param {
             name: name.to_string(),
@@ -168,12 +168,8 @@ impl Params {
     /// with `metadata` in the header.
     pub fn to_safetensors(&self, metadata: &HashMap<String, String>) -> Vec<u8> {
         let views = self.items.iter().map(|p| {
-            let view = TensorView::new(
-                Dtype::F32,
-                p.shape.clone(),
-                bytemuck_f32(&p.data),
-            )
-            .expect("shape and data agree by construction");
+            let view = TensorView::new(Dtype::F32, p.shape.clone(), bytemuck_f32(&p.data))
+                .expect("shape and data agree by construction");
             (p.name.clone(), view)
         });
         let meta = (!metadata.is_empty()).then(|| metadata.clone());
@@ -275,7 +271,8 @@ mod tests {
         p.uniform("a.bias", &[3], 0.5, &mut rng);
         let bytes = p.to_safetensors(&HashMap::new());
         let mut q = p.zeros_like();
-        q.load_safetensors(Path::new("m.safetensors"), &bytes).unwrap();
+        q.load_safetensors(Path::new("m.safetensors"), &bytes)
+            .unwrap();
         assert_eq!(p, q);
         assert_eq!(fingerprint(&p), fingerprint(&q));
 
@@ -286,7 +283,10 @@ mod tests {
             .load_safetensors(Path::new("m.safetensors"), &bytes)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("m.safetensors") && err.contains("a.weight"), "{err}");
+        assert!(
+            err.contains("m.safetensors") && err.contains("a.weight"),
+            "{err}"
+        );
 
         let mut fewer = Params::default();
         fewer.uniform("a.weight", &[3, 2], 0.5, &mut rng);

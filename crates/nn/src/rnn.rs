@@ -81,7 +81,13 @@ impl Rnn {
 
     /// Runs the layer; writes the last hidden state of every row into `out`
     /// (`[B, H]`).
-    pub(crate) fn forward(&self, p: &Params, batch: &Batch<'_>, c: &mut RnnCache, out: &mut Vec<f32>) {
+    pub(crate) fn forward(
+        &self,
+        p: &Params,
+        batch: &Batch<'_>,
+        c: &mut RnnCache,
+        out: &mut Vec<f32>,
+    ) {
         let (b, l, d, h) = (batch.rows(), batch.len, batch.dim, self.hidden);
         let g = self.cell.gates() * h;
         c.gates.resize(b * l * g, 0.0);
@@ -185,7 +191,11 @@ impl Rnn {
             }
             // dh_{t-1} = direct part + dG_h(t) W_hh; rows not real at t have
             // dG_h = 0 and keep their gradient.
-            let dgh_t = if self.cell == Cell::Gru { &c.dgh } else { &c.dgx };
+            let dgh_t = if self.cell == Cell::Gru {
+                &c.dgh
+            } else {
+                &c.dgx
+            };
             matmul(
                 &mut next,
                 Mat::strided(&dgh_t[t * g..], b, g, l * g),
@@ -194,7 +204,11 @@ impl Rnn {
             );
             std::mem::swap(&mut dh, &mut next);
         }
-        let dgh_all = if self.cell == Cell::Gru { &c.dgh } else { &c.dgx };
+        let dgh_all = if self.cell == Cell::Gru {
+            &c.dgh
+        } else {
+            &c.dgx
+        };
         matmul(
             grads.at_mut(self.whh),
             Mat::new(dgh_all, b * l, g).t(),
@@ -289,7 +303,12 @@ fn lstm_step_back(
     n: usize,
 ) {
     for j in 0..n {
-        let (i, f, g, o) = (s.gates[j], s.gates[n + j], s.gates[2 * n + j], s.gates[3 * n + j]);
+        let (i, f, g, o) = (
+            s.gates[j],
+            s.gates[n + j],
+            s.gates[2 * n + j],
+            s.gates[3 * n + j],
+        );
         let tc = s.aux[j];
         let dh = s.dh[j];
         let dcell = dc[j] + dh * o * (1.0 - tc * tc);

@@ -36,6 +36,8 @@ struct Problem {
     pos: Vec<f32>,
     cand: Vec<f32>,
     valid: Vec<bool>,
+    queue: Vec<f32>,
+    queue_valid: Vec<bool>,
     loss: InfoNce,
 }
 
@@ -47,6 +49,8 @@ impl Problem {
             pos: rand_vec(rng, B * D),
             cand: rand_vec(rng, n * D),
             valid: (0..B * n).map(|k| k % 4 != 1).collect(),
+            queue: rand_vec(rng, 2 * D),
+            queue_valid: vec![true, false, true, true, false, true],
             loss: InfoNce {
                 tau: 0.5,
                 margin: 0.1,
@@ -76,6 +80,8 @@ impl Problem {
             pos: pc.docs(),
             cand: cc.docs(),
             valid: &self.valid,
+            queue: &self.queue,
+            queue_valid: &self.queue_valid,
             dim: D,
         };
         self.loss.evaluate(&input, true, &mut out);
@@ -102,7 +108,9 @@ fn check(kind: TowerKind, residual: Residual, doc: DocTower, projection: bool) {
     // Perturb the doc tower away from the identity so its gradient is generic.
     for p in model.params_mut().iter_mut() {
         if p.name.starts_with("doc.") {
-            p.data.iter_mut().for_each(|v| *v += rng.gen_range(-0.2..0.2));
+            p.data
+                .iter_mut()
+                .for_each(|v| *v += rng.gen_range(-0.2..0.2));
         }
     }
     let problem = Problem::new(&mut rng);
@@ -118,7 +126,8 @@ fn check(kind: TowerKind, residual: Residual, doc: DocTower, projection: bool) {
     for (pi, (name, len)) in names.iter().enumerate() {
         for k in 0..*len {
             let orig = model.params().iter().nth(pi).unwrap().data[k];
-            let set = |m: &mut Model, v: f32| m.params_mut().iter_mut().nth(pi).unwrap().data[k] = v;
+            let set =
+                |m: &mut Model, v: f32| m.params_mut().iter_mut().nth(pi).unwrap().data[k] = v;
             set(&mut model, orig + eps);
             let up = problem.eval(&model, None);
             set(&mut model, orig - eps);
@@ -151,8 +160,18 @@ fn lstm_gradients() {
 
 #[test]
 fn attention_gradients() {
-    check(TowerKind::Attention, Residual::None, DocTower::Identity, true);
-    check(TowerKind::Attention, Residual::Mean, DocTower::Linear, false);
+    check(
+        TowerKind::Attention,
+        Residual::None,
+        DocTower::Identity,
+        true,
+    );
+    check(
+        TowerKind::Attention,
+        Residual::Mean,
+        DocTower::Linear,
+        false,
+    );
 }
 
 #[test]
@@ -184,13 +203,24 @@ fn padding_does_not_change_a_row() {
         y[(2 * L) * D..(2 * L + 1) * D].fill(-2.0);
         let run = |x: &[f32]| {
             let mut c = QueryCache::default();
-            model.forward_queries(&Batch { x, lens: &LENS, len: L, dim: D }, &mut c);
+            model.forward_queries(
+                &Batch {
+                    x,
+                    lens: &LENS,
+                    len: L,
+                    dim: D,
+                },
+                &mut c,
+            );
             c.queries().to_vec()
         };
         let (a, b) = (run(&x), run(&y));
         assert_ne!(a[..D], b[..D], "{kind}: row 0 changed input");
         assert_eq!(a[D..], b[D..], "{kind}: pad values leaked into rows 1-2");
         let norm: f32 = a[..D].iter().map(|v| v * v).sum();
-        assert!((norm - 1.0).abs() < 1e-5, "{kind}: queries are unit vectors");
+        assert!(
+            (norm - 1.0).abs() < 1e-5,
+            "{kind}: queries are unit vectors"
+        );
     }
 }

@@ -15,3 +15,11 @@ pub mod memory;
 pub mod report;
 
 pub use error::TrainError;
+pub mod config;
+pub mod encode;
+pub mod miner;
+pub mod queue;
+pub mod trainer;
+
+pub use config::TrainConfig;
+pub use trainer::{train, Outcome, Resume, Stop};

@@ -1,0 +1,384 @@
+//! `tandem train` and `tandem encode`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use serde::Serialize;
+use tandem_bank::write_npy;
+use tandem_data::{Dataset, Split};
+use tandem_io::Overwrite;
+use tandem_nn::{Model, ModelConfig};
+use tandem_train::checkpoint;
+use tandem_train::encode::{encode_examples, write_ranking};
+use tandem_train::{train, Resume, Stop, TrainConfig};
+
+/// Train a two-tower retriever. Every key of the config file is also a
+/// flag; flags win over the file, the file over the defaults. Rerunning the
+/// same command on the same --out resumes from the newest checkpoint.
+#[derive(Debug, Args, Serialize)]
+pub struct TrainArgs {
+    /// A TOML file with any of the keys below (snake_case).
+    #[arg(long)]
+    #[serde(skip)]
+    config: Option<PathBuf>,
+    /// Require a checkpoint to resume from (rerunning without it resumes too).
+    #[arg(long, conflicts_with = "force")]
+    #[serde(skip)]
+    resume: bool,
+    /// Delete the earlier run in --out (checkpoints, metrics, report) and start over.
+    #[arg(long)]
+    #[serde(skip)]
+    force: bool,
+    /// Dataset directory (`tandem data ...` or `tandem synth`). Required.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<PathBuf>,
+    /// Run directory [default: runs/train].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    out: Option<PathBuf>,
+    /// Query tower: mean, attention, gru, lstm [default: gru].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kind: Option<String>,
+    /// Hidden size of the GRU/LSTM/attention; 0 = the bank's dimension [default: 0].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hidden: Option<usize>,
+    /// Linear projection after pooling [default: true].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    projection: Option<bool>,
+    /// Residual added to the query: none, mean, last [default: mean].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    residual: Option<String>,
+    /// Doc tower: identity, linear [default: identity].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    doc: Option<String>,
+    /// InfoNCE temperature [default: 0.05].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tau: Option<f32>,
+    /// Additive margin on the positive [default: 0.03].
+    #[arg(long, allow_negative_numbers = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    margin: Option<f32>,
+    /// FIFO memory queue of recent positives used as negatives; 0 = off [default: 0].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    queue: Option<usize>,
+    /// Random bank rows added as negatives per step [default: 0].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    random_negatives: Option<usize>,
+    /// Mined negatives per epoch range, e.g. "0-5:none;6-10:8@0.82-0.92" [default: none].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    curriculum: Option<String>,
+    /// What the band's cosine is measured against: positive, query [default: positive].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    band_anchor: Option<String>,
+    /// Cosine to the positive at or above which a row is a near-duplicate, never a negative [default: 0.98].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dup_threshold: Option<f32>,
+    /// Nearest rows searched per example before the band filter [default: 200].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mine_pool: Option<usize>,
+    /// Miner: sync, pipelined [default: pipelined].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    miner: Option<String>,
+    /// Seconds to wait for the mining worker before mining synchronously [default: 30].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    miner_timeout: Option<f64>,
+    /// Epochs [default: 10].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    epochs: Option<usize>,
+    /// Examples per micro-batch [default: 32].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    batch: Option<usize>,
+    /// Micro-batches per optimizer step (gradient accumulation) [default: 1].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    accum: Option<usize>,
+    /// Peak learning rate [default: 5e-5].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lr: Option<f32>,
+    /// Final learning rate of the cosine decay [default: 1e-6].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    min_lr: Option<f32>,
+    /// Warmup optimizer steps [default: 100].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    warmup: Option<u64>,
+    /// AdamW weight decay [default: 0.01].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    weight_decay: Option<f32>,
+    /// Gradient-norm clip; 0 = off [default: 1.0].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    clip: Option<f32>,
+    /// Stop after this many optimizer steps; 0 = all epochs [default: 0].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_steps: Option<u64>,
+    /// Seed of initialisation, data order and negatives [default: 42].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seed: Option<u64>,
+    /// Compute threads; 0 = every core [default: 0].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    threads: Option<usize>,
+    /// Validate every N steps as well as at epoch ends; 0 = epoch ends only [default: 0].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    val_every: Option<u64>,
+    /// Validation metric that picks the best checkpoint [default: recall@10].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    best_metric: Option<String>,
+    /// Recall@k cutoffs, comma-separated [default: 1,5,10,50,100,500].
+    #[arg(long, value_delimiter = ',')]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ks: Option<Vec<usize>>,
+    /// Checkpoint every N steps (also at epoch ends and before validation) [default: 500].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ckpt_every: Option<u64>,
+    /// Checkpoints kept besides the best [default: 3].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    keep_last: Option<usize>,
+    /// Log resident memory every N steps [default: 50].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rss_every: Option<u64>,
+    /// Warn when resident memory grows past its baseline by this fraction [default: 0.5].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rss_warn_growth: Option<f64>,
+    /// Checkpoint and stop when resident memory exceeds this, e.g. 3G [default: no limit].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_rss: Option<String>,
+    /// cpu, cuda, metal [default: cpu].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    device: Option<String>,
+}
+
+/// Merges the defaults, the config file and the flags.
+fn config_of(args: &TrainArgs) -> Result<TrainConfig> {
+    let (source, mut table) = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("{}: cannot read the config file", path.display()))?;
+            let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+                anyhow::anyhow!(
+                    "{}: {}; fix: write TOML, e.g. epochs = 10",
+                    path.display(),
+                    e.message()
+                )
+            })?;
+            (path.clone(), table)
+        }
+        None => (PathBuf::from("<flags>"), toml::Table::new()),
+    };
+    let flags = toml::Table::try_from(args).context("flags")?;
+    table.extend(flags);
+    let cfg = TrainConfig::from_toml(&source, &toml::to_string(&table)?)?;
+    if cfg.data.as_os_str().is_empty() {
+        bail!("no dataset given; fix: pass --data DIR (a dataset made by `tandem data` or `tandem synth`) or set data in the config file");
+    }
+    Ok(cfg)
+}
+
+/// `tandem train`.
+pub fn run_train(args: TrainArgs) -> Result<()> {
+    let cfg = config_of(&args)?;
+    let resume = if args.force {
+        Resume::Restart
+    } else if args.resume {
+        Resume::Require
+    } else {
+        Resume::Auto
+    };
+    let out = train(&cfg, resume)?;
+    if out.stop == Stop::Signal {
+        return Ok(());
+    }
+    if !out.test.is_empty() {
+        println!("test split ({}):", cfg.data.display());
+        let names: Vec<&str> = out.test.iter().map(|(n, _)| n.as_str()).collect();
+        println!("| query | {} |", names.join(" | "));
+        println!("|---|{}", "---|".repeat(names.len()));
+        let row = |label: &str, vals: &[(String, f64)]| {
+            let cells: Vec<String> = vals.iter().map(|(_, v)| format!("{v:.4}")).collect();
+            println!("| {label} | {} |", cells.join(" | "));
+        };
+        row(&format!("{} tower", cfg.kind), &out.test);
+        for (name, vals) in &out.test_baselines {
+            row(&format!("{name} baseline"), vals);
+        }
+    }
+    if let Some((v, s)) = out.best {
+        println!("best validation {} {v:.4} at step {s}", cfg.best_metric);
+    }
+    if let Some(r) = &out.report {
+        println!("report: {}", r.display());
+    }
+    Ok(())
+}
+
+/// Apply a trained query tower: write the query vectors of a split as .npy,
+/// and optionally its ranking as a TREC run plus qrels (for `tandem eval`).
+#[derive(Debug, Args)]
+pub struct EncodeArgs {
+    /// A checkpoint directory (`<run>/checkpoints/step-N`) or a run directory
+    /// (its best checkpoint, else its newest).
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// The dataset directory.
+    #[arg(long)]
+    data: PathBuf,
+    /// Which split: train, val, test.
+    #[arg(long, default_value = "test")]
+    split: String,
+    /// Output .npy of query vectors (float32, one row per example).
+    #[arg(long)]
+    out: PathBuf,
+    /// Also write the split's ranking as a TREC run here.
+    #[arg(long)]
+    run: Option<PathBuf>,
+    /// Where to write the qrels of --run [default: the run path with .qrels].
+    #[arg(long, requires = "run")]
+    qrels: Option<PathBuf>,
+    /// Ranking depth of --run.
+    #[arg(long, default_value_t = 100)]
+    depth: usize,
+    /// Overwrite existing outputs.
+    #[arg(long)]
+    force: bool,
+}
+
+/// The checkpoint directory `path` names.
+fn checkpoint_dir(path: &Path) -> Result<PathBuf> {
+    if path.join("model.safetensors").exists() {
+        return Ok(path.to_path_buf());
+    }
+    if let Some(step) = checkpoint::best_step(path)? {
+        return Ok(checkpoint::checkpoints_dir(path).join(checkpoint::step_dir_name(step)));
+    }
+    match checkpoint::newest_complete(path)? {
+        Some(l) => Ok(l.dir),
+        None => bail!(
+            "{}: no model.safetensors and no complete checkpoint; fix: pass a checkpoint directory (run/checkpoints/step-N) or a run directory",
+            path.display()
+        ),
+    }
+}
+
+/// Loads the model of a checkpoint directory.
+pub fn load_model(dir: &Path) -> Result<Model> {
+    let path = dir.join("model.safetensors");
+    let bytes = std::fs::read(&path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: not a safetensors file ({e}); fix: point at a tandem checkpoint",
+            path.display()
+        )
+    })?;
+    let cfg: ModelConfig = meta
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get("config"))
+        .and_then(|c| serde_json::from_str(c).ok())
+        .ok_or_else(|| anyhow::anyhow!("{}: no model config in the header; fix: point at a model.safetensors written by tandem train", path.display()))?;
+    let mut model = Model::new(cfg, 0)?;
+    model.params_mut().load_safetensors(&path, &bytes)?;
+    Ok(model)
+}
+
+/// `tandem encode`.
+pub fn run_encode(args: EncodeArgs) -> Result<()> {
+    let split: Split = args
+        .split
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--split {}: {e}", args.split))?;
+    let overwrite = Overwrite::from_force(args.force);
+    let qrels = args
+        .qrels
+        .clone()
+        .or_else(|| args.run.as_ref().map(|r| r.with_extension("qrels")));
+    for p in [Some(&args.out), args.run.as_ref(), qrels.as_ref()]
+        .into_iter()
+        .flatten()
+    {
+        if p.exists() && !args.force {
+            bail!(
+                "{}: already exists; fix: pass --force to overwrite it or choose another path",
+                p.display()
+            );
+        }
+    }
+    let dir = checkpoint_dir(&args.checkpoint)?;
+    let model = load_model(&dir)?;
+    let ds = Dataset::open(&args.data)?;
+    if ds.bank().dim() != model.config().dim {
+        bail!(
+            "{}: the bank has dimension {} but the model in {} was trained on {}; fix: encode with the dataset the model was trained on",
+            args.data.display(),
+            ds.bank().dim(),
+            dir.display(),
+            model.config().dim
+        );
+    }
+    let examples: Vec<_> = ds.examples(split).collect();
+    if examples.is_empty() {
+        bail!(
+            "{}: the {split} split has no examples; fix: choose another --split",
+            args.data.display()
+        );
+    }
+    let vectors = encode_examples(&model, &ds, &examples);
+    let d = model.config().dim;
+    write_npy(
+        &args.out,
+        examples.len(),
+        d,
+        tandem_bank::Vectors::F32(&vectors),
+        overwrite,
+    )?;
+    println!(
+        "{} query vectors ({} x {d}) from {} -> {}",
+        split,
+        examples.len(),
+        dir.display(),
+        args.out.display()
+    );
+    if let (Some(run), Some(qrels)) = (&args.run, &qrels) {
+        let ks = [args.depth.min(ds.bank().rows())];
+        write_ranking(&model, &ds, split, run, qrels, &ks)?;
+        println!(
+            "ranking -> {} (qrels {}); score it with: tandem eval --qrels {} --run {}",
+            run.display(),
+            qrels.display(),
+            qrels.display(),
+            run.display()
+        );
+    }
+    Ok(())
+}

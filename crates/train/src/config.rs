@@ -1,0 +1,452 @@
+//! The training configuration: every key of `run.toml`, its default, and the
+//! checks made before anything runs.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tandem_nn::{DocTower, Residual, TowerKind};
+
+use crate::curriculum::Curriculum;
+use crate::TrainError;
+
+macro_rules! choice {
+    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $v:ident = $s:literal),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+        #[serde(rename_all = "lowercase")]
+        pub enum $name { $($(#[$vm])* $v),+ }
+
+        impl std::str::FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $($s => Ok($name::$v),)+
+                    _ => Err(format!("unknown value {s:?}; choose one of {}", [$($s),+].join(", "))),
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(match self { $($name::$v => $s),+ })
+            }
+        }
+    };
+}
+
+choice!(
+    /// Where the mined band is measured from.
+    Anchor {
+        /// Cosine between a candidate and the positive (model-independent).
+        Positive = "positive",
+        /// Cosine between a candidate and the current query.
+        Query = "query",
+    }
+);
+
+choice!(
+    /// How negatives are mined.
+    MinerMode {
+        /// In the training thread, before each step.
+        Sync = "sync",
+        /// In a worker thread, one batch ahead, over a bounded queue.
+        Pipelined = "pipelined",
+    }
+);
+
+choice!(
+    /// The compute device.
+    Device {
+        /// The CPU (the default, what CI tests).
+        Cpu = "cpu",
+        /// An NVIDIA GPU.
+        Cuda = "cuda",
+        /// An Apple GPU.
+        Metal = "metal",
+    }
+);
+
+/// Every setting of a training run. The defaults are the seeds' recipe.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// The dataset directory (`tandem data ...`).
+    pub data: PathBuf,
+    /// The run directory (config, metrics, checkpoints, report).
+    pub out: PathBuf,
+    /// Query tower: mean, attention, gru, lstm.
+    pub kind: TowerKind,
+    /// Hidden size of the GRU/LSTM/attention (0 = the bank's dimension).
+    pub hidden: usize,
+    /// A linear projection after pooling.
+    pub projection: bool,
+    /// Residual added to the projected query: none, mean, last.
+    pub residual: Residual,
+    /// Doc tower: identity or linear.
+    pub doc: DocTower,
+    /// InfoNCE temperature.
+    pub tau: f32,
+    /// Additive margin on the positive.
+    pub margin: f32,
+    /// Size of the FIFO memory queue of recent positives (0 = off).
+    pub queue: usize,
+    /// Random bank rows added as negatives each step.
+    pub random_negatives: usize,
+    /// Mined negatives per epoch range, e.g. `0-5:none;6-10:8@0.82-0.92`.
+    pub curriculum: Curriculum,
+    /// What the band's cosine is measured against.
+    pub band_anchor: Anchor,
+    /// Candidates with cosine to the positive at or above this are
+    /// near-duplicates of it and never negatives.
+    pub dup_threshold: f32,
+    /// Nearest rows searched per example before the band filter.
+    pub mine_pool: usize,
+    /// Mining in the training thread or a worker one batch ahead.
+    pub miner: MinerMode,
+    /// Seconds to wait for the worker before mining synchronously instead.
+    pub miner_timeout: f64,
+    /// Epochs.
+    pub epochs: usize,
+    /// Examples per micro-batch.
+    pub batch: usize,
+    /// Micro-batches per optimizer step.
+    pub accum: usize,
+    /// Peak learning rate.
+    pub lr: f32,
+    /// Final learning rate of the cosine decay.
+    pub min_lr: f32,
+    /// Linear warmup, in optimizer steps.
+    pub warmup: u64,
+    /// AdamW decoupled weight decay.
+    pub weight_decay: f32,
+    /// Global gradient-norm clip (0 = off).
+    pub clip: f32,
+    /// Stop after this many optimizer steps (0 = run every epoch).
+    pub max_steps: u64,
+    /// Seed of the initialisation, data order, random and mined negatives.
+    pub seed: u64,
+    /// Compute threads (0 = every core).
+    pub threads: usize,
+    /// Validate every N optimizer steps as well as at each epoch end (0 = epoch ends only).
+    pub val_every: u64,
+    /// The validation metric that picks the best checkpoint.
+    pub best_metric: String,
+    /// Recall@k cutoffs of validation and test.
+    pub ks: Vec<usize>,
+    /// Checkpoint every N optimizer steps (also at each epoch end and before each validation).
+    pub ckpt_every: u64,
+    /// Complete checkpoints kept besides the best.
+    pub keep_last: usize,
+    /// Log resident memory every N optimizer steps.
+    pub rss_every: u64,
+    /// Warn when resident memory grows past the post-setup baseline by this fraction.
+    pub rss_warn_growth: f64,
+    /// Checkpoint and stop when resident memory exceeds this (e.g. `3G`; empty = no limit).
+    pub max_rss: String,
+    /// cpu, cuda or metal.
+    pub device: Device,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            data: PathBuf::new(),
+            out: PathBuf::from("runs/train"),
+            kind: TowerKind::Gru,
+            hidden: 0,
+            projection: true,
+            residual: Residual::Mean,
+            doc: DocTower::Identity,
+            tau: 0.05,
+            margin: 0.03,
+            queue: 0,
+            random_negatives: 0,
+            curriculum: Curriculum::none(),
+            band_anchor: Anchor::Positive,
+            dup_threshold: 0.98,
+            mine_pool: 200,
+            miner: MinerMode::Pipelined,
+            miner_timeout: 30.0,
+            epochs: 10,
+            batch: 32,
+            accum: 1,
+            lr: 5e-5,
+            min_lr: 1e-6,
+            warmup: 100,
+            weight_decay: 0.01,
+            clip: 1.0,
+            max_steps: 0,
+            seed: 42,
+            threads: 0,
+            val_every: 0,
+            best_metric: "recall@10".into(),
+            ks: vec![1, 5, 10, 50, 100, 500],
+            ckpt_every: 500,
+            keep_last: 3,
+            rss_every: 50,
+            rss_warn_growth: 0.5,
+            max_rss: String::new(),
+            device: Device::Cpu,
+        }
+    }
+}
+
+/// The keys that may differ between a run and its resumption (they do not
+/// change what is computed).
+pub const RESUMABLE_KEYS: [&str; 6] = [
+    "threads",
+    "max_rss",
+    "rss_every",
+    "rss_warn_growth",
+    "miner_timeout",
+    "miner",
+];
+
+impl TrainConfig {
+    /// Reads a `run.toml`; unknown keys are errors that name them.
+    pub fn from_toml(path: &Path, text: &str) -> Result<TrainConfig, TrainError> {
+        toml::from_str(text).map_err(|e| TrainError::Invalid {
+            path: path.to_path_buf(),
+            problem: e.message().to_string()
+                + &e.span()
+                    .map(|s| format!(" (at byte {})", s.start))
+                    .unwrap_or_default(),
+            fix: "see `tandem train --help` for every key and its default".into(),
+        })
+    }
+
+    /// The config as TOML (what `config.toml` in the run directory holds).
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("every field serialises")
+    }
+
+    /// The hard memory limit in bytes, if any.
+    pub fn max_rss_bytes(&self) -> Result<Option<u64>, TrainError> {
+        if self.max_rss.trim().is_empty() {
+            return Ok(None);
+        }
+        crate::memory::parse_size(&self.max_rss)
+            .map(Some)
+            .map_err(|e| {
+                self.invalid(
+                    format!("max_rss = {:?}: {e}", self.max_rss),
+                    "write e.g. 3G or 512M",
+                )
+            })
+    }
+
+    fn invalid(&self, problem: String, fix: &str) -> TrainError {
+        TrainError::Invalid {
+            path: self.out.join("config.toml"),
+            problem,
+            fix: fix.to_string(),
+        }
+    }
+
+    /// Checks every value that can be checked without the data.
+    pub fn check(&self) -> Result<(), TrainError> {
+        let bad = |ok: bool, problem: String, fix: &str| {
+            if ok {
+                Ok(())
+            } else {
+                Err(self.invalid(problem, fix))
+            }
+        };
+        bad(
+            self.device == Device::Cpu,
+            format!(
+                "device {} is not compiled into this build of tandem",
+                self.device
+            ),
+            "use --device cpu (the GPU backends are not part of this build)",
+        )?;
+        bad(
+            self.tau > 0.0 && self.tau.is_finite(),
+            format!("tau = {}", self.tau),
+            "use a positive temperature such as 0.05",
+        )?;
+        bad(
+            self.margin.is_finite() && self.margin.abs() < 1.0,
+            format!("margin = {}", self.margin),
+            "use a margin between 0 and 1, e.g. 0.03",
+        )?;
+        bad(
+            self.epochs >= 1,
+            "epochs = 0".into(),
+            "train for at least one epoch",
+        )?;
+        bad(
+            self.batch >= 2,
+            format!("batch = {}", self.batch),
+            "use a batch of at least 2 (in-batch negatives need company)",
+        )?;
+        bad(
+            self.accum >= 1,
+            "accum = 0".into(),
+            "use accum = 1 for no accumulation",
+        )?;
+        bad(
+            self.lr > 0.0 && self.min_lr >= 0.0 && self.min_lr <= self.lr,
+            format!("lr = {} and min_lr = {}", self.lr, self.min_lr),
+            "use 0 <= min_lr <= lr, e.g. lr 5e-5, min_lr 1e-6",
+        )?;
+        bad(
+            self.weight_decay >= 0.0,
+            format!("weight_decay = {}", self.weight_decay),
+            "use a non-negative weight decay",
+        )?;
+        bad(
+            self.clip >= 0.0,
+            format!("clip = {}", self.clip),
+            "use 0 (no clipping) or a positive norm",
+        )?;
+        bad(
+            (0.0..=1.0).contains(&self.dup_threshold),
+            format!("dup_threshold = {}", self.dup_threshold),
+            "use a cosine between 0 and 1, e.g. 0.98",
+        )?;
+        bad(
+            self.mine_pool >= 1,
+            "mine_pool = 0".into(),
+            "search at least as many rows as the band needs, e.g. 200",
+        )?;
+        bad(
+            self.miner_timeout > 0.0,
+            format!("miner_timeout = {}", self.miner_timeout),
+            "use a positive number of seconds",
+        )?;
+        bad(
+            self.ckpt_every >= 1,
+            "ckpt_every = 0".into(),
+            "checkpoint every N >= 1 steps",
+        )?;
+        bad(
+            self.keep_last >= 1,
+            "keep_last = 0".into(),
+            "keep at least the newest checkpoint",
+        )?;
+        bad(
+            !self.ks.is_empty() && !self.ks.contains(&0),
+            format!("ks = {:?}", self.ks),
+            "list cutoffs >= 1, e.g. [1, 5, 10]",
+        )?;
+        bad(
+            self.best_metric.parse::<tandem_eval::Measure>().is_ok()
+                && self.metric_names().contains(&self.best_metric),
+            format!(
+                "best_metric = {:?} is not one of the validation metrics {:?}",
+                self.best_metric,
+                self.metric_names()
+            ),
+            "choose one of the recall@k of ks, or mrr@10",
+        )?;
+        bad(!(self.band_anchor == Anchor::Query && self.miner == MinerMode::Pipelined && self.curriculum.mines()), "band_anchor = query with miner = pipelined: the query changes with every step, so it cannot be mined a batch ahead".into(), "use miner = sync with band_anchor = query, or band_anchor = positive")?;
+        for p in self.curriculum.phases() {
+            if let Some(b) = p.band {
+                bad(
+                    b.count <= self.mine_pool,
+                    format!(
+                        "the curriculum asks for {} mined negatives but mine_pool = {}",
+                        b.count, self.mine_pool
+                    ),
+                    "raise mine_pool above the largest count",
+                )?;
+            }
+        }
+        self.curriculum.check_covers(self.epochs)?;
+        self.max_rss_bytes()?;
+        Ok(())
+    }
+
+    /// The names of the validation metrics, in report order.
+    pub fn metric_names(&self) -> Vec<String> {
+        self.ks
+            .iter()
+            .map(|k| format!("recall@{k}"))
+            .chain(["mrr@10".to_string()])
+            .collect()
+    }
+
+    /// The keys whose values differ from `other`'s, except those that may
+    /// change on resume.
+    pub fn differences(&self, other: &TrainConfig) -> Vec<String> {
+        let (a, b) = (
+            toml::Value::try_from(self).ok(),
+            toml::Value::try_from(other).ok(),
+        );
+        let (Some(toml::Value::Table(a)), Some(toml::Value::Table(b))) = (a, b) else {
+            return vec!["<unreadable>".into()];
+        };
+        a.keys()
+            .chain(b.keys())
+            .filter(|k| !RESUMABLE_KEYS.contains(&k.as_str()))
+            .filter(|k| a.get(*k) != b.get(*k))
+            .map(|k| format!("{k} ({} vs {})", show(a.get(k)), show(b.get(k))))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect()
+    }
+}
+
+fn show(v: Option<&toml::Value>) -> String {
+    v.map(|v| v.to_string()).unwrap_or_else(|| "unset".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_round_trip_and_unknown_keys() {
+        let mut c = TrainConfig::default();
+        c.curriculum = "0-1:none;2-9:4@0.8-0.9".parse().unwrap();
+        c.kind = TowerKind::Lstm;
+        let back = TrainConfig::from_toml(Path::new("run.toml"), &c.to_toml()).unwrap();
+        assert_eq!(c, back);
+        let err = TrainConfig::from_toml(Path::new("run.toml"), "epocs = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("run.toml") && err.contains("epocs"), "{err}");
+        let err = TrainConfig::from_toml(Path::new("run.toml"), "kind = \"transformer\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("transformer"), "{err}");
+    }
+
+    #[test]
+    fn checks_name_the_key() {
+        let cases: [(&str, fn(&mut TrainConfig)); 6] = [
+            ("tau", |c| c.tau = 0.0),
+            ("batch", |c| c.batch = 1),
+            ("device cuda", |c| c.device = Device::Cuda),
+            ("best_metric", |c| c.best_metric = "recall@7".into()),
+            ("band_anchor = query", |c| {
+                c.band_anchor = Anchor::Query;
+                c.curriculum = "0-9:4@0.8-0.9".parse().unwrap();
+            }),
+            ("max_rss", |c| c.max_rss = "lots".into()),
+        ];
+        for (want, f) in cases {
+            let mut c = TrainConfig::default();
+            f(&mut c);
+            let err = c.check().unwrap_err().to_string();
+            assert!(err.contains(want), "{want}: {err}");
+        }
+        assert!(TrainConfig::default().check().is_ok());
+        let mut c = TrainConfig::default();
+        c.curriculum = "0-3:none".parse().unwrap();
+        assert!(c.check().unwrap_err().to_string().contains("4"));
+    }
+
+    #[test]
+    fn differences_ignore_resumable_keys() {
+        let a = TrainConfig::default();
+        let mut b = a.clone();
+        b.threads = 7;
+        b.max_rss = "2G".into();
+        assert!(a.differences(&b).is_empty());
+        b.lr = 1e-3;
+        assert_eq!(a.differences(&b).len(), 1);
+        assert!(a.differences(&b)[0].starts_with("lr"));
+    }
+}

@@ -1,0 +1,149 @@
+//! Applying a trained model: query vectors of a split, the doc tower over a
+//! whole bank, and a split's ranking as a TREC run with its qrels.
+
+use std::io::Write;
+use std::path::Path;
+
+use rayon::prelude::*;
+use tandem_bank::Bank;
+use tandem_data::{Dataset, Example, Split};
+use tandem_nn::{Batch, DocCache, Model, QueryCache};
+use tandem_search::{Flat, Index, Metric};
+
+use crate::trainer::fill_batch;
+use crate::TrainError;
+
+/// Examples encoded at a time.
+const CHUNK: usize = 1024;
+
+/// The query vectors (`[examples, D]`) of `examples`.
+pub fn encode_examples(model: &Model, ds: &Dataset, examples: &[Example<'_>]) -> Vec<f32> {
+    let bank = ds.bank();
+    let (d, len) = (bank.dim(), ds.context_len());
+    let bar = tandem_io::progress(examples.len() as u64, "encode");
+    let mut out = Vec::with_capacity(examples.len() * d);
+    let mut cache = QueryCache::default();
+    let (mut x, mut lens) = (Vec::new(), Vec::new());
+    for chunk in examples.chunks(CHUNK) {
+        let refs: Vec<&Example<'_>> = chunk.iter().collect();
+        fill_batch(bank, &refs, len, &mut x, &mut lens);
+        model.forward_queries(
+            &Batch {
+                x: &x,
+                lens: &lens,
+                len,
+                dim: d,
+            },
+            &mut cache,
+        );
+        out.extend_from_slice(cache.queries());
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    out
+}
+
+/// The doc tower applied to every row of `bank` (an in-memory f32 bank).
+pub fn encode_bank(model: &Model, bank: &Bank) -> Bank {
+    let d = bank.dim();
+    let rows = bank.rows();
+    let chunks: Vec<Vec<f32>> = (0..rows.div_ceil(CHUNK))
+        .into_par_iter()
+        .map(|c| {
+            let (a, b) = (c * CHUNK, ((c + 1) * CHUNK).min(rows));
+            let mut cache = DocCache::default();
+            model.forward_docs(&bank.rows_f32(a, b), &mut cache);
+            cache.docs().to_vec()
+        })
+        .collect();
+    Bank::from_f32(chunks.concat(), d)
+}
+
+/// Query ids of a split's examples: `<sequence id>/<position of the target>`.
+pub fn query_ids(ds: &Dataset, examples: &[Example<'_>]) -> Vec<String> {
+    let seqs = ds.sequences();
+    examples
+        .iter()
+        .map(|ex| {
+            let rows = &seqs[ex.seq].rows;
+            let end = ex.context.as_ptr() as usize - rows.as_ptr() as usize;
+            let pos = end / std::mem::size_of::<u32>() + ex.context.len();
+            format!("{}/{pos}", seqs[ex.seq].id)
+        })
+        .collect()
+}
+
+/// Writes the ranking of `split` by `model` (top max(ks) rows per example,
+/// context rows excluded) as a TREC run, and its qrels (the target row of
+/// each example, relevance 1), both atomically.
+pub fn write_ranking(
+    model: &Model,
+    ds: &Dataset,
+    split: Split,
+    run: &Path,
+    qrels: &Path,
+    ks: &[usize],
+) -> Result<(), TrainError> {
+    let examples: Vec<Example<'_>> = ds.examples(split).collect();
+    let queries = encode_examples(model, ds, &examples);
+    let bank = ds.bank();
+    let encoded;
+    let search_bank = if model.doc_is_learned() {
+        encoded = encode_bank(model, bank);
+        &encoded
+    } else {
+        bank
+    };
+    let depth = ks
+        .iter()
+        .copied()
+        .chain([10])
+        .max()
+        .unwrap_or(10)
+        .min(bank.rows());
+    let index = Flat::new(search_bank, Metric::InnerProduct).map_err(|e| TrainError::Invalid {
+        path: ds.dir().to_path_buf(),
+        problem: e.to_string(),
+        fix: "check the bank with `tandem bank info`".into(),
+    })?;
+    let exclude: Vec<Vec<u32>> = examples
+        .iter()
+        .map(|ex| {
+            ex.context
+                .iter()
+                .copied()
+                .filter(|&r| r != ex.target)
+                .collect()
+        })
+        .collect();
+    let hits = index
+        .search(&queries, depth, &exclude)
+        .map_err(|e| TrainError::Invalid {
+            path: ds.dir().to_path_buf(),
+            problem: e.to_string(),
+            fix: "check the bank with `tandem bank info`".into(),
+        })?;
+    let qids = query_ids(ds, &examples);
+    tandem_io::write_atomic(run, tandem_io::Overwrite::Allow, |w| {
+        for (qid, hits) in qids.iter().zip(&hits) {
+            let ids: Vec<(String, f32)> = hits
+                .iter()
+                .map(|&(r, s)| (bank.doc_id(r as usize).into_owned(), s))
+                .collect();
+            tandem_eval::trec::write_run_lines(
+                w,
+                qid,
+                ids.iter().map(|(i, s)| (i.as_str(), s)),
+                "tandem",
+            )?;
+        }
+        Ok(())
+    })?;
+    tandem_io::write_atomic(qrels, tandem_io::Overwrite::Allow, |w| {
+        for (qid, ex) in qids.iter().zip(&examples) {
+            writeln!(w, "{qid} 0 {} 1", bank.doc_id(ex.target as usize))?;
+        }
+        Ok(())
+    })?;
+    Ok(())
+}

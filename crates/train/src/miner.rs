@@ -1,0 +1,303 @@
+//! The hard-negative miner: for each example, the bank rows whose cosine to
+//! the anchor (the positive, or the query) lies in the curriculum's band,
+//! near-duplicates of the positive and the context rows left out, sampled
+//! deterministically. `sync` mines in the training thread; `pipelined` mines
+//! in a worker thread one or two micro-batches ahead over a bounded channel.
+//! Both call [`mine`], so they return the same negatives bit for bit, and a
+//! worker that is late is replaced by the same synchronous search.
+
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
+use std::time::{Duration, Instant};
+
+use rand::seq::index::sample;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use tandem_bank::Bank;
+use tandem_search::Index;
+
+use crate::curriculum::Band;
+use crate::TrainError;
+
+/// What to mine for one micro-batch.
+#[derive(Debug, Clone)]
+pub struct MineRequest {
+    /// The global micro-batch index (seeds the sampling).
+    pub micro: u64,
+    /// The band and count.
+    pub band: Band,
+    /// The positive row of each example.
+    pub positives: Vec<u32>,
+    /// The context rows of each example (never negatives).
+    pub contexts: Vec<Vec<u32>>,
+    /// Query vectors (`[B, D]`) when the band is measured against the
+    /// query; `None` measures against the positive.
+    pub queries: Option<Vec<f32>>,
+}
+
+/// The negatives of one micro-batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mined {
+    /// The global micro-batch index.
+    pub micro: u64,
+    /// Negative rows per example (at most the band's count; fewer when the
+    /// band holds fewer candidates).
+    pub negatives: Vec<Vec<u32>>,
+    /// Seconds spent searching.
+    pub secs: f64,
+}
+
+impl Mined {
+    /// Negatives found over negatives asked for.
+    pub fn fill(&self, band: &Band) -> f64 {
+        let found: usize = self.negatives.iter().map(Vec::len).sum();
+        found as f64 / (band.count * self.negatives.len()).max(1) as f64
+    }
+}
+
+/// Mining settings that do not change during a run.
+#[derive(Debug, Clone, Copy)]
+pub struct MineSettings {
+    /// Nearest rows searched before the band filter.
+    pub pool: usize,
+    /// Cosine to the positive at or above which a row is a near-duplicate.
+    pub dup_threshold: f32,
+    /// The run's seed.
+    pub seed: u64,
+}
+
+fn unit(v: &[f32]) -> Vec<f32> {
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+    v.iter().map(|x| x / n).collect()
+}
+
+fn cosine(a_unit: &[f32], b: &[f32]) -> f32 {
+    let (dot, nn) = b
+        .iter()
+        .zip(a_unit)
+        .fold((0.0f32, 0.0f32), |(d, n), (x, y)| (d + x * y, n + x * x));
+    dot / nn.sqrt().max(1e-12)
+}
+
+/// Mines one micro-batch with `index` (a cosine index over `bank`).
+pub fn mine(
+    index: &dyn Index,
+    bank: &Bank,
+    s: &MineSettings,
+    req: &MineRequest,
+) -> Result<Mined, TrainError> {
+    let t = Instant::now();
+    let d = bank.dim();
+    let b = req.positives.len();
+    let anchors: Vec<f32> = match &req.queries {
+        Some(q) => q.clone(),
+        None => req
+            .positives
+            .iter()
+            .flat_map(|&p| bank.row_f32(p as usize).into_owned())
+            .collect(),
+    };
+    let exclude: Vec<Vec<u32>> = req
+        .positives
+        .iter()
+        .zip(&req.contexts)
+        .map(|(&p, ctx)| {
+            let mut e: Vec<u32> = ctx.iter().copied().chain([p]).collect();
+            e.sort_unstable();
+            e.dedup();
+            e
+        })
+        .collect();
+    let pool = s.pool.min(bank.rows().saturating_sub(1)).max(1);
+    let hits = index
+        .search(&anchors, pool, &exclude)
+        .map_err(|e| TrainError::Invalid {
+            path: bank.path().map(|p| p.to_path_buf()).unwrap_or_default(),
+            problem: format!("mining search failed: {e}"),
+            fix: "check the bank and the mining index".into(),
+        })?;
+    let mut negatives = Vec::with_capacity(b);
+    for (i, hits) in hits.iter().enumerate() {
+        let pos = unit(&bank.row_f32(req.positives[i] as usize));
+        let in_band: Vec<u32> = hits
+            .iter()
+            .filter(|&&(_, c)| c >= req.band.lo && c <= req.band.hi)
+            .filter(|&&(row, c)| {
+                let to_pos = if req.queries.is_some() {
+                    cosine(&pos, &bank.row_f32(row as usize))
+                } else {
+                    c
+                };
+                to_pos < s.dup_threshold
+            })
+            .map(|&(row, _)| row)
+            .collect();
+        let take = req.band.count.min(in_band.len());
+        let mut rng = ChaCha8Rng::seed_from_u64(crate::trainer::stream_seed(
+            s.seed,
+            crate::trainer::Stream::Mine,
+            req.micro * b as u64 + i as u64,
+        ));
+        let mut picked: Vec<u32> = sample(&mut rng, in_band.len(), take)
+            .into_iter()
+            .map(|k| in_band[k])
+            .collect();
+        picked.sort_unstable();
+        negatives.push(picked);
+    }
+    debug_assert_eq!(anchors.len(), b * d);
+    Ok(Mined {
+        micro: req.micro,
+        negatives,
+        secs: t.elapsed().as_secs_f64(),
+    })
+}
+
+/// Mining time accounting for the metrics.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct MineStats {
+    /// Seconds spent searching (worker or training thread).
+    pub search_secs: f64,
+    /// Seconds the training thread waited for or did mining.
+    pub blocked_secs: f64,
+    /// Micro-batches mined synchronously because the worker was late.
+    pub fallbacks: u64,
+    /// Sum of fill rates and their count.
+    pub fill_sum: f64,
+    /// Micro-batches mined.
+    pub batches: u64,
+}
+
+impl MineStats {
+    /// The fraction of search time hidden behind training.
+    pub fn hidden(&self) -> f64 {
+        if self.search_secs <= 0.0 {
+            return 1.0;
+        }
+        (1.0 - self.blocked_secs / self.search_secs).clamp(0.0, 1.0)
+    }
+
+    /// The mean band fill rate.
+    pub fn fill(&self) -> f64 {
+        if self.batches == 0 {
+            return 1.0;
+        }
+        self.fill_sum / self.batches as f64
+    }
+}
+
+/// A worker thread mining ahead of training.
+pub struct Pipeline {
+    jobs: Option<SyncSender<MineRequest>>,
+    results: Receiver<Result<Mined, String>>,
+    timeout: Duration,
+    /// Requests sent and not yet received, oldest first.
+    pending: std::collections::VecDeque<MineRequest>,
+}
+
+impl Pipeline {
+    /// Starts the worker in `scope`. `depth` bounds how far ahead it runs.
+    pub fn start<'scope, 'env>(
+        scope: &'scope std::thread::Scope<'scope, 'env>,
+        index: &'env (dyn Index + Sync),
+        bank: &'env Bank,
+        settings: MineSettings,
+        depth: usize,
+        timeout: Duration,
+    ) -> Pipeline {
+        let (jobs, job_rx) = mpsc::sync_channel::<MineRequest>(depth);
+        let (res_tx, results) = mpsc::sync_channel(depth);
+        scope.spawn(move || {
+            for req in job_rx {
+                let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    mine(index, bank, &settings, &req)
+                }));
+                let msg = match out {
+                    Ok(Ok(m)) => Ok(m),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(p) => Err(format!(
+                        "the mining worker panicked: {}",
+                        p.downcast_ref::<String>()
+                            .map(String::as_str)
+                            .or_else(|| p.downcast_ref::<&str>().copied())
+                            .unwrap_or("unknown panic")
+                    )),
+                };
+                let failed = msg.is_err();
+                if res_tx.send(msg).is_err() || failed {
+                    break;
+                }
+            }
+        });
+        Pipeline {
+            jobs: Some(jobs),
+            results,
+            timeout,
+            pending: Default::default(),
+        }
+    }
+
+    /// Queues a request (blocks while the worker is `depth` requests behind).
+    pub fn submit(&mut self, req: MineRequest) -> Result<(), TrainError> {
+        self.pending.push_back(req.clone());
+        let sender = self.jobs.as_ref().expect("pipeline open");
+        sender.send(req).map_err(|_| worker_gone())
+    }
+
+    /// The result of the oldest pending request: the worker's, or a
+    /// synchronous search when the worker takes longer than the timeout.
+    pub fn next(
+        &mut self,
+        index: &dyn Index,
+        bank: &Bank,
+        settings: &MineSettings,
+        stats: &mut MineStats,
+    ) -> Result<Mined, TrainError> {
+        let req = self.pending.pop_front().expect("a request was submitted");
+        let t = Instant::now();
+        loop {
+            match self.results.recv_timeout(self.timeout) {
+                Ok(Ok(m)) if m.micro < req.micro => continue, // replaced earlier by a sync search
+                Ok(Ok(m)) => {
+                    debug_assert_eq!(m.micro, req.micro);
+                    stats.search_secs += m.secs;
+                    stats.blocked_secs += t.elapsed().as_secs_f64();
+                    return Ok(m);
+                }
+                Ok(Err(msg)) => {
+                    return Err(TrainError::Invalid {
+                        path: bank.path().map(|p| p.to_path_buf()).unwrap_or_default(),
+                        problem: format!("mining failed: {msg}"),
+                        fix: "fix the cause above and rerun the same command: training resumes from the last checkpoint".into(),
+                    })
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    let m = mine(index, bank, settings, &req)?;
+                    stats.fallbacks += 1;
+                    stats.search_secs += m.secs;
+                    stats.blocked_secs += t.elapsed().as_secs_f64();
+                    // The worker's answer for this request arrives later and
+                    // is skipped by the `m.micro < req.micro` arm.
+                    return Ok(m);
+                }
+                Err(RecvTimeoutError::Disconnected) => return Err(worker_gone()),
+            }
+        }
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        // Closing the job channel ends the worker; drain so it is not
+        // blocked on a full result channel.
+        self.jobs.take();
+        while self.results.recv().is_ok() {}
+    }
+}
+
+fn worker_gone() -> TrainError {
+    TrainError::Invalid {
+        path: Default::default(),
+        problem: "the mining worker stopped unexpectedly".into(),
+        fix: "rerun with --miner sync to see the underlying error".into(),
+    }
+}
