@@ -1,10 +1,10 @@
 //! `tandem demo`: the main job on a built-in default, with nothing to
-//! download. It synthesises a small next-vector world, scores the two context
-//! baselines with exact search, then sends the mean-of-context queries through
-//! an HNSW index, writes them as a TREC run with its qrels, and evaluates the
-//! run file with trec_eval semantics: every stage a user runs by hand with
-//! `tandem synth`, `tandem baseline`, `tandem index build`, `tandem search`
-//! and `tandem eval`.
+//! download. It synthesises a small next-vector world, trains a GRU query
+//! tower on it with a curriculum of mined hard negatives (crash-only: kill it
+//! and rerun the same command, it resumes), evaluates the tower against the
+//! last-vector and mean-of-context baselines, scores the tower's TREC run
+//! with trec_eval semantics, and prints the report's path: every stage a user
+//! runs by hand with `tandem synth`, `tandem train` and `tandem eval`.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -13,167 +13,167 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use clap::Args;
 use serde_json::json;
-use tandem_data::baseline::{DEFAULT_KS, MRR_CUTOFF};
 use tandem_data::synth::{write_synth, Preset};
-use tandem_data::{baseline, Dataset, QueryKind, Split};
+use tandem_data::Dataset;
 use tandem_eval::{evaluate, EvalOptions, Measure, Qrels, Run};
 use tandem_io::Overwrite;
-use tandem_search::{Hnsw, HnswParams, Index, Metric};
+use tandem_train::{train, Resume, Stop, TrainConfig};
 
-/// Marks a directory as the output of `tandem demo`, so `--force` only ever
-/// replaces a previous demo, never other files.
+/// Marks a directory as the output of `tandem demo`, so that rerunning
+/// resumes it and `--force` only ever replaces a demo, never other files.
+const MARKER: &str = ".tandem-demo";
 const DEMO_REPORT: &str = "demo.json";
-const RUN_FILE: &str = "hnsw-mean.trec";
-const QRELS_FILE: &str = "qrels.test.txt";
-/// Depth of the HNSW run.
-const RUN_DEPTH: usize = 100;
+/// The demo's curriculum: one warm-up epoch on in-batch and queue negatives,
+/// then four mined hard negatives per example.
+const CURRICULUM: &str = "0:none;1-3:4@0.4-0.9";
 
 /// Flags of `tandem demo`.
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// Output directory: the world, the run, the qrels and demo.json.
+    /// Output directory: the world, the training run and demo.json.
     #[arg(long, default_value = "tandem-demo")]
     pub out: PathBuf,
-    /// Seed of the synthetic world.
+    /// Seed of the synthetic world and of training.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    /// Replace the output of an earlier `tandem demo` at --out.
+    /// Compute threads (0 = every core).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Delete an earlier demo at --out and start over (without it, an
+    /// unfinished demo resumes and a finished one is refused).
     #[arg(long)]
     pub force: bool,
 }
 
-/// Run the demo into a temporary sibling of `--out`, then move it into place:
-/// a failed demo leaves nothing behind.
-pub fn run(args: DemoArgs) -> anyhow::Result<()> {
-    let out = &args.out;
-    if out.exists() {
-        if !args.force {
-            bail!(
-                "{}: already exists; pass --force to replace an earlier demo, or choose another --out",
-                out.display()
-            );
-        }
-        if !out.join(DEMO_REPORT).is_file() {
-            bail!(
-                "{}: exists but holds no {DEMO_REPORT}, so it is not an earlier demo; choose another --out",
-                out.display()
-            );
-        }
-    }
-    let parent = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = out.file_name().context("--out must name a directory")?;
-    let tmp = parent.join(format!(
-        ".{}.tmp-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let result = demo_into(&tmp, &args);
-    if result.is_err() {
-        let _ = fs::remove_dir_all(&tmp);
-        return result;
-    }
-    if out.exists() {
-        fs::remove_dir_all(out)
-            .with_context(|| format!("{}: cannot remove the earlier demo", out.display()))?;
-    }
-    fs::rename(&tmp, out)
-        .with_context(|| format!("{}: cannot move the demo into place", out.display()))?;
-    println!(
-        "\nwrote {} (world/, {RUN_FILE}, {QRELS_FILE}, {DEMO_REPORT})",
-        out.display()
-    );
-    Ok(())
+/// The training recipe of the demo.
+fn demo_config(world: &Path, run: &Path, args: &DemoArgs) -> anyhow::Result<TrainConfig> {
+    Ok(TrainConfig {
+        data: world.to_path_buf(),
+        out: run.to_path_buf(),
+        epochs: 4,
+        curriculum: CURRICULUM.parse()?,
+        queue: 2048,
+        lr: 2e-3,
+        warmup: 50,
+        seed: args.seed,
+        threads: args.threads,
+        ..TrainConfig::default()
+    })
 }
 
-fn demo_into(dir: &Path, args: &DemoArgs) -> anyhow::Result<()> {
-    fs::create_dir_all(dir)
-        .with_context(|| format!("{}: cannot create the output directory", dir.display()))?;
+/// Runs the demo.
+pub fn run(args: DemoArgs) -> anyhow::Result<()> {
+    let out = &args.out;
     let started = Instant::now();
+    if out.exists() {
+        let ours = out.join(MARKER).is_file();
+        let empty = out.is_dir() && fs::read_dir(out)?.next().is_none();
+        if !ours && !empty {
+            bail!(
+                "{}: exists and is not an earlier demo; choose another --out",
+                out.display()
+            );
+        }
+        if ours && out.join(DEMO_REPORT).is_file() && !args.force {
+            bail!(
+                "{}: holds a finished demo; pass --force to run it again from scratch, or choose another --out",
+                out.display()
+            );
+        }
+        if ours && args.force {
+            fs::remove_dir_all(out)
+                .with_context(|| format!("{}: cannot remove the earlier demo", out.display()))?;
+        }
+    }
+    fs::create_dir_all(out)
+        .with_context(|| format!("{}: cannot create the output directory", out.display()))?;
+    fs::write(out.join(MARKER), b"written by tandem demo\n")
+        .with_context(|| format!("{}: cannot write", out.join(MARKER).display()))?;
 
     // 1. A synthetic world (a bank, documents as sequences of rows, splits).
-    let mut cfg = Preset::Small.config();
-    cfg.seed = args.seed;
-    let world_dir = dir.join("world");
-    println!("1. synthesising a world: {}", cfg.command());
-    write_synth(&cfg, &world_dir, Overwrite::Refuse)?;
-    let ds = Dataset::open(&world_dir)?;
-    let bank = ds.bank();
+    let mut synth = Preset::Small.config();
+    synth.seed = args.seed;
+    let world = out.join("world");
+    println!("1. synthetic world: {}", synth.command());
+    if Dataset::open(&world).is_err() {
+        if world.exists() {
+            fs::remove_dir_all(&world)
+                .with_context(|| format!("{}: cannot remove a partial world", world.display()))?;
+        }
+        write_synth(&synth, &world, Overwrite::Refuse)?;
+    }
+
+    // 2. Train a GRU tower with a curriculum of mined negatives.
+    let run_dir = out.join("run");
+    let cfg = demo_config(&world, &run_dir, &args)?;
     println!(
-        "   bank {} x {} ({})",
-        bank.rows(),
-        bank.dim(),
-        bank.dtype().name()
+        "\n2. tandem train --data {} --out {} --epochs {} --curriculum \"{CURRICULUM}\" --queue {} --lr {} --warmup {} --seed {}",
+        world.display(),
+        run_dir.display(),
+        cfg.epochs,
+        cfg.queue,
+        cfg.lr,
+        cfg.warmup,
+        cfg.seed
     );
-
-    // 2. The context baselines with exact (flat) search, context rows excluded.
-    println!("\n2. baselines on the test split (exact inner-product search):");
-    let report = baseline(&ds, Split::Test, &DEFAULT_KS)?;
-    print!("{}", report.table());
-
-    // 3. The mean-of-context queries through an HNSW index, written as a TREC run.
-    println!("\n3. HNSW index and a TREC run of the mean-of-context queries:");
-    let index = Hnsw::build(bank, Metric::InnerProduct, HnswParams::default())?;
-    let examples: Vec<_> = ds.examples(Split::Test).collect();
-    let dim = bank.dim();
-    let mut queries = vec![0f32; examples.len() * dim];
-    for (ex, q) in examples.iter().zip(queries.chunks_exact_mut(dim)) {
-        QueryKind::Mean.query_into(&ds, ex.context, q);
+    let outcome = train(&cfg, Resume::Auto)?;
+    if outcome.stop == Stop::Signal {
+        println!("stopped; rerun `tandem demo --out {}` to resume", out.display());
+        return Ok(());
     }
-    let exclude: Vec<Vec<u32>> = examples.iter().map(|ex| ex.context.to_vec()).collect();
-    let hits = index.search(&queries, RUN_DEPTH, &exclude)?;
-    let qid = |i: usize| format!("q{i}");
-    let run_path = dir.join(RUN_FILE);
-    tandem_io::write_atomic(&run_path, Overwrite::Refuse, |w| {
-        for (i, ranked) in hits.iter().enumerate() {
-            crate::search_cmd::write_hits(w, bank, &qid(i), ranked, "tandem-hnsw")?;
-        }
-        Ok(())
-    })?;
-    let qrels_path = dir.join(QRELS_FILE);
-    tandem_io::write_atomic(&qrels_path, Overwrite::Refuse, |w| {
-        use std::io::Write;
-        for (i, ex) in examples.iter().enumerate() {
-            writeln!(w, "{} 0 {} 1", qid(i), bank.doc_id(ex.target as usize))?;
-        }
-        Ok(())
-    })?;
-    println!("   {} queries -> {RUN_FILE}", examples.len());
-
-    // 4. Evaluate the run file against the qrels file, as `tandem eval` does.
-    println!("\n4. tandem eval --qrels {QRELS_FILE} --run {RUN_FILE}:");
-    let qrels = Qrels::read(&qrels_path)?;
-    let run = Run::read(&run_path)?;
-    let measures = [
-        Measure::Recall(1),
-        Measure::Recall(10),
-        Measure::Recall(100),
-        Measure::RecipRank(Some(MRR_CUTOFF)),
-    ];
-    let hnsw_report = evaluate(&qrels, &run, &measures, &EvalOptions::default())?;
-    print!("{}", crate::eval_cmd::eval_table(&hnsw_report, false));
-    let exact_r100 = report.value(QueryKind::Mean, "recall@100");
-    let hnsw_r100 = hnsw_report.mean[2];
-    if let Some(exact) = exact_r100 {
-        println!("   HNSW recall@100 {hnsw_r100:.4} vs exact {exact:.4}");
+    println!("\n   test split, exact search over the whole bank (context rows excluded):");
+    println!("   | query | recall@1 | recall@10 | recall@100 | mrr@10 |");
+    println!("   |---|---|---|---|---|");
+    let pick = |vals: &[(String, f64)], k: &str| vals.iter().find(|(n, _)| n == k).map_or(f64::NAN, |(_, v)| *v);
+    let row = |label: &str, vals: &[(String, f64)]| {
+        println!(
+            "   | {label} | {:.4} | {:.4} | {:.4} | {:.4} |",
+            pick(vals, "recall@1"),
+            pick(vals, "recall@10"),
+            pick(vals, "recall@100"),
+            pick(vals, "mrr@10")
+        );
+    };
+    row("gru tower", &outcome.test);
+    for (name, vals) in &outcome.test_baselines {
+        row(&format!("{name} of context (baseline)"), vals);
     }
 
-    let p = index.params();
-    let hnsw_params = json!({
-        "m": p.connectivity, "ef_construction": p.expansion_add,
-        "ef": p.expansion_search, "scalar": index.sidecar().scalar,
-    });
+    // 3. Score the tower's TREC run file, as `tandem eval` does.
+    let (run_file, qrels_file) = (run_dir.join("test.run"), run_dir.join("test.qrels"));
+    println!(
+        "\n3. tandem eval --qrels {} --run {}:",
+        qrels_file.display(),
+        run_file.display()
+    );
+    let qrels = Qrels::read(&qrels_file)?;
+    let trec = Run::read(&run_file)?;
+    let measures = [Measure::Recall(10), Measure::Ndcg(Some(10)), Measure::RecipRank(Some(10))];
+    let eval = evaluate(&qrels, &trec, &measures, &EvalOptions::default())?;
+    print!("{}", crate::eval_cmd::eval_table(&eval, false));
+
     let summary = json!({
         "command": std::env::args().collect::<Vec<_>>().join(" "),
         "seed": args.seed,
-        "world": cfg.command(),
-        "baseline": report.to_json(),
-        "hnsw": { "params": hnsw_params, "run": RUN_FILE, "qrels": QRELS_FILE, "eval": hnsw_report.to_json(false) },
+        "world": synth.command(),
+        "train": toml::Value::try_from(&cfg)?,
+        "steps": outcome.steps,
+        "resumed_from": outcome.resumed_from,
+        "test": metrics_json(&outcome.test),
+        "baselines": outcome.test_baselines.iter().map(|(n, v)| (n.clone(), metrics_json(v))).collect::<serde_json::Map<_, _>>(),
+        "eval": eval.to_json(false),
+        "report": outcome.report,
         "seconds": started.elapsed().as_secs_f64(),
     });
     let text = serde_json::to_string_pretty(&summary)?;
-    tandem_io::write_bytes_atomic(&dir.join(DEMO_REPORT), Overwrite::Refuse, text.as_bytes())?;
+    tandem_io::write_bytes_atomic(&out.join(DEMO_REPORT), Overwrite::Allow, text.as_bytes())?;
+    if let Some(report) = &outcome.report {
+        println!("\nreport: {}", report.display());
+    }
+    println!("wrote {}", out.join(DEMO_REPORT).display());
     Ok(())
+}
+
+fn metrics_json(values: &[(String, f64)]) -> serde_json::Value {
+    values.iter().map(|(n, v)| (n.clone(), json!(v))).collect::<serde_json::Map<_, _>>().into()
 }

@@ -11,7 +11,7 @@ use std::time::Instant;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tandem_nn::{
-    clip_grad_norm, AdamW, AdamWConfig, Batch, DocCache, DocTower, InfoNce, LossInput, LossOutput,
+    clip_coef, grad_norm, AdamW, AdamWConfig, Batch, DocCache, DocTower, InfoNce, LossInput, LossOutput,
     Model, ModelConfig, QueryCache, Residual, Schedule, TowerKind,
 };
 
@@ -76,7 +76,7 @@ fn main() {
     let valid: Vec<bool> = (0..b * (b + negs))
         .map(|k| k % (b + negs) != k / (b + negs))
         .collect();
-    let mut gather = |dst: &mut [f32], rng: &mut ChaCha8Rng| {
+    let gather = |dst: &mut [f32], rng: &mut ChaCha8Rng| {
         for row in dst.chunks_exact_mut(d) {
             let r = rng.gen_range(0..rows);
             row.copy_from_slice(&bank[r * d..(r + 1) * d]);
@@ -108,8 +108,8 @@ fn main() {
             loss.evaluate(&input, false, &mut out);
             grads.zero();
             model.backward_queries(&batch, &mut qc, &out.dq, &mut grads);
-            clip_grad_norm(&mut grads, 1.0);
-            opt.update(model.params_mut(), &grads, sched.lr_at(s as u64));
+            let coef = clip_coef(grad_norm(&grads), 1.0);
+            opt.update_scaled(model.params_mut(), &grads, sched.lr_at(s as u64), coef);
         }
     };
     run(5, 0);

@@ -22,11 +22,12 @@ mod optim;
 mod params;
 mod pool;
 mod rnn;
+mod simd;
 
 pub use error::NnError;
 pub use loss::{InfoNce, LossInput, LossOutput};
 pub use model::{DocCache, DocTower, Model, ModelConfig, QueryCache, Residual, TowerKind};
-pub use optim::{clip_grad_norm, AdamW, AdamWConfig, Schedule};
+pub use optim::{clip_coef, clip_grad_norm, grad_norm, AdamW, AdamWConfig, Schedule};
 pub use params::{fingerprint, Param, Params};
 
 /// A batch of left-padded contexts: `x` is `[B, len, dim]`, row `i` has

@@ -5,8 +5,10 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::linalg::threads;
 use crate::params::Params;
 use crate::NnError;
 
@@ -61,28 +63,43 @@ impl AdamW {
 
     /// One update of `params` in place with gradients `grads` at `lr`.
     pub fn update(&mut self, params: &mut Params, grads: &Params, lr: f32) {
+        self.update_scaled(params, grads, lr, 1.0);
+    }
+
+    /// One update with the gradients multiplied by `grad_scale` on the fly:
+    /// bitwise the same as scaling `grads` first and calling
+    /// [`AdamW::update`], without the extra pass. With
+    /// `grad_scale = clip_coef(grad_norm(&grads), max_norm)` it is
+    /// [`clip_grad_norm`] followed by [`AdamW::update`] (`grads` is left
+    /// unclipped).
+    pub fn update_scaled(&mut self, params: &mut Params, grads: &Params, lr: f32, grad_scale: f32) {
         self.step += 1;
         let c = self.cfg;
         let t = self.step as i32;
         let bc1 = 1.0 - c.beta1.powi(t);
-        let bc2_sqrt = (1.0 - c.beta2.powi(t)).sqrt();
-        let step_size = lr / bc1;
-        let decay = 1.0 - lr * c.weight_decay;
+        let k = AdamStep {
+            cfg: c,
+            step_size: lr / bc1,
+            bc2_sqrt: (1.0 - c.beta2.powi(t)).sqrt(),
+            decay: 1.0 - lr * c.weight_decay,
+            grad_scale,
+        };
+        let mut work = Vec::new();
         let moments = self.exp_avg.iter_mut().zip(self.exp_avg_sq.iter_mut());
         for ((p, g), (m, v)) in params.iter_mut().zip(grads.iter()).zip(moments) {
-            for (((p, &g), m), v) in p
+            let blocks = p
                 .data
-                .iter_mut()
-                .zip(&g.data)
-                .zip(m.data.iter_mut())
-                .zip(v.data.iter_mut())
-            {
-                *p *= decay;
-                *m = c.beta1 * *m + (1.0 - c.beta1) * g;
-                *v = c.beta2 * *v + (1.0 - c.beta2) * g * g;
-                let denom = v.sqrt() / bc2_sqrt + c.eps;
-                *p -= step_size * *m / denom;
-            }
+                .chunks_mut(BLOCK)
+                .zip(g.data.chunks(BLOCK))
+                .zip(m.data.chunks_mut(BLOCK).zip(v.data.chunks_mut(BLOCK)));
+            work.extend(blocks.map(|((p, g), (m, v))| (p, g, m, v)));
+        }
+        // Elementwise: the partition cannot change any value.
+        let run = |(p, g, m, v): (&mut [f32], &[f32], &mut [f32], &mut [f32])| k.apply(p, g, m, v);
+        if threads() > 1 {
+            work.into_par_iter().for_each(run);
+        } else {
+            work.into_iter().for_each(run);
         }
     }
 
@@ -162,13 +179,154 @@ impl Schedule {
     }
 }
 
+/// Elements per unit of parallel work in the optimizer and the norm.
+const BLOCK: usize = 1 << 15;
+
+/// The per-step constants of one AdamW update.
+#[derive(Clone, Copy)]
+struct AdamStep {
+    cfg: AdamWConfig,
+    step_size: f32,
+    bc2_sqrt: f32,
+    decay: f32,
+    grad_scale: f32,
+}
+
+impl AdamStep {
+    /// Updates one block of parameters and moments (AVX-512 where the CPU
+    /// has it; the same IEEE operations either way, so the same bits).
+    fn apply(&self, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if crate::simd::has_avx512() {
+            // SAFETY: the CPU supports AVX-512F (checked above).
+            unsafe { self.apply_avx512(p, g, m, v) };
+            return;
+        }
+        self.apply_portable(p, g, m, v);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    fn apply_avx512(&self, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
+        self.apply_portable(p, g, m, v);
+    }
+
+    #[inline(always)]
+    fn apply_portable(&self, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
+        let c = self.cfg;
+        for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+            let g = g * self.grad_scale;
+            *p *= self.decay;
+            *m = c.beta1 * *m + (1.0 - c.beta1) * g;
+            *v = c.beta2 * *v + (1.0 - c.beta2) * g * g;
+            let denom = v.sqrt() / self.bc2_sqrt + c.eps;
+            *p -= self.step_size * *m / denom;
+        }
+    }
+}
+
+/// The global L2 norm of `grads`. Squares are summed in float64 over fixed
+/// blocks with 16 lanes each, and the block sums in order, so the value does
+/// not depend on the number of threads.
+pub fn grad_norm(grads: &Params) -> f32 {
+    let blocks: Vec<&[f32]> = grads.iter().flat_map(|p| p.data.chunks(BLOCK)).collect();
+    let sums: Vec<f64> = if threads() > 1 {
+        blocks.into_par_iter().map(sum_squares).collect()
+    } else {
+        blocks.into_iter().map(sum_squares).collect()
+    };
+    sums.iter().sum::<f64>().sqrt() as f32
+}
+
+/// The sum of squares of `x` in float64, 16 interleaved lanes.
+fn sum_squares(x: &[f32]) -> f64 {
+    let mut acc = [0.0f64; 16];
+    let mut chunks = x.chunks_exact(16);
+    for c in &mut chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += f64::from(v) * f64::from(v);
+        }
+    }
+    for (a, &v) in acc.iter_mut().zip(chunks.remainder()) {
+        *a += f64::from(v) * f64::from(v);
+    }
+    acc.iter().sum()
+}
+
+/// The factor `torch.nn.utils.clip_grad_norm_` scales gradients of global
+/// norm `norm` by: `max_norm / (norm + 1e-6)` when that is below 1, else 1.
+pub fn clip_coef(norm: f32, max_norm: f32) -> f32 {
+    let coef = max_norm / (norm + 1e-6);
+    if coef < 1.0 {
+        coef
+    } else {
+        1.0
+    }
+}
+
 /// Scales `grads` so that their global L2 norm is at most `max_norm`
 /// (`torch.nn.utils.clip_grad_norm_`); returns the norm before clipping.
+/// [`AdamW::update_scaled`] with [`clip_coef`] does the same without the
+/// scaling pass.
 pub fn clip_grad_norm(grads: &mut Params, max_norm: f32) -> f32 {
-    let norm = grads.norm() as f32;
-    let coef = max_norm / (norm + 1e-6);
+    let norm = grad_norm(grads);
+    let coef = clip_coef(norm, max_norm);
     if coef < 1.0 {
         grads.scale(coef);
     }
     norm
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grads(seed: u32) -> Params {
+        let mut g = Params::default();
+        for (i, n) in [5usize, 70_000, 33].into_iter().enumerate() {
+            let data = (0..n)
+                .map(|k| ((k as f32 + 0.5 * i as f32) * 0.013 + seed as f32).sin())
+                .collect();
+            g.push(&format!("t{i}"), &[n], data);
+        }
+        g
+    }
+
+    #[test]
+    fn fused_clip_matches_clip_then_update_bitwise_at_any_thread_count() {
+        let params = grads(7);
+        let g = grads(1);
+        let mut want_p = params.clone();
+        let mut want_opt = AdamW::new(AdamWConfig::default(), &params);
+        let mut clipped = g.clone();
+        crate::linalg::set_threads(1);
+        let norm = clip_grad_norm(&mut clipped, 1.0);
+        assert!(norm > 1.0, "the test must clip");
+        want_opt.update(&mut want_p, &clipped, 1e-3);
+        for t in [1, 2, 3] {
+            crate::linalg::set_threads(t);
+            let mut p = params.clone();
+            let mut opt = AdamW::new(AdamWConfig::default(), &params);
+            let n = grad_norm(&g);
+            assert_eq!(n.to_bits(), norm.to_bits());
+            opt.update_scaled(&mut p, &g, 1e-3, clip_coef(n, 1.0));
+            assert_eq!(p, want_p, "threads {t}");
+            assert_eq!(opt, want_opt, "threads {t}");
+        }
+        crate::linalg::set_threads(1);
+    }
+
+    #[test]
+    fn grad_norm_is_the_l2_norm() {
+        let g = grads(2);
+        let exact: f64 = g
+            .iter()
+            .flat_map(|p| p.data.iter())
+            .map(|&v| f64::from(v) * f64::from(v))
+            .sum::<f64>()
+            .sqrt();
+        assert!((f64::from(grad_norm(&g)) - exact).abs() < 1e-6 * exact);
+        assert_eq!(clip_coef(0.5, 1.0), 1.0);
+        assert!((clip_coef(4.0, 1.0) - 0.25).abs() < 1e-6);
+    }
 }

@@ -59,6 +59,13 @@ pub fn stream_seed(seed: u64, stream: Stream, index: u64) -> u64 {
 }
 
 const STATE_FORMAT: u32 = 1;
+/// Fault injection for reliability tests: panic right after this optimizer
+/// step (before its checkpoint), as a bug in the loop would.
+pub const FAULT_ENV: &str = "TANDEM_FAULT_PANIC_AT_STEP";
+
+fn fault_step() -> Option<u64> {
+    std::env::var(FAULT_ENV).ok()?.parse().ok()
+}
 /// Optimizer steps between `train` lines of metrics.jsonl.
 const LOG_EVERY: u64 = 10;
 /// How far ahead the pipelined miner runs, in micro-batches.
@@ -988,20 +995,18 @@ fn run_loop(
         }
         Ok(())
     };
-    if let Some(p) = pipeline.as_deref_mut() {
-        submit(
-            p,
-            state.step * accum + MINE_DEPTH as u64,
-            &mut next_submit,
-            &mut order,
-        )?;
-    }
 
     while state.step < setup.total {
         let step = state.step;
         let lr = state.schedule.lr_at(step);
         for k in 0..accum {
             let g = step * accum + k;
+            if let Some(p) = pipeline.as_deref_mut() {
+                // Keep the worker MINE_DEPTH micro-batches ahead (at most
+                // MINE_DEPTH + 1 requests outstanding: fewer than the two
+                // channels and the worker hold, so sending never deadlocks).
+                submit(p, g + 1 + MINE_DEPTH as u64, &mut next_submit, &mut order)?;
+            }
             let exs = setup.micro_batch(g, &mut order);
             fill_batch(bank, &exs, setup.len, &mut buf.x, &mut buf.lens);
             let batch = Batch {
@@ -1016,9 +1021,7 @@ fn run_loop(
             let mined: Option<Mined> = match (band, pipeline.as_deref_mut()) {
                 (None, _) => None,
                 (Some(_), Some(p)) => {
-                    let m = p.next(index, bank, &setup.mine, &mut stats)?;
-                    submit(p, g + 1 + MINE_DEPTH as u64, &mut next_submit, &mut order)?;
-                    Some(m)
+                    Some(p.next(index, bank, &setup.mine, &mut stats)?)
                 }
                 (Some(_), None) => {
                     let queries =
@@ -1125,6 +1128,9 @@ fn run_loop(
         state.epoch = ((step) / setup.steps_per_epoch) as usize;
         state.elapsed_s = started.elapsed().as_secs_f64();
         bar.set_position(step);
+        if fault_step() == Some(step) {
+            panic!("fault injected by {FAULT_ENV} at step {step}");
+        }
 
         let rss = if step % cfg.rss_every.max(1) == 0 || step == 1 {
             rss_bytes()
