@@ -11,8 +11,8 @@ use std::time::Instant;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tandem_nn::{
-    clip_coef, grad_norm, AdamW, AdamWConfig, Batch, DocCache, DocTower, InfoNce, LossInput, LossOutput,
-    Model, ModelConfig, QueryCache, Residual, Schedule, TowerKind,
+    clip_coef, grad_norm, AdamW, AdamWConfig, Batch, DocCache, DocTower, InfoNce, LossInput,
+    LossOutput, Model, ModelConfig, QueryCache, Residual, Schedule, TowerKind,
 };
 
 fn arg(name: &str, default: usize) -> usize {

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::linalg::threads;
 use crate::params::Params;
+use crate::simd::avx512_dispatch;
 use crate::NnError;
 
 /// AdamW hyper-parameters (`torch.optim.AdamW` defaults except the
@@ -238,20 +239,22 @@ pub fn grad_norm(grads: &Params) -> f32 {
     sums.iter().sum::<f64>().sqrt() as f32
 }
 
-/// The sum of squares of `x` in float64, 16 interleaved lanes.
-fn sum_squares(x: &[f32]) -> f64 {
-    let mut acc = [0.0f64; 16];
-    let mut chunks = x.chunks_exact(16);
-    for c in &mut chunks {
-        for (a, &v) in acc.iter_mut().zip(c) {
+avx512_dispatch!(
+    /// The sum of squares of `x` in float64, 16 interleaved lanes.
+    fn sum_squares(x: &[f32]) -> f64 {
+        let mut acc = [0.0f64; 16];
+        let mut chunks = x.chunks_exact(16);
+        for c in &mut chunks {
+            for (a, &v) in acc.iter_mut().zip(c) {
+                *a += f64::from(v) * f64::from(v);
+            }
+        }
+        for (a, &v) in acc.iter_mut().zip(chunks.remainder()) {
             *a += f64::from(v) * f64::from(v);
         }
+        acc.iter().sum()
     }
-    for (a, &v) in acc.iter_mut().zip(chunks.remainder()) {
-        *a += f64::from(v) * f64::from(v);
-    }
-    acc.iter().sum()
-}
+);
 
 /// The factor `torch.nn.utils.clip_grad_norm_` scales gradients of global
 /// norm `norm` by: `max_norm / (norm + 1e-6)` when that is below 1, else 1.

@@ -21,14 +21,14 @@ pub(crate) fn has_avx512() -> bool {
 /// arithmetic (Rust never contracts `a * b + c` into an FMA), so both
 /// versions compute the same bits.
 macro_rules! avx512_dispatch {
-    ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+    ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
         $(#[$m])*
-        $vis fn $name($($arg: $ty),*) {
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
             #[inline(always)]
-            fn portable($($arg: $ty),*) $body
+            fn portable($($arg: $ty),*) $(-> $ret)? $body
             #[cfg(target_arch = "x86_64")]
             #[target_feature(enable = "avx512f")]
-            fn avx512($($arg: $ty),*) {
+            fn avx512($($arg: $ty),*) $(-> $ret)? {
                 portable($($arg),*)
             }
             #[cfg(target_arch = "x86_64")]
@@ -45,16 +45,36 @@ pub(crate) use avx512_dispatch;
 /// Units of work are whole multiples of this many columns.
 const GRAIN: usize = 16;
 
-/// Runs `f` over a fixed partition of `0..n` into at most `threads()`
-/// contiguous ranges (multiples of 16 but the last), in parallel.
-pub(crate) fn for_parts(n: usize, f: impl Fn(Range<usize>) + Sync) {
-    let chunks = n.div_ceil(GRAIN);
-    let parts = threads().min(chunks).max(1);
-    let range = |i: usize| (i * chunks / parts * GRAIN).min(n)..((i + 1) * chunks / parts * GRAIN).min(n);
-    if parts == 1 {
-        f(0..n);
-    } else {
-        (0..parts).into_par_iter().for_each(|i| f(range(i)));
+/// A fixed partition of `0..n` into at most `threads()` contiguous ranges
+/// (multiples of 16 but the last), chosen once so that a layout written in
+/// one parallel pass is read with the same split in the next.
+#[derive(Clone, Copy)]
+pub(crate) struct Parts {
+    n: usize,
+    parts: usize,
+}
+
+impl Parts {
+    /// Splits `0..n` for the current thread count.
+    pub(crate) fn new(n: usize) -> Parts {
+        let chunks = n.div_ceil(GRAIN);
+        Parts {
+            n,
+            parts: threads().min(chunks).max(1),
+        }
+    }
+
+    /// Runs `f` on every range, in parallel.
+    pub(crate) fn run(self, f: impl Fn(Range<usize>) + Sync) {
+        let chunks = self.n.div_ceil(GRAIN);
+        let bound = |i: usize| (i * chunks / self.parts * GRAIN).min(self.n);
+        if self.parts == 1 {
+            f(0..self.n);
+        } else {
+            (0..self.parts)
+                .into_par_iter()
+                .for_each(|i| f(bound(i)..bound(i + 1)));
+        }
     }
 }
 
@@ -99,15 +119,44 @@ pub(crate) struct Raw {
     pub(crate) stride: usize,
 }
 
+/// Columns per panel of a packed right operand.
+pub(crate) const PANEL: usize = 48;
+
+/// Packs the `k x n` matrix `b(p, j)` into `dst` (`k * n` floats) as panels
+/// of 48 columns (the last one narrower), each row-major with its own
+/// width: the layout [`small_gemm`] reads.
+pub(crate) fn pack_panels(dst: &mut [f32], k: usize, n: usize, b: impl Fn(usize, usize) -> f32) {
+    assert_eq!(dst.len(), k * n, "packed size of {k} x {n}");
+    let mut j0 = 0;
+    while j0 < n {
+        let nb = (n - j0).min(PANEL);
+        for (p, row) in dst[j0 * k..(j0 + nb) * k].chunks_exact_mut(nb).enumerate() {
+            for (jj, v) in row.iter_mut().enumerate() {
+                *v = b(p, j0 + jj);
+            }
+        }
+        j0 += nb;
+    }
+}
+
 /// `c[i][j] = (accumulate ? c[i][j] : 0) + sum_p a[i][p] * b[p][j]` for
-/// `i < m`, `j < n`, `p < k`; the sum is one chain in order of `p`, so the
-/// value of an element does not depend on how the columns are split.
+/// `i < m`, `j < n`, `p < k`, `b` packed by [`pack_panels`]; the sum is one
+/// chain in order of `p`, so the value of an element does not depend on
+/// how the columns are split.
 ///
 /// # Safety
-/// `a` is readable `m x k`, `b` readable `k x n`, `c` writable `m x n`
-/// (with their strides); `c` overlaps neither and no other thread touches
-/// its elements meanwhile.
-pub(crate) unsafe fn small_gemm(m: usize, n: usize, k: usize, a: Raw, b: Raw, c: Raw, accumulate: bool) {
+/// `a` is readable `m x k`, `b` readable `k * n` floats, `c` writable
+/// `m x n` (with its stride); `c` overlaps neither and no other thread
+/// touches its elements meanwhile.
+pub(crate) unsafe fn small_gemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Raw,
+    b: *const f32,
+    c: Raw,
+    accumulate: bool,
+) {
     #[cfg(target_arch = "x86_64")]
     if has_avx512() {
         // SAFETY: AVX-512F is present; the bounds are the caller's.
@@ -115,26 +164,32 @@ pub(crate) unsafe fn small_gemm(m: usize, n: usize, k: usize, a: Raw, b: Raw, c:
         return;
     }
     let c_ptr = c.ptr as *mut f32;
-    let mut row = vec![0.0f32; n];
-    for i in 0..m {
-        row.fill(0.0);
-        for p in 0..k {
-            // SAFETY: in bounds by the caller's contract.
-            let (av, brow) = unsafe {
-                (
-                    *a.ptr.add(i * a.stride + p),
-                    std::slice::from_raw_parts(b.ptr.add(p * b.stride), n),
-                )
-            };
-            for (r, bv) in row.iter_mut().zip(brow) {
-                *r += av * bv;
+    let mut row = [0.0f32; PANEL];
+    let mut j0 = 0;
+    while j0 < n {
+        let nb = (n - j0).min(PANEL);
+        let row = &mut row[..nb];
+        for i in 0..m {
+            row.fill(0.0);
+            for p in 0..k {
+                // SAFETY: in bounds by the caller's contract.
+                let (av, brow) = unsafe {
+                    (
+                        *a.ptr.add(i * a.stride + p),
+                        std::slice::from_raw_parts(b.add(j0 * k + p * nb), nb),
+                    )
+                };
+                for (r, bv) in row.iter_mut().zip(brow) {
+                    *r += av * bv;
+                }
+            }
+            // SAFETY: in bounds and exclusive by the caller's contract.
+            let out = unsafe { std::slice::from_raw_parts_mut(c_ptr.add(i * c.stride + j0), nb) };
+            for (o, r) in out.iter_mut().zip(row.iter()) {
+                *o = if accumulate { *o + r } else { *r };
             }
         }
-        // SAFETY: in bounds and exclusive by the caller's contract.
-        let out = unsafe { std::slice::from_raw_parts_mut(c_ptr.add(i * c.stride), n) };
-        for (o, r) in out.iter_mut().zip(&row) {
-            *o = if accumulate { *o + r } else { *r };
-        }
+        j0 += nb;
     }
 }
 
@@ -142,14 +197,21 @@ pub(crate) unsafe fn small_gemm(m: usize, n: usize, k: usize, a: Raw, b: Raw, c:
 mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::Raw;
+    use super::{Raw, PANEL as NR};
 
-    /// Rows per register tile; three 16-float columns per tile.
+    /// Rows per register tile (of three 16-float columns).
     const MR: usize = 8;
-    const NR: usize = 48;
 
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn gemm(m: usize, n: usize, k: usize, a: Raw, b: Raw, c: Raw, acc: bool) {
+    pub(super) unsafe fn gemm(
+        m: usize,
+        n: usize,
+        k: usize,
+        a: Raw,
+        b: *const f32,
+        c: Raw,
+        acc: bool,
+    ) {
         let mut j0 = 0;
         while j0 < n {
             let nb = (n - j0).min(NR);
@@ -168,8 +230,8 @@ mod avx512 {
                         stride: a.stride,
                     };
                     let bt = Raw {
-                        ptr: b.ptr.add(j0),
-                        stride: b.stride,
+                        ptr: b.add(j0 * k),
+                        stride: nb,
                     };
                     let ct = Raw {
                         ptr: c.ptr.add(i0 * c.stride + j0),
@@ -194,7 +256,14 @@ mod avx512 {
 
     #[inline]
     #[target_feature(enable = "avx512f")]
-    unsafe fn tile<const R: usize>(k: usize, a: Raw, b: Raw, c: Raw, masks: [__mmask16; 3], acc: bool) {
+    unsafe fn tile<const R: usize>(
+        k: usize,
+        a: Raw,
+        b: Raw,
+        c: Raw,
+        masks: [__mmask16; 3],
+        acc: bool,
+    ) {
         let mut s = [[_mm512_setzero_ps(); 3]; R];
         // SAFETY (whole body): masked loads and stores touch only the
         // columns < nb of rows < R, inside the caller's bounds.
@@ -243,7 +312,7 @@ pub(crate) fn exp(x: f32) -> f32 {
     y = y * r + 8.333_452e-3;
     y = y * r + 4.166_579_6e-2;
     y = y * r + 1.666_666_5e-1;
-    y = y * r + 5.000_000_1e-1;
+    y = y * r + 5e-1;
     y = y * r * r + r + 1.0;
     y * f32::from_bits(((n as i32 + 127) << 23) as u32)
 }
@@ -260,10 +329,10 @@ pub(crate) fn sigmoid(x: f32) -> f32 {
 pub(crate) fn tanh(x: f32) -> f32 {
     let z = x * x;
     let mut p = -5.704_988_7e-3;
-    p = p * z + 2.063_908_9e-2;
+    p = p * z + 2.063_909e-2;
     p = p * z - 5.373_971_6e-2;
     p = p * z + 1.333_144_2e-1;
-    p = p * z - 3.333_328_2e-1;
+    p = p * z - 3.333_328e-1;
     let small = p * z * x + x;
     let ax = x.abs();
     let big = (1.0 - 2.0 / (exp(2.0 * ax) + 1.0)).copysign(x);
@@ -315,31 +384,38 @@ mod tests {
         let a: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
         let b: Vec<f32> = (0..k * n).map(|i| (i as f32 * 0.11).cos()).collect();
         let want = naive(&a, &b, m, k, n);
-        let raw = |v: &[f32], stride| Raw {
-            ptr: v.as_ptr(),
-            stride,
+        let ar = Raw {
+            ptr: a.as_ptr(),
+            stride: k,
         };
         let out = |v: &mut [f32]| Raw {
             ptr: v.as_mut_ptr(),
             stride: n,
         };
+        let packed = |j0: usize, j1: usize| {
+            let mut dst = vec![0.0; k * (j1 - j0)];
+            pack_panels(&mut dst, k, j1 - j0, |p, j| b[p * n + j0 + j]);
+            dst
+        };
         let mut whole = vec![1.0f32; m * n];
+        let all = packed(0, n);
         // SAFETY: every operand is exactly its shape.
-        unsafe { small_gemm(m, n, k, raw(&a, k), raw(&b, n), out(&mut whole), true) };
+        unsafe { small_gemm(m, n, k, ar, all.as_ptr(), out(&mut whole), true) };
         for (x, w) in whole.iter().zip(&want) {
             assert!((x - 1.0 - w).abs() < 1e-4, "{x} vs {w}");
         }
         // Any split of the columns gives the same bits.
         let mut split = vec![1.0f32; m * n];
         for (j0, j1) in [(0, 17), (17, 64), (64, 101)] {
+            let part = packed(j0, j1);
             // SAFETY: the column block lies inside every operand.
             unsafe {
                 small_gemm(
                     m,
                     j1 - j0,
                     k,
-                    raw(&a, k),
-                    raw(&b[j0..], n),
+                    ar,
+                    part.as_ptr(),
                     out(&mut split[j0..]),
                     true,
                 )
@@ -347,7 +423,7 @@ mod tests {
         }
         assert_eq!(whole, split);
         // SAFETY: as above.
-        unsafe { small_gemm(m, n, k, raw(&a, k), raw(&b, n), out(&mut split), false) };
+        unsafe { small_gemm(m, n, k, ar, all.as_ptr(), out(&mut split), false) };
         for (x, w) in split.iter().zip(&want) {
             assert!((x - w).abs() < 1e-4);
         }

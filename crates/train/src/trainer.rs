@@ -146,11 +146,12 @@ pub enum Resume {
 
 static STOP: AtomicBool = AtomicBool::new(false);
 static CRASH: Mutex<Option<CrashInfo>> = Mutex::new(None);
+/// The optimizer step in progress, for the crash report.
+static CRASH_STEP: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 #[derive(Debug, Clone)]
 struct CrashInfo {
     run_dir: PathBuf,
-    step: u64,
     last: String,
 }
 
@@ -178,7 +179,7 @@ fn install_handlers() {
             if let Some(c) = crash {
                 let text = format!(
                     "# tandem crash report\n\n- step: {}\n- panic: {}\n- last metrics: `{}`\n- resume: rerun the same command; training continues from the newest complete checkpoint in {}\n\n## backtrace\n\n```\n{}\n```\n",
-                    c.step,
+                    CRASH_STEP.load(Ordering::SeqCst),
                     info,
                     c.last,
                     checkpoint::checkpoints_dir(&c.run_dir).display(),
@@ -194,11 +195,10 @@ fn install_handlers() {
     });
 }
 
-fn set_crash(run_dir: &Path, step: u64, last: &str) {
+fn set_crash(run_dir: &Path, last: &str) {
     if let Ok(mut c) = CRASH.lock() {
         *c = Some(CrashInfo {
             run_dir: run_dir.to_path_buf(),
-            step,
             last: last.to_string(),
         });
     }
@@ -237,8 +237,8 @@ impl Metrics {
 }
 
 /// Keeps the lines of `metrics.jsonl` that the checkpoint of `step`
-/// accounts for (earlier steps, and the train lines of `step` itself).
-fn truncate_metrics(path: &Path, step: u64) -> Result<(), TrainError> {
+/// accounts for; the rest is written again by the resumed run.
+fn truncate_metrics(path: &Path, step: u64, pending: bool) -> Result<(), TrainError> {
     let Ok(file) = File::open(path) else {
         return Ok(());
     };
@@ -250,7 +250,15 @@ fn truncate_metrics(path: &Path, step: u64) -> Result<(), TrainError> {
         };
         let s = v.get("step").and_then(Value::as_u64).unwrap_or(0);
         let kind = v.get("kind").and_then(Value::as_str).unwrap_or("");
-        if s < step || (s == step && kind == "train") || kind == "baseline" && s <= step {
+        // Lines of `step` itself: train lines and events stay; its
+        // validation stays unless it is redone (pending); test-split lines
+        // are rewritten when the run finishes.
+        let keep_at_step = match kind {
+            "train" | "event" => true,
+            "val" => !pending,
+            _ => false,
+        };
+        if s < step || (s == step && keep_at_step) {
             kept.push_str(&line);
             kept.push('\n');
         }
@@ -683,7 +691,7 @@ pub fn train(cfg: &TrainConfig, resume: Resume) -> Result<Outcome, TrainError> {
     let resumed_from = match &loaded {
         Some(ck) => {
             restore(ck, &setup, &mut model, &mut opt, &mut queue, &mut state)?;
-            truncate_metrics(&metrics_path, state.step)?;
+            truncate_metrics(&metrics_path, state.step, state.validate_pending)?;
             Some(state.step)
         }
         None => {
@@ -700,7 +708,8 @@ pub fn train(cfg: &TrainConfig, resume: Resume) -> Result<Outcome, TrainError> {
     )?;
     let mut metrics = Metrics::open(&metrics_path)?;
     install_handlers();
-    set_crash(&cfg.out, state.step, "");
+    set_crash(&cfg.out, "");
+    CRASH_STEP.store(state.step, Ordering::SeqCst);
 
     eprintln!(
         "tandem train: {} tower over {} ({} x {}), {} train / {} val examples; effective batch {} ({} x accum {}), {} steps/epoch, {} steps, {} threads",
@@ -1128,6 +1137,7 @@ fn run_loop(
         state.epoch = ((step) / setup.steps_per_epoch) as usize;
         state.elapsed_s = started.elapsed().as_secs_f64();
         bar.set_position(step);
+        CRASH_STEP.store(step, Ordering::SeqCst);
         if fault_step() == Some(step) {
             panic!("fault injected by {FAULT_ENV} at step {step}");
         }
@@ -1164,7 +1174,7 @@ fn run_loop(
             }
             bar.set_message(format!("loss {loss:.4} lr {lr:.2e}"));
             metrics.write(line)?;
-            set_crash(&cfg.out, step, &metrics.last);
+            set_crash(&cfg.out, &metrics.last);
             window = (Instant::now(), 0, 0.0, 0.0, 0);
         }
 
