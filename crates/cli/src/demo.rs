@@ -118,13 +118,20 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     );
     let outcome = train(&cfg, Resume::Auto)?;
     if outcome.stop == Stop::Signal {
-        println!("stopped; rerun `tandem demo --out {}` to resume", out.display());
+        println!(
+            "stopped; rerun `tandem demo --out {}` to resume",
+            out.display()
+        );
         return Ok(());
     }
     println!("\n   test split, exact search over the whole bank (context rows excluded):");
     println!("   | query | recall@1 | recall@10 | recall@100 | mrr@10 |");
     println!("   |---|---|---|---|---|");
-    let pick = |vals: &[(String, f64)], k: &str| vals.iter().find(|(n, _)| n == k).map_or(f64::NAN, |(_, v)| *v);
+    let pick = |vals: &[(String, f64)], k: &str| {
+        vals.iter()
+            .find(|(n, _)| n == k)
+            .map_or(f64::NAN, |(_, v)| *v)
+    };
     let row = |label: &str, vals: &[(String, f64)]| {
         println!(
             "   | {label} | {:.4} | {:.4} | {:.4} | {:.4} |",
@@ -148,7 +155,11 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     );
     let qrels = Qrels::read(&qrels_file)?;
     let trec = Run::read(&run_file)?;
-    let measures = [Measure::Recall(10), Measure::Ndcg(Some(10)), Measure::RecipRank(Some(10))];
+    let measures = [
+        Measure::Recall(10),
+        Measure::Ndcg(Some(10)),
+        Measure::RecipRank(Some(10)),
+    ];
     let eval = evaluate(&qrels, &trec, &measures, &EvalOptions::default())?;
     print!("{}", crate::eval_cmd::eval_table(&eval, false));
 
@@ -175,5 +186,9 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
 }
 
 fn metrics_json(values: &[(String, f64)]) -> serde_json::Value {
-    values.iter().map(|(n, v)| (n.clone(), json!(v))).collect::<serde_json::Map<_, _>>().into()
+    values
+        .iter()
+        .map(|(n, v)| (n.clone(), json!(v)))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
 }

@@ -150,6 +150,10 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     best_metric: Option<String>,
+    /// Evaluate at most this many validation and test examples (the first ones); 0 = all [default: 0].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    eval_limit: Option<usize>,
     /// Recall@k cutoffs, comma-separated [default: 1,5,10,50,100,500].
     #[arg(long, value_delimiter = ',')]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -371,7 +375,7 @@ pub fn run_encode(args: EncodeArgs) -> Result<()> {
     );
     if let (Some(run), Some(qrels)) = (&args.run, &qrels) {
         let ks = [args.depth.min(ds.bank().rows())];
-        write_ranking(&model, &ds, split, run, qrels, &ks)?;
+        write_ranking(&model, &ds, &examples, run, qrels, &ks)?;
         println!(
             "ranking -> {} (qrels {}); score it with: tandem eval --qrels {} --run {}",
             run.display(),

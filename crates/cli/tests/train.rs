@@ -20,7 +20,9 @@ fn tandem() -> Command {
 fn world(dir: &Path) -> PathBuf {
     let w = dir.join("world");
     tandem()
-        .args(["synth", "--rows", "3000", "--dim", "32", "--seed", "7", "--out"])
+        .args([
+            "synth", "--rows", "3000", "--dim", "32", "--seed", "7", "--out",
+        ])
         .arg(&w)
         .assert()
         .success();
@@ -156,8 +158,14 @@ fn sigkill_at_random_moments_then_resume_is_bitwise_identical() {
     assert!(kills >= 2, "the run was killed only {kills} times");
     assert!(resumed >= 1, "no kill happened after a checkpoint");
     let got = final_weights(&killed);
-    assert!(got.0 == want.0, "model weights differ after {kills} SIGKILLs");
-    assert!(got.1 == want.1, "optimizer state differs after {kills} SIGKILLs");
+    assert!(
+        got.0 == want.0,
+        "model weights differ after {kills} SIGKILLs"
+    );
+    assert!(
+        got.1 == want.1,
+        "optimizer state differs after {kills} SIGKILLs"
+    );
     // The resumed run's metrics tell the same story as the straight one.
     let vals = |run: &Path| -> Vec<String> {
         metrics(run)
@@ -174,11 +182,21 @@ fn sigterm_finishes_the_step_checkpoints_and_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
     let w = world(dir.path());
     let run = dir.path().join("run");
-    let args = set(&run_args(&w, &run), &[("--ckpt-every", "100000"), ("--epochs", "30"), ("--curriculum", "0:none;1-29:4@0.3-0.95")]);
+    let args = set(
+        &run_args(&w, &run),
+        &[
+            ("--ckpt-every", "100000"),
+            ("--epochs", "30"),
+            ("--curriculum", "0:none;1-29:4@0.3-0.95"),
+        ],
+    );
     let mut child = spawn(&args, None);
     let t = Instant::now();
     while !metrics(&run).iter().any(|v| v["kind"] == "train") {
-        assert!(t.elapsed() < Duration::from_secs(60), "no training step logged");
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "no training step logged"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     kill(&mut child, libc::SIGTERM);
@@ -192,13 +210,24 @@ fn sigterm_finishes_the_step_checkpoints_and_exits_zero() {
     assert!(event["message"].as_str().unwrap().contains("signal"));
     let step = event["step"].as_u64().unwrap();
     let ck = run.join("checkpoints").join(format!("step-{step:09}"));
-    assert!(ck.join("MANIFEST").is_file(), "no checkpoint at the stop step {step}");
+    assert!(
+        ck.join("MANIFEST").is_file(),
+        "no checkpoint at the stop step {step}"
+    );
     // The same command resumes from there (no fresh start: the first
     // stop's event stays in the metrics) and stops again further on.
     let mut again = spawn(&args, None);
     let t = Instant::now();
-    while metrics(&run).iter().filter(|v| v["kind"] == "train").count() < 3 {
-        assert!(t.elapsed() < Duration::from_secs(60), "the resumed run logged nothing");
+    while metrics(&run)
+        .iter()
+        .filter(|v| v["kind"] == "train")
+        .count()
+        < 3
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the resumed run logged nothing"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     kill(&mut again, libc::SIGTERM);
@@ -227,7 +256,10 @@ fn a_panic_writes_a_crash_report_and_the_run_resumes() {
         .clone();
     assert!(String::from_utf8_lossy(&out.stderr).contains("crash report written"));
     let report = std::fs::read_to_string(run.join("crash-report.md")).unwrap();
-    assert!(report.contains("fault injected") && report.contains("backtrace"), "{report}");
+    assert!(
+        report.contains("fault injected") && report.contains("backtrace"),
+        "{report}"
+    );
     assert!(report.contains("- step: 30"), "{report}");
     tandem()
         .args(&args)
@@ -241,7 +273,10 @@ fn max_rss_checkpoints_and_stops_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
     let w = world(dir.path());
     let run = dir.path().join("run");
-    let args = set(&run_args(&w, &run), &[("--max-rss", "1M"), ("--rss-every", "1")]);
+    let args = set(
+        &run_args(&w, &run),
+        &[("--max-rss", "1M"), ("--rss-every", "1")],
+    );
     tandem()
         .args(&args)
         .assert()
@@ -258,7 +293,10 @@ fn bad_input_gets_one_clear_error() {
     let run = dir.path().join("run");
     let base = run_args(&w, &run);
     let with = |extra: &[&str]| {
-        let pairs: Vec<(&str, &str)> = extra.chunks(2).map(|p| (p[0], p.get(1).copied().unwrap_or(""))).collect();
+        let pairs: Vec<(&str, &str)> = extra
+            .chunks(2)
+            .map(|p| (p[0], p.get(1).copied().unwrap_or("")))
+            .collect();
         let mut a = set(&base, &pairs);
         a.retain(|x| !x.is_empty());
         a
@@ -298,7 +336,10 @@ fn bad_input_gets_one_clear_error() {
         .stderr(contains("nowhere"));
 
     // A finished short run; the same directory with another config is refused.
-    tandem().args(with(&["--max-steps", "5"])).assert().success();
+    tandem()
+        .args(with(&["--max-steps", "5"]))
+        .assert()
+        .success();
     tandem()
         .args(with(&["--max-steps", "5", "--lr", "0.1"]))
         .assert()
@@ -321,7 +362,10 @@ fn bad_input_gets_one_clear_error() {
         .assert()
         .code(2)
         .stderr(contains("not empty"));
-    assert_eq!(std::fs::read_to_string(notes.join("todo.txt")).unwrap(), "mine");
+    assert_eq!(
+        std::fs::read_to_string(notes.join("todo.txt")).unwrap(),
+        "mine"
+    );
 }
 
 #[test]
@@ -348,8 +392,18 @@ fn config_file_and_flags_merge_and_encode_writes_a_scorable_run() {
         .stdout(contains("attention tower"))
         .stdout(contains("report:"));
     let saved = std::fs::read_to_string(run.join("config.toml")).unwrap();
-    assert!(saved.contains("kind = \"attention\"") && saved.contains("max_steps = 40"), "{saved}");
-    for f in ["report.md", "loss.svg", "lr.svg", "recall.svg", "test.run", "test.qrels"] {
+    assert!(
+        saved.contains("kind = \"attention\"") && saved.contains("max_steps = 40"),
+        "{saved}"
+    );
+    for f in [
+        "report.md",
+        "loss.svg",
+        "lr.svg",
+        "recall.svg",
+        "test.run",
+        "test.qrels",
+    ] {
         assert!(run.join(f).is_file(), "{f} missing");
     }
 
@@ -384,7 +438,10 @@ fn config_file_and_flags_merge_and_encode_writes_a_scorable_run() {
         .find(|v| v["kind"] == "test")
         .unwrap();
     let from_file = v["mean"]["recall@10"].as_f64().unwrap();
-    assert!((from_file - test["recall@10"].as_f64().unwrap()).abs() < 1e-9, "{v}");
+    assert!(
+        (from_file - test["recall@10"].as_f64().unwrap()).abs() < 1e-9,
+        "{v}"
+    );
     // Encoding refuses to overwrite without --force.
     tandem()
         .args(["encode", "--checkpoint"])
@@ -417,8 +474,28 @@ fn gru_tower_beats_the_mean_baseline_on_scifact() {
         .success();
     let run = dir.path().join("run");
     tandem()
-        .args(["train", "--hidden", "384", "--epochs", "1", "--max-steps", "120", "--lr", "1e-3"])
-        .args(["--warmup", "10", "--queue", "4096", "--threads", "2", "--ks", "10,100", "--data"])
+        .args([
+            "train",
+            "--hidden",
+            "384",
+            "--epochs",
+            "1",
+            "--max-steps",
+            "120",
+            "--lr",
+            "1e-3",
+        ])
+        .args([
+            "--warmup",
+            "10",
+            "--queue",
+            "4096",
+            "--threads",
+            "2",
+            "--ks",
+            "10,100",
+            "--data",
+        ])
         .arg(&ds)
         .arg("--out")
         .arg(&run)
@@ -432,7 +509,10 @@ fn gru_tower_beats_the_mean_baseline_on_scifact() {
         .unwrap();
     for k in ["recall@10", "mrr@10"] {
         let (t, b) = (test[k].as_f64().unwrap(), mean[k].as_f64().unwrap());
-        assert!(t > b, "{k}: GRU tower {t:.4} does not beat the mean baseline {b:.4}");
+        assert!(
+            t > b,
+            "{k}: GRU tower {t:.4} does not beat the mean baseline {b:.4}"
+        );
     }
     // The mean baseline is the README's reference figure.
     assert!((mean["recall@10"].as_f64().unwrap() - 0.5614).abs() < 1e-3);

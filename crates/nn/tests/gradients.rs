@@ -199,7 +199,7 @@ fn padding_does_not_change_a_row() {
         let mut y = x.clone();
         // pad steps of row 1 and 2, and all of row 0
         y[..L * D].iter_mut().for_each(|v| *v += 0.5);
-        y[(L + 0) * D..(L + 1) * D].fill(3.0);
+        y[L * D..(L + 1) * D].fill(3.0);
         y[(2 * L) * D..(2 * L + 1) * D].fill(-2.0);
         let run = |x: &[f32]| {
             let mut c = QueryCache::default();

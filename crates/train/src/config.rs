@@ -131,6 +131,9 @@ pub struct TrainConfig {
     pub val_every: u64,
     /// The validation metric that picks the best checkpoint.
     pub best_metric: String,
+    /// Evaluate at most this many validation and test examples, the first
+    /// ones in dataset order (0 = all).
+    pub eval_limit: usize,
     /// Recall@k cutoffs of validation and test.
     pub ks: Vec<usize>,
     /// Checkpoint every N optimizer steps (also at each epoch end and before each validation).
@@ -180,6 +183,7 @@ impl Default for TrainConfig {
             threads: 0,
             val_every: 0,
             best_metric: "recall@10".into(),
+            eval_limit: 0,
             ks: vec![1, 5, 10, 50, 100, 500],
             ckpt_every: 500,
             keep_last: 3,
@@ -398,9 +402,11 @@ mod tests {
 
     #[test]
     fn toml_round_trip_and_unknown_keys() {
-        let mut c = TrainConfig::default();
-        c.curriculum = "0-1:none;2-9:4@0.8-0.9".parse().unwrap();
-        c.kind = TowerKind::Lstm;
+        let c = TrainConfig {
+            curriculum: "0-1:none;2-9:4@0.8-0.9".parse().unwrap(),
+            kind: TowerKind::Lstm,
+            ..TrainConfig::default()
+        };
         let back = TrainConfig::from_toml(Path::new("run.toml"), &c.to_toml()).unwrap();
         assert_eq!(c, back);
         let err = TrainConfig::from_toml(Path::new("run.toml"), "epocs = 3\n")
@@ -415,7 +421,8 @@ mod tests {
 
     #[test]
     fn checks_name_the_key() {
-        let cases: [(&str, fn(&mut TrainConfig)); 6] = [
+        type Edit = fn(&mut TrainConfig);
+        let cases: [(&str, Edit); 6] = [
             ("tau", |c| c.tau = 0.0),
             ("batch", |c| c.batch = 1),
             ("device cuda", |c| c.device = Device::Cuda),
@@ -433,8 +440,10 @@ mod tests {
             assert!(err.contains(want), "{want}: {err}");
         }
         assert!(TrainConfig::default().check().is_ok());
-        let mut c = TrainConfig::default();
-        c.curriculum = "0-3:none".parse().unwrap();
+        let c = TrainConfig {
+            curriculum: "0-3:none".parse().unwrap(),
+            ..TrainConfig::default()
+        };
         assert!(c.check().unwrap_err().to_string().contains("4"));
     }
 

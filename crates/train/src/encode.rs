@@ -6,7 +6,7 @@ use std::path::Path;
 
 use rayon::prelude::*;
 use tandem_bank::Bank;
-use tandem_data::{Dataset, Example, Split};
+use tandem_data::{Dataset, Example};
 use tandem_nn::{Batch, DocCache, Model, QueryCache};
 use tandem_search::{Flat, Index, Metric};
 
@@ -73,19 +73,18 @@ pub fn query_ids(ds: &Dataset, examples: &[Example<'_>]) -> Vec<String> {
         .collect()
 }
 
-/// Writes the ranking of `split` by `model` (top max(ks) rows per example,
+/// Writes the ranking of `examples` by `model` (top max(ks) rows per example,
 /// context rows excluded) as a TREC run, and its qrels (the target row of
 /// each example, relevance 1), both atomically.
 pub fn write_ranking(
     model: &Model,
     ds: &Dataset,
-    split: Split,
+    examples: &[Example<'_>],
     run: &Path,
     qrels: &Path,
     ks: &[usize],
 ) -> Result<(), TrainError> {
-    let examples: Vec<Example<'_>> = ds.examples(split).collect();
-    let queries = encode_examples(model, ds, &examples);
+    let queries = encode_examples(model, ds, examples);
     let bank = ds.bank();
     let encoded;
     let search_bank = if model.doc_is_learned() {
@@ -94,13 +93,7 @@ pub fn write_ranking(
     } else {
         bank
     };
-    let depth = ks
-        .iter()
-        .copied()
-        .chain([10])
-        .max()
-        .unwrap_or(10)
-        .min(bank.rows());
+    let depth = crate::trainer::eval_depth(ks, bank.rows());
     let index = Flat::new(search_bank, Metric::InnerProduct).map_err(|e| TrainError::Invalid {
         path: ds.dir().to_path_buf(),
         problem: e.to_string(),
@@ -123,7 +116,7 @@ pub fn write_ranking(
             problem: e.to_string(),
             fix: "check the bank with `tandem bank info`".into(),
         })?;
-    let qids = query_ids(ds, &examples);
+    let qids = query_ids(ds, examples);
     tandem_io::write_atomic(run, tandem_io::Overwrite::Allow, |w| {
         for (qid, hits) in qids.iter().zip(&hits) {
             let ids: Vec<(String, f32)> = hits
@@ -140,7 +133,7 @@ pub fn write_ranking(
         Ok(())
     })?;
     tandem_io::write_atomic(qrels, tandem_io::Overwrite::Allow, |w| {
-        for (qid, ex) in qids.iter().zip(&examples) {
+        for (qid, ex) in qids.iter().zip(examples) {
             writeln!(w, "{qid} 0 {} 1", bank.doc_id(ex.target as usize))?;
         }
         Ok(())

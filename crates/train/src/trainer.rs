@@ -18,9 +18,9 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use tandem_bank::Bank;
-use tandem_data::{Dataset, Example, Split};
+use tandem_data::{Dataset, Example, QueryKind, Split};
 use tandem_nn::{
-    clip_grad_norm, fingerprint, AdamW, AdamWConfig, Batch, DocCache, InfoNce, LossInput,
+    clip_coef, fingerprint, grad_norm, AdamW, AdamWConfig, Batch, DocCache, InfoNce, LossInput,
     LossOutput, Model, ModelConfig, QueryCache, Schedule,
 };
 use tandem_search::{Flat, Index, Metric};
@@ -101,6 +101,9 @@ struct Best {
     step: u64,
 }
 
+/// Metric values by name, in report order.
+pub type Scores = Vec<(String, f64)>;
+
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Stop {
@@ -124,9 +127,9 @@ pub struct Outcome {
     /// Best validation value and its step.
     pub best: Option<(f64, u64)>,
     /// Test metrics of the best model, in `metric_names` order.
-    pub test: Vec<(String, f64)>,
+    pub test: Scores,
     /// Test metrics of the mean and last baselines.
-    pub test_baselines: Vec<(String, Vec<(String, f64)>)>,
+    pub test_baselines: Vec<(String, Scores)>,
     /// The report.
     pub report: Option<PathBuf>,
     /// Fingerprint of the final weights.
@@ -481,13 +484,7 @@ pub fn evaluate_model(
     };
     let index =
         Flat::new(search_bank, Metric::InnerProduct).map_err(|e| data_err(ds, e.to_string()))?;
-    let depth = ks
-        .iter()
-        .copied()
-        .chain([tandem_data::baseline::MRR_CUTOFF])
-        .max()
-        .unwrap_or(10)
-        .min(bank.rows());
+    let depth = eval_depth(ks, bank.rows());
     let measures = tandem_data::baseline::measures(ks);
     let len = ds.context_len();
     let mut cache = QueryCache::default();
@@ -613,7 +610,12 @@ pub fn train(cfg: &TrainConfig, resume: Resume) -> Result<Outcome, TrainError> {
 
     let bank = ds.bank();
     let train: Vec<Example<'_>> = ds.examples(Split::Train).collect();
-    let val: Vec<Example<'_>> = ds.examples(Split::Val).collect();
+    let limit = if cfg.eval_limit == 0 {
+        usize::MAX
+    } else {
+        cfg.eval_limit
+    };
+    let val: Vec<Example<'_>> = ds.examples(Split::Val).take(limit).collect();
     let micro = (train.len() / cfg.batch) as u64;
     let steps_per_epoch = micro / cfg.accum as u64;
     if steps_per_epoch == 0 {
@@ -735,7 +737,7 @@ pub fn train(cfg: &TrainConfig, resume: Resume) -> Result<Outcome, TrainError> {
                 .display()
         ),
         None => {
-            write_baselines(&ds, Split::Val, cfg, &mut metrics, 0)?;
+            write_baselines(&ds, Split::Val, &setup.val, cfg, &mut metrics, 0)?;
         }
     }
 
@@ -780,34 +782,59 @@ pub fn train(cfg: &TrainConfig, resume: Resume) -> Result<Outcome, TrainError> {
     finish(&setup, model, state, metrics, resumed_from)
 }
 
+/// Scores the last-vector and mean-of-context baselines on `examples` (the
+/// same examples the model is scored on) and records them.
 fn write_baselines(
     ds: &Dataset,
     split: Split,
+    examples: &[Example<'_>],
     cfg: &TrainConfig,
     metrics: &mut Metrics,
     step: u64,
-) -> Result<Vec<(String, Vec<(String, f64)>)>, TrainError> {
-    let report =
-        tandem_data::baseline(ds, split, &cfg.ks).map_err(|e| data_err(ds, e.to_string()))?;
+) -> Result<Vec<(String, Scores)>, TrainError> {
+    let bank = ds.bank();
+    let index = Flat::new(bank, Metric::InnerProduct).map_err(|e| data_err(ds, e.to_string()))?;
+    let measures = tandem_data::baseline::measures(&cfg.ks);
+    let depth = eval_depth(&cfg.ks, bank.rows());
     let names = cfg.metric_names();
     let mut out = Vec::new();
-    for r in &report.results {
-        let mut m = metric_map(&names, &r.values);
+    for kind in QueryKind::ALL {
+        let values = tandem_data::baseline::score_queries(
+            examples,
+            &index,
+            &measures,
+            depth,
+            kind.name(),
+            |batch, q| {
+                for (ex, row) in batch.iter().zip(q.chunks_exact_mut(bank.dim())) {
+                    kind.query_into(ds, ex.context, row);
+                }
+                Ok(())
+            },
+        )
+        .map_err(|e| data_err(ds, e.to_string()))?;
+        let mut m = metric_map(&names, &values);
         m.insert("kind".into(), json!("baseline"));
         m.insert("split".into(), json!(split.name()));
-        m.insert("query".into(), json!(r.query.name()));
+        m.insert("query".into(), json!(kind.name()));
         m.insert("step".into(), json!(step));
         metrics.write(Value::Object(m))?;
         out.push((
-            r.query.name().to_string(),
-            names
-                .iter()
-                .cloned()
-                .zip(r.values.iter().copied())
-                .collect(),
+            kind.name().to_string(),
+            names.iter().cloned().zip(values).collect(),
         ));
     }
     Ok(out)
+}
+
+/// Ranking depth of an evaluation with Recall@`ks` and MRR@10.
+pub fn eval_depth(ks: &[usize], rows: usize) -> usize {
+    ks.iter()
+        .copied()
+        .chain([tandem_data::baseline::MRR_CUTOFF])
+        .max()
+        .unwrap_or(10)
+        .min(rows)
 }
 
 fn restore(
@@ -1029,9 +1056,7 @@ fn run_loop(
             let band = cfg.curriculum.band(setup.epoch_of_micro(g));
             let mined: Option<Mined> = match (band, pipeline.as_deref_mut()) {
                 (None, _) => None,
-                (Some(_), Some(p)) => {
-                    Some(p.next(index, bank, &setup.mine, &mut stats)?)
-                }
+                (Some(_), Some(p)) => Some(p.next(index, bank, &setup.mine, &mut stats)?),
                 (Some(_), None) => {
                     let queries =
                         (cfg.band_anchor == Anchor::Query).then(|| buf.qc.queries().to_vec());
@@ -1126,10 +1151,13 @@ fn run_loop(
             window.3 += f64::from(buf.out.accuracy);
             window.4 += 1;
         }
-        if cfg.clip > 0.0 {
-            clip_grad_norm(&mut grads, cfg.clip);
-        }
-        opt.update(model.params_mut(), &grads, lr);
+        // Clipping is folded into the update (one pass over the gradients).
+        let coef = if cfg.clip > 0.0 {
+            clip_coef(grad_norm(&grads), cfg.clip)
+        } else {
+            1.0
+        };
+        opt.update_scaled(model.params_mut(), &grads, lr, coef);
         grads.zero();
         state.step += 1;
         window.1 += 1;
@@ -1142,7 +1170,7 @@ fn run_loop(
             panic!("fault injected by {FAULT_ENV} at step {step}");
         }
 
-        let rss = if step % cfg.rss_every.max(1) == 0 || step == 1 {
+        let rss = if step.is_multiple_of(cfg.rss_every.max(1)) || step == 1 {
             rss_bytes()
         } else {
             None
@@ -1154,7 +1182,7 @@ fn run_loop(
                 metrics.write(json!({"kind": "event", "step": step, "message": msg}))?;
             }
         }
-        if step % LOG_EVERY == 0 || step == setup.total || rss.is_some() && step % LOG_EVERY == 0 {
+        if step.is_multiple_of(LOG_EVERY) || step == setup.total {
             let secs = window.0.elapsed().as_secs_f64();
             let loss = window.2 / window.4.max(1) as f64;
             let mut line = json!({
@@ -1178,13 +1206,14 @@ fn run_loop(
             window = (Instant::now(), 0, 0.0, 0.0, 0);
         }
 
-        let epoch_end = step % setup.steps_per_epoch == 0;
-        let val_due =
-            (epoch_end || step == setup.total || (cfg.val_every > 0 && step % cfg.val_every == 0))
-                && !setup.val.is_empty();
+        let epoch_end = step.is_multiple_of(setup.steps_per_epoch);
+        let val_due = (epoch_end
+            || step == setup.total
+            || (cfg.val_every > 0 && step.is_multiple_of(cfg.val_every)))
+            && !setup.val.is_empty();
         let stopping = STOP.load(Ordering::SeqCst);
         let over = max_rss.zip(rss_bytes()).filter(|(m, r)| r > m);
-        if step % cfg.ckpt_every == 0
+        if step.is_multiple_of(cfg.ckpt_every)
             || epoch_end
             || val_due
             || step == setup.total
@@ -1290,7 +1319,12 @@ fn finish(
                 fix: "the best checkpoint is damaged; evaluate another with `tandem encode`".into(),
             })?;
     }
-    let test: Vec<Example<'_>> = ds.examples(Split::Test).collect();
+    let limit = if cfg.eval_limit == 0 {
+        usize::MAX
+    } else {
+        cfg.eval_limit
+    };
+    let test: Vec<Example<'_>> = ds.examples(Split::Test).take(limit).collect();
     let names = cfg.metric_names();
     let (test_metrics, test_baselines) = if test.is_empty() {
         (Vec::new(), Vec::new())
@@ -1304,11 +1338,11 @@ fn finish(
             json!(state.best.as_ref().map_or(state.step, |b| b.step)),
         );
         metrics.write(Value::Object(line))?;
-        let baselines = write_baselines(ds, Split::Test, cfg, &mut metrics, state.step)?;
+        let baselines = write_baselines(ds, Split::Test, &test, cfg, &mut metrics, state.step)?;
         encode::write_ranking(
             &model,
             ds,
-            Split::Test,
+            &test,
             &cfg.out.join("test.run"),
             &cfg.out.join("test.qrels"),
             &cfg.ks,
