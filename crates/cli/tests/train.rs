@@ -118,7 +118,9 @@ fn sigkill_at_random_moments_then_resume_is_bitwise_identical() {
     let dir = tempfile::tempdir().unwrap();
     let w = world(dir.path());
     let straight = dir.path().join("straight");
+    let t = Instant::now();
     tandem().args(run_args(&w, &straight)).assert().success();
+    let whole = t.elapsed().as_secs_f64();
     let want = final_weights(&straight);
 
     let killed = dir.path().join("killed");
@@ -128,7 +130,9 @@ fn sigkill_at_random_moments_then_resume_is_bitwise_identical() {
     let mut resumed = 0;
     for _ in 0..12 {
         let mut child = spawn(&args, None);
-        let wait = Duration::from_millis(rng.gen_range(300..2500));
+        // Kill somewhere in the first 60% of what a whole run takes: every
+        // phase (start, steps, checkpoint writes, validation) gets hit.
+        let wait = Duration::from_secs_f64(whole * rng.gen_range(0.1..0.6));
         let t = Instant::now();
         let mut done = None;
         while t.elapsed() < wait {

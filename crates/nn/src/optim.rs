@@ -110,13 +110,16 @@ impl AdamW {
         let mut all = Params::default();
         all.extend_prefixed("exp_avg.", &self.exp_avg);
         all.extend_prefixed("exp_avg_sq.", &self.exp_avg_sq);
-        let meta = HashMap::from([
-            ("step".to_string(), self.step.to_string()),
-            (
-                "config".to_string(),
-                serde_json::to_string(&self.cfg).expect("plain struct"),
-            ),
-        ]);
+        // One metadata key: a HashMap of several would serialise in a
+        // random order, and identical states must give identical bytes.
+        let header = AdamWHeader {
+            step: self.step,
+            config: self.cfg,
+        };
+        let meta = HashMap::from([(
+            "adamw".to_string(),
+            serde_json::to_string(&header).expect("plain struct"),
+        )]);
         all.to_safetensors(&meta)
     }
 
@@ -133,14 +136,10 @@ impl AdamW {
         let (_, meta) = safetensors::SafeTensors::read_metadata(bytes)
             .map_err(|e| bad(format!("not a readable safetensors file ({e})")))?;
         let meta = meta.metadata().clone().unwrap_or_default();
-        let step = meta
-            .get("step")
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| bad("no optimizer step in the header".into()))?;
-        let cfg = meta
-            .get("config")
+        let AdamWHeader { step, config: cfg } = meta
+            .get("adamw")
             .and_then(|s| serde_json::from_str(s).ok())
-            .ok_or_else(|| bad("no optimizer config in the header".into()))?;
+            .ok_or_else(|| bad("no optimizer step and config in the header".into()))?;
         let mut all = Params::default();
         all.extend_prefixed("exp_avg.", params);
         all.extend_prefixed("exp_avg_sq.", params);
@@ -152,6 +151,13 @@ impl AdamW {
             exp_avg_sq: all.strip_prefix("exp_avg_sq."),
         })
     }
+}
+
+/// The optimizer's header metadata.
+#[derive(Serialize, Deserialize)]
+struct AdamWHeader {
+    step: u64,
+    config: AdamWConfig,
 }
 
 /// Linear warmup then cosine decay, stepped per optimizer step.
@@ -283,6 +289,32 @@ pub fn clip_grad_norm(grads: &mut Params, max_norm: f32) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn state_round_trips_and_serialises_identically() {
+        let p = grads(1);
+        let mut params = p.clone();
+        let mut opt = AdamW::new(AdamWConfig::default(), &params);
+        opt.update(&mut params, &grads(2), 1e-3);
+        opt.update(&mut params, &grads(3), 1e-3);
+        let bytes = opt.to_safetensors();
+        // Same state, same bytes (checkpoint hashes compare them).
+        assert_eq!(bytes, opt.clone().to_safetensors());
+        let back =
+            AdamW::from_safetensors(Path::new("optimizer.safetensors"), &bytes, &params).unwrap();
+        assert_eq!(back, opt);
+        let err = AdamW::from_safetensors(
+            Path::new("optimizer.safetensors"),
+            &params.to_safetensors(&HashMap::new()),
+            &params,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("optimizer.safetensors") && err.contains("header"),
+            "{err}"
+        );
+    }
 
     fn grads(seed: u32) -> Params {
         let mut g = Params::default();
