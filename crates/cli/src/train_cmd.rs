@@ -90,6 +90,10 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     mine_pool: Option<usize>,
+    /// HNSW index of the bank to mine with (`tandem index build --metric cosine`); unset = exact search.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mine_index: Option<PathBuf>,
     /// Miner: sync, pipelined [default: pipelined].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]

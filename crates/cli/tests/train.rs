@@ -460,6 +460,48 @@ fn config_file_and_flags_merge_and_encode_writes_a_scorable_run() {
 }
 
 #[test]
+fn mining_with_an_hnsw_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = world(dir.path());
+    let index = dir.path().join("bank.usearch");
+    tandem()
+        .args(["index", "build", "--metric", "cosine", "--bank"])
+        .arg(w.join("bank.npy"))
+        .arg("--out")
+        .arg(&index)
+        .assert()
+        .success();
+    let run = dir.path().join("run");
+    let args = set(
+        &run_args(&w, &run),
+        &[("--curriculum", "0-2:4@0.3-0.95"), ("--max-steps", "30")],
+    );
+    let mut with_index = args.clone();
+    with_index.extend(["--mine-index".into(), index.display().to_string()]);
+    tandem().args(&with_index).assert().success();
+    let last = metrics(&run)
+        .into_iter()
+        .filter(|v| v["kind"] == "train")
+        .last()
+        .unwrap();
+    assert!(last["band_fill"].as_f64().unwrap() > 0.5, "{last}");
+    // A file that is not an index is refused before training, and the bank is untouched.
+    let mut wrong = set(
+        &args,
+        &[("--out", dir.path().join("run2").to_str().unwrap())],
+    );
+    wrong.extend([
+        "--mine-index".into(),
+        w.join("bank.npy").display().to_string(),
+    ]);
+    tandem()
+        .args(&wrong)
+        .assert()
+        .code(2)
+        .stderr(contains("not a tandem HNSW index"));
+}
+
+#[test]
 fn gru_tower_beats_the_mean_baseline_on_scifact() {
     let Some(data) = tandem_io::shared_data(env!("CARGO_MANIFEST_DIR")) else {
         return;

@@ -101,6 +101,9 @@ pub struct TrainConfig {
     pub dup_threshold: f32,
     /// Nearest rows searched per example before the band filter.
     pub mine_pool: usize,
+    /// An HNSW index of the bank (`tandem index build --metric cosine`) to
+    /// mine with instead of exact search (empty = exact).
+    pub mine_index: PathBuf,
     /// Mining in the training thread or a worker one batch ahead.
     pub miner: MinerMode,
     /// Seconds to wait for the worker before mining synchronously instead.
@@ -168,6 +171,7 @@ impl Default for TrainConfig {
             band_anchor: Anchor::Positive,
             dup_threshold: 0.98,
             mine_pool: 200,
+            mine_index: PathBuf::new(),
             miner: MinerMode::Pipelined,
             miner_timeout: 30.0,
             epochs: 10,

@@ -23,7 +23,7 @@ use tandem_nn::{
     clip_coef, fingerprint, grad_norm, AdamW, AdamWConfig, Batch, DocCache, InfoNce, LossInput,
     LossOutput, Model, ModelConfig, QueryCache, Schedule,
 };
-use tandem_search::{Flat, Index, Metric};
+use tandem_search::{Flat, Hnsw, Index, Metric};
 
 use crate::checkpoint::{self, CheckpointFile};
 use crate::config::{Anchor, MinerMode, TrainConfig};
@@ -741,13 +741,41 @@ pub fn train(cfg: &TrainConfig, resume: Resume) -> Result<Outcome, TrainError> {
         }
     }
 
-    let index = Flat::new(bank, Metric::Cosine).map_err(|e| data_err(&ds, e.to_string()))?;
+    let index: Box<dyn Index> = if cfg.mine_index.as_os_str().is_empty() {
+        Box::new(Flat::new(bank, Metric::Cosine).map_err(|e| data_err(&ds, e.to_string()))?)
+    } else {
+        let sidecar = PathBuf::from(format!("{}.json", cfg.mine_index.display()));
+        if !sidecar.is_file() {
+            return Err(TrainError::Invalid {
+                path: cfg.mine_index.clone(),
+                problem: format!("not a tandem HNSW index (no {} beside it)", sidecar.display()),
+                fix: "build one into a new file: tandem index build --bank <the dataset's bank> --out bank.usearch --metric cosine".into(),
+            });
+        }
+        let hnsw = Hnsw::view(&cfg.mine_index, bank).map_err(|e| TrainError::Invalid {
+            path: cfg.mine_index.clone(),
+            problem: format!("cannot mine with this index: {e}"),
+            fix: "see above".into(),
+        })?;
+        if hnsw.metric() != Metric::Cosine {
+            return Err(TrainError::Invalid {
+                path: cfg.mine_index.clone(),
+                problem: format!(
+                    "the mining index measures {}, the band is a cosine",
+                    hnsw.metric().name()
+                ),
+                fix: "build it with `tandem index build --metric cosine`".into(),
+            });
+        }
+        Box::new(hnsw)
+    };
+    let index: &dyn Index = index.as_ref();
     let stop = std::thread::scope(|scope| -> Result<Stop, TrainError> {
         let mut pipeline =
             (cfg.miner == MinerMode::Pipelined && cfg.curriculum.mines()).then(|| {
                 Pipeline::start(
                     scope,
-                    &index,
+                    index,
                     bank,
                     setup.mine,
                     MINE_DEPTH,
@@ -756,7 +784,7 @@ pub fn train(cfg: &TrainConfig, resume: Resume) -> Result<Outcome, TrainError> {
             });
         run_loop(
             &setup,
-            &index,
+            index,
             &mut model,
             &mut opt,
             &mut queue,
