@@ -481,8 +481,7 @@ fn mining_with_an_hnsw_index() {
     tandem().args(&with_index).assert().success();
     let last = metrics(&run)
         .into_iter()
-        .filter(|v| v["kind"] == "train")
-        .last()
+        .rfind(|v| v["kind"] == "train")
         .unwrap();
     assert!(last["band_fill"].as_f64().unwrap() > 0.5, "{last}");
     // A file that is not an index is refused before training, and the bank is untouched.
