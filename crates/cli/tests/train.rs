@@ -413,17 +413,17 @@ fn config_file_and_flags_merge_and_encode_writes_a_scorable_run() {
 
     let q = dir.path().join("q.npy");
     let trec = dir.path().join("t.run");
-    tandem()
-        .args(["encode", "--checkpoint"])
-        .arg(&run)
-        .arg("--data")
-        .arg(&w)
-        .arg("--out")
-        .arg(&q)
-        .arg("--run")
-        .arg(&trec)
-        .assert()
-        .success();
+    let encode = || {
+        let mut c = tandem();
+        c.args(["encode", "--checkpoint"])
+            .arg(&run)
+            .arg("--data")
+            .arg(&w)
+            .arg("--out")
+            .arg(&q);
+        c
+    };
+    encode().arg("--run").arg(&trec).assert().success();
     let info = tandem().args(["bank", "info"]).arg(&q).assert().success();
     let text = String::from_utf8_lossy(&info.get_output().stdout).to_string();
     assert!(text.contains("32"), "{text}");
@@ -447,16 +447,7 @@ fn config_file_and_flags_merge_and_encode_writes_a_scorable_run() {
         "{v}"
     );
     // Encoding refuses to overwrite without --force.
-    tandem()
-        .args(["encode", "--checkpoint"])
-        .arg(&run)
-        .arg("--data")
-        .arg(&w)
-        .arg("--out")
-        .arg(&q)
-        .assert()
-        .code(2)
-        .stderr(contains("--force"));
+    encode().assert().code(2).stderr(contains("--force"));
 }
 
 #[test]

@@ -175,6 +175,21 @@ pub fn check_ks(ds: &Dataset, ks: &[usize]) -> Result<(), DataError> {
     Ok(())
 }
 
+/// The rows each example's query must not retrieve: its context rows,
+/// except the target itself should it also be one.
+pub fn context_exclusions(examples: &[Example<'_>]) -> Vec<Vec<u32>> {
+    examples
+        .iter()
+        .map(|ex| {
+            ex.context
+                .iter()
+                .copied()
+                .filter(|&r| r != ex.target)
+                .collect()
+        })
+        .collect()
+}
+
 /// Scores the queries that `queries_for` writes (one row of the index's
 /// dimension per example, a batch at a time) against `index`: each example
 /// has one relevant row, its target; its context rows are excluded from the
@@ -198,17 +213,7 @@ where
     for (b, batch) in examples.chunks(BATCH).enumerate() {
         let mut queries = vec![0f32; batch.len() * dim];
         queries_for(batch, &mut queries)?;
-        let exclude: Vec<Vec<u32>> = batch
-            .iter()
-            .map(|ex| {
-                ex.context
-                    .iter()
-                    .copied()
-                    .filter(|&r| r != ex.target)
-                    .collect()
-            })
-            .collect();
-        let hits = index.search(&queries, depth, &exclude)?;
+        let hits = index.search(&queries, depth, &context_exclusions(batch))?;
         let (mut qrels, mut run) = (Qrels::new(), Run::new());
         for (i, (ex, hits)) in batch.iter().zip(&hits).enumerate() {
             let qid = (b * BATCH + i).to_string();

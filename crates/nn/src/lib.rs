@@ -14,6 +14,8 @@
 //! bitwise identical to uninterrupted training. The exact math is in
 //! `docs/model.md`.
 
+#[macro_use]
+mod macros;
 mod error;
 pub mod linalg;
 mod loss;

@@ -1,9 +1,6 @@
 //! The two-tower model: a query tower over a context of bank vectors and a
 //! doc tower over bank vectors (docs/model.md has the math).
 
-use std::fmt;
-use std::str::FromStr;
-
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -17,46 +14,7 @@ use crate::{Batch, NnError};
 /// `torch.nn.functional.normalize`'s epsilon.
 const NORM_EPS: f32 = 1e-12;
 
-macro_rules! named_enum {
-    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $v:ident = $s:literal),+ $(,)? }) => {
-        $(#[$m])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-        #[serde(rename_all = "lowercase")]
-        pub enum $name { $($(#[$vm])* $v),+ }
-
-        impl $name {
-            /// Every value, in documentation order.
-            pub const ALL: &'static [$name] = &[$($name::$v),+];
-
-            /// The name used in configs and on the command line.
-            pub fn name(self) -> &'static str {
-                match self { $($name::$v => $s),+ }
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.name())
-            }
-        }
-
-        impl FromStr for $name {
-            type Err = String;
-            fn from_str(s: &str) -> Result<Self, String> {
-                $name::ALL
-                    .iter()
-                    .copied()
-                    .find(|v| v.name() == s)
-                    .ok_or_else(|| {
-                        let names: Vec<&str> = $name::ALL.iter().map(|v| v.name()).collect();
-                        format!("unknown {} {s:?}; choose one of {}", stringify!($name), names.join(", "))
-                    })
-            }
-        }
-    };
-}
-
-named_enum!(
+crate::named_enum!(
     /// How the query tower pools its context.
     TowerKind {
         /// Masked mean of the context vectors.
@@ -70,7 +28,7 @@ named_enum!(
     }
 );
 
-named_enum!(
+crate::named_enum!(
     /// What is added to the projected query before normalisation.
     Residual {
         /// Nothing.
@@ -82,7 +40,7 @@ named_enum!(
     }
 );
 
-named_enum!(
+crate::named_enum!(
     /// The doc tower.
     DocTower {
         /// Bank vectors as they are.

@@ -9,32 +9,7 @@ use tandem_nn::{DocTower, Residual, TowerKind};
 use crate::curriculum::Curriculum;
 use crate::TrainError;
 
-macro_rules! choice {
-    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $v:ident = $s:literal),+ $(,)? }) => {
-        $(#[$m])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-        #[serde(rename_all = "lowercase")]
-        pub enum $name { $($(#[$vm])* $v),+ }
-
-        impl std::str::FromStr for $name {
-            type Err = String;
-            fn from_str(s: &str) -> Result<Self, String> {
-                match s {
-                    $($s => Ok($name::$v),)+
-                    _ => Err(format!("unknown value {s:?}; choose one of {}", [$($s),+].join(", "))),
-                }
-            }
-        }
-
-        impl std::fmt::Display for $name {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(match self { $($name::$v => $s),+ })
-            }
-        }
-    };
-}
-
-choice!(
+tandem_nn::named_enum!(
     /// Where the mined band is measured from.
     Anchor {
         /// Cosine between a candidate and the positive (model-independent).
@@ -44,7 +19,7 @@ choice!(
     }
 );
 
-choice!(
+tandem_nn::named_enum!(
     /// How negatives are mined.
     MinerMode {
         /// In the training thread, before each step.
@@ -54,7 +29,7 @@ choice!(
     }
 );
 
-choice!(
+tandem_nn::named_enum!(
     /// The compute device.
     Device {
         /// The CPU (the default, what CI tests).

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use rayon::prelude::*;
 use tandem_bank::Bank;
+use tandem_data::baseline::context_exclusions;
 use tandem_data::{Dataset, Example};
 use tandem_nn::{Batch, DocCache, Model, QueryCache};
 use tandem_search::{Flat, Index, Metric};
@@ -16,31 +17,70 @@ use crate::TrainError;
 /// Examples encoded at a time.
 const CHUNK: usize = 1024;
 
+/// Encodes contexts into query vectors, reusing its buffers.
+#[derive(Default)]
+pub struct QueryEncoder {
+    cache: QueryCache,
+    x: Vec<f32>,
+    lens: Vec<usize>,
+}
+
+impl QueryEncoder {
+    /// Writes the query of each of `examples` into `out` (`[n, D]`).
+    pub fn encode(
+        &mut self,
+        model: &Model,
+        ds: &Dataset,
+        examples: &[Example<'_>],
+        out: &mut [f32],
+    ) {
+        let bank = ds.bank();
+        let len = ds.context_len();
+        let refs: Vec<&Example<'_>> = examples.iter().collect();
+        fill_batch(bank, &refs, len, &mut self.x, &mut self.lens);
+        let batch = Batch {
+            x: &self.x,
+            lens: &self.lens,
+            len,
+            dim: bank.dim(),
+        };
+        model.forward_queries(&batch, &mut self.cache);
+        out.copy_from_slice(self.cache.queries());
+    }
+}
+
 /// The query vectors (`[examples, D]`) of `examples`.
 pub fn encode_examples(model: &Model, ds: &Dataset, examples: &[Example<'_>]) -> Vec<f32> {
-    let bank = ds.bank();
-    let (d, len) = (bank.dim(), ds.context_len());
+    let d = ds.bank().dim();
     let bar = tandem_io::progress(examples.len() as u64, "encode");
-    let mut out = Vec::with_capacity(examples.len() * d);
-    let mut cache = QueryCache::default();
-    let (mut x, mut lens) = (Vec::new(), Vec::new());
-    for chunk in examples.chunks(CHUNK) {
-        let refs: Vec<&Example<'_>> = chunk.iter().collect();
-        fill_batch(bank, &refs, len, &mut x, &mut lens);
-        model.forward_queries(
-            &Batch {
-                x: &x,
-                lens: &lens,
-                len,
-                dim: d,
-            },
-            &mut cache,
-        );
-        out.extend_from_slice(cache.queries());
+    let mut out = vec![0.0; examples.len() * d];
+    let mut encoder = QueryEncoder::default();
+    for (chunk, o) in examples.chunks(CHUNK).zip(out.chunks_mut(CHUNK * d)) {
+        encoder.encode(model, ds, chunk, o);
         bar.inc(chunk.len() as u64);
     }
     bar.finish_and_clear();
     out
+}
+
+/// An exact inner-product index over the doc vectors of `bank`: the bank
+/// itself for an identity doc tower, else the doc tower's output, kept in
+/// `encoded`.
+pub fn doc_index<'a>(
+    model: &Model,
+    bank: &'a Bank,
+    encoded: &'a mut Option<Bank>,
+) -> Result<Flat<'a>, TrainError> {
+    let target: &'a Bank = if model.doc_is_learned() {
+        encoded.insert(encode_bank(model, bank))
+    } else {
+        bank
+    };
+    Flat::new(target, Metric::InnerProduct).map_err(|e| TrainError::Invalid {
+        path: bank.path().map(Path::to_path_buf).unwrap_or_default(),
+        problem: e.to_string(),
+        fix: "check the bank with `tandem bank info`".into(),
+    })
 }
 
 /// The doc tower applied to every row of `bank` (an in-memory f32 bank).
@@ -86,31 +126,11 @@ pub fn write_ranking(
 ) -> Result<(), TrainError> {
     let queries = encode_examples(model, ds, examples);
     let bank = ds.bank();
-    let encoded;
-    let search_bank = if model.doc_is_learned() {
-        encoded = encode_bank(model, bank);
-        &encoded
-    } else {
-        bank
-    };
+    let mut encoded = None;
+    let index = doc_index(model, bank, &mut encoded)?;
     let depth = crate::trainer::eval_depth(ks, bank.rows());
-    let index = Flat::new(search_bank, Metric::InnerProduct).map_err(|e| TrainError::Invalid {
-        path: ds.dir().to_path_buf(),
-        problem: e.to_string(),
-        fix: "check the bank with `tandem bank info`".into(),
-    })?;
-    let exclude: Vec<Vec<u32>> = examples
-        .iter()
-        .map(|ex| {
-            ex.context
-                .iter()
-                .copied()
-                .filter(|&r| r != ex.target)
-                .collect()
-        })
-        .collect();
     let hits = index
-        .search(&queries, depth, &exclude)
+        .search(&queries, depth, &context_exclusions(examples))
         .map_err(|e| TrainError::Invalid {
             path: ds.dir().to_path_buf(),
             problem: e.to_string(),

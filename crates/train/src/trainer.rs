@@ -475,33 +475,13 @@ pub fn evaluate_model(
     label: &str,
 ) -> Result<Vec<f64>, TrainError> {
     let bank = ds.bank();
-    let encoded;
-    let search_bank = if model.doc_is_learned() {
-        encoded = encode::encode_bank(model, bank);
-        &encoded
-    } else {
-        bank
-    };
-    let index =
-        Flat::new(search_bank, Metric::InnerProduct).map_err(|e| data_err(ds, e.to_string()))?;
+    let mut encoded = None;
+    let index = encode::doc_index(model, bank, &mut encoded)?;
     let depth = eval_depth(ks, bank.rows());
     let measures = tandem_data::baseline::measures(ks);
-    let len = ds.context_len();
-    let mut cache = QueryCache::default();
-    let (mut x, mut lens) = (Vec::new(), Vec::new());
+    let mut encoder = encode::QueryEncoder::default();
     tandem_data::baseline::score_queries(examples, &index, &measures, depth, label, |batch, out| {
-        let refs: Vec<&Example<'_>> = batch.iter().collect();
-        fill_batch(bank, &refs, len, &mut x, &mut lens);
-        model.forward_queries(
-            &Batch {
-                x: &x,
-                lens: &lens,
-                len,
-                dim: bank.dim(),
-            },
-            &mut cache,
-        );
-        out.copy_from_slice(cache.queries());
+        encoder.encode(model, ds, batch, out);
         Ok(())
     })
     .map_err(|e| data_err(ds, e.to_string()))

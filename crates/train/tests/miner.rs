@@ -185,28 +185,12 @@ fn a_slow_worker_is_replaced_by_the_same_synchronous_search() {
     assert_eq!(got, want, "the fallback changed the negatives");
 }
 
-/// An index that fails.
-struct Broken;
-
-impl Index for Broken {
-    fn len(&self) -> usize {
-        ROWS
-    }
-    fn dim(&self) -> usize {
-        D
-    }
-    fn metric(&self) -> Metric {
-        Metric::Cosine
-    }
-    fn search(&self, _: &[f32], _: usize, _: &[Vec<u32>]) -> Result<Vec<Vec<Hit>>, SearchError> {
-        Err(SearchError::ZeroK)
-    }
+/// An index that fails: with an error, or by panicking.
+struct Failing {
+    panics: bool,
 }
 
-/// An index that panics.
-struct Panicky;
-
-impl Index for Panicky {
+impl Index for Failing {
     fn len(&self) -> usize {
         ROWS
     }
@@ -217,17 +201,18 @@ impl Index for Panicky {
         Metric::Cosine
     }
     fn search(&self, _: &[f32], _: usize, _: &[Vec<u32>]) -> Result<Vec<Vec<Hit>>, SearchError> {
-        panic!("index exploded")
+        if self.panics {
+            panic!("index exploded")
+        }
+        Err(SearchError::ZeroK)
     }
 }
 
 #[test]
 fn a_failing_worker_surfaces_its_error_instead_of_placeholders() {
     let bank = bank();
-    for (index, want) in [
-        (&Broken as &dyn Index, "k must be at least 1"),
-        (&Panicky, "index exploded"),
-    ] {
+    for (panics, want) in [(false, "k must be at least 1"), (true, "index exploded")] {
+        let index = &Failing { panics };
         let err = std::thread::scope(|s| {
             let mut p = Pipeline::start(s, index, &bank, settings(), 2, Duration::from_secs(30));
             p.submit(requests(1).remove(0)).unwrap();
