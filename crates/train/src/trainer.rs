@@ -417,6 +417,9 @@ struct Setup<'a> {
     total: u64,
     loss: InfoNce,
     mine: MineSettings,
+    /// `recall@10 0.5614 (mean) 0.4698 (last)`-style reference of the best
+    /// metric on the validation examples, printed beside each validation.
+    val_reference: String,
 }
 
 impl Setup<'_> {
@@ -614,7 +617,8 @@ pub fn train(cfg: &TrainConfig, resume: Resume) -> Result<Outcome, TrainError> {
     if cfg.max_steps > 0 {
         total = total.min(cfg.max_steps);
     }
-    let setup = Setup {
+    let mut setup = Setup {
+        val_reference: String::new(),
         cfg,
         ds: &ds,
         len: ds.context_len(),
@@ -720,6 +724,7 @@ pub fn train(cfg: &TrainConfig, resume: Resume) -> Result<Outcome, TrainError> {
             write_baselines(&ds, Split::Val, &setup.val, cfg, &mut metrics, 0)?;
         }
     }
+    setup.val_reference = val_reference(&metrics_path, &cfg.best_metric);
 
     let index: Box<dyn Index> = if cfg.mine_index.as_os_str().is_empty() {
         Box::new(Flat::new(bank, Metric::Cosine).map_err(|e| data_err(&ds, e.to_string()))?)
@@ -788,6 +793,39 @@ pub fn train(cfg: &TrainConfig, resume: Resume) -> Result<Outcome, TrainError> {
         });
     }
     finish(&setup, model, state, metrics, resumed_from)
+}
+
+/// Prints a line above the progress bar, or plainly when the bar is hidden
+/// (stderr not a terminal: logs, pipes, CI), where indicatif would drop it.
+fn say(bar: &ProgressBar, msg: String) {
+    if bar.is_hidden() {
+        eprintln!("{msg}");
+    } else {
+        bar.println(msg);
+    }
+}
+
+/// The validation baselines of `metric` recorded in `metrics.jsonl`, as
+/// `mean 0.5614, last 0.4698`.
+fn val_reference(metrics: &Path, metric: &str) -> String {
+    let text = fs::read_to_string(metrics).unwrap_or_default();
+    let parts: Vec<String> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["kind"] == "baseline" && v["split"] == "val")
+        .filter_map(|v| {
+            Some(format!(
+                "{} {:.4}",
+                v["query"].as_str()?,
+                v[metric].as_f64()?
+            ))
+        })
+        .collect();
+    if parts.is_empty() {
+        "none recorded".into()
+    } else {
+        parts.join(", ")
+    }
 }
 
 /// Scores the last-vector and mean-of-context baselines on `examples` (the
@@ -1186,7 +1224,7 @@ fn run_loop(
         if let Some(r) = rss {
             let w = watch.get_or_insert_with(|| RssWatch::new(r, cfg.rss_warn_growth));
             if let Some(msg) = w.observe(r) {
-                bar.println(format!("warning: {msg}"));
+                say(&bar, format!("warning: {msg}"));
                 metrics.write(json!({"kind": "event", "step": step, "message": msg}))?;
             }
         }
@@ -1285,12 +1323,16 @@ fn validate(
         .expect("checked in config");
     let value = values[k];
     let improved = state.best.as_ref().is_none_or(|b| value > b.value);
-    bar.println(format!(
-        "step {}: validation {} = {value:.4}{}",
-        state.step,
-        cfg.best_metric,
-        if improved { " (best)" } else { "" }
-    ));
+    say(
+        bar,
+        format!(
+            "step {}: validation {} = {value:.4}{}  [baselines: {}]",
+            state.step,
+            cfg.best_metric,
+            if improved { " (best)" } else { "" },
+            setup.val_reference
+        ),
+    );
     if improved {
         state.best = Some(Best {
             metric: cfg.best_metric.clone(),
