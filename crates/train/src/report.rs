@@ -25,7 +25,15 @@ use crate::error::TrainError;
 use crate::memory::format_size;
 
 /// Keys of `val`/`test`/`baseline` records that are not measures.
-const NOT_MEASURES: [&str; 6] = ["kind", "step", "epoch", "split", "query", "elapsed_s"];
+const NOT_MEASURES: [&str; 7] = [
+    "kind",
+    "step",
+    "epoch",
+    "split",
+    "query",
+    "elapsed_s",
+    "model_step",
+];
 
 /// One `train` line.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,6 +59,8 @@ struct Metrics {
     val: Vec<(u64, Measures)>,
     /// The last `test` record.
     test: Option<Measures>,
+    /// The step of the weights the test record scores.
+    test_model_step: Option<u64>,
     /// `(split, query, measures)`.
     baselines: Vec<(String, String, Measures)>,
     /// `(step, message)`.
@@ -163,7 +173,10 @@ impl Metrics {
                 "val" => m
                     .val
                     .push((line.required_int("step", "val")?, line.measures())),
-                "test" => m.test = Some(line.measures()),
+                "test" => {
+                    m.test = Some(line.measures());
+                    m.test_model_step = line.int("model_step")?;
+                }
                 "baseline" => m.baselines.push((
                     line.required_str("split", "baseline")?,
                     line.required_str("query", "baseline")?,
@@ -282,6 +295,12 @@ fn markdown(m: &Metrics, title: &str, plots: &[(&str, String)]) -> String {
     if let Some(test) = &m.test {
         let baselines = m.baselines_of("test");
         let _ = writeln!(s, "## Test\n");
+        if let Some(step) = m.test_model_step {
+            let _ = writeln!(
+                s,
+                "Scored with the weights of step {step} (the best validation).\n"
+            );
+        }
         let mut header = "| measure | model |".to_string();
         let mut rule = "|---|---:|".to_string();
         for (q, _) in &baselines {

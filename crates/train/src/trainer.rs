@@ -1049,6 +1049,7 @@ fn run_loop(
     let mut window = (Instant::now(), 0u64, 0.0f64, 0.0f64, 0u64); // start, steps, loss sum, acc sum, micro count
     let started = Instant::now() - Duration::from_secs_f64(state.elapsed_s);
     let mut watch: Option<RssWatch> = None;
+    let mut last_rss: Option<u64> = None;
     let bar = ProgressBar::new(setup.total);
     bar.set_style(
         ProgressStyle::with_template("train [{bar:30}] {pos}/{len} {msg} ({per_sec}, eta {eta})")
@@ -1223,7 +1224,11 @@ fn run_loop(
         };
         if let Some(r) = rss {
             let w = watch.get_or_insert_with(|| RssWatch::new(r, cfg.rss_warn_growth));
-            if let Some(msg) = w.observe(r) {
+            // Growth must show in two readings in a row: validation and the
+            // checkpoint writes allocate for a moment and give it back.
+            let sustained = last_rss.map_or(r, |p: u64| p.min(r));
+            last_rss = Some(r);
+            if let Some(msg) = w.observe(sustained) {
                 say(&bar, format!("warning: {msg}"));
                 metrics.write(json!({"kind": "event", "step": step, "message": msg}))?;
             }
