@@ -273,6 +273,88 @@ fn a_panic_writes_a_crash_report_and_the_run_resumes() {
 }
 
 #[test]
+fn a_checkpoint_caught_between_its_renames_is_resumed() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = world(dir.path());
+    let run = dir.path().join("run");
+    let args = set(&run_args(&w, &run), &[("--max-steps", "21")]);
+    tandem().args(&args).assert().success();
+    let want = final_weights(&run);
+    // A kill after the MANIFEST but before the rename leaves `.tmp-step-N`.
+    let ck = run.join("checkpoints");
+    std::fs::rename(ck.join("step-000000021"), ck.join(".tmp-step-000000021")).unwrap();
+    tandem()
+        .args(&args)
+        .assert()
+        .success()
+        .stderr(contains("resuming from step 21"));
+    assert!(ck.join("step-000000021").join("MANIFEST").is_file());
+    assert!(final_weights(&run) == want);
+}
+
+#[test]
+fn force_checks_first_and_resume_knows_its_dataset() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = world(dir.path());
+    let run = dir.path().join("run");
+    let args = set(&run_args(&w, &run), &[("--max-steps", "8")]);
+    tandem().args(&args).assert().success();
+    let want = final_weights(&run);
+    // --force with a command that cannot run deletes nothing.
+    tandem()
+        .args(set(&args, &[("--batch", "100000")]))
+        .arg("--force")
+        .assert()
+        .code(2)
+        .stderr(contains("--batch"));
+    tandem()
+        .args(set(
+            &args,
+            &[
+                ("--mine-index", "nope.usearch"),
+                ("--curriculum", "0-2:2@0.1-0.9"),
+            ],
+        ))
+        .arg("--force")
+        .assert()
+        .code(2)
+        .stderr(contains("nope.usearch"));
+    assert!(
+        final_weights(&run) == want,
+        "a refused --force touched the run"
+    );
+    // The same run spelled differently resumes.
+    let slash = format!("{}/", run.display());
+    let dotted = format!("{}/./world", dir.path().display());
+    tandem()
+        .args(set(&args, &[("--out", &slash), ("--data", &dotted)]))
+        .assert()
+        .success()
+        .stderr(contains("resuming from step 8"));
+    // Another dataset under the same path is refused.
+    std::fs::remove_dir_all(&w).unwrap();
+    tandem()
+        .args([
+            "synth", "--rows", "3000", "--dim", "32", "--seed", "8", "--out",
+        ])
+        .arg(&w)
+        .assert()
+        .success();
+    tandem()
+        .args(&args)
+        .assert()
+        .code(2)
+        .stderr(contains("dataset differs"));
+    // A user's file in the run directory survives --force.
+    std::fs::write(run.join("notes.txt"), "mine").unwrap();
+    tandem().args(&args).arg("--force").assert().success();
+    assert_eq!(
+        std::fs::read_to_string(run.join("notes.txt")).unwrap(),
+        "mine"
+    );
+}
+
+#[test]
 fn max_rss_checkpoints_and_stops_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
     let w = world(dir.path());

@@ -76,7 +76,30 @@ impl ModelConfig {
         }
     }
 
-    fn check(&self) -> Result<(), NnError> {
+    /// The number of parameters the model will have.
+    pub fn param_count(&self) -> usize {
+        let (d, h) = (self.dim, self.hidden);
+        let pool = match self.kind {
+            TowerKind::Mean => 0,
+            TowerKind::Attention => h * d + 2 * h,
+            TowerKind::Gru => 3 * h * (d + h) + 6 * h,
+            TowerKind::Lstm => 4 * h * (d + h) + 8 * h,
+        };
+        let proj = if self.projection {
+            self.pooled_dim() * d + d
+        } else {
+            0
+        };
+        let doc = if self.doc == DocTower::Linear {
+            d * d + d
+        } else {
+            0
+        };
+        pool + proj + doc
+    }
+
+    /// Checks that the shape can be built (without allocating it).
+    pub fn check(&self) -> Result<(), NnError> {
         if self.dim == 0 || self.hidden == 0 {
             return Err(NnError::config(
                 format!(

@@ -224,3 +224,29 @@ fn padding_does_not_change_a_row() {
         );
     }
 }
+
+#[test]
+fn param_count_matches_the_built_model() {
+    for kind in TowerKind::ALL.iter().copied() {
+        for (projection, doc) in [
+            (true, DocTower::Identity),
+            (true, DocTower::Linear),
+            (false, DocTower::Linear),
+        ] {
+            let cfg = ModelConfig {
+                kind,
+                dim: D,
+                hidden: D,
+                projection,
+                residual: Residual::Mean,
+                doc,
+            };
+            let model = Model::new(cfg, 1).unwrap();
+            assert_eq!(
+                cfg.param_count(),
+                model.params().numel(),
+                "{kind} {projection} {doc}"
+            );
+        }
+    }
+}

@@ -148,7 +148,8 @@ impl BankFingerprint {
     }
 
     /// What differs between `self` (recorded) and `now` (the bank at hand), in words.
-    fn differences(&self, now: &BankFingerprint) -> Vec<String> {
+    /// What differs between this fingerprint and `now` (empty: the same bank).
+    pub fn differences(&self, now: &BankFingerprint) -> Vec<String> {
         let mut d = Vec::new();
         if self.rows != now.rows || self.dim != now.dim {
             d.push(format!(

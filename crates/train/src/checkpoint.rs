@@ -382,6 +382,27 @@ pub fn newest_complete(run_dir: &Path) -> Result<Option<Loaded>, TrainError> {
     Ok(None)
 }
 
+/// The checkpoint in `dir` (a `step-N` directory), every file verified
+/// against the MANIFEST's sizes and SHA-256.
+pub fn load_dir(dir: &Path) -> Result<Loaded, TrainError> {
+    let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let step = parse_step_name(name).ok_or_else(|| TrainError::Checkpoint {
+        path: dir.to_path_buf(),
+        problem: "not a checkpoint directory (its name is not step-N)".into(),
+        fix: "pass <run>/checkpoints/step-N or the run directory".into(),
+    })?;
+    let files = verify(dir, step, Verify::Hashes).map_err(|reason| TrainError::Checkpoint {
+        path: dir.to_path_buf(),
+        problem: reason,
+        fix: "use another checkpoint of the run (pass the run directory to take its best or newest complete one)".into(),
+    })?;
+    Ok(Loaded {
+        dir: dir.to_path_buf(),
+        step,
+        files,
+    })
+}
+
 /// Point `checkpoints/best` at the checkpoint of `step` (atomically).
 pub fn mark_best(run_dir: &Path, step: u64) -> Result<(), TrainError> {
     let ckdir = checkpoints_dir(run_dir);

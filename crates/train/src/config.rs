@@ -174,9 +174,12 @@ impl Default for TrainConfig {
     }
 }
 
-/// The keys that may differ between a run and its resumption (they do not
-/// change what is computed).
-pub const RESUMABLE_KEYS: [&str; 6] = [
+/// The keys that may differ between a run and its resumption: they do not
+/// change what is computed (`data` may be spelled another way or moved; the
+/// checkpoint's fingerprint of the dataset decides whether it is the same).
+pub const RESUMABLE_KEYS: [&str; 8] = [
+    "data",
+    "out",
     "threads",
     "max_rss",
     "rss_every",
@@ -211,32 +214,36 @@ impl TrainConfig {
         crate::memory::parse_size(&self.max_rss)
             .map(Some)
             .map_err(|e| {
-                self.invalid(
+                self.invalid_key(
+                    "max_rss",
                     format!("max_rss = {:?}: {e}", self.max_rss),
                     "write e.g. 3G or 512M",
                 )
             })
     }
 
-    fn invalid(&self, problem: String, fix: &str) -> TrainError {
+    /// An error about setting `key`, named as its flag (`--batch`), which is
+    /// also the key of the config file.
+    pub fn invalid_key(&self, key: &str, problem: impl Into<String>, fix: &str) -> TrainError {
         TrainError::Invalid {
-            path: self.out.join("config.toml"),
-            problem,
+            path: PathBuf::from(format!("--{}", key.replace('_', "-"))),
+            problem: problem.into(),
             fix: fix.to_string(),
         }
     }
 
     /// Checks every value that can be checked without the data.
     pub fn check(&self) -> Result<(), TrainError> {
-        let bad = |ok: bool, problem: String, fix: &str| {
+        let bad = |ok: bool, key: &str, problem: String, fix: &str| {
             if ok {
                 Ok(())
             } else {
-                Err(self.invalid(problem, fix))
+                Err(self.invalid_key(key, problem, fix))
             }
         };
         bad(
             self.device == Device::Cpu,
+            "device",
             format!(
                 "device {} is not compiled into this build of tandem",
                 self.device
@@ -245,77 +252,92 @@ impl TrainConfig {
         )?;
         bad(
             self.tau > 0.0 && self.tau.is_finite(),
+            "tau",
             format!("tau = {}", self.tau),
             "use a positive temperature such as 0.05",
         )?;
         bad(
             self.margin.is_finite() && self.margin.abs() < 1.0,
+            "margin",
             format!("margin = {}", self.margin),
             "use a margin between 0 and 1, e.g. 0.03",
         )?;
         bad(
             self.epochs >= 1,
+            "epochs",
             "epochs = 0".into(),
             "train for at least one epoch",
         )?;
         bad(
             self.batch >= 2,
+            "batch",
             format!("batch = {}", self.batch),
             "use a batch of at least 2 (in-batch negatives need company)",
         )?;
         bad(
             self.accum >= 1,
+            "accum",
             "accum = 0".into(),
             "use accum = 1 for no accumulation",
         )?;
         bad(
             self.lr > 0.0 && self.min_lr >= 0.0 && self.min_lr <= self.lr,
+            "lr",
             format!("lr = {} and min_lr = {}", self.lr, self.min_lr),
             "use 0 <= min_lr <= lr, e.g. lr 5e-5, min_lr 1e-6",
         )?;
         bad(
             self.weight_decay >= 0.0,
+            "weight_decay",
             format!("weight_decay = {}", self.weight_decay),
             "use a non-negative weight decay",
         )?;
         bad(
             self.clip >= 0.0,
+            "clip",
             format!("clip = {}", self.clip),
             "use 0 (no clipping) or a positive norm",
         )?;
         bad(
             (0.0..=1.0).contains(&self.dup_threshold),
+            "dup_threshold",
             format!("dup_threshold = {}", self.dup_threshold),
             "use a cosine between 0 and 1, e.g. 0.98",
         )?;
         bad(
             self.mine_pool >= 1,
+            "mine_pool",
             "mine_pool = 0".into(),
             "search at least as many rows as the band needs, e.g. 200",
         )?;
         bad(
             self.miner_timeout > 0.0,
+            "miner_timeout",
             format!("miner_timeout = {}", self.miner_timeout),
             "use a positive number of seconds",
         )?;
         bad(
             self.ckpt_every >= 1,
+            "ckpt_every",
             "ckpt_every = 0".into(),
             "checkpoint every N >= 1 steps",
         )?;
         bad(
             self.keep_last >= 1,
+            "keep_last",
             "keep_last = 0".into(),
             "keep at least the newest checkpoint",
         )?;
         bad(
             !self.ks.is_empty() && !self.ks.contains(&0),
+            "ks",
             format!("ks = {:?}", self.ks),
             "list cutoffs >= 1, e.g. [1, 5, 10]",
         )?;
         bad(
             self.best_metric.parse::<tandem_eval::Measure>().is_ok()
                 && self.metric_names().contains(&self.best_metric),
+            "best_metric",
             format!(
                 "best_metric = {:?} is not one of the validation metrics {:?}",
                 self.best_metric,
@@ -323,11 +345,12 @@ impl TrainConfig {
             ),
             "choose one of the recall@k of ks, or mrr@10",
         )?;
-        bad(!(self.band_anchor == Anchor::Query && self.miner == MinerMode::Pipelined && self.curriculum.mines()), "band_anchor = query with miner = pipelined: the query changes with every step, so it cannot be mined a batch ahead".into(), "use miner = sync with band_anchor = query, or band_anchor = positive")?;
+        bad(!(self.band_anchor == Anchor::Query && self.miner == MinerMode::Pipelined && self.curriculum.mines()), "band_anchor", "band_anchor = query with miner = pipelined: the query changes with every step, so it cannot be mined a batch ahead".into(), "use miner = sync with band_anchor = query, or band_anchor = positive")?;
         for p in self.curriculum.phases() {
             if let Some(b) = p.band {
                 bad(
                     b.count <= self.mine_pool,
+                    "mine_pool",
                     format!(
                         "the curriculum asks for {} mined negatives but mine_pool = {}",
                         b.count, self.mine_pool

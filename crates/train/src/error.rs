@@ -26,6 +26,12 @@ pub enum TrainError {
         /// What to do about it.
         fix: String,
     },
+    /// A search index cannot be used (the message names it and the fix).
+    #[error("{0}")]
+    Search(String),
+    /// The dataset cannot be used.
+    #[error(transparent)]
+    Data(#[from] tandem_data::DataError),
     /// The curriculum string is malformed or does not cover the run.
     #[error(transparent)]
     Curriculum(#[from] CurriculumError),

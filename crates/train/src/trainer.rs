@@ -58,7 +58,7 @@ pub fn stream_seed(seed: u64, stream: Stream, index: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-const STATE_FORMAT: u32 = 1;
+const STATE_FORMAT: u32 = 2;
 /// Fault injection for reliability tests: panic right after this optimizer
 /// step (before its checkpoint), as a bug in the loop would.
 pub const FAULT_ENV: &str = "TANDEM_FAULT_PANIC_AT_STEP";
@@ -83,6 +83,8 @@ struct State {
     /// How the random streams are derived (documentation for humans).
     rng: String,
     schedule: Schedule,
+    /// The dataset the run trains on.
+    data: DataFingerprint,
     queue_capacity: usize,
     queue_next: usize,
     queue_rows: Vec<u32>,
@@ -298,7 +300,10 @@ fn prepare_run_dir(
             fix: "pass --out a new or existing run directory".into(),
         });
     }
-    if resume == Resume::Restart && dir.exists() {
+    // --force deletes tandem's own files of an earlier run, and only when
+    // the directory holds one (its config.toml); anything else stays.
+    let restarted = resume == Resume::Restart && config_path.is_file();
+    if restarted {
         for f in RUN_FILES {
             let p = dir.join(f);
             if p.exists() {
@@ -317,6 +322,7 @@ fn prepare_run_dir(
         None
     };
     if existing.is_none()
+        && !restarted
         && dir.is_dir()
         && fs::read_dir(dir)
             .map_err(|e| TrainError::io(dir, e))?
@@ -339,11 +345,21 @@ fn prepare_run_dir(
             });
         }
     }
-    let loaded = if dir.exists() {
+    let mut loaded = if dir.exists() {
         checkpoint::newest_complete(dir)?
     } else {
         None
     };
+    // A write killed between its last renames leaves a complete
+    // `.tmp-step-N`: put it in place before resuming from it.
+    if loaded.as_ref().is_some_and(|l| {
+        l.dir
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with(".tmp-"))
+    }) {
+        checkpoint::prune(dir, cfg.keep_last)?;
+        loaded = checkpoint::newest_complete(dir)?;
+    }
     if resume == Resume::Require && loaded.is_none() {
         return Err(TrainError::Checkpoint {
             path: checkpoint::checkpoints_dir(dir),
@@ -507,12 +523,13 @@ fn metric_map(names: &[String], values: &[f64]) -> Map<String, Value> {
 }
 
 /// The pre-flight memory estimate.
-fn estimate(cfg: &TrainConfig, model: &Model, bank: &Bank) -> Estimate {
+fn estimate(cfg: &TrainConfig, model: &ModelConfig, bank: &Bank, val: usize) -> Estimate {
     let d = bank.dim() as u64;
-    let p = model.params().numel() as u64 * 4;
+    let p = model.param_count() as u64 * 4;
     let b = cfg.batch as u64;
     let len = 8u64;
-    let h = model.config().hidden as u64;
+    let h = model.hidden as u64;
+    let q = cfg.queue as u64;
     let mut e = Estimate::new();
     let bank_bytes = bank.rows() as u64 * d * if bank.dtype_name() == "f16" { 2 } else { 4 };
     e.add(
@@ -532,10 +549,7 @@ fn estimate(cfg: &TrainConfig, model: &Model, bank: &Bank) -> Estimate {
     e.add("model parameters", p);
     e.add("gradients", p);
     e.add("AdamW moments", 2 * p);
-    e.add(
-        format!("memory queue ({} x {d} f32)", cfg.queue),
-        cfg.queue as u64 * d * 4 + cfg.queue as u64 * 4,
-    );
+    e.add(format!("memory queue ({q} x {d} f32)"), q * d * 4 + q * 4);
     let max_mined = cfg
         .curriculum
         .phases()
@@ -546,13 +560,24 @@ fn estimate(cfg: &TrainConfig, model: &Model, bank: &Bank) -> Estimate {
         .unwrap_or(0) as u64;
     let cands = b + b * max_mined + cfg.random_negatives as u64;
     e.add(
-        format!("batch activations (B {b}, L <= {len}, {cands} candidates)"),
-        4 * (b * len * (d + 6 * h) + 2 * cands * d + b * (cands + cfg.queue as u64) * 2),
+        format!("batch activations (B {b}, L <= {len}, {cands} candidates + {q} queued)"),
+        4 * (b * len * (d + 6 * h) + 2 * cands * d + b * (cands + q) * 2) + b * (cands + q),
     );
     e.add(
-        "exact index tiles (mining and validation)",
+        "exact search tiles (mining, validation)",
         2 * 256 * 512 * 4 + 2 * 512 * d * 4,
     );
+    let depth = eval_depth(&cfg.ks, bank.rows()) as u64;
+    e.add(
+        "evaluation rankings (2,048 queries at a time, trec_eval bookkeeping)",
+        (val.min(2048) as u64) * depth * 96,
+    );
+    if model.doc == tandem_nn::DocTower::Linear {
+        e.add(
+            "doc-encoded bank for evaluation (f32)",
+            bank.rows() as u64 * d * 4,
+        );
+    }
     e
 }
 
@@ -571,15 +596,19 @@ impl DtypeName for Bank {
 
 /// Trains a two-tower model as `cfg` says; see the module docs.
 pub fn train(cfg: &TrainConfig, resume: Resume) -> Result<Outcome, TrainError> {
+    // Everything is checked before the run directory is touched: a typo
+    // never costs an earlier run (not even with --force).
     cfg.check()?;
     let max_rss = cfg.max_rss_bytes()?;
-    let ds = Dataset::open(&cfg.data).map_err(|e| TrainError::Invalid {
-        path: cfg.data.clone(),
-        problem: e.to_string(),
-        fix: "point --data at a dataset directory made by `tandem data` or `tandem synth`".into(),
-    })?;
-    tandem_data::baseline::check_ks(&ds, &cfg.ks).map_err(|e| data_err(&ds, e.to_string()))?;
-    let loaded = prepare_run_dir(cfg, resume)?;
+    let ds = Dataset::open(&cfg.data)?;
+    let bank = ds.bank();
+    if let Some(&k) = cfg.ks.iter().find(|&&k| k > bank.rows()) {
+        return Err(cfg.invalid_key(
+            "ks",
+            format!("cutoff {k} exceeds the bank's {} rows", bank.rows()),
+            "pass --ks with cutoffs no larger than the bank, e.g. --ks 1,5,10",
+        ));
+    }
     let threads = if cfg.threads == 0 {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     } else {
@@ -591,7 +620,6 @@ pub fn train(cfg: &TrainConfig, resume: Resume) -> Result<Outcome, TrainError> {
         .num_threads(threads)
         .build_global();
 
-    let bank = ds.bank();
     let train: Vec<Example<'_>> = ds.examples(Split::Train).collect();
     let limit = if cfg.eval_limit == 0 {
         usize::MAX
@@ -602,21 +630,48 @@ pub fn train(cfg: &TrainConfig, resume: Resume) -> Result<Outcome, TrainError> {
     let micro = (train.len() / cfg.batch) as u64;
     let steps_per_epoch = micro / cfg.accum as u64;
     if steps_per_epoch == 0 {
-        return Err(TrainError::Invalid {
-            path: cfg.data.clone(),
-            problem: format!(
-                "the train split has {} examples, fewer than one optimizer step of batch {} x accum {}",
+        return Err(cfg.invalid_key(
+            "batch",
+            format!(
+                "the train split of {} has {} examples, fewer than one optimizer step of batch {} x accum {}",
+                cfg.data.display(),
                 train.len(),
                 cfg.batch,
                 cfg.accum
             ),
-            fix: "lower --batch or --accum".into(),
-        });
+            "lower --batch or --accum",
+        ));
     }
     let mut total = steps_per_epoch * cfg.epochs as u64;
     if cfg.max_steps > 0 {
         total = total.min(cfg.max_steps);
     }
+    let mcfg = model_config(cfg, bank);
+    mcfg.check().map_err(|e| {
+        cfg.invalid_key(
+            "kind",
+            e.to_string(),
+            "adjust --kind, --hidden, --projection or --doc",
+        )
+    })?;
+    let estimate = estimate(cfg, &mcfg, bank, val.len());
+    if let Some(limit) = max_rss {
+        if estimate.total() > limit {
+            return Err(cfg.invalid_key(
+                "max_rss",
+                format!(
+                    "the run needs about {} (estimate below) but max_rss is {}:\n{}",
+                    format_size(estimate.total()),
+                    format_size(limit),
+                    estimate.table()
+                ),
+                "raise --max-rss or lower --queue, --batch, --hidden",
+            ));
+        }
+    }
+    let index = mining_index(cfg, bank)?;
+    let index: &dyn Index = index.as_ref();
+
     let mut setup = Setup {
         val_reference: String::new(),
         cfg,
@@ -636,14 +691,41 @@ pub fn train(cfg: &TrainConfig, resume: Resume) -> Result<Outcome, TrainError> {
             seed: cfg.seed,
         },
     };
-    let mcfg = model_config(cfg, bank);
-    let mut model = Model::new(mcfg, stream_seed(cfg.seed, Stream::Init, 0)).map_err(|e| {
-        TrainError::Invalid {
-            path: cfg.out.join("config.toml"),
-            problem: e.to_string(),
-            fix: "adjust the model keys (kind, hidden, projection, residual, doc)".into(),
+    eprintln!(
+        "tandem train: {} tower over {} ({} x {}), {} train / {} val examples; effective batch {} ({} x accum {}), {} steps/epoch, {} steps, {} threads",
+        cfg.kind,
+        cfg.data.display(),
+        bank.rows(),
+        bank.dim(),
+        setup.train.len(),
+        setup.val.len(),
+        cfg.batch * cfg.accum,
+        cfg.batch,
+        cfg.accum,
+        steps_per_epoch,
+        total,
+        threads
+    );
+    if cfg.warmup > total {
+        eprintln!(
+            "note: warmup {} is longer than the run; it is cut to {total} steps",
+            cfg.warmup
+        );
+    }
+    eprintln!("memory estimate:\n{}", estimate.table());
+    if let Some(avail) = available_memory() {
+        if estimate.total() > avail {
+            eprintln!(
+                "warning: the estimate ({}) exceeds the memory available now ({}); set --max-rss to stop cleanly instead of being killed",
+                format_size(estimate.total()),
+                format_size(avail)
+            );
         }
-    })?;
+    }
+
+    let loaded = prepare_run_dir(cfg, resume)?;
+    let mut model = Model::new(mcfg, stream_seed(cfg.seed, Stream::Init, 0))
+        .map_err(|e| cfg.invalid_key("kind", e.to_string(), "adjust the model keys"))?;
     let schedule = Schedule {
         lr: cfg.lr,
         min_lr: cfg.min_lr,
@@ -665,6 +747,7 @@ pub fn train(cfg: &TrainConfig, resume: Resume) -> Result<Outcome, TrainError> {
         seed: cfg.seed,
         rng: "ChaCha8 seeded per draw with SplitMix64(seed, stream, index): init/0, order/epoch, random/micro-batch, mine/micro-batch*B+example".into(),
         schedule,
+        data: data_fingerprint(&ds)?,
         queue_capacity: cfg.queue,
         queue_next: 0,
         queue_rows: Vec::new(),
@@ -696,23 +779,6 @@ pub fn train(cfg: &TrainConfig, resume: Resume) -> Result<Outcome, TrainError> {
     install_handlers();
     set_crash(&cfg.out, "");
     CRASH_STEP.store(state.step, Ordering::SeqCst);
-
-    eprintln!(
-        "tandem train: {} tower over {} ({} x {}), {} train / {} val examples; effective batch {} ({} x accum {}), {} steps/epoch, {} steps, {} threads",
-        cfg.kind,
-        cfg.data.display(),
-        bank.rows(),
-        bank.dim(),
-        setup.train.len(),
-        setup.val.len(),
-        cfg.batch * cfg.accum,
-        cfg.batch,
-        cfg.accum,
-        steps_per_epoch,
-        total,
-        threads
-    );
-    eprintln!("memory estimate:\n{}", estimate(cfg, &model, bank).table());
     match resumed_from {
         Some(s) => eprintln!(
             "resuming from step {s} ({})",
@@ -726,35 +792,6 @@ pub fn train(cfg: &TrainConfig, resume: Resume) -> Result<Outcome, TrainError> {
     }
     setup.val_reference = val_reference(&metrics_path, &cfg.best_metric);
 
-    let index: Box<dyn Index> = if cfg.mine_index.as_os_str().is_empty() {
-        Box::new(Flat::new(bank, Metric::Cosine).map_err(|e| data_err(&ds, e.to_string()))?)
-    } else {
-        let sidecar = PathBuf::from(format!("{}.json", cfg.mine_index.display()));
-        if !sidecar.is_file() {
-            return Err(TrainError::Invalid {
-                path: cfg.mine_index.clone(),
-                problem: format!("not a tandem HNSW index (no {} beside it)", sidecar.display()),
-                fix: "build one into a new file: tandem index build --bank <the dataset's bank> --out bank.usearch --metric cosine".into(),
-            });
-        }
-        let hnsw = Hnsw::view(&cfg.mine_index, bank).map_err(|e| TrainError::Invalid {
-            path: cfg.mine_index.clone(),
-            problem: format!("cannot mine with this index: {e}"),
-            fix: "see above".into(),
-        })?;
-        if hnsw.metric() != Metric::Cosine {
-            return Err(TrainError::Invalid {
-                path: cfg.mine_index.clone(),
-                problem: format!(
-                    "the mining index measures {}, the band is a cosine",
-                    hnsw.metric().name()
-                ),
-                fix: "build it with `tandem index build --metric cosine`".into(),
-            });
-        }
-        Box::new(hnsw)
-    };
-    let index: &dyn Index = index.as_ref();
     let stop = std::thread::scope(|scope| -> Result<Stop, TrainError> {
         let mut pipeline =
             (cfg.miner == MinerMode::Pipelined && cfg.curriculum.mines()).then(|| {
@@ -826,6 +863,75 @@ fn val_reference(metrics: &Path, metric: &str) -> String {
     } else {
         parts.join(", ")
     }
+}
+
+/// The index the miner searches: exact cosine search, or the HNSW index
+/// `mine_index` names (checked to be a cosine index over this bank).
+fn mining_index<'a>(cfg: &TrainConfig, bank: &'a Bank) -> Result<Box<dyn Index + 'a>, TrainError> {
+    if cfg.mine_index.as_os_str().is_empty() {
+        let flat = Flat::new(bank, Metric::Cosine).map_err(|e| TrainError::Invalid {
+            path: bank.path().map(Path::to_path_buf).unwrap_or_default(),
+            problem: e.to_string(),
+            fix: "check the bank with `tandem bank info`".into(),
+        })?;
+        return Ok(Box::new(flat));
+    }
+    let path = &cfg.mine_index;
+    let sidecar = PathBuf::from(format!("{}.json", path.display()));
+    if !sidecar.is_file() {
+        return Err(TrainError::Invalid {
+            path: path.clone(),
+            problem: format!("not a tandem HNSW index (no {} beside it)", sidecar.display()),
+            fix: "build one into a new file: tandem index build --bank <the dataset's bank> --out bank.usearch --metric cosine".into(),
+        });
+    }
+    let hnsw = Hnsw::view(path, bank).map_err(|e| TrainError::Search(e.to_string()))?;
+    if hnsw.metric() != Metric::Cosine {
+        return Err(TrainError::Invalid {
+            path: path.clone(),
+            problem: format!(
+                "the index measures {}, but the mined band is a cosine",
+                hnsw.metric().name()
+            ),
+            fix: "build it with `tandem index build --metric cosine`".into(),
+        });
+    }
+    Ok(Box::new(hnsw))
+}
+
+/// `MemAvailable` of /proc/meminfo, in bytes (Linux).
+fn available_memory() -> Option<u64> {
+    let text = fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// What identifies the dataset a run trains on: its manifest, its
+/// sequences file's size and a fingerprint of its bank.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct DataFingerprint {
+    manifest_fnv: String,
+    sequences_bytes: u64,
+    bank: tandem_search::BankFingerprint,
+}
+
+fn data_fingerprint(ds: &Dataset) -> Result<DataFingerprint, TrainError> {
+    let manifest = ds.dir().join(tandem_data::MANIFEST_FILE);
+    let bytes = fs::read(&manifest).map_err(|e| TrainError::io(&manifest, e))?;
+    let seqs = ds.dir().join("sequences.jsonl");
+    let sequences_bytes = fs::metadata(&seqs)
+        .map_err(|e| TrainError::io(&seqs, e))?
+        .len();
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in &bytes {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    Ok(DataFingerprint {
+        manifest_fnv: format!("{h:016x}"),
+        sequences_bytes,
+        bank: tandem_search::BankFingerprint::of(ds.bank()),
+    })
 }
 
 /// Scores the last-vector and mean-of-context baselines on `examples` (the
@@ -912,10 +1018,51 @@ fn restore(
         model.params(),
     )
     .map_err(nn)?;
-    let s: State = serde_json::from_slice(ck.file("state.json")?)
-        .map_err(|e| bad(format!("state.json: {e}")))?;
-    if s.format != STATE_FORMAT || s.step != ck.step || s.schedule != state.schedule {
-        return Err(bad(format!("state.json (format {}, step {}, schedule {:?}) does not belong to this run (step {}, schedule {:?})", s.format, s.step, s.schedule, ck.step, state.schedule)));
+    let raw: Value = serde_json::from_slice(ck.file("state.json")?)
+        .map_err(|e| bad(format!("state.json is not JSON: {e}")))?;
+    if raw["format"] != json!(STATE_FORMAT) {
+        return Err(TrainError::Checkpoint {
+            path: ck.dir.clone(),
+            problem: format!(
+                "written by another version of tandem (state format {}, this one reads {STATE_FORMAT})",
+                raw["format"]
+            ),
+            fix: "resume it with the tandem that wrote it, or pass --force to start the run over".into(),
+        });
+    }
+    let s: State = serde_json::from_value(raw).map_err(|e| bad(format!("state.json: {e}")))?;
+    if s.format != STATE_FORMAT || s.step != ck.step {
+        return Err(bad(format!(
+            "state.json has format {} and step {}, expected format {STATE_FORMAT} and step {}",
+            s.format, s.step, ck.step
+        )));
+    }
+    if s.data != state.data {
+        let mut what = s.data.bank.differences(&state.data.bank);
+        if s.data.manifest_fnv != state.data.manifest_fnv {
+            what.push("dataset.json".into());
+        }
+        if s.data.sequences_bytes != state.data.sequences_bytes {
+            what.push("sequences.jsonl".into());
+        }
+        return Err(TrainError::Checkpoint {
+            path: setup.cfg.data.clone(),
+            problem: format!(
+                "the dataset differs from the one this run was trained on ({})",
+                what.join(", ")
+            ),
+            fix: "point --data at the run's dataset, or pass --force to start the run over on this one".into(),
+        });
+    }
+    if s.schedule != state.schedule {
+        return Err(TrainError::Checkpoint {
+            path: setup.cfg.data.clone(),
+            problem: format!(
+                "the run now has {} steps ({} warmup) but its checkpoints were made for {} ({} warmup); the dataset or the step settings changed",
+                state.schedule.total, state.schedule.warmup, s.schedule.total, s.schedule.warmup
+            ),
+            fix: "resume with the run's dataset and settings, or pass --force to start over".into(),
+        });
     }
     if s.model_fingerprint != format!("{:016x}", fingerprint(model.params())) {
         return Err(bad(
