@@ -80,6 +80,19 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
                 out.display()
             );
         }
+        let earlier = out.join("run").join("config.toml");
+        if ours && !args.force && earlier.is_file() {
+            let text = fs::read_to_string(&earlier)
+                .with_context(|| format!("{}: cannot read", earlier.display()))?;
+            let seed = TrainConfig::from_toml(&earlier, &text)?.seed;
+            if seed != args.seed {
+                bail!(
+                    "{}: holds an unfinished demo with seed {seed}; rerun with --seed {seed} to resume it, or pass --force to start over with seed {}",
+                    out.display(),
+                    args.seed
+                );
+            }
+        }
         if ours && args.force {
             fs::remove_dir_all(out)
                 .with_context(|| format!("{}: cannot remove the earlier demo", out.display()))?;

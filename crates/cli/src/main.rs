@@ -40,7 +40,7 @@ enum Cmd {
     Synth(data_cmd::SynthArgs),
     /// Recall@K / MRR@10 of the last-vector and mean-of-context baselines.
     Baseline(data_cmd::BaselineArgs),
-    /// The main job on a built-in default: synthesise a world, search it, evaluate.
+    /// The main job on a built-in default: synthesise a world, train a GRU tower on it with a curriculum, evaluate it against the baselines.
     Demo(demo::DemoArgs),
     /// Train a two-tower retriever (crash-only: checkpoints, exact resume).
     Train(Box<train_cmd::TrainArgs>),

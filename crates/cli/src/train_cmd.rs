@@ -190,24 +190,20 @@ pub struct TrainArgs {
 
 /// Merges the defaults, the config file and the flags.
 fn config_of(args: &TrainArgs) -> Result<TrainConfig> {
-    let (source, mut table) = match &args.config {
+    let mut table = match &args.config {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("{}: cannot read the config file", path.display()))?;
-            let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-                anyhow::anyhow!(
-                    "{}: {}; fix: write TOML, e.g. epochs = 10",
-                    path.display(),
-                    e.message()
-                )
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                anyhow::anyhow!("{}: cannot read the config file ({e}); fix: pass --config an existing TOML file", path.display())
             })?;
-            (path.clone(), table)
+            // The file on its own first, so that its errors carry its lines.
+            TrainConfig::from_toml(path, &text)?;
+            text.parse::<toml::Table>()?
         }
-        None => (PathBuf::from("<flags>"), toml::Table::new()),
+        None => toml::Table::new(),
     };
     let flags = toml::Table::try_from(args).context("flags")?;
     table.extend(flags);
-    let cfg = TrainConfig::from_toml(&source, &toml::to_string(&table)?)?;
+    let cfg = TrainConfig::from_toml(Path::new("command line"), &toml::to_string(&table)?)?;
     if cfg.data.as_os_str().is_empty() {
         bail!("no dataset given; fix: pass --data DIR (a dataset made by `tandem data` or `tandem synth`) or set data in the config file");
     }
@@ -282,28 +278,31 @@ pub struct EncodeArgs {
     force: bool,
 }
 
-/// The checkpoint directory `path` names.
-fn checkpoint_dir(path: &Path) -> Result<PathBuf> {
-    if path.join("model.safetensors").exists() {
-        return Ok(path.to_path_buf());
+/// The checkpoint `path` names (a checkpoint directory, or a run directory:
+/// its best checkpoint, else its newest complete one), verified against its
+/// MANIFEST.
+fn checkpoint_of(path: &Path) -> Result<checkpoint::Loaded> {
+    if path.join("MANIFEST").exists() || path.join("model.safetensors").exists() {
+        return Ok(checkpoint::load_dir(path)?);
     }
     if let Some(step) = checkpoint::best_step(path)? {
-        return Ok(checkpoint::checkpoints_dir(path).join(checkpoint::step_dir_name(step)));
+        let dir = checkpoint::checkpoints_dir(path).join(checkpoint::step_dir_name(step));
+        return Ok(checkpoint::load_dir(&dir)?);
     }
     match checkpoint::newest_complete(path)? {
-        Some(l) => Ok(l.dir),
+        Some(l) => Ok(l),
         None => bail!(
-            "{}: no model.safetensors and no complete checkpoint; fix: pass a checkpoint directory (run/checkpoints/step-N) or a run directory",
+            "{}: no checkpoint here; fix: pass a checkpoint directory (run/checkpoints/step-N) or a run directory",
             path.display()
         ),
     }
 }
 
-/// Loads the model of a checkpoint directory.
-pub fn load_model(dir: &Path) -> Result<Model> {
-    let path = dir.join("model.safetensors");
-    let bytes = std::fs::read(&path).with_context(|| format!("{}: cannot read", path.display()))?;
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| {
+/// The model of a verified checkpoint.
+pub fn load_model(ck: &checkpoint::Loaded) -> Result<Model> {
+    let path = ck.dir.join("model.safetensors");
+    let bytes = ck.file("model.safetensors")?;
+    let (_, meta) = safetensors::SafeTensors::read_metadata(bytes).map_err(|e| {
         anyhow::anyhow!(
             "{}: not a safetensors file ({e}); fix: point at a tandem checkpoint",
             path.display()
@@ -316,7 +315,7 @@ pub fn load_model(dir: &Path) -> Result<Model> {
         .and_then(|c| serde_json::from_str(c).ok())
         .ok_or_else(|| anyhow::anyhow!("{}: no model config in the header; fix: point at a model.safetensors written by tandem train", path.display()))?;
     let mut model = Model::new(cfg, 0)?;
-    model.params_mut().load_safetensors(&path, &bytes)?;
+    model.params_mut().load_safetensors(&path, bytes)?;
     Ok(model)
 }
 
@@ -331,19 +330,31 @@ pub fn run_encode(args: EncodeArgs) -> Result<()> {
         .qrels
         .clone()
         .or_else(|| args.run.as_ref().map(|r| r.with_extension("qrels")));
-    for p in [Some(&args.out), args.run.as_ref(), qrels.as_ref()]
+    let outputs: Vec<&PathBuf> = [Some(&args.out), args.run.as_ref(), qrels.as_ref()]
         .into_iter()
         .flatten()
-    {
+        .collect();
+    for (i, p) in outputs.iter().enumerate() {
         if p.exists() && !args.force {
             bail!(
                 "{}: already exists; fix: pass --force to overwrite it or choose another path",
                 p.display()
             );
         }
+        let abs = std::path::absolute(p)?;
+        if outputs[..i]
+            .iter()
+            .any(|q| std::path::absolute(q).ok().as_ref() == Some(&abs))
+        {
+            bail!("{}: given for two outputs (--out, --run, --qrels); fix: give each output its own path", p.display());
+        }
     }
-    let dir = checkpoint_dir(&args.checkpoint)?;
-    let model = load_model(&dir)?;
+    if args.depth == 0 {
+        bail!("--depth 0: a ranking needs at least one row per query; fix: pass --depth 100 or so");
+    }
+    let ck = checkpoint_of(&args.checkpoint)?;
+    let dir = ck.dir.clone();
+    let model = load_model(&ck)?;
     let ds = Dataset::open(&args.data)?;
     if ds.bank().dim() != model.config().dim {
         bail!(

@@ -361,7 +361,14 @@ fn max_rss_checkpoints_and_stops_with_a_clear_message() {
     let run = dir.path().join("run");
     let args = set(
         &run_args(&w, &run),
-        &[("--max-rss", "1M"), ("--rss-every", "1")],
+        // A large GRU (hidden 1024 over 32-d vectors) resides in about
+        // 130 MB while training; the estimate (about 70 MB) and the
+        // process before the model (about 25 MB) stay below the limit.
+        &[
+            ("--max-rss", "100M"),
+            ("--rss-every", "1"),
+            ("--hidden", "1024"),
+        ],
     );
     tandem()
         .args(&args)
@@ -370,6 +377,23 @@ fn max_rss_checkpoints_and_stops_with_a_clear_message() {
         .stderr(contains("exceeded max_rss"))
         .stderr(contains("--max-rss"));
     assert!(run.join("checkpoints").join("latest").is_file());
+    // A limit below the estimate is refused before anything runs ...
+    tandem()
+        .args(set(&args, &[("--max-rss", "1M")]))
+        .assert()
+        .code(2)
+        .stderr(contains("estimate"));
+    // ... and a higher one resumes the stopped run.
+    tandem()
+        .args(set(&args, &[("--max-rss", "8G"), ("--max-steps", "12")]))
+        .assert()
+        .code(2)
+        .stderr(contains("different config"));
+    tandem()
+        .args(set(&args, &[("--max-rss", "8G")]))
+        .assert()
+        .success()
+        .stderr(contains("resuming from step 1"));
 }
 
 #[test]
@@ -530,6 +554,29 @@ fn config_file_and_flags_merge_and_encode_writes_a_scorable_run() {
     );
     // Encoding refuses to overwrite without --force.
     encode().assert().code(2).stderr(contains("--force"));
+    // One path for two outputs is refused.
+    encode()
+        .arg("--run")
+        .arg(&q)
+        .arg("--force")
+        .assert()
+        .code(2)
+        .stderr(contains("two outputs"));
+    // A corrupted checkpoint is refused, not encoded with.
+    let best = std::fs::read_to_string(run.join("checkpoints/best")).unwrap();
+    let model = run
+        .join("checkpoints")
+        .join(best.trim())
+        .join("model.safetensors");
+    let mut bytes = std::fs::read(&model).unwrap();
+    let n = bytes.len();
+    bytes[n - 3] ^= 0x40;
+    std::fs::write(&model, bytes).unwrap();
+    encode()
+        .arg("--force")
+        .assert()
+        .code(2)
+        .stderr(contains("SHA-256"));
 }
 
 #[test]

@@ -191,13 +191,27 @@ pub const RESUMABLE_KEYS: [&str; 8] = [
 impl TrainConfig {
     /// Reads a `run.toml`; unknown keys are errors that name them.
     pub fn from_toml(path: &Path, text: &str) -> Result<TrainConfig, TrainError> {
-        toml::from_str(text).map_err(|e| TrainError::Invalid {
-            path: path.to_path_buf(),
-            problem: e.message().to_string()
-                + &e.span()
-                    .map(|s| format!(" (at byte {})", s.start))
-                    .unwrap_or_default(),
-            fix: "see `tandem train --help` for every key and its default".into(),
+        toml::from_str(text).map_err(|e| {
+            // A position only means something in a file the user wrote.
+            let at = match e.span() {
+                Some(span) if path.is_file() => {
+                    let before = &text[..span.start.min(text.len())];
+                    let line = before.matches('\n').count() + 1;
+                    let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                    format!(" (line {line}, column {col})")
+                }
+                _ => String::new(),
+            };
+            let msg = e.message().trim_end().to_string();
+            if msg.contains("fix:") {
+                TrainError::Message(format!("{}: {msg}{at}", path.display()))
+            } else {
+                TrainError::Invalid {
+                    path: path.to_path_buf(),
+                    problem: format!("{msg}{at}"),
+                    fix: "see `tandem train --help` for every key, its type and its default".into(),
+                }
+            }
         })
     }
 
@@ -329,10 +343,10 @@ impl TrainConfig {
             "keep at least the newest checkpoint",
         )?;
         bad(
-            !self.ks.is_empty() && !self.ks.contains(&0),
+            !self.ks.is_empty() && !self.ks.contains(&0) && self.ks.windows(2).all(|w| w[0] < w[1]),
             "ks",
             format!("ks = {:?}", self.ks),
-            "list cutoffs >= 1, e.g. [1, 5, 10]",
+            "list cutoffs >= 1 in increasing order without repeats, e.g. --ks 1,5,10",
         )?;
         bad(
             self.best_metric.parse::<tandem_eval::Measure>().is_ok()

@@ -26,9 +26,10 @@ pub enum TrainError {
         /// What to do about it.
         fix: String,
     },
-    /// A search index cannot be used (the message names it and the fix).
+    /// A message that already names the file, the problem and the fix
+    /// (from another crate, or a parser with its own position).
     #[error("{0}")]
-    Search(String),
+    Message(String),
     /// The dataset cannot be used.
     #[error(transparent)]
     Data(#[from] tandem_data::DataError),

@@ -390,8 +390,20 @@ fn training_section(s: &mut String, m: &Metrics) {
     if let Some(lr) = last.lr {
         let _ = writeln!(s, "| final learning rate | {lr:.3e} |");
     }
-    if let Some(v) = mean(t.iter().map(|r| r.steps_per_s)) {
-        let _ = writeln!(s, "| mean steps/s | {v:.1} |");
+    let mut rates: Vec<f64> = t.iter().filter_map(|r| r.steps_per_s).collect();
+    rates.sort_by(f64::total_cmp);
+    if let Some(&v) = rates.get(rates.len() / 2) {
+        let _ = writeln!(
+            s,
+            "| steps/s while training (median of the logged windows) | {v:.1} |"
+        );
+    }
+    if let Some(e) = m.elapsed_s.filter(|e| *e > 0.0) {
+        let _ = writeln!(
+            s,
+            "| steps/s overall (with validation and checkpoints) | {:.1} |",
+            last.step as f64 / e
+        );
     }
     if let Some(v) = t.iter().filter_map(|r| r.rss_bytes).reduce(f64::max) {
         let _ = writeln!(s, "| peak RSS | {} |", format_size(v as u64));

@@ -68,6 +68,10 @@ fn fault_step() -> Option<u64> {
 }
 /// Optimizer steps between `train` lines of metrics.jsonl.
 const LOG_EVERY: u64 = 10;
+/// How often a progress line is printed when the bar is hidden.
+const PLAIN_EVERY: Duration = Duration::from_secs(10);
+/// Resident memory below this never counts as growth worth a warning.
+const RSS_WARN_FLOOR: u64 = 256 << 20;
 /// How far ahead the pipelined miner runs, in micro-batches.
 const MINE_DEPTH: usize = 2;
 
@@ -182,12 +186,17 @@ fn install_handlers() {
         std::panic::set_hook(Box::new(move |info| {
             let crash = CRASH.lock().ok().and_then(|c| c.clone());
             if let Some(c) = crash {
+                let ckdir = checkpoint::checkpoints_dir(&c.run_dir);
+                let resume = if ckdir.join("latest").is_file() {
+                    format!("training continues from the newest complete checkpoint in {}", ckdir.display())
+                } else {
+                    "no checkpoint was written yet, so training starts over".to_string()
+                };
+                let last = if c.last.is_empty() { "(none logged yet)".to_string() } else { format!("`{}`", c.last) };
                 let text = format!(
-                    "# tandem crash report\n\n- step: {}\n- panic: {}\n- last metrics: `{}`\n- resume: rerun the same command; training continues from the newest complete checkpoint in {}\n\n## backtrace\n\n```\n{}\n```\n",
+                    "# tandem crash report\n\n- step: {}\n- panic: {}\n- last metrics: {last}\n- resume: rerun the same command; {resume}\n\n## backtrace\n\n```\n{}\n```\n",
                     CRASH_STEP.load(Ordering::SeqCst),
                     info,
-                    c.last,
-                    checkpoint::checkpoints_dir(&c.run_dir).display(),
                     std::backtrace::Backtrace::force_capture()
                 );
                 let path = c.run_dir.join("crash-report.md");
@@ -669,6 +678,19 @@ pub fn train(cfg: &TrainConfig, resume: Resume) -> Result<Outcome, TrainError> {
             ));
         }
     }
+    if let (Some(limit), Some(now)) = (max_rss, rss_bytes()) {
+        if now > limit {
+            return Err(cfg.invalid_key(
+                "max_rss",
+                format!(
+                    "max_rss {} is below what tandem already uses before training ({})",
+                    format_size(limit),
+                    format_size(now)
+                ),
+                "raise --max-rss above the estimate printed at start",
+            ));
+        }
+    }
     let index = mining_index(cfg, bank)?;
     let index: &dyn Index = index.as_ref();
 
@@ -885,7 +907,7 @@ fn mining_index<'a>(cfg: &TrainConfig, bank: &'a Bank) -> Result<Box<dyn Index +
             fix: "build one into a new file: tandem index build --bank <the dataset's bank> --out bank.usearch --metric cosine".into(),
         });
     }
-    let hnsw = Hnsw::view(path, bank).map_err(|e| TrainError::Search(e.to_string()))?;
+    let hnsw = Hnsw::view(path, bank).map_err(|e| TrainError::Message(e.to_string()))?;
     if hnsw.metric() != Metric::Cosine {
         return Err(TrainError::Invalid {
             path: path.clone(),
@@ -1196,6 +1218,9 @@ fn run_loop(
     let mut window = (Instant::now(), 0u64, 0.0f64, 0.0f64, 0u64); // start, steps, loss sum, acc sum, micro count
     let started = Instant::now() - Duration::from_secs_f64(state.elapsed_s);
     let mut watch: Option<RssWatch> = None;
+    let mut fill_mark = (0.0f64, 0u64);
+    let mut warned_band: Option<crate::curriculum::Band> = None;
+    let mut plain_mark = Instant::now();
     let mut last_rss: Option<u64> = None;
     let bar = ProgressBar::new(setup.total);
     bar.set_style(
@@ -1370,7 +1395,8 @@ fn run_loop(
             None
         };
         if let Some(r) = rss {
-            let w = watch.get_or_insert_with(|| RssWatch::new(r, cfg.rss_warn_growth));
+            let w = watch
+                .get_or_insert_with(|| RssWatch::new(r.max(RSS_WARN_FLOOR), cfg.rss_warn_growth));
             // Growth must show in two readings in a row: validation and the
             // checkpoint writes allocate for a moment and give it back.
             let sustained = last_rss.map_or(r, |p: u64| p.min(r));
@@ -1397,8 +1423,33 @@ fn run_loop(
                 line["mine_hidden"] = json!(stats.hidden());
                 line["band_fill"] = json!(stats.fill());
                 line["mine_fallbacks"] = json!(stats.fallbacks);
+                let (sum, n) = (stats.fill_sum - fill_mark.0, stats.batches - fill_mark.1);
+                fill_mark = (stats.fill_sum, stats.batches);
+                let band = cfg.curriculum.band(setup.epoch_of_micro(step * accum - 1));
+                if let Some(b) =
+                    band.filter(|b| n > 0 && sum / (n as f64) < 0.5 && warned_band != Some(*b))
+                {
+                    warned_band = Some(b);
+                    let msg = format!(
+                        "the mined band {b} filled only {:.0}% of the negatives asked over the last {n} batches; widen the band or raise --mine-pool (now {})",
+                        100.0 * sum / n as f64,
+                        cfg.mine_pool
+                    );
+                    say(&bar, format!("warning: {msg}"));
+                    metrics.write(json!({"kind": "event", "step": step, "message": msg}))?;
+                }
             }
             bar.set_message(format!("loss {loss:.4} lr {lr:.2e}"));
+            if bar.is_hidden() && plain_mark.elapsed() >= PLAIN_EVERY {
+                // Logs and pipes get a line now and then instead of a bar.
+                plain_mark = Instant::now();
+                eprintln!(
+                    "step {step}/{} (epoch {}) loss {loss:.4} lr {lr:.2e} {:.1} steps/s",
+                    setup.total,
+                    (step - 1) / setup.steps_per_epoch,
+                    window.1 as f64 / secs.max(1e-9)
+                );
+            }
             metrics.write(line)?;
             set_crash(&cfg.out, &metrics.last);
             window = (Instant::now(), 0, 0.0, 0.0, 0);
@@ -1429,11 +1480,11 @@ fn run_loop(
             );
             metrics.write(json!({"kind": "event", "step": step, "message": msg}))?;
             bar.abandon();
-            return Err(TrainError::Invalid {
-                path: cfg.out.join("config.toml"),
-                problem: msg,
-                fix: "raise --max-rss, or lower --queue / --batch, then rerun the same command to resume".into(),
-            });
+            return Err(cfg.invalid_key(
+                "max_rss",
+                msg,
+                "rerun the same command with a higher --max-rss to resume (a smaller --queue or --batch means a new run: --force)",
+            ));
         }
         if stopping {
             metrics.write(json!({"kind": "event", "step": step, "message": "stopped by signal; checkpointed"}))?;

@@ -198,8 +198,21 @@ fn report_tables_hold_the_numbers() {
         "| records without a finite loss | 1 |"
     );
     assert_eq!(
-        row(&md, "mean steps/s", "Training"),
-        "| mean steps/s | 20.0 |"
+        row(
+            &md,
+            "steps/s while training (median of the logged windows)",
+            "Training"
+        ),
+        "| steps/s while training (median of the logged windows) | 20.0 |"
+    );
+    // 500 steps in 1234.5 s.
+    assert_eq!(
+        row(
+            &md,
+            "steps/s overall (with validation and checkpoints)",
+            "Training"
+        ),
+        "| steps/s overall (with validation and checkpoints) | 0.4 |"
     );
     assert_eq!(row(&md, "peak RSS", "Training"), "| peak RSS | 1.00 GiB |");
     assert_eq!(
