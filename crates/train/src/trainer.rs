@@ -735,7 +735,21 @@ pub fn train(cfg: &TrainConfig, resume: Resume) -> Result<Outcome, TrainError> {
         );
     }
     eprintln!("memory estimate:\n{}", estimate.table());
-    if let Some(avail) = available_memory() {
+    if let Some(total_ram) = meminfo("MemTotal:") {
+        if estimate.total() > total_ram {
+            return Err(cfg.invalid_key(
+                "hidden",
+                format!(
+                    "the run needs about {} but this machine has {} of memory:\n{}",
+                    format_size(estimate.total()),
+                    format_size(total_ram),
+                    estimate.table()
+                ),
+                "lower --hidden, --queue or --batch (the largest items are listed above)",
+            ));
+        }
+    }
+    if let Some(avail) = meminfo("MemAvailable:") {
         if estimate.total() > avail {
             eprintln!(
                 "warning: the estimate ({}) exceeds the memory available now ({}); set --max-rss to stop cleanly instead of being killed",
@@ -839,17 +853,12 @@ pub fn train(cfg: &TrainConfig, resume: Resume) -> Result<Outcome, TrainError> {
         )
     })?;
     if stop == Stop::Signal {
-        return Ok(Outcome {
-            run_dir: cfg.out.clone(),
-            steps: state.step,
-            stop,
+        return Ok(stopped(
+            cfg,
+            &state,
             resumed_from,
-            best: state.best.as_ref().map(|b| (b.value, b.step)),
-            test: Vec::new(),
-            test_baselines: Vec::new(),
-            report: crate::report::write_report(&cfg.out, "tandem train (interrupted)").ok(),
-            fingerprint: fingerprint(model.params()),
-        });
+            fingerprint(model.params()),
+        ));
     }
     finish(&setup, model, state, metrics, resumed_from)
 }
@@ -921,10 +930,10 @@ fn mining_index<'a>(cfg: &TrainConfig, bank: &'a Bank) -> Result<Box<dyn Index +
     Ok(Box::new(hnsw))
 }
 
-/// `MemAvailable` of /proc/meminfo, in bytes (Linux).
-fn available_memory() -> Option<u64> {
+/// A line of /proc/meminfo (`MemTotal:`, `MemAvailable:`), in bytes (Linux).
+fn meminfo(key: &str) -> Option<u64> {
     let text = fs::read_to_string("/proc/meminfo").ok()?;
-    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let line = text.lines().find(|l| l.starts_with(key))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
 }
@@ -1501,6 +1510,26 @@ fn run_loop(
     Ok(Stop::Finished)
 }
 
+/// The outcome of a run stopped by a signal (its report written as it is).
+fn stopped(
+    cfg: &TrainConfig,
+    state: &State,
+    resumed_from: Option<u64>,
+    fingerprint: u64,
+) -> Outcome {
+    Outcome {
+        run_dir: cfg.out.clone(),
+        steps: state.step,
+        stop: Stop::Signal,
+        resumed_from,
+        best: state.best.as_ref().map(|b| (b.value, b.step)),
+        test: Vec::new(),
+        test_baselines: Vec::new(),
+        report: crate::report::write_report(&cfg.out, "tandem train (interrupted)").ok(),
+        fingerprint,
+    }
+}
+
 fn validate(
     setup: &Setup<'_>,
     model: &Model,
@@ -1558,6 +1587,12 @@ fn finish(
     let cfg = setup.cfg;
     let ds = setup.ds;
     let final_fp = fingerprint(model.params());
+    if STOP.load(Ordering::SeqCst) {
+        // The last checkpoint is written; the test evaluation runs when the
+        // same command is run again.
+        eprintln!("stopped by signal before the test evaluation; rerun the same command to run it");
+        return Ok(stopped(cfg, &state, resumed_from, final_fp));
+    }
     // Test with the best checkpoint's weights (the final ones without validation).
     if let Some(best) = &state.best {
         let dir = checkpoint::checkpoints_dir(&cfg.out).join(checkpoint::step_dir_name(best.step));
