@@ -267,6 +267,11 @@ pub struct EncodeArgs {
     /// Also write the split's ranking as a TREC run here.
     #[arg(long)]
     run: Option<PathBuf>,
+    /// Also write the doc tower's vectors of every bank row here (.npy,
+    /// float32): the bank to search the query vectors against. For an
+    /// identity doc tower they are the bank's own vectors.
+    #[arg(long)]
+    docs: Option<PathBuf>,
     /// Where to write the qrels of --run [default: the run path with .qrels].
     #[arg(long, requires = "run")]
     qrels: Option<PathBuf>,
@@ -330,10 +335,15 @@ pub fn run_encode(args: EncodeArgs) -> Result<()> {
         .qrels
         .clone()
         .or_else(|| args.run.as_ref().map(|r| r.with_extension("qrels")));
-    let outputs: Vec<&PathBuf> = [Some(&args.out), args.run.as_ref(), qrels.as_ref()]
-        .into_iter()
-        .flatten()
-        .collect();
+    let outputs: Vec<&PathBuf> = [
+        Some(&args.out),
+        args.run.as_ref(),
+        qrels.as_ref(),
+        args.docs.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     for (i, p) in outputs.iter().enumerate() {
         if p.exists() && !args.force {
             bail!(
@@ -346,7 +356,7 @@ pub fn run_encode(args: EncodeArgs) -> Result<()> {
             .iter()
             .any(|q| std::path::absolute(q).ok().as_ref() == Some(&abs))
         {
-            bail!("{}: given for two outputs (--out, --run, --qrels); fix: give each output its own path", p.display());
+            bail!("{}: given for two outputs (--out, --run, --qrels, --docs); fix: give each output its own path", p.display());
         }
     }
     if args.depth == 0 {
@@ -388,6 +398,23 @@ pub fn run_encode(args: EncodeArgs) -> Result<()> {
         dir.display(),
         args.out.display()
     );
+    if let Some(docs) = &args.docs {
+        let bank = ds.bank();
+        let v = tandem_train::encode::doc_vectors(&model, bank);
+        write_npy(
+            docs,
+            bank.rows(),
+            d,
+            tandem_bank::Vectors::F32(&v),
+            overwrite,
+        )?;
+        println!(
+            "doc vectors ({} x {d}, doc tower {}) -> {}",
+            bank.rows(),
+            model.config().doc,
+            docs.display()
+        );
+    }
     if let (Some(run), Some(qrels)) = (&args.run, &qrels) {
         let ks = [args.depth.min(ds.bank().rows())];
         write_ranking(&model, &ds, &examples, run, qrels, &ks)?;

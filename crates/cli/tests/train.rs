@@ -580,6 +580,48 @@ fn config_file_and_flags_merge_and_encode_writes_a_scorable_run() {
 }
 
 #[test]
+fn encode_exports_the_doc_tower() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = world(dir.path());
+    let run = dir.path().join("run");
+    let args = set(
+        &run_args(&w, &run),
+        &[("--max-steps", "5"), ("--doc", "linear")],
+    );
+    tandem().args(&args).assert().success();
+    let docs = dir.path().join("docs.npy");
+    tandem()
+        .args(["encode", "--checkpoint"])
+        .arg(&run)
+        .arg("--data")
+        .arg(&w)
+        .arg("--out")
+        .arg(dir.path().join("q.npy"))
+        .arg("--docs")
+        .arg(&docs)
+        .assert()
+        .success()
+        .stdout(contains("doc tower linear"));
+    let info = tandem()
+        .args(["bank", "info", "--json"])
+        .arg(&docs)
+        .assert()
+        .success();
+    let v: Value = serde_json::from_slice(&info.get_output().stdout).unwrap();
+    assert_eq!(v["rows"], 3000);
+    assert_eq!(v["dtype"], "float32");
+    // The linear doc tower normalises its output.
+    assert!(
+        (v["norm"]["min"].as_f64().unwrap() - 1.0).abs() < 1e-5,
+        "{v}"
+    );
+    assert!(
+        (v["norm"]["max"].as_f64().unwrap() - 1.0).abs() < 1e-5,
+        "{v}"
+    );
+}
+
+#[test]
 fn mining_with_an_hnsw_index() {
     let dir = tempfile::tempdir().unwrap();
     let w = world(dir.path());

@@ -83,9 +83,8 @@ pub fn doc_index<'a>(
     })
 }
 
-/// The doc tower applied to every row of `bank` (an in-memory f32 bank).
-pub fn encode_bank(model: &Model, bank: &Bank) -> Bank {
-    let d = bank.dim();
+/// The doc tower applied to every row of `bank`, `[rows, D]` float32.
+pub fn doc_vectors(model: &Model, bank: &Bank) -> Vec<f32> {
     let rows = bank.rows();
     let chunks: Vec<Vec<f32>> = (0..rows.div_ceil(CHUNK))
         .into_par_iter()
@@ -96,7 +95,12 @@ pub fn encode_bank(model: &Model, bank: &Bank) -> Bank {
             cache.docs().to_vec()
         })
         .collect();
-    Bank::from_f32(chunks.concat(), d)
+    chunks.concat()
+}
+
+/// The doc tower applied to every row of `bank` (an in-memory f32 bank).
+pub fn encode_bank(model: &Model, bank: &Bank) -> Bank {
+    Bank::from_f32(doc_vectors(model, bank), bank.dim())
 }
 
 /// Query ids of a split's examples: `<sequence id>/<position of the target>`.
