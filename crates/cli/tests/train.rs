@@ -516,6 +516,11 @@ fn config_file_and_flags_merge_and_encode_writes_a_scorable_run() {
     ] {
         assert!(run.join(f).is_file(), "{f} missing");
     }
+    let report = std::fs::read_to_string(run.join("report.md")).unwrap();
+    assert!(
+        report.contains("## Settings") && report.contains("kind = \"attention\""),
+        "{report}"
+    );
 
     let q = dir.path().join("q.npy");
     let trec = dir.path().join("t.run");

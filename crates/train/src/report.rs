@@ -280,7 +280,15 @@ pub fn write_report(run_dir: &Path, title: &str) -> Result<PathBuf, TrainError> 
             plots.push((file, plot.title));
         }
     }
-    let md = markdown(&m, title, &plots);
+    let mut md = markdown(&m, title, &plots);
+    // The run's settings, when the run directory holds them.
+    if let Ok(config) = std::fs::read_to_string(run_dir.join("config.toml")) {
+        let _ = writeln!(
+            md,
+            "## Settings (config.toml)\n\n```toml\n{}\n```",
+            config.trim_end()
+        );
+    }
     let out = run_dir.join("report.md");
     write_bytes_atomic(&out, Overwrite::Allow, md.as_bytes())?;
     Ok(out)
