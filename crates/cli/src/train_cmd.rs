@@ -66,6 +66,18 @@ pub struct TrainArgs {
     #[arg(long, allow_negative_numbers = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     margin: Option<f32>,
+    /// Weight of InfoNCE in the loss [default: 1].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    loss_infonce: Option<f32>,
+    /// Weight of the MSE between the (unit) query and the target vector (next-vector models) [default: 0].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    loss_mse: Option<f32>,
+    /// Weight of 1 - cos(query, target vector) (next-vector models) [default: 0].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    loss_cosine: Option<f32>,
     /// FIFO memory queue of recent positives used as negatives; 0 = off [default: 0].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -150,7 +162,7 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     val_every: Option<u64>,
-    /// Validation metric that picks the best checkpoint [default: recall@10].
+    /// Validation metric that picks the best checkpoint: recall@k, mrr@10 or cosine [default: recall@10].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     best_metric: Option<String>,

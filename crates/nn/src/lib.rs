@@ -27,7 +27,7 @@ mod rnn;
 mod simd;
 
 pub use error::NnError;
-pub use loss::{InfoNce, LossInput, LossOutput};
+pub use loss::{InfoNce, LossInput, LossOutput, Regression};
 pub use model::{DocCache, DocTower, Model, ModelConfig, QueryCache, Residual, TowerKind};
 pub use optim::{clip_coef, clip_grad_norm, grad_norm, AdamW, AdamWConfig, Schedule};
 pub use params::{fingerprint, Param, Params};

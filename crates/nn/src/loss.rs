@@ -167,3 +167,38 @@ impl InfoNce {
         }
     }
 }
+
+/// Regression of the unit prediction `q` onto the target vectors, the
+/// next-vector (LVM) losses: `mse` is `torch.nn.functional.mse_loss(q, t)`
+/// (the mean over every element) and `cosine` is `mean(1 - cos(q, t))`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Regression {
+    /// Weight of the MSE term.
+    pub mse: f32,
+    /// Weight of the cosine term.
+    pub cosine: f32,
+}
+
+impl Regression {
+    /// Adds the weighted gradients with respect to `q` into `dq`; returns
+    /// the unweighted (MSE, cosine loss) of the batch.
+    pub fn evaluate(&self, q: &[f32], target: &[f32], dim: usize, dq: &mut [f32]) -> (f32, f32) {
+        let b = q.len() / dim;
+        let (mut mse, mut cos) = (0.0f64, 0.0f64);
+        let mse_scale = 2.0 / (b * dim) as f32;
+        for ((qi, ti), gi) in q
+            .chunks_exact(dim)
+            .zip(target.chunks_exact(dim))
+            .zip(dq.chunks_exact_mut(dim))
+        {
+            let tn = dot(ti, ti).sqrt().max(1e-12);
+            cos += f64::from(1.0 - dot(qi, ti) / tn);
+            for ((g, &qv), &tv) in gi.iter_mut().zip(qi).zip(ti) {
+                let diff = qv - tv;
+                mse += f64::from(diff * diff);
+                *g += self.mse * mse_scale * diff - self.cosine * tv / (tn * b as f32);
+            }
+        }
+        ((mse / (b * dim) as f64) as f32, (cos / b as f64) as f32)
+    }
+}

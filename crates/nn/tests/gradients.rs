@@ -250,3 +250,32 @@ fn param_count_matches_the_built_model() {
         }
     }
 }
+
+#[test]
+fn regression_gradients_match_finite_differences() {
+    use tandem_nn::Regression;
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    let q = rand_vec(&mut rng, B * D);
+    let t = rand_vec(&mut rng, B * D);
+    let reg = Regression {
+        mse: 0.7,
+        cosine: 1.3,
+    };
+    let loss = |q: &[f32]| {
+        let (m, c) = reg.evaluate(q, &t, D, &mut [0.0; B * D]);
+        reg.mse * m + reg.cosine * c
+    };
+    let mut dq = vec![0.0; B * D];
+    reg.evaluate(&q, &t, D, &mut dq);
+    for k in 0..B * D {
+        let (mut up, mut down) = (q.clone(), q.clone());
+        up[k] += 1e-2;
+        down[k] -= 1e-2;
+        let numeric = (loss(&up) - loss(&down)) / 2e-2;
+        assert!(
+            (numeric - dq[k]).abs() < 2e-3,
+            "dq[{k}] {} vs {numeric}",
+            dq[k]
+        );
+    }
+}

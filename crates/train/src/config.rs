@@ -63,6 +63,12 @@ pub struct TrainConfig {
     pub tau: f32,
     /// Additive margin on the positive.
     pub margin: f32,
+    /// Weight of InfoNCE in the loss.
+    pub loss_infonce: f32,
+    /// Weight of the MSE between the (unit) query and the target vector.
+    pub loss_mse: f32,
+    /// Weight of `1 - cos(query, target)`.
+    pub loss_cosine: f32,
     /// Size of the FIFO memory queue of recent positives (0 = off).
     pub queue: usize,
     /// Random bank rows added as negatives each step.
@@ -140,6 +146,9 @@ impl Default for TrainConfig {
             doc: DocTower::Identity,
             tau: 0.05,
             margin: 0.03,
+            loss_infonce: 1.0,
+            loss_mse: 0.0,
+            loss_cosine: 0.0,
             queue: 0,
             random_negatives: 0,
             curriculum: Curriculum::none(),
@@ -276,6 +285,16 @@ impl TrainConfig {
             format!("margin = {}", self.margin),
             "use a margin between 0 and 1, e.g. 0.03",
         )?;
+        let weights = [self.loss_infonce, self.loss_mse, self.loss_cosine];
+        bad(
+            weights.iter().all(|w| w.is_finite() && *w >= 0.0) && weights.iter().sum::<f32>() > 0.0,
+            "loss_infonce",
+            format!(
+                "loss weights infonce {}, mse {}, cosine {}",
+                self.loss_infonce, self.loss_mse, self.loss_cosine
+            ),
+            "use non-negative weights, at least one positive (e.g. --loss-infonce 1)",
+        )?;
         bad(
             self.epochs >= 1,
             "epochs",
@@ -349,15 +368,14 @@ impl TrainConfig {
             "list cutoffs >= 1 in increasing order without repeats, e.g. --ks 1,5,10",
         )?;
         bad(
-            self.best_metric.parse::<tandem_eval::Measure>().is_ok()
-                && self.metric_names().contains(&self.best_metric),
+            self.metric_names().contains(&self.best_metric),
             "best_metric",
             format!(
                 "best_metric = {:?} is not one of the validation metrics {:?}",
                 self.best_metric,
                 self.metric_names()
             ),
-            "choose one of the recall@k of ks, or mrr@10",
+            "choose one of the recall@k of ks, mrr@10 or cosine",
         )?;
         bad(!(self.band_anchor == Anchor::Query && self.miner == MinerMode::Pipelined && self.curriculum.mines()), "band_anchor", "band_anchor = query with miner = pipelined: the query changes with every step, so it cannot be mined a batch ahead".into(), "use miner = sync with band_anchor = query, or band_anchor = positive")?;
         for p in self.curriculum.phases() {
@@ -378,12 +396,13 @@ impl TrainConfig {
         Ok(())
     }
 
-    /// The names of the validation metrics, in report order.
+    /// The names of the validation metrics, in report order: Recall@k,
+    /// MRR@10, and the mean cosine of the query to the target vector.
     pub fn metric_names(&self) -> Vec<String> {
         self.ks
             .iter()
             .map(|k| format!("recall@{k}"))
-            .chain(["mrr@10".to_string()])
+            .chain(["mrr@10".to_string(), "cosine".to_string()])
             .collect()
     }
 

@@ -21,7 +21,7 @@ use tandem_bank::Bank;
 use tandem_data::{Dataset, Example, QueryKind, Split};
 use tandem_nn::{
     clip_coef, fingerprint, grad_norm, AdamW, AdamWConfig, Batch, DocCache, InfoNce, LossInput,
-    LossOutput, Model, ModelConfig, QueryCache, Schedule,
+    LossOutput, Model, ModelConfig, QueryCache, Regression, Schedule,
 };
 use tandem_search::{Flat, Hnsw, Index, Metric};
 
@@ -502,17 +502,60 @@ pub fn evaluate_model(
     ks: &[usize],
     label: &str,
 ) -> Result<Vec<f64>, TrainError> {
-    let bank = ds.bank();
     let mut encoded = None;
-    let index = encode::doc_index(model, bank, &mut encoded)?;
-    let depth = eval_depth(ks, bank.rows());
-    let measures = tandem_data::baseline::measures(ks);
+    let index = encode::doc_index(model, ds.bank(), &mut encoded)?;
     let mut encoder = encode::QueryEncoder::default();
-    tandem_data::baseline::score_queries(examples, &index, &measures, depth, label, |batch, out| {
-        encoder.encode(model, ds, batch, out);
-        Ok(())
+    score(ds, examples, &index, ks, label, |batch, out| {
+        encoder.encode(model, ds, batch, out)
     })
-    .map_err(|e| data_err(ds, e.to_string()))
+}
+
+/// Scores the queries `queries_for` writes: Recall@`ks` and MRR@10 of the
+/// target row (context rows excluded), then the mean cosine of each query to
+/// its target vector, in `TrainConfig::metric_names` order.
+fn score<F>(
+    ds: &Dataset,
+    examples: &[Example<'_>],
+    index: &dyn Index,
+    ks: &[usize],
+    label: &str,
+    mut queries_for: F,
+) -> Result<Vec<f64>, TrainError>
+where
+    F: FnMut(&[Example<'_>], &mut [f32]),
+{
+    let bank = ds.bank();
+    let measures = tandem_data::baseline::measures(ks);
+    let depth = eval_depth(ks, bank.rows());
+    let mut cosine = 0.0f64;
+    let mut values = tandem_data::baseline::score_queries(
+        examples,
+        index,
+        &measures,
+        depth,
+        label,
+        |batch, out| {
+            queries_for(batch, out);
+            for (ex, q) in batch.iter().zip(out.chunks_exact(bank.dim())) {
+                let t = bank.row_f32(ex.target as usize);
+                let (dot, qq, tt) =
+                    q.iter()
+                        .zip(t.iter())
+                        .fold((0.0f64, 0.0f64, 0.0f64), |(d, a, b), (&x, &y)| {
+                            (
+                                d + f64::from(x) * f64::from(y),
+                                a + f64::from(x * x),
+                                b + f64::from(y * y),
+                            )
+                        });
+                cosine += dot / (qq.sqrt() * tt.sqrt()).max(1e-12);
+            }
+            Ok(())
+        },
+    )
+    .map_err(|e| data_err(ds, e.to_string()))?;
+    values.push(cosine / examples.len().max(1) as f64);
+    Ok(values)
 }
 
 fn data_err(ds: &Dataset, problem: String) -> TrainError {
@@ -977,25 +1020,14 @@ fn write_baselines(
 ) -> Result<Vec<(String, Scores)>, TrainError> {
     let bank = ds.bank();
     let index = Flat::new(bank, Metric::InnerProduct).map_err(|e| data_err(ds, e.to_string()))?;
-    let measures = tandem_data::baseline::measures(&cfg.ks);
-    let depth = eval_depth(&cfg.ks, bank.rows());
     let names = cfg.metric_names();
     let mut out = Vec::new();
     for kind in QueryKind::ALL {
-        let values = tandem_data::baseline::score_queries(
-            examples,
-            &index,
-            &measures,
-            depth,
-            kind.name(),
-            |batch, q| {
-                for (ex, row) in batch.iter().zip(q.chunks_exact_mut(bank.dim())) {
-                    kind.query_into(ds, ex.context, row);
-                }
-                Ok(())
-            },
-        )
-        .map_err(|e| data_err(ds, e.to_string()))?;
+        let values = score(ds, examples, &index, &cfg.ks, kind.name(), |batch, q| {
+            for (ex, row) in batch.iter().zip(q.chunks_exact_mut(bank.dim())) {
+                kind.query_into(ds, ex.context, row);
+            }
+        })?;
         let mut m = metric_map(&names, &values);
         m.insert("kind".into(), json!("baseline"));
         m.insert("split".into(), json!(split.name()));
@@ -1352,9 +1384,34 @@ fn run_loop(
                 queue_valid: &buf.queue_valid,
                 dim: d,
             };
-            setup
-                .loss
-                .evaluate(&input, model.doc_is_learned(), &mut buf.out);
+            if cfg.loss_infonce > 0.0 {
+                setup
+                    .loss
+                    .evaluate(&input, model.doc_is_learned(), &mut buf.out);
+                let w = cfg.loss_infonce;
+                buf.out.loss *= w;
+                for g in [&mut buf.out.dq, &mut buf.out.dpos, &mut buf.out.dcand] {
+                    g.iter_mut().for_each(|v| *v *= w);
+                }
+            } else {
+                buf.out.loss = 0.0;
+                buf.out.accuracy = 0.0;
+                buf.out.dq.clear();
+                buf.out.dq.resize(b * d, 0.0);
+                buf.out.dpos.clear();
+                buf.out.dpos.resize(b * d, 0.0);
+                buf.out.dcand.clear();
+                buf.out.dcand.resize(n * d, 0.0);
+            }
+            if cfg.loss_mse > 0.0 || cfg.loss_cosine > 0.0 {
+                // The next-vector losses pull the query onto the target row.
+                let reg = Regression {
+                    mse: cfg.loss_mse,
+                    cosine: cfg.loss_cosine,
+                };
+                let (mse, cos) = reg.evaluate(buf.qc.queries(), &buf.pos, d, &mut buf.out.dq);
+                buf.out.loss += cfg.loss_mse * mse + cfg.loss_cosine * cos;
+            }
             if !buf.out.loss.is_finite() {
                 return Err(TrainError::Invalid {
                     path: cfg.out.join("metrics.jsonl"),
