@@ -8,8 +8,6 @@ use serde::Serialize;
 use tandem_bank::write_npy;
 use tandem_data::{Dataset, Split};
 use tandem_io::Overwrite;
-use tandem_nn::{Model, ModelConfig};
-use tandem_train::checkpoint;
 use tandem_train::encode::{encode_examples, write_ranking};
 use tandem_train::{train, Resume, Stop, TrainConfig};
 
@@ -295,47 +293,6 @@ pub struct EncodeArgs {
     force: bool,
 }
 
-/// The checkpoint `path` names (a checkpoint directory, or a run directory:
-/// its best checkpoint, else its newest complete one), verified against its
-/// MANIFEST.
-fn checkpoint_of(path: &Path) -> Result<checkpoint::Loaded> {
-    if path.join("MANIFEST").exists() || path.join("model.safetensors").exists() {
-        return Ok(checkpoint::load_dir(path)?);
-    }
-    if let Some(step) = checkpoint::best_step(path)? {
-        let dir = checkpoint::checkpoints_dir(path).join(checkpoint::step_dir_name(step));
-        return Ok(checkpoint::load_dir(&dir)?);
-    }
-    match checkpoint::newest_complete(path)? {
-        Some(l) => Ok(l),
-        None => bail!(
-            "{}: no checkpoint here; fix: pass a checkpoint directory (run/checkpoints/step-N) or a run directory",
-            path.display()
-        ),
-    }
-}
-
-/// The model of a verified checkpoint.
-pub fn load_model(ck: &checkpoint::Loaded) -> Result<Model> {
-    let path = ck.dir.join("model.safetensors");
-    let bytes = ck.file("model.safetensors")?;
-    let (_, meta) = safetensors::SafeTensors::read_metadata(bytes).map_err(|e| {
-        anyhow::anyhow!(
-            "{}: not a safetensors file ({e}); fix: point at a tandem checkpoint",
-            path.display()
-        )
-    })?;
-    let cfg: ModelConfig = meta
-        .metadata()
-        .as_ref()
-        .and_then(|m| m.get("config"))
-        .and_then(|c| serde_json::from_str(c).ok())
-        .ok_or_else(|| anyhow::anyhow!("{}: no model config in the header; fix: point at a model.safetensors written by tandem train", path.display()))?;
-    let mut model = Model::new(cfg, 0)?;
-    model.params_mut().load_safetensors(&path, bytes)?;
-    Ok(model)
-}
-
 /// `tandem encode`.
 pub fn run_encode(args: EncodeArgs) -> Result<()> {
     let split: Split = args
@@ -374,9 +331,9 @@ pub fn run_encode(args: EncodeArgs) -> Result<()> {
     if args.depth == 0 {
         bail!("--depth 0: a ranking needs at least one row per query; fix: pass --depth 100 or so");
     }
-    let ck = checkpoint_of(&args.checkpoint)?;
+    let ck = tandem_train::encode::checkpoint_of(&args.checkpoint)?;
     let dir = ck.dir.clone();
-    let model = load_model(&ck)?;
+    let model = tandem_train::encode::model_of(&ck)?;
     let ds = Dataset::open(&args.data)?;
     if ds.bank().dim() != model.config().dim {
         bail!(

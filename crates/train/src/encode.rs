@@ -11,6 +11,7 @@ use tandem_data::{Dataset, Example};
 use tandem_nn::{Batch, DocCache, Model, QueryCache};
 use tandem_search::{Flat, Index, Metric};
 
+use crate::checkpoint;
 use crate::trainer::fill_batch;
 use crate::TrainError;
 
@@ -163,4 +164,43 @@ pub fn write_ranking(
         Ok(())
     })?;
     Ok(())
+}
+
+/// The checkpoint `path` names (a checkpoint directory, or a run directory:
+/// its best checkpoint, else its newest complete one), verified against its
+/// MANIFEST.
+pub fn checkpoint_of(path: &Path) -> Result<checkpoint::Loaded, TrainError> {
+    if path.join(checkpoint::MANIFEST).exists() || path.join("model.safetensors").exists() {
+        return checkpoint::load_dir(path);
+    }
+    if let Some(step) = checkpoint::best_step(path)? {
+        return checkpoint::load_dir(&checkpoint::checkpoints_dir(path).join(checkpoint::step_dir_name(step)));
+    }
+    checkpoint::newest_complete(path)?.ok_or_else(|| TrainError::Checkpoint {
+        path: path.to_path_buf(),
+        problem: "no checkpoint here".into(),
+        fix: "pass a checkpoint directory (run/checkpoints/step-N) or a run directory".into(),
+    })
+}
+
+/// The model of a verified checkpoint (its shape from the header of
+/// `model.safetensors`).
+pub fn model_of(ck: &checkpoint::Loaded) -> Result<Model, TrainError> {
+    let path = ck.dir.join("model.safetensors");
+    let bytes = ck.file("model.safetensors")?;
+    let bad = |problem: String| TrainError::Checkpoint {
+        path: path.clone(),
+        problem,
+        fix: "point at a checkpoint written by tandem train".into(),
+    };
+    let (_, meta) = safetensors::SafeTensors::read_metadata(bytes).map_err(|e| bad(format!("not a safetensors file ({e})")))?;
+    let cfg: tandem_nn::ModelConfig = meta
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get("config"))
+        .and_then(|c| serde_json::from_str(c).ok())
+        .ok_or_else(|| bad("no model config in the header".into()))?;
+    let mut model = Model::new(cfg, 0).map_err(|e| bad(e.to_string()))?;
+    model.params_mut().load_safetensors(&path, bytes).map_err(|e| bad(e.to_string()))?;
+    Ok(model)
 }
