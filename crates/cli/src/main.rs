@@ -10,6 +10,7 @@ mod bank_cmd;
 mod data_cmd;
 mod demo;
 mod eval_cmd;
+mod generate_cmd;
 mod search_cmd;
 mod train_cmd;
 
@@ -46,6 +47,8 @@ enum Cmd {
     Train(Box<train_cmd::TrainArgs>),
     /// Apply a trained query tower: query vectors and a TREC ranking.
     Encode(train_cmd::EncodeArgs),
+    /// Generate vectors with a next-vector model and the SNAP / BLEND / NOVEL decoder.
+    Generate(generate_cmd::GenerateArgs),
 }
 
 fn main() -> ExitCode {
@@ -68,6 +71,7 @@ fn main() -> ExitCode {
         Cmd::Demo(a) => demo::run(a),
         Cmd::Train(a) => train_cmd::run_train(*a),
         Cmd::Encode(a) => train_cmd::run_encode(a),
+        Cmd::Generate(a) => generate_cmd::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -105,6 +105,15 @@ impl Decoder {
         }
     }
 
+    /// Counts `rows` as recently emitted (e.g. the starting context), so
+    /// that they are not snapped to within the window.
+    pub fn remember(&mut self, rows: &[u32]) {
+        self.recent.extend(rows);
+        while self.recent.len() > self.settings.window {
+            self.recent.pop_front();
+        }
+    }
+
     /// Decides one step for the proposal `v` under `lane`.
     pub fn step(&mut self, lane: &Lane, v: &[f32], retriever: &dyn Retriever) -> Step {
         let exclude: Vec<u32> = self.recent.iter().copied().collect();

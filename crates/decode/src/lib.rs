@@ -5,10 +5,12 @@
 
 mod decoder;
 mod error;
+mod generate;
 mod lane;
 
 pub use decoder::{
     Candidate, Decision, DecodeSettings, Decoder, LaneTelemetry, Retriever, Step, Telemetry,
 };
 pub use error::DecodeError;
+pub use generate::{generate, propose, BankRetriever};
 pub use lane::{profiles, Blend, Lane, Lanes};

@@ -174,7 +174,9 @@ pub fn checkpoint_of(path: &Path) -> Result<checkpoint::Loaded, TrainError> {
         return checkpoint::load_dir(path);
     }
     if let Some(step) = checkpoint::best_step(path)? {
-        return checkpoint::load_dir(&checkpoint::checkpoints_dir(path).join(checkpoint::step_dir_name(step)));
+        return checkpoint::load_dir(
+            &checkpoint::checkpoints_dir(path).join(checkpoint::step_dir_name(step)),
+        );
     }
     checkpoint::newest_complete(path)?.ok_or_else(|| TrainError::Checkpoint {
         path: path.to_path_buf(),
@@ -193,7 +195,8 @@ pub fn model_of(ck: &checkpoint::Loaded) -> Result<Model, TrainError> {
         problem,
         fix: "point at a checkpoint written by tandem train".into(),
     };
-    let (_, meta) = safetensors::SafeTensors::read_metadata(bytes).map_err(|e| bad(format!("not a safetensors file ({e})")))?;
+    let (_, meta) = safetensors::SafeTensors::read_metadata(bytes)
+        .map_err(|e| bad(format!("not a safetensors file ({e})")))?;
     let cfg: tandem_nn::ModelConfig = meta
         .metadata()
         .as_ref()
@@ -201,6 +204,9 @@ pub fn model_of(ck: &checkpoint::Loaded) -> Result<Model, TrainError> {
         .and_then(|c| serde_json::from_str(c).ok())
         .ok_or_else(|| bad("no model config in the header".into()))?;
     let mut model = Model::new(cfg, 0).map_err(|e| bad(e.to_string()))?;
-    model.params_mut().load_safetensors(&path, bytes).map_err(|e| bad(e.to_string()))?;
+    model
+        .params_mut()
+        .load_safetensors(&path, bytes)
+        .map_err(|e| bad(e.to_string()))?;
     Ok(model)
 }
