@@ -10,6 +10,9 @@ Writes into crates/nn/tests/data/ (override with --out):
   0.5, not PyTorch's init), `g [B,D]`, the output `q [B,D]`, and the
   gradients of `loss = (q * g).sum()`: `grad.<param>` and `grad.x`.
   Metadata: kind, residual, projection, dim, hidden.
+- tower_transformer_mean.safetensors: the causal transformer tower, residual
+  mean, projection on, B=4, L=5, D=16, hidden=8, 2 heads, 2 layers, context
+  lengths 5, 3, 1, 4; the same tensors and metadata (plus layers, heads).
 - doc_linear.safetensors: the linear doc tower d = normalize(doc b + doc_b):
   `b [B,D]`, `doc.weight`, `doc.bias`, `g`, `d`, `grad.doc.weight`,
   `grad.doc.bias`, `grad.b`.
@@ -35,16 +38,42 @@ import json
 import os
 import sys
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from torch_twotower import DocTower, QueryTower, info_nce, lr_at, make_scheduler, write_safetensors  # noqa: E402
+from torch_twotower import (  # noqa: E402
+    DocTower,
+    QueryTower,
+    info_nce,
+    lr_at,
+    make_scheduler,
+    sinusoids,
+    write_safetensors,
+)
 
 B, L, D, H = 3, 4, 6, 5
 LENGTHS = (4, 2, 1)
 TOWERS = (("gru", "mean"), ("lstm", "last"), ("attention", "none"), ("mean", "mean"))
 SEED = 20240611
+
+
+@dataclass(frozen=True)
+class Shape:
+    """Sizes of a tower case: the context lengths give B, `layers`/`heads`
+    matter to the transformer only."""
+
+    lengths: tuple[int, ...] = LENGTHS
+    seq: int = L
+    dim: int = D
+    hidden: int = H
+    layers: int = 2
+    heads: int = 2
+
+
+TRANSFORMER = Shape(lengths=(5, 3, 1, 4), seq=5, dim=16, hidden=8, layers=2, heads=2)
 
 
 def rand(gen: torch.Generator, *shape: int, scale: float = 1.0) -> torch.Tensor:
@@ -61,12 +90,13 @@ def f32(tensors: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
     return {k: v.detach().to(torch.float32).contiguous().numpy() for k, v in tensors.items()}
 
 
-def context_batch(gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """x [B,L,D] with zero pad steps and mask [B,L], lengths LENGTHS left-padded."""
-    mask = torch.zeros(B, L, dtype=torch.float64)
-    for i, n in enumerate(LENGTHS):
-        mask[i, L - n :] = 1.0
-    return rand(gen, B, L, D) * mask.unsqueeze(-1), mask
+def context_batch(gen: torch.Generator, shape: Shape) -> tuple[torch.Tensor, torch.Tensor]:
+    """x [B,L,D] with zero pad steps and mask [B,L], the shape's lengths left-padded."""
+    b, l = len(shape.lengths), shape.seq
+    mask = torch.zeros(b, l, dtype=torch.float64)
+    for i, n in enumerate(shape.lengths):
+        mask[i, l - n :] = 1.0
+    return rand(gen, b, l, shape.dim) * mask.unsqueeze(-1), mask
 
 
 @torch.no_grad()
@@ -100,28 +130,57 @@ def manual_tower(tower: QueryTower, x: torch.Tensor, mask: torch.Tensor) -> torc
     return torch.nn.functional.normalize(y, dim=-1)
 
 
-def tower_case(kind: str, residual: str, gen: torch.Generator) -> tuple[dict, dict]:
+@torch.no_grad()
+def unpadded_transformer(tower: QueryTower, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Transformer tower run row by row on the real steps only (positions
+    0..n-1, a plain causal mask, no padding anywhere), then projection,
+    residual and normalisation."""
+    rows = []
+    for xi, mi in zip(x, mask):
+        real = xi[mi > 0].unsqueeze(0)  # [1, n, D]
+        n = real.shape[1]
+        h = tower.tf["in"](real) + sinusoids(n, tower.hidden, x.dtype)
+        causal = torch.nn.Transformer.generate_square_subsequent_mask(n, dtype=x.dtype)
+        for i in range(len(tower.tf) - 2):
+            h = tower.tf[str(i)](h, src_mask=causal)
+        y = tower.proj(tower.tf["norm"](h[0, -1]))
+        if tower.residual == "mean":
+            y = y + real[0].mean(dim=0)
+        elif tower.residual == "last":
+            y = y + real[0, -1]
+        rows.append(torch.nn.functional.normalize(y, dim=-1))
+    return torch.stack(rows)
+
+
+def tower_case(kind: str, residual: str, gen: torch.Generator, shape: Shape = Shape()) -> tuple[dict, dict]:
     """Golden tensors and metadata of one query tower."""
-    tower = QueryTower(kind, D, H, projection=True, residual=residual).double()
+    b, l, d = len(shape.lengths), shape.seq, shape.dim
+    tower = QueryTower(kind, d, shape.hidden, True, residual, shape.layers, shape.heads).double()
     with torch.no_grad():
         for p in tower.parameters():
             p.copy_(rand(gen, *p.shape, scale=0.5))
-    x, mask = context_batch(gen)
+    x, mask = context_batch(gen, shape)
     x.requires_grad_(True)
-    g = rand(gen, B, D)
+    g = rand(gen, b, d)
     q = tower(x, mask)
     (q * g).sum().backward()
     # The pad steps must not matter: garbage there gives the same output.
-    noisy = x.detach() + rand(gen, B, L, D) * (1 - mask).unsqueeze(-1)
+    noisy = x.detach() + rand(gen, b, l, d) * (1 - mask).unsqueeze(-1)
     assert torch.allclose(tower(noisy, mask), q, atol=1e-12), f"{kind}: output depends on pad steps"
     if kind in ("gru", "lstm"):
         want = manual_tower(tower, x.detach(), mask)
         assert torch.allclose(want, q, atol=1e-12), f"{kind}: packed run differs from the masked recurrence"
+    if kind == "transformer":
+        want = unpadded_transformer(tower, x.detach(), mask)
+        assert torch.allclose(want, q, atol=1e-12), f"{kind}: padded run differs from the unpadded rows"
     out = {"x": x, "mask": mask, "g": g, "q": q, "grad.x": x.grad}
     for name, p in tower.named_parameters():
         out[name] = p
         out[f"grad.{name}"] = p.grad
-    meta = {"kind": kind, "residual": residual, "projection": "true", "dim": D, "hidden": H, "lengths": list(LENGTHS)}
+    meta = {"kind": kind, "residual": residual, "projection": "true", "dim": d, "hidden": shape.hidden,
+            "lengths": list(shape.lengths)}
+    if kind == "transformer":
+        meta.update(layers=shape.layers, heads=shape.heads)
     return out, meta
 
 
@@ -205,15 +264,21 @@ def main() -> None:
     gen = torch.Generator().manual_seed(SEED)
     meta_all = {"generator": "bench/make_golden.py", "torch": torch.__version__, "seed": str(SEED)}
     written = []
-    for kind, residual in TOWERS:
-        tensors, meta = tower_case(kind, residual, gen)
+
+    def write_tower(kind: str, residual: str, shape: Shape = Shape()) -> None:
+        tensors, meta = tower_case(kind, residual, gen, shape)
         name = f"tower_{kind}_{residual}.safetensors"
         write_safetensors(os.path.join(args.out, name), f32(tensors),
                           {**meta_all, **{k: json.dumps(v) if isinstance(v, list) else str(v) for k, v in meta.items()}})
         written.append(name)
+
+    for kind, residual in TOWERS:
+        write_tower(kind, residual)
     for name, fn in (("doc_linear", doc_case), ("infonce", infonce_case), ("adamw", adamw_case)):
         write_safetensors(os.path.join(args.out, f"{name}.safetensors"), f32(fn(gen)), meta_all)
         written.append(f"{name}.safetensors")
+    # Drawn last, so that adding it left every earlier file as it was.
+    write_tower("transformer", "mean", TRANSFORMER)
     sched = {
         "generator": "bench/make_golden.py",
         "torch": torch.__version__,

@@ -2,7 +2,7 @@
 """PyTorch reference of tandem's two-tower model and training recipe.
 
 This is the exact math of docs/model.md: the query towers (mean, attention,
-GRU, LSTM) with optional projection and residual, the doc towers (identity,
+GRU, LSTM, causal transformer) with optional projection and residual, the doc towers (identity,
 linear), InfoNCE with temperature and margin over in-batch, mined,
 memory-queue and random negatives, AdamW, warmup + cosine schedule, gradient
 accumulation and clipping. It reads a tandem dataset directory
@@ -43,7 +43,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.rnn import pack_padded_sequence
 
-KINDS = ("mean", "attention", "gru", "lstm")
+KINDS = ("mean", "attention", "gru", "lstm", "transformer")
 RESIDUALS = ("none", "mean", "last")
 DOC_KINDS = ("identity", "linear")
 KS = (1, 5, 10, 50, 100, 500)
@@ -140,11 +140,56 @@ def last_real_state(rnn: nn.Module, x: torch.Tensor, mask: torch.Tensor) -> torc
     return h_n[-1]
 
 
+def sinusoids(length: int, width: int, dtype: torch.dtype) -> torch.Tensor:
+    """The standard positional encoding [length, width]: pe[p, 2j] =
+    sin(p / 10000^(2j/width)), pe[p, 2j+1] = cos(the same)."""
+    pos = torch.arange(length, dtype=torch.float64).unsqueeze(1)
+    freq = torch.pow(10000.0, -torch.arange(0, width, 2, dtype=torch.float64) / width)
+    pe = torch.zeros(length, width, dtype=torch.float64)
+    pe[:, 0::2] = torch.sin(pos * freq)
+    pe[:, 1::2] = torch.cos(pos * freq)
+    return pe.to(dtype)
+
+
+def transformer_state(tf: nn.ModuleDict, heads: int, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The causal transformer of docs/model.md over a left-padded batch: the
+    final-normed state at the last step [B, hidden].
+
+    `tf` holds `in` (Linear(D, hidden)), the blocks `0`, `1`, ...
+    (nn.TransformerEncoderLayer, pre-LN) and `norm` (LayerNorm). Positions
+    count from each row's first real step (pad steps get no encoding); query
+    t attends to keys s <= t that are real, a pad query to itself only (its
+    output is never used, and no attention row is empty).
+    """
+    B, L, _ = x.shape
+    start = L - mask.sum(dim=1).long()  # [B], the first real step
+    t = torch.arange(L, device=x.device)
+    pos = (t.unsqueeze(0) - start.unsqueeze(1)).clamp(min=0)  # [B, L]
+    pe = sinusoids(L, tf["in"].out_features, x.dtype).to(x.device)
+    h = tf["in"](x) + pe[pos] * mask.unsqueeze(-1)
+    q, k = t.view(1, L, 1), t.view(1, 1, L)
+    allowed = (k <= q) & ((k >= start.view(B, 1, 1)) | (k == q))  # [B, L, L]
+    blocked = (~allowed).repeat_interleave(heads, dim=0)  # [B * heads, L, L]
+    for name, block in tf.items():
+        if name not in ("in", "norm"):
+            h = block(h, src_mask=blocked)
+    return tf["norm"](h[:, -1])
+
+
 class QueryTower(nn.Module):
     """The query tower of docs/model.md: pool the context, project, add the
     residual, normalise. `forward(x [B,L,D] left-padded, mask [B,L]) -> [B,D]`."""
 
-    def __init__(self, kind: str, dim: int, hidden: int | None = None, projection: bool = True, residual: str = "mean"):
+    def __init__(
+        self,
+        kind: str,
+        dim: int,
+        hidden: int | None = None,
+        projection: bool = True,
+        residual: str = "mean",
+        layers: int = 2,
+        heads: int = 4,
+    ):
         super().__init__()
         if kind not in KINDS:
             raise ValueError(f"query tower kind {kind!r} is unknown; use one of {', '.join(KINDS)}")
@@ -157,6 +202,21 @@ class QueryTower(nn.Module):
             pooled = hidden
         elif kind == "lstm":
             self.lstm = nn.LSTM(dim, hidden, batch_first=True)
+            pooled = hidden
+        elif kind == "transformer":
+            if hidden % 2 or hidden % heads or layers < 1:
+                raise ValueError(
+                    f"a transformer needs an even hidden divisible by heads and at least one layer "
+                    f"(hidden {hidden}, heads {heads}, layers {layers}); change --hidden, --heads or --layers"
+                )
+            self.heads = heads
+            blocks = {
+                str(i): nn.TransformerEncoderLayer(
+                    hidden, heads, 4 * hidden, dropout=0.0, activation="relu", batch_first=True, norm_first=True
+                )
+                for i in range(layers)
+            }
+            self.tf = nn.ModuleDict({"in": nn.Linear(dim, hidden), **blocks, "norm": nn.LayerNorm(hidden)})
             pooled = hidden
         elif kind == "attention":
             self.attn = nn.Linear(dim, hidden)
@@ -183,6 +243,8 @@ class QueryTower(nn.Module):
             s = s.masked_fill(m == 0, float("-inf"))
             a = torch.softmax(s, dim=1)
             h = (a.unsqueeze(-1) * x).sum(dim=1)
+        elif self.kind == "transformer":
+            h = transformer_state(self.tf, self.heads, x, m)
         else:
             h = last_real_state(self.gru if self.kind == "gru" else self.lstm, x, m)
         y = self.proj(h) if self.projection else h
@@ -586,7 +648,7 @@ def train(args, ds: Dataset, log=print) -> tuple[QueryTower, DocTower, dict]:
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     bank = torch.from_numpy(np.asarray(ds.bank, dtype=np.float32))
-    query = QueryTower(args.kind, ds.dim, args.hidden, args.projection, args.residual)
+    query = QueryTower(args.kind, ds.dim, args.hidden, args.projection, args.residual, args.layers, args.heads)
     doc = DocTower(args.doc, ds.dim)
     params = list(query.parameters()) + list(doc.parameters())
     tr = ds.splits["train"]
@@ -679,6 +741,8 @@ def parse_args(argv=None):
     p.add_argument("--data", required=True, help="tandem dataset directory")
     p.add_argument("--kind", default="gru", choices=KINDS)
     p.add_argument("--hidden", type=int, default=0, help="H (and A); 0 = the bank's dimension")
+    p.add_argument("--layers", type=int, default=2, help="transformer blocks (kind transformer)")
+    p.add_argument("--heads", type=int, default=4, help="attention heads per block (kind transformer)")
     p.add_argument("--projection", type=parse_bool, default=True, help="linear projection after pooling (true/false)")
     p.add_argument("--residual", default="mean", choices=RESIDUALS)
     p.add_argument("--doc", default="identity", choices=DOC_KINDS)
@@ -704,7 +768,7 @@ def parse_args(argv=None):
     p.add_argument("--load", help="evaluate this tandem model.safetensors instead of training")
     p.add_argument("--out", help="write the metrics JSON here")
     args = p.parse_args(argv)
-    for name in ("epochs", "batch", "accum", "threads", "mine_pool"):
+    for name in ("epochs", "batch", "accum", "threads", "mine_pool", "layers", "heads"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.hidden < 0:
@@ -733,7 +797,7 @@ def main(argv=None) -> None:
         for k, want in SCIFACT_MEAN.items():
             assert abs(baseline[k] - want) < 1e-3, f"mean baseline {k} = {baseline[k]:.4f}, shared/data/README.md says {want}"
     if args.load:
-        query = QueryTower(args.kind, ds.dim, args.hidden, args.projection, args.residual)
+        query = QueryTower(args.kind, ds.dim, args.hidden, args.projection, args.residual, args.layers, args.heads)
         doc = DocTower(args.doc, ds.dim)
         load_model(args.load, query, doc)
         info = {"steps": 0, "model_step": 0, "history": []}

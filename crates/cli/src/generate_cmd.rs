@@ -1,36 +1,53 @@
 //! `tandem generate`: vector-native generation with the dual-path decoder.
 
+use std::cell::Cell;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde::Deserialize;
-use tandem_bank::{write_npy, Vectors};
-use tandem_data::Dataset;
-use tandem_decode::{generate, BankRetriever, DecodeSettings, Decoder, Lane, Lanes};
+use tandem_bank::{write_npy, Bank, OpenOptions, Vectors};
+use tandem_data::{Dataset, Texts};
+use tandem_decode::{
+    generate, BankRetriever, Candidate, Decision, DecodeSettings, Decoder, Lane, Lanes, Retriever,
+    TowerRetriever,
+};
 use tandem_io::Overwrite;
-use tandem_train::encode::{checkpoint_of, model_of};
+use tandem_train::encode::{checkpoint_of, encode_bank, model_of};
+
+mod eval;
 
 /// Generate vectors with a trained next-vector model: at each step SNAP to
 /// the nearest bank row, BLEND, or keep the proposal NOVEL, by the lane's
-/// thresholds. Writes one JSON line per step and prints the telemetry.
+/// thresholds. Writes one JSON line per step and prints the telemetry. With
+/// --eval, evaluates the decoder teacher-forced on a held-out split instead,
+/// with a threshold sweep.
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
-    /// The next-vector model: a run directory (its best checkpoint) or a
-    /// checkpoint directory of `tandem train`.
+    /// The next-vector model: a run directory of `tandem lvm train` (its best
+    /// checkpoint) or one of its checkpoint directories.
     #[arg(long)]
     lvm: PathBuf,
     /// The dataset whose bank the decoder snaps to.
     #[arg(long)]
     data: PathBuf,
+    /// Find candidates with this trained two-tower retriever (a run or
+    /// checkpoint of `tandem train`) over the context, instead of searching
+    /// the bank with the proposal itself.
+    #[arg(long)]
+    retriever: Option<PathBuf>,
     /// Starting context: bank rows, comma-separated, oldest first.
-    #[arg(long, value_delimiter = ',', conflicts_with = "start_ids")]
+    #[arg(long, value_delimiter = ',', conflicts_with_all = ["start_ids", "start_vectors", "eval"])]
     start: Vec<u32>,
     /// Starting context: bank ids (ids.txt), comma-separated, oldest first.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', conflicts_with_all = ["start_vectors", "eval"])]
     start_ids: Vec<String>,
+    /// Starting context: a vector file (.npy, .npz, .safetensors, .fvecs),
+    /// one vector per row, oldest first.
+    #[arg(long, conflicts_with = "eval")]
+    start_vectors: Option<PathBuf>,
     /// Steps to generate.
     #[arg(long, default_value_t = 8)]
     steps: usize,
@@ -49,12 +66,45 @@ pub struct GenerateArgs {
     /// Retrieval slower than this (milliseconds) makes the step NOVEL.
     #[arg(long, default_value_t = 200)]
     budget_ms: u64,
-    /// Output: one JSON object per step.
+    /// The text of each bank row (JSON lines with a "text" field, line i =
+    /// row i) [default: texts.jsonl of the dataset, when there is one].
+    #[arg(long)]
+    texts: Option<PathBuf>,
+    /// Output: one JSON object per step; with --eval, a directory.
     #[arg(long)]
     out: PathBuf,
     /// Also write the emitted vectors (.npy, float32, one row per step).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "eval")]
     vectors: Option<PathBuf>,
+    /// Evaluate teacher-forced on a held-out split: decisions, cosine of the
+    /// emitted vector to the true next one, Hit@k, and a threshold sweep.
+    #[arg(long)]
+    eval: bool,
+    /// The split --eval reads.
+    #[arg(long, default_value = "test", requires = "eval")]
+    split: String,
+    /// --eval: at most this many examples (the first ones); 0 = all.
+    #[arg(long, default_value_t = 0, requires = "eval")]
+    limit: usize,
+    /// --eval: the k of Hit@k.
+    #[arg(long, default_value_t = 5, requires = "eval")]
+    hit_k: usize,
+    /// --eval: snap thresholds of the sweep.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        requires = "eval",
+        default_value = "0.80,0.84,0.86,0.88,0.90,0.92,0.94,0.96,0.98"
+    )]
+    sweep_snap: Vec<f32>,
+    /// --eval: novel thresholds of the sweep (pairs with novel >= snap are skipped).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        requires = "eval",
+        default_value = "0.60,0.70,0.75,0.80,0.85,0.88,0.90"
+    )]
+    sweep_novel: Vec<f32>,
     /// Overwrite existing outputs.
     #[arg(long)]
     force: bool,
@@ -69,10 +119,15 @@ struct LanesFile {
 /// `tandem generate`.
 pub fn run(args: GenerateArgs) -> Result<()> {
     let overwrite = Overwrite::from_force(args.force);
-    for p in [Some(&args.out), args.vectors.as_ref()]
-        .into_iter()
-        .flatten()
-    {
+    let outputs: Vec<&PathBuf> = if args.eval {
+        Vec::new() // a directory: checked by `run_eval`
+    } else {
+        [Some(&args.out), args.vectors.as_ref()]
+            .into_iter()
+            .flatten()
+            .collect()
+    };
+    for p in outputs {
         if p.exists() && !args.force {
             bail!(
                 "{}: already exists; fix: pass --force to overwrite it or choose another path",
@@ -80,26 +135,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             );
         }
     }
-    let custom = match &args.lanes {
-        None => Vec::new(),
-        Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                anyhow::anyhow!(
-                    "{}: cannot read ({e}); fix: pass --lanes an existing TOML file",
-                    path.display()
-                )
-            })?;
-            let file: LanesFile = toml::from_str(&text).map_err(|e| {
-                anyhow::anyhow!(
-                    "{}: {}; fix: write [[lane]] tables with name, snap, novel (and blend)",
-                    path.display(),
-                    e.message().trim_end()
-                )
-            })?;
-            file.lane
-        }
-    };
-    let lanes = Lanes::new(custom)?;
+    let lanes = Lanes::new(read_lanes(args.lanes.as_deref())?)?;
     let lane = lanes.get(&args.lane)?.clone();
     let ck = checkpoint_of(&args.lvm)?;
     let model = model_of(&ck)?;
@@ -114,45 +150,99 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             model.config().dim
         );
     }
-    let rows: Vec<u32> = if args.start_ids.is_empty() {
-        args.start.clone()
-    } else {
-        args.start_ids
-            .iter()
-            .map(|id| {
-                (0..bank.rows())
-                    .find(|&r| bank.doc_id(r) == id.as_str())
-                    .map(|r| r as u32)
-                    .with_context(|| {
-                        format!(
-                            "--start-ids: no bank row has id {id:?}; fix: use ids from {}",
-                            ds.dir().join("ids.txt").display()
-                        )
-                    })
-            })
-            .collect::<Result<_>>()?
-    };
-    if rows.is_empty() {
-        bail!("no starting context; fix: pass --start ROWS or --start-ids IDS (oldest first)");
-    }
-    if let Some(&r) = rows.iter().find(|&&r| r as usize >= bank.rows()) {
+    if model.doc_is_learned() {
         bail!(
-            "--start: row {r} is outside the bank's {} rows; fix: pass rows below {}",
-            bank.rows(),
-            bank.rows()
+            "{}: this model has a learned doc tower, so its output is not a bank vector; fix: pass --lvm a run of `tandem lvm train` (pass a retriever run as --retriever)",
+            ck.dir.display()
         );
     }
-    let start: Vec<Vec<f32>> = rows
-        .iter()
-        .map(|&r| bank.row_f32(r as usize).into_owned())
-        .collect();
-    let retriever =
-        BankRetriever::new(bank).map_err(|e| anyhow::anyhow!("{}: {e}", args.data.display()))?;
-    let mut decoder = Decoder::new(DecodeSettings {
+    let texts = match &args.texts {
+        Some(p) => Some(Texts::open(p, bank.rows())?),
+        None => ds.texts()?,
+    };
+    // The retriever: the bank searched with the proposal, or a two-tower model.
+    let tower = match &args.retriever {
+        None => None,
+        Some(path) => {
+            let rck = checkpoint_of(path)?;
+            let rmodel = model_of(&rck)?;
+            if rmodel.config().dim != bank.dim() {
+                bail!(
+                    "{}: the retriever encodes dimension {} but the bank has {}; fix: pass a retriever trained on this dataset",
+                    rck.dir.display(),
+                    rmodel.config().dim,
+                    bank.dim()
+                );
+            }
+            let docs = rmodel.doc_is_learned().then(|| encode_bank(&rmodel, bank));
+            Some((rmodel, docs))
+        }
+    };
+    let plain;
+    let towered;
+    let retriever: &dyn Retriever = match &tower {
+        None => {
+            plain = BankRetriever::new(bank)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", args.data.display()))?;
+            &plain
+        }
+        Some((rmodel, docs)) => {
+            towered = TowerRetriever::new(
+                rmodel,
+                bank,
+                docs.as_ref().unwrap_or(bank),
+                ds.context_len(),
+            )
+            .map_err(|e| anyhow::anyhow!("{}: {e}", args.data.display()))?;
+            &towered
+        }
+    };
+    let faulty = fault_every()?.map(|every| Faulty {
+        inner: retriever,
+        every,
+        calls: Cell::new(0),
+    });
+    let retriever: &dyn Retriever = match &faulty {
+        Some(f) => f,
+        None => retriever,
+    };
+    let decoder = Decoder::new(DecodeSettings {
         k: args.k.max(1),
         window: args.window,
         budget: Duration::from_millis(args.budget_ms),
     });
+    if args.eval {
+        return eval::run(
+            &args,
+            &ds,
+            &model,
+            &decoder,
+            retriever,
+            &lane,
+            texts.as_ref(),
+        );
+    }
+    let rows = start_rows(&args, &ds)?;
+    let start: Vec<Vec<f32>> = match &args.start_vectors {
+        Some(path) => {
+            let v = Bank::open(path, &OpenOptions::default())?;
+            if v.dim() != bank.dim() || v.rows() == 0 {
+                bail!(
+                    "{}: {} vectors of dimension {}; fix: pass at least one vector of the bank's dimension {}",
+                    path.display(),
+                    v.rows(),
+                    v.dim(),
+                    bank.dim()
+                );
+            }
+            (0..v.rows()).map(|r| v.row_f32(r).into_owned()).collect()
+        }
+        None => rows
+            .iter()
+            .map(|&r| bank.row_f32(r as usize).into_owned())
+            .collect(),
+    };
+    let mut decoder = decoder;
     // The starting rows are the recent past: not snapped to again within the window.
     decoder.remember(&rows);
     let steps = generate(
@@ -162,13 +252,21 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         args.steps,
         &lane,
         &mut decoder,
-        &retriever,
+        retriever,
     );
+    let step_texts: Vec<Option<String>> = steps
+        .iter()
+        .map(|s| match (&texts, s.decision, s.row) {
+            (Some(t), Decision::Snap, Some(r)) => t.get(r as usize).map(Some),
+            _ => Ok(None),
+        })
+        .collect::<Result<_, _>>()?;
     tandem_io::write_atomic(&args.out, overwrite, |w| {
         for (i, s) in steps.iter().enumerate() {
             let mut line = serde_json::to_value(s).map_err(std::io::Error::other)?;
             line["step"] = serde_json::json!(i);
             line["id"] = serde_json::json!(s.row.map(|r| bank.doc_id(r as usize).into_owned()));
+            line["text"] = serde_json::json!(step_texts[i]);
             line["vector_row"] = serde_json::json!(i);
             writeln!(w, "{line}")?;
         }
@@ -187,7 +285,120 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             overwrite,
         )?;
     }
+    for (i, s) in steps.iter().enumerate() {
+        let what = match (s.row, &step_texts[i]) {
+            (Some(r), Some(t)) => format!("row {r} {t:?}"),
+            (Some(r), None) => format!("row {r} ({})", bank.doc_id(r as usize)),
+            (None, _) => s.fallback.clone().unwrap_or_default(),
+        };
+        let c = s.cosine.map_or("-".into(), |c| format!("{c:.3}"));
+        println!(
+            "step {i:>3}  {:<5}  cos {c}  {what}",
+            format!("{:?}", s.decision).to_uppercase()
+        );
+    }
+    if texts.is_none() {
+        println!(
+            "(no texts: build the dataset with `tandem data from-sentences` or pass --texts to see the text of snapped rows)"
+        );
+    }
     print!("{}", decoder.telemetry().table());
     println!("{} steps -> {}", steps.len(), args.out.display());
     Ok(())
+}
+
+/// The custom lanes of a `--lanes` file (none without one).
+fn read_lanes(path: Option<&Path>) -> Result<Vec<Lane>> {
+    let Some(path) = path else {
+        return Ok(Vec::new());
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: cannot read ({e}); fix: pass --lanes an existing TOML file",
+            path.display()
+        )
+    })?;
+    let file: LanesFile = toml::from_str(&text).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: {}; fix: write [[lane]] tables with name, snap, novel (and blend)",
+            path.display(),
+            e.message().trim_end()
+        )
+    })?;
+    Ok(file.lane)
+}
+
+/// The starting bank rows of --start or --start-ids (none with --start-vectors).
+fn start_rows(args: &GenerateArgs, ds: &Dataset) -> Result<Vec<u32>> {
+    let bank = ds.bank();
+    let rows: Vec<u32> = if args.start_ids.is_empty() {
+        args.start.clone()
+    } else {
+        args.start_ids
+            .iter()
+            .map(|id| {
+                (0..bank.rows())
+                    .find(|&r| bank.doc_id(r) == id.as_str())
+                    .map(|r| r as u32)
+                    .with_context(|| {
+                        format!(
+                            "--start-ids: no bank row has id {id:?}; fix: use ids from {}",
+                            ds.dir().join("ids.txt").display()
+                        )
+                    })
+            })
+            .collect::<Result<_>>()?
+    };
+    if rows.is_empty() && args.start_vectors.is_none() {
+        bail!("no starting context; fix: pass --start ROWS, --start-ids IDS or --start-vectors FILE (oldest first)");
+    }
+    if let Some(&r) = rows.iter().find(|&&r| r as usize >= bank.rows()) {
+        bail!(
+            "--start: row {r} is outside the bank's {} rows; fix: pass rows below {}",
+            bank.rows(),
+            bank.rows()
+        );
+    }
+    Ok(rows)
+}
+
+/// The fault-injection hook of the reliability tests:
+/// `TANDEM_FAULT_RETRIEVAL_EVERY=N` makes every N-th retrieval fail.
+fn fault_every() -> Result<Option<usize>> {
+    match std::env::var("TANDEM_FAULT_RETRIEVAL_EVERY") {
+        Err(_) => Ok(None),
+        Ok(v) => match v.parse::<usize>() {
+            Ok(n) if n >= 1 => Ok(Some(n)),
+            _ => bail!(
+                "TANDEM_FAULT_RETRIEVAL_EVERY={v:?}; fix: set it to a positive integer or unset it"
+            ),
+        },
+    }
+}
+
+/// A retriever whose every `every`-th call fails (fault injection).
+struct Faulty<'a> {
+    inner: &'a dyn Retriever,
+    every: usize,
+    calls: Cell<usize>,
+}
+
+impl Retriever for Faulty<'_> {
+    fn candidates(
+        &self,
+        context: &[Vec<f32>],
+        v: &[f32],
+        exclude: &[u32],
+        k: usize,
+    ) -> std::result::Result<Vec<Candidate>, String> {
+        let n = self.calls.get() + 1;
+        self.calls.set(n);
+        if n % self.every == 0 {
+            return Err(format!(
+                "injected fault on call {n} (TANDEM_FAULT_RETRIEVAL_EVERY={})",
+                self.every
+            ));
+        }
+        self.inner.candidates(context, v, exclude, k)
+    }
 }

@@ -45,6 +45,9 @@ enum Cmd {
     Demo(demo::DemoArgs),
     /// Train a two-tower retriever (crash-only: checkpoints, exact resume).
     Train(Box<train_cmd::TrainArgs>),
+    /// Next-vector models (LVMs): train one for `tandem generate`.
+    #[command(subcommand)]
+    Lvm(train_cmd::LvmCmd),
     /// Apply a trained query tower: query vectors and a TREC ranking.
     Encode(train_cmd::EncodeArgs),
     /// Generate vectors with a next-vector model and the SNAP / BLEND / NOVEL decoder.
@@ -70,6 +73,7 @@ fn main() -> ExitCode {
         Cmd::Baseline(a) => data_cmd::run_baseline(a),
         Cmd::Demo(a) => demo::run(a),
         Cmd::Train(a) => train_cmd::run_train(*a),
+        Cmd::Lvm(c) => train_cmd::run_lvm(c),
         Cmd::Encode(a) => train_cmd::run_encode(a),
         Cmd::Generate(a) => generate_cmd::run(a),
     };

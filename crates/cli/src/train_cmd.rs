@@ -3,13 +3,13 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use clap::Args;
+use clap::{Args, Subcommand};
 use serde::Serialize;
 use tandem_bank::write_npy;
 use tandem_data::{Dataset, Split};
 use tandem_io::Overwrite;
 use tandem_train::encode::{encode_examples, write_ranking};
-use tandem_train::{train, Resume, Stop, TrainConfig};
+use tandem_train::{train, Resume, Stop, Task, TrainConfig};
 
 /// Train a two-tower retriever. Every key of the config file is also a
 /// flag; flags win over the file, the file over the defaults. Rerunning the
@@ -36,14 +36,22 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     out: Option<PathBuf>,
-    /// Query tower: mean, attention, gru, lstm [default: gru].
+    /// Query tower: mean, attention, gru, lstm, transformer [default: gru].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     kind: Option<String>,
-    /// Hidden size of the GRU/LSTM/attention; 0 = the bank's dimension [default: 0].
+    /// Hidden size of the GRU/LSTM/attention/transformer; 0 = the bank's dimension [default: 0].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     hidden: Option<usize>,
+    /// Transformer blocks (kind transformer) [default: 2].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    layers: Option<usize>,
+    /// Attention heads per transformer block (kind transformer) [default: 4].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    heads: Option<usize>,
     /// Linear projection after pooling [default: true].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -198,9 +206,50 @@ pub struct TrainArgs {
     device: Option<String>,
 }
 
-/// Merges the defaults, the config file and the flags.
-fn config_of(args: &TrainArgs) -> Result<TrainConfig> {
-    let mut table = match &args.config {
+/// Next-vector models (LVMs).
+#[derive(Debug, Subcommand)]
+pub enum LvmCmd {
+    /// Train a next-vector model (LVM): it predicts the next bank vector of a
+    /// sequence. The keys and flags are those of `tandem train`, with an LVM's
+    /// defaults: task lvm, doc identity, --loss-cosine 1 --loss-infonce 0.1,
+    /// --ks 1,5,10 (reported as hit@k), --best-metric cosine, --out runs/lvm.
+    /// Rerunning the same command on the same --out resumes.
+    Train(Box<TrainArgs>),
+}
+
+/// The defaults `tandem lvm train` puts under the config file and the flags.
+fn lvm_defaults() -> toml::Table {
+    let mut t = toml::Table::new();
+    t.insert("task".into(), "lvm".into());
+    t.insert("loss_cosine".into(), 1.0.into());
+    t.insert("loss_infonce".into(), 0.1.into());
+    t.insert("best_metric".into(), "cosine".into());
+    t.insert(
+        "ks".into(),
+        toml::Value::Array(vec![1.into(), 5.into(), 10.into()]),
+    );
+    t.insert("out".into(), "runs/lvm".into());
+    t
+}
+
+/// `tandem lvm ...`.
+pub fn run_lvm(cmd: LvmCmd) -> Result<()> {
+    match cmd {
+        LvmCmd::Train(args) => {
+            let cfg = config_of(&args, lvm_defaults())?;
+            if cfg.task != Task::Lvm {
+                bail!("task = {} in the config of `tandem lvm train`; fix: remove the task key (an LVM run has task lvm) or use `tandem train` for a retriever", cfg.task);
+            }
+            train_with(&args, &cfg)
+        }
+    }
+}
+
+/// Merges `base` (the command's defaults over TrainConfig's), the config
+/// file and the flags, later ones winning.
+fn config_of(args: &TrainArgs, base: toml::Table) -> Result<TrainConfig> {
+    let mut table = base;
+    let file = match &args.config {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|e| {
                 anyhow::anyhow!("{}: cannot read the config file ({e}); fix: pass --config an existing TOML file", path.display())
@@ -211,6 +260,7 @@ fn config_of(args: &TrainArgs) -> Result<TrainConfig> {
         }
         None => toml::Table::new(),
     };
+    table.extend(file);
     let flags = toml::Table::try_from(args).context("flags")?;
     table.extend(flags);
     let cfg = TrainConfig::from_toml(Path::new("command line"), &toml::to_string(&table)?)?;
@@ -222,7 +272,12 @@ fn config_of(args: &TrainArgs) -> Result<TrainConfig> {
 
 /// `tandem train`.
 pub fn run_train(args: TrainArgs) -> Result<()> {
-    let cfg = config_of(&args)?;
+    let cfg = config_of(&args, toml::Table::new())?;
+    train_with(&args, &cfg)
+}
+
+/// Trains `cfg` (resuming as the flags say) and prints the test table.
+fn train_with(args: &TrainArgs, cfg: &TrainConfig) -> Result<()> {
     let resume = if args.force {
         Resume::Restart
     } else if args.resume {
@@ -230,7 +285,7 @@ pub fn run_train(args: TrainArgs) -> Result<()> {
     } else {
         Resume::Auto
     };
-    let out = train(&cfg, resume)?;
+    let out = train(cfg, resume)?;
     if out.stop == Stop::Signal {
         return Ok(());
     }

@@ -1,5 +1,6 @@
 //! The on-disk sequence dataset (see `docs/dataset-format.md`): a directory
-//! with `dataset.json`, a bank, an optional `ids.txt` and `sequences.jsonl`.
+//! with `dataset.json`, a bank, an optional `ids.txt`, `sequences.jsonl` and
+//! an optional `texts.jsonl`.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -12,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use tandem_bank::{Bank, OpenOptions, Vectors};
 use tandem_io::Overwrite;
 
+use crate::texts::{write_texts, Texts, TEXTS_FILE};
 use crate::DataError;
 
 /// The `format` field of every `dataset.json`.
@@ -341,6 +343,17 @@ impl Dataset {
     pub fn examples(&self, split: Split) -> impl Iterator<Item = Example<'_>> + '_ {
         examples_of(&self.sequences, split, self.manifest.context)
     }
+
+    /// The text of every bank row, from the dataset's `texts.jsonl`, indexed
+    /// and checked to hold one line per row; `None` when the dataset has no
+    /// such file.
+    pub fn texts(&self) -> Result<Option<Texts>, DataError> {
+        let path = self.dir.join(TEXTS_FILE);
+        if !path.exists() {
+            return Ok(None);
+        }
+        Texts::open(&path, self.manifest.rows).map(Some)
+    }
 }
 
 fn read_manifest(dir: &Path) -> Result<Manifest, DataError> {
@@ -487,6 +500,8 @@ pub struct DatasetParts<'a> {
     pub dtype: &'static str,
     /// One id per bank row, written to `ids.txt`.
     pub ids: Option<&'a [String]>,
+    /// One text per bank row, written to `texts.jsonl`.
+    pub texts: Option<&'a [String]>,
     /// The sequences.
     pub sequences: &'a [Sequence],
     /// Context length L.
@@ -605,6 +620,11 @@ fn fill_stage(
         }
         Ok(())
     })?;
+    if let Some(texts) = parts.texts {
+        tandem_io::write_atomic(&stage.join(TEXTS_FILE), Overwrite::Refuse, |w| {
+            write_texts(w, texts)
+        })?;
+    }
     let manifest = Manifest {
         format: FORMAT_NAME.to_string(),
         version: FORMAT_VERSION,
@@ -622,6 +642,7 @@ fn fill_stage(
     tandem_io::write_bytes_atomic(&stage.join(MANIFEST_FILE), Overwrite::Refuse, &json)?;
     // Check what was written the way every reader will.
     let staged = Dataset::open(stage)?;
+    staged.texts()?;
     Ok(staged.manifest)
 }
 
@@ -792,6 +813,7 @@ mod tests {
             dim: 2,
             dtype: "float32",
             ids: None,
+            texts: None,
             sequences: &seqs,
             context: 2,
             provenance: Provenance {

@@ -369,6 +369,7 @@ pub fn import_npz(opts: &ImportOptions<'_>) -> Result<Manifest, DataError> {
         dim,
         dtype,
         ids: None,
+        texts: None,
         sequences: &sequences,
         context: l,
         provenance,

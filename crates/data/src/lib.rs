@@ -6,6 +6,8 @@
 //! [`Example`] whose context is the up to L rows before it.
 //!
 //! * [`Dataset::open`] loads and validates a dataset;
+//! * [`Texts`] reads the text of a bank row from a `texts.jsonl` file
+//!   ([`Dataset::texts`]);
 //! * [`from_sentences`] builds one from a sentences file and its vectors;
 //! * [`synth`] generates a seeded synthetic world;
 //! * [`baseline()`] scores the last-vector and mean-of-context queries.
@@ -16,6 +18,7 @@ mod format;
 pub mod import;
 pub mod sentences;
 pub mod synth;
+mod texts;
 
 pub use baseline::{baseline, BaselineReport, QueryKind};
 pub use error::{DataError, Place};
@@ -26,6 +29,7 @@ pub use format::{
     SEQUENCES_FILE,
 };
 pub use sentences::{from_sentences, SentencesOptions};
+pub use texts::{Texts, TEXTS_FILE};
 
 /// The tool and version recorded in every dataset's provenance.
 pub const TOOL: &str = concat!("tandem-data ", env!("CARGO_PKG_VERSION"));

@@ -1,6 +1,6 @@
 //! Build a dataset from ordered sentences (`{"doc_id", "idx", "text"}` per
 //! line, grouped by document, in reading order) and their vectors (row i =
-//! line i).
+//! line i). The dataset keeps the sentence texts in `texts.jsonl`.
 
 use std::collections::HashMap;
 use std::fs;
@@ -41,14 +41,27 @@ pub struct SentencesOptions<'a> {
 struct SentenceLine {
     doc_id: serde_json::Value,
     idx: u64,
+    text: String,
 }
 
-/// The documents of a sentences file: one sequence per document, rows =
-/// line numbers (0-based), split by document ordinal; plus one id per line.
-pub fn read_sentence_docs(path: &Path) -> Result<(Vec<Sequence>, Vec<String>), DataError> {
+/// What a sentences file holds, row i = line i.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentenceDocs {
+    /// One sequence per document, rows = line numbers (0-based), split by
+    /// document ordinal.
+    pub sequences: Vec<Sequence>,
+    /// One id per line: `DOC#IDX`.
+    pub ids: Vec<String>,
+    /// One text per line.
+    pub texts: Vec<String>,
+}
+
+/// Read and check a sentences file (see the module docs).
+pub fn read_sentence_docs(path: &Path) -> Result<SentenceDocs, DataError> {
     let file = fs::File::open(path).map_err(|e| DataError::io(path, e))?;
     let mut sequences: Vec<Sequence> = Vec::new();
     let mut ids = Vec::new();
+    let mut texts = Vec::new();
     // doc id -> (first line, last line) of its sentences, 1-based.
     let mut lines_of: HashMap<String, (usize, usize)> = HashMap::new();
     let mut last_idx = 0u64;
@@ -113,6 +126,7 @@ pub fn read_sentence_docs(path: &Path) -> Result<(Vec<Sequence>, Vec<String>), D
         }
         last_idx = raw.idx;
         ids.push(format!("{doc}#{}", raw.idx));
+        texts.push(raw.text);
     }
     if sequences.is_empty() {
         return Err(DataError::invalid(
@@ -121,22 +135,26 @@ pub fn read_sentence_docs(path: &Path) -> Result<(Vec<Sequence>, Vec<String>), D
             "give a non-empty sentences file",
         ));
     }
-    Ok((sequences, ids))
+    Ok(SentenceDocs {
+        sequences,
+        ids,
+        texts,
+    })
 }
 
 /// Build a dataset from a sentences file and its vectors (see the module docs).
 pub fn from_sentences(opts: &SentencesOptions<'_>) -> Result<Manifest, DataError> {
     check_output_dir(opts.out, opts.overwrite)?;
     let bank = Bank::open(opts.vectors, &OpenOptions::default())?;
-    let (sequences, ids) = read_sentence_docs(opts.sentences)?;
-    if ids.len() != bank.rows() {
+    let docs = read_sentence_docs(opts.sentences)?;
+    if docs.ids.len() != bank.rows() {
         return Err(DataError::invalid(
             opts.vectors,
             format!(
                 "holds {} vectors but {} has {} sentence lines",
                 bank.rows(),
                 opts.sentences.display(),
-                ids.len()
+                docs.ids.len()
             ),
             "row i of the vectors must embed line i of the sentences; re-embed the sentences file",
         ));
@@ -165,8 +183,9 @@ pub fn from_sentences(opts: &SentencesOptions<'_>) -> Result<Manifest, DataError
         rows: bank.rows(),
         dim: bank.dim(),
         dtype: bank.dtype().name(),
-        ids: Some(&ids),
-        sequences: &sequences,
+        ids: Some(&docs.ids),
+        texts: Some(&docs.texts),
+        sequences: &docs.sequences,
         context: opts.context,
         provenance,
     };
@@ -177,7 +196,7 @@ pub fn from_sentences(opts: &SentencesOptions<'_>) -> Result<Manifest, DataError
 mod tests {
     use super::*;
 
-    fn docs(text: &str) -> Result<(Vec<Sequence>, Vec<String>), DataError> {
+    fn docs(text: &str) -> Result<SentenceDocs, DataError> {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("s.jsonl");
         fs::write(&p, text).unwrap();
@@ -189,15 +208,18 @@ mod tests {
         let mut text = String::new();
         for d in 0..12 {
             for i in 0..3 {
-                text += &format!("{{\"doc_id\": \"d{d}\", \"idx\": {i}, \"text\": \"t\"}}\n");
+                text +=
+                    &format!("{{\"doc_id\": \"d{d}\", \"idx\": {i}, \"text\": \"t{d}.{i}\"}}\n");
             }
         }
-        let (seqs, ids) = docs(&text).unwrap();
-        assert_eq!(seqs.len(), 12);
-        assert_eq!(ids.len(), 36);
-        assert_eq!(ids[4], "d1#1");
-        assert_eq!(seqs[1].rows, vec![3, 4, 5]);
-        let splits: Vec<Split> = seqs.iter().map(|s| s.split).collect();
+        let docs = docs(&text).unwrap();
+        assert_eq!(docs.sequences.len(), 12);
+        assert_eq!(docs.ids.len(), 36);
+        assert_eq!(docs.ids[4], "d1#1");
+        assert_eq!(docs.texts[4], "t1.1");
+        assert_eq!(docs.texts.len(), 36);
+        assert_eq!(docs.sequences[1].rows, vec![3, 4, 5]);
+        let splits: Vec<Split> = docs.sequences.iter().map(|s| s.split).collect();
         assert_eq!(&splits[..3], &[Split::Test, Split::Val, Split::Train]);
         assert_eq!(splits[10], Split::Test);
         assert_eq!(splits[11], Split::Val);
@@ -205,21 +227,32 @@ mod tests {
 
     #[test]
     fn rejects_scattered_documents_and_bad_order() {
-        let e = docs("{\"doc_id\":\"a\",\"idx\":0}\n{\"doc_id\":\"b\",\"idx\":0}\n{\"doc_id\":\"a\",\"idx\":1}\n")
+        let e = docs("{\"doc_id\":\"a\",\"idx\":0,\"text\":\"\"}\n{\"doc_id\":\"b\",\"idx\":0,\"text\":\"\"}\n{\"doc_id\":\"a\",\"idx\":1,\"text\":\"\"}\n")
             .unwrap_err()
             .to_string();
         assert!(
             e.contains("s.jsonl:3") && e.contains("lines 1-1") && e.contains("not contiguous"),
             "{e}"
         );
-        let e = docs("{\"doc_id\":7,\"idx\":2}\n{\"doc_id\":7,\"idx\":1}\n")
-            .unwrap_err()
-            .to_string();
+        let e = docs(
+            "{\"doc_id\":7,\"idx\":2,\"text\":\"\"}\n{\"doc_id\":7,\"idx\":1,\"text\":\"\"}\n",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(
             e.contains("s.jsonl:2") && e.contains("does not increase"),
             "{e}"
         );
-        let e = docs("{\"doc_id\":\"a\"}\n").unwrap_err().to_string();
+        let e = docs("{\"doc_id\":\"a\",\"text\":\"\"}\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("s.jsonl:1") && e.contains("idx"), "{e}");
+        let e = docs("{\"doc_id\":\"a\",\"idx\":0}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("s.jsonl:1") && e.contains("missing field `text`"),
+            "{e}"
+        );
     }
 }

@@ -372,6 +372,7 @@ pub fn write_synth(
         dim: cfg.dim,
         dtype: "float16",
         ids: Some(&world.ids),
+        texts: None,
         sequences: &world.sequences,
         context: cfg.context,
         provenance,

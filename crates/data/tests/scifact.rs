@@ -3,22 +3,37 @@
 use std::path::PathBuf;
 
 use tandem_data::{
-    baseline, from_sentences, Dataset, QueryKind, SentencesOptions, Split, DEFAULT_CONTEXT,
+    baseline, from_sentences, Dataset, QueryKind, SentencesOptions, Split, Texts, DEFAULT_CONTEXT,
 };
 use tandem_io::Overwrite;
 
+/// `shared/data/scifact-abstracts`, or `None` (after a note) when the shared
+/// data folder is absent.
 fn scifact() -> Option<PathBuf> {
-    let dir =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/scifact-abstracts");
-    if dir.join("sentences.jsonl").is_file() {
-        Some(dir)
-    } else {
-        eprintln!(
-            "skipped: {} is absent (the shared data folder beside the repository)",
-            dir.display()
-        );
-        None
-    }
+    tandem_io::shared_data(env!("CARGO_MANIFEST_DIR")).map(|d| d.join("scifact-abstracts"))
+}
+
+/// The `text` field of the first line of the sentences file.
+fn first_text(sentences: &std::path::Path) -> String {
+    let all = std::fs::read_to_string(sentences).unwrap();
+    let first: serde_json::Value = serde_json::from_str(all.lines().next().unwrap()).unwrap();
+    first["text"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn the_sentences_file_is_a_texts_file() {
+    let Some(src) = scifact() else { return };
+    let sentences = src.join("sentences.jsonl");
+    let texts = Texts::open(&sentences, 22_520).unwrap();
+    let first = first_text(&sentences);
+    assert!(first.starts_with("ID elements are short interspersed elements"));
+    assert_eq!(texts.get(0).unwrap(), first);
+    assert!(!texts.get(22_519).unwrap().is_empty());
+    let e = Texts::open(&sentences, 22_521).unwrap_err().to_string();
+    assert!(
+        e.contains("holds 22520 lines, but the bank has 22521 rows"),
+        "{e}"
+    );
 }
 
 /// The reference table of shared/data/README.md (numpy/PyTorch).
@@ -58,6 +73,14 @@ fn scifact_counts_and_baselines_match_the_reference() {
     );
 
     let ds = Dataset::open(&out).unwrap();
+    let texts = ds
+        .texts()
+        .unwrap()
+        .expect("from_sentences writes texts.jsonl");
+    assert_eq!(
+        texts.get(0).unwrap(),
+        first_text(&src.join("sentences.jsonl"))
+    );
     let report = baseline(&ds, Split::Test, &[1, 5, 10, 50, 100, 500]).unwrap();
     assert_eq!(report.examples, 2_084);
     for (kind, expected) in REFERENCE {

@@ -25,8 +25,15 @@ pub struct Candidate {
 /// Where candidates come from: the bank searched with `v` itself, or with a
 /// query tower over the context. An error is a message naming the cause.
 pub trait Retriever {
-    /// Up to `k` candidates for the proposal `v`, never one of `exclude`.
-    fn candidates(&self, v: &[f32], exclude: &[u32], k: usize) -> Result<Vec<Candidate>, String>;
+    /// Up to `k` candidates for the proposal `v` made from `context`
+    /// (oldest first), never one of `exclude`.
+    fn candidates(
+        &self,
+        context: &[Vec<f32>],
+        v: &[f32],
+        exclude: &[u32],
+        k: usize,
+    ) -> Result<Vec<Candidate>, String>;
 }
 
 /// What a step decided.
@@ -77,7 +84,8 @@ fn norm(v: &[f32]) -> f32 {
     v.iter().map(|x| x * x).sum::<f32>().sqrt()
 }
 
-fn cosine(a: &[f32], b: &[f32]) -> f32 {
+/// The cosine of `a` and `b` (0 when either is zero).
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
     let d: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
     d / (norm(a) * norm(b)).max(1e-12)
 }
@@ -114,13 +122,20 @@ impl Decoder {
         }
     }
 
-    /// Decides one step for the proposal `v` under `lane`.
-    pub fn step(&mut self, lane: &Lane, v: &[f32], retriever: &dyn Retriever) -> Step {
-        let exclude: Vec<u32> = self.recent.iter().copied().collect();
+    /// The candidate closest to `v` among those `retriever` offers for
+    /// `context` and `v` (rows in `exclude` left out), with its cosine to
+    /// `v`; or why there is none (a failed or slow retrieval, no candidate).
+    pub fn best(
+        &self,
+        retriever: &dyn Retriever,
+        context: &[Vec<f32>],
+        v: &[f32],
+        exclude: &[u32],
+    ) -> Result<(f32, Candidate), String> {
         let t = Instant::now();
-        let found = retriever.candidates(v, &exclude, self.settings.k);
+        let found = retriever.candidates(context, v, exclude, self.settings.k);
         let elapsed = t.elapsed();
-        let best = match found {
+        match found {
             Err(e) => Err(format!("retrieval failed: {e}")),
             Ok(_) if elapsed > self.settings.budget => Err(format!(
                 "retrieval took {:.1} ms, over the {:.1} ms budget",
@@ -133,54 +148,20 @@ impl Decoder {
                 .map(|c| (cosine(v, &c.vector), c))
                 .max_by(|a, b| a.0.total_cmp(&b.0).then(b.1.row.cmp(&a.1.row)))
                 .ok_or_else(|| "retrieval returned no candidate".to_string()),
-        };
-        let step = match best {
-            Err(reason) => Step {
-                decision: Decision::Novel,
-                cosine: None,
-                lane: lane.name.clone(),
-                row: None,
-                alpha: None,
-                fallback: Some(reason),
-                vector: unit(v),
-            },
-            Ok((c, cand)) if c >= lane.snap => Step {
-                decision: Decision::Snap,
-                cosine: Some(c),
-                lane: lane.name.clone(),
-                row: Some(cand.row),
-                alpha: None,
-                fallback: None,
-                vector: unit(&cand.vector),
-            },
-            Ok((c, _)) if c <= lane.novel => Step {
-                decision: Decision::Novel,
-                cosine: Some(c),
-                lane: lane.name.clone(),
-                row: None,
-                alpha: None,
-                fallback: None,
-                vector: unit(v),
-            },
-            Ok((c, cand)) => {
-                let a = lane.alpha(c);
-                let (uc, uv) = (unit(&cand.vector), unit(v));
-                let mixed: Vec<f32> = uc
-                    .iter()
-                    .zip(&uv)
-                    .map(|(x, y)| a * x + (1.0 - a) * y)
-                    .collect();
-                Step {
-                    decision: Decision::Blend,
-                    cosine: Some(c),
-                    lane: lane.name.clone(),
-                    row: Some(cand.row),
-                    alpha: Some(a),
-                    fallback: None,
-                    vector: unit(&mixed),
-                }
-            }
-        };
+        }
+    }
+
+    /// Decides one step under `lane` for the proposal `v` made from
+    /// `context` (oldest first), records it and returns it.
+    pub fn step(
+        &mut self,
+        lane: &Lane,
+        context: &[Vec<f32>],
+        v: &[f32],
+        retriever: &dyn Retriever,
+    ) -> Step {
+        let exclude: Vec<u32> = self.recent.iter().copied().collect();
+        let step = decide(lane, v, self.best(retriever, context, v, &exclude));
         if step.decision == Decision::Snap {
             if let Some(r) = step.row {
                 self.recent.push_back(r);
@@ -197,6 +178,54 @@ impl Decoder {
     pub fn telemetry(&self) -> &Telemetry {
         &self.telemetry
     }
+}
+
+/// The step `lane` takes for the proposal `v` given the best candidate (or
+/// why there is none): the SNAP / BLEND / NOVEL rule of the module docs.
+pub fn decide(lane: &Lane, v: &[f32], best: Result<(f32, Candidate), String>) -> Step {
+    let step = |decision, cosine, row, alpha, fallback, vector| Step {
+        decision,
+        cosine,
+        lane: lane.name.clone(),
+        row,
+        alpha,
+        fallback,
+        vector,
+    };
+    match best {
+        Err(reason) => step(Decision::Novel, None, None, None, Some(reason), unit(v)),
+        Ok((c, cand)) if c >= lane.snap => step(
+            Decision::Snap,
+            Some(c),
+            Some(cand.row),
+            None,
+            None,
+            unit(&cand.vector),
+        ),
+        Ok((c, _)) if c <= lane.novel => step(Decision::Novel, Some(c), None, None, None, unit(v)),
+        Ok((c, cand)) => {
+            let a = lane.alpha(c);
+            step(
+                Decision::Blend,
+                Some(c),
+                Some(cand.row),
+                Some(a),
+                None,
+                blend(a, &cand.vector, v),
+            )
+        }
+    }
+}
+
+/// `normalize(a * unit(cand) + (1 - a) * unit(v))`.
+pub fn blend(a: f32, cand: &[f32], v: &[f32]) -> Vec<f32> {
+    let (uc, uv) = (unit(cand), unit(v));
+    let mixed: Vec<f32> = uc
+        .iter()
+        .zip(&uv)
+        .map(|(x, y)| a * x + (1.0 - a) * y)
+        .collect();
+    unit(&mixed)
 }
 
 /// Decision counts per lane, mean cosine, fallbacks.

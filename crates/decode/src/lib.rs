@@ -5,12 +5,15 @@
 
 mod decoder;
 mod error;
+mod eval;
 mod generate;
 mod lane;
 
 pub use decoder::{
-    Candidate, Decision, DecodeSettings, Decoder, LaneTelemetry, Retriever, Step, Telemetry,
+    blend, cosine, decide, Candidate, Decision, DecodeSettings, Decoder, LaneTelemetry, Retriever,
+    Step, Telemetry,
 };
 pub use error::DecodeError;
-pub use generate::{generate, propose, BankRetriever};
+pub use eval::{Case, Evaluation, Outcome, Summary, SweepRow, Tally};
+pub use generate::{generate, propose, BankRetriever, TowerRetriever};
 pub use lane::{profiles, Blend, Lane, Lanes};

@@ -15,7 +15,13 @@ fn at_cos(c: f32) -> Vec<f32> {
 struct Bank(Vec<Vec<f32>>);
 
 impl Retriever for Bank {
-    fn candidates(&self, v: &[f32], exclude: &[u32], k: usize) -> Result<Vec<Candidate>, String> {
+    fn candidates(
+        &self,
+        _: &[Vec<f32>],
+        v: &[f32],
+        exclude: &[u32],
+        k: usize,
+    ) -> Result<Vec<Candidate>, String> {
         let mut c: Vec<Candidate> = self
             .0
             .iter()
@@ -36,7 +42,13 @@ impl Retriever for Bank {
 struct Failing;
 
 impl Retriever for Failing {
-    fn candidates(&self, _: &[f32], _: &[u32], _: usize) -> Result<Vec<Candidate>, String> {
+    fn candidates(
+        &self,
+        _: &[Vec<f32>],
+        _: &[f32],
+        _: &[u32],
+        _: usize,
+    ) -> Result<Vec<Candidate>, String> {
         Err("index file vanished".into())
     }
 }
@@ -44,9 +56,15 @@ impl Retriever for Failing {
 struct Slow(Bank);
 
 impl Retriever for Slow {
-    fn candidates(&self, v: &[f32], exclude: &[u32], k: usize) -> Result<Vec<Candidate>, String> {
+    fn candidates(
+        &self,
+        _: &[Vec<f32>],
+        v: &[f32],
+        exclude: &[u32],
+        k: usize,
+    ) -> Result<Vec<Candidate>, String> {
         std::thread::sleep(Duration::from_millis(30));
-        self.0.candidates(v, exclude, k)
+        self.0.candidates(&[], v, exclude, k)
     }
 }
 
@@ -81,7 +99,7 @@ fn thresholds_decide_snap_blend_novel() {
     ] {
         let mut d = Decoder::new(settings());
         let v = at_cos(c);
-        let step = d.step(&lane, &v, &bank);
+        let step = d.step(&lane, &[], &v, &bank);
         assert_eq!(step.decision, want, "cosine {c}");
         assert!((step.cosine.unwrap() - c).abs() < 1e-5);
         let emitted_norm: f32 = step.vector.iter().map(|x| x * x).sum::<f32>().sqrt();
@@ -111,7 +129,7 @@ fn a_fixed_blend_weight_is_used_as_given() {
     };
     lane.check().unwrap();
     let bank = Bank(vec![vec![1.0, 0.0, 0.0]]);
-    let step = Decoder::new(settings()).step(&lane, &at_cos(0.9), &bank);
+    let step = Decoder::new(settings()).step(&lane, &[], &at_cos(0.9), &bank);
     assert_eq!(step.decision, Decision::Blend);
     assert_eq!(step.alpha, Some(0.5));
     // The same cosine snaps in a creative lane (0.90) but not in legal (0.94).
@@ -120,7 +138,7 @@ fn a_fixed_blend_weight_is_used_as_given() {
         .get("creative")
         .unwrap()
         .clone();
-    let step = Decoder::new(settings()).step(&creative, &at_cos(0.905), &bank);
+    let step = Decoder::new(settings()).step(&creative, &[], &at_cos(0.905), &bank);
     assert_eq!(step.decision, Decision::Snap);
 }
 
@@ -130,17 +148,17 @@ fn the_window_keeps_a_row_from_snapping_again() {
     let bank = Bank(vec![vec![1.0, 0.0, 0.0], at_cos(0.95)]);
     let mut d = Decoder::new(settings());
     let v = vec![1.0, 0.0, 0.0];
-    assert_eq!(d.step(&lane, &v, &bank).row, Some(0));
+    assert_eq!(d.step(&lane, &[], &v, &bank).row, Some(0));
     // Row 0 is in the window: the next best row is offered.
-    let second = d.step(&lane, &v, &bank);
+    let second = d.step(&lane, &[], &v, &bank);
     assert_eq!((second.decision, second.row), (Decision::Snap, Some(1)));
     // Both in the window (W = 2): nothing left, NOVEL with the reason.
-    let third = d.step(&lane, &v, &bank);
+    let third = d.step(&lane, &[], &v, &bank);
     assert_eq!(third.decision, Decision::Novel);
     assert!(third.fallback.unwrap().contains("no candidate"));
     // The window holds the last W = 2 snaps (rows 0 and 1) until others
     // replace them: a NOVEL step does not free them.
-    assert_eq!(d.step(&lane, &v, &bank).decision, Decision::Novel);
+    assert_eq!(d.step(&lane, &[], &v, &bank).decision, Decision::Novel);
 }
 
 #[test]
@@ -148,7 +166,7 @@ fn failing_and_slow_retrieval_go_novel_with_the_reason() {
     let lane = neutral();
     let mut d = Decoder::new(settings());
     let v = at_cos(0.99);
-    let step = d.step(&lane, &v, &Failing);
+    let step = d.step(&lane, &[], &v, &Failing);
     assert_eq!(step.decision, Decision::Novel);
     assert!(step
         .fallback
@@ -160,7 +178,7 @@ fn failing_and_slow_retrieval_go_novel_with_the_reason() {
         "the proposal is emitted"
     );
     let slow = Slow(Bank(vec![vec![1.0, 0.0, 0.0]]));
-    let step = d.step(&lane, &v, &slow);
+    let step = d.step(&lane, &[], &v, &slow);
     assert_eq!(step.decision, Decision::Novel);
     assert!(step.fallback.as_deref().unwrap().contains("budget"));
     let t = &d.telemetry().lanes["neutral"];
@@ -188,7 +206,7 @@ fn telemetry_counts_per_lane() {
         ("neutral", 0.93),
         ("neutral", 0.5),
     ] {
-        d.step(lanes.get(lane).unwrap(), &at_cos(c), &bank);
+        d.step(lanes.get(lane).unwrap(), &[], &at_cos(c), &bank);
     }
     let t = d.telemetry();
     let legal = &t.lanes["legal"];

@@ -51,6 +51,8 @@ fn main() {
         projection: true,
         residual: Residual::Mean,
         doc: DocTower::Identity,
+        layers: ModelConfig::DEFAULT_LAYERS,
+        heads: ModelConfig::DEFAULT_HEADS,
     };
     let mut model = Model::new(cfg, 0).unwrap();
     let mut opt = AdamW::new(AdamWConfig::default(), model.params());

@@ -1,9 +1,10 @@
 //! tandem-nn: two-tower retrieval models on the CPU with hand-derived
 //! gradients over AVX-512 `gemm`.
 //!
-//! - query towers `mean`, `attention`, `gru`, `lstm` with PyTorch's parameter
-//!   names, shapes and default initialisation (a trained tower loads in
-//!   PyTorch), optional projection and residual, L2-normalised output;
+//! - query towers `mean`, `attention`, `gru`, `lstm`, `transformer` with
+//!   PyTorch's parameter names, shapes and default initialisation (a
+//!   trained tower loads in PyTorch), optional projection and residual,
+//!   L2-normalised output;
 //! - doc towers `identity` and `linear`;
 //! - InfoNCE with temperature and margin over shared candidates with
 //!   per-query validity;
@@ -25,6 +26,7 @@ mod params;
 mod pool;
 mod rnn;
 mod simd;
+mod transformer;
 
 pub use error::NnError;
 pub use loss::{InfoNce, LossInput, LossOutput, Regression};

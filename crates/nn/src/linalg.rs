@@ -7,6 +7,10 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use rand_chacha::ChaCha8Rng;
+
+use crate::params::{Params, Slot};
+
 static THREADS: AtomicUsize = AtomicUsize::new(1);
 
 /// Sets the number of threads matrix products use (at least 1).
@@ -139,6 +143,79 @@ pub fn add_col_sums(out: &mut [f32], x: &[f32]) {
     for row in x.chunks_exact(out.len()) {
         for (o, v) in out.iter_mut().zip(row) {
             *o += v;
+        }
+    }
+}
+
+/// A `torch.nn.Linear(inp, out)` whose `weight [out, inp]` and `bias [out]`
+/// live in a [`Params`]: `y = x W^T + b` over the rows of `x`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Linear {
+    pub(crate) w: Slot,
+    pub(crate) b: Slot,
+    pub(crate) inp: usize,
+    pub(crate) out: usize,
+}
+
+impl Linear {
+    /// Adds `{name}.weight` and `{name}.bias` with PyTorch's default
+    /// initialisation, `U(-1/sqrt(inp), 1/sqrt(inp))` for both.
+    pub(crate) fn init(
+        name: &str,
+        inp: usize,
+        out: usize,
+        params: &mut Params,
+        rng: &mut ChaCha8Rng,
+    ) -> Linear {
+        let k = 1.0 / (inp as f32).sqrt();
+        Linear {
+            w: params.uniform(&format!("{name}.weight"), &[out, inp], k, rng),
+            b: params.uniform(&format!("{name}.bias"), &[out], k, rng),
+            inp,
+            out,
+        }
+    }
+
+    /// `y = x W^T + b` for `x` `[n, inp]`; `y` becomes `[n, out]`.
+    pub(crate) fn forward(&self, p: &Params, x: &[f32], y: &mut Vec<f32>) {
+        let n = x.len() / self.inp;
+        y.resize(n * self.out, 0.0);
+        matmul(
+            y,
+            Mat::new(x, n, self.inp),
+            Mat::new(p.at(self.w), self.out, self.inp).t(),
+            0.0,
+        );
+        add_bias(y, p.at(self.b));
+    }
+
+    /// Adds the weight and bias gradients given `dy` (`[n, out]`), the
+    /// gradient of the output of [`Linear::forward`] on `x`; writes the
+    /// input gradient `dy W` (`[n, inp]`) into `dx` when asked.
+    pub(crate) fn backward(
+        &self,
+        p: &Params,
+        x: &[f32],
+        dy: &[f32],
+        grads: &mut Params,
+        dx: Option<&mut Vec<f32>>,
+    ) {
+        let n = dy.len() / self.out;
+        matmul(
+            grads.at_mut(self.w),
+            Mat::new(dy, n, self.out).t(),
+            Mat::new(x, n, self.inp),
+            1.0,
+        );
+        add_col_sums(grads.at_mut(self.b), dy);
+        if let Some(dx) = dx {
+            dx.resize(n * self.inp, 0.0);
+            matmul(
+                dx,
+                Mat::new(dy, n, self.out),
+                Mat::new(p.at(self.w), self.out, self.inp),
+                0.0,
+            );
         }
     }
 }

@@ -5,10 +5,11 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::linalg::{add_bias, add_col_sums, dot, matmul, Mat};
-use crate::params::{Params, Slot};
+use crate::linalg::{dot, Linear};
+use crate::params::Params;
 use crate::pool::{self, Attention, AttentionCache};
 use crate::rnn::{Cell, Rnn, RnnCache};
+use crate::transformer::{self, Transformer, TransformerCache};
 use crate::{Batch, NnError};
 
 /// `torch.nn.functional.normalize`'s epsilon.
@@ -25,6 +26,8 @@ crate::named_enum!(
         Gru = "gru",
         /// An LSTM; its last hidden state.
         Lstm = "lstm",
+        /// A causal pre-LN transformer; its final-normed last state.
+        Transformer = "transformer",
     }
 );
 
@@ -57,7 +60,8 @@ pub struct ModelConfig {
     pub kind: TowerKind,
     /// Dimension of the bank vectors.
     pub dim: usize,
-    /// Hidden size of the GRU/LSTM, or of the attention scorer.
+    /// Hidden size of the GRU/LSTM, of the attention scorer, or the
+    /// transformer's width.
     pub hidden: usize,
     /// Whether a `Linear(pooled, dim)` follows the pooling.
     pub projection: bool,
@@ -65,14 +69,34 @@ pub struct ModelConfig {
     pub residual: Residual,
     /// The doc tower.
     pub doc: DocTower,
+    /// Transformer blocks (kind `transformer` only; absent from configs
+    /// saved before it existed, hence the default).
+    #[serde(default = "default_layers")]
+    pub layers: usize,
+    /// Attention heads per transformer block (kind `transformer` only).
+    #[serde(default = "default_heads")]
+    pub heads: usize,
+}
+
+fn default_layers() -> usize {
+    ModelConfig::DEFAULT_LAYERS
+}
+
+fn default_heads() -> usize {
+    ModelConfig::DEFAULT_HEADS
 }
 
 impl ModelConfig {
+    /// The number of transformer blocks when a config does not say.
+    pub const DEFAULT_LAYERS: usize = 2;
+    /// The number of attention heads when a config does not say.
+    pub const DEFAULT_HEADS: usize = 4;
+
     /// The dimension of the pooled state.
     fn pooled_dim(&self) -> usize {
         match self.kind {
             TowerKind::Mean | TowerKind::Attention => self.dim,
-            TowerKind::Gru | TowerKind::Lstm => self.hidden,
+            TowerKind::Gru | TowerKind::Lstm | TowerKind::Transformer => self.hidden,
         }
     }
 
@@ -84,6 +108,7 @@ impl ModelConfig {
             TowerKind::Attention => h * d + 2 * h,
             TowerKind::Gru => 3 * h * (d + h) + 6 * h,
             TowerKind::Lstm => 4 * h * (d + h) + 8 * h,
+            TowerKind::Transformer => transformer::param_count(d, h, self.layers),
         };
         let proj = if self.projection {
             self.pooled_dim() * d + d
@@ -109,6 +134,9 @@ impl ModelConfig {
                 "set hidden to a positive size (the default is the bank's dimension)",
             ));
         }
+        if self.kind == TowerKind::Transformer {
+            transformer::check(self.hidden, self.layers, self.heads)?;
+        }
         if !self.projection && self.pooled_dim() != self.dim {
             return Err(NnError::config(
                 format!(
@@ -123,7 +151,7 @@ impl ModelConfig {
         if self.kind == TowerKind::Mean && !self.projection && self.doc == DocTower::Identity {
             return Err(NnError::config(
                 "a mean tower without projection and an identity doc tower has nothing to train",
-                "set projection = true, a learned kind (gru, lstm, attention) or doc = linear",
+                "set projection = true, a learned kind (gru, lstm, attention, transformer) or doc = linear",
             ));
         }
         Ok(())
@@ -135,10 +163,18 @@ impl ModelConfig {
 pub struct Model {
     cfg: ModelConfig,
     params: Params,
-    rnn: Option<Rnn>,
-    attn: Option<Attention>,
-    proj: Option<(Slot, Slot)>,
-    doc: Option<(Slot, Slot)>,
+    pool: Pool,
+    proj: Option<Linear>,
+    doc: Option<Linear>,
+}
+
+/// The pooling of the query tower, with the slots of its weights.
+#[derive(Debug, Clone)]
+enum Pool {
+    Mean,
+    Attention(Attention),
+    Rnn(Rnn),
+    Transformer(Transformer),
 }
 
 /// Reusable buffers of a query-tower forward and backward pass.
@@ -146,6 +182,7 @@ pub struct Model {
 pub struct QueryCache {
     rnn: RnnCache,
     attn: AttentionCache,
+    tf: TransformerCache,
     pooled: Vec<f32>,
     y: Vec<f32>,
     norms: Vec<f32>,
@@ -184,39 +221,39 @@ impl Model {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut params = Params::default();
         let (d, h) = (cfg.dim, cfg.hidden);
-        let (rnn, attn) = match cfg.kind {
-            TowerKind::Mean => (None, None),
-            TowerKind::Attention => (None, Some(Attention::init(d, h, &mut params, &mut rng))),
-            TowerKind::Gru => (
-                Some(Rnn::init(Cell::Gru, "gru", d, h, &mut params, &mut rng)),
-                None,
-            ),
-            TowerKind::Lstm => (
-                Some(Rnn::init(Cell::Lstm, "lstm", d, h, &mut params, &mut rng)),
-                None,
-            ),
+        let pool = match cfg.kind {
+            TowerKind::Mean => Pool::Mean,
+            TowerKind::Attention => Pool::Attention(Attention::init(d, h, &mut params, &mut rng)),
+            TowerKind::Gru => Pool::Rnn(Rnn::init(Cell::Gru, "gru", d, h, &mut params, &mut rng)),
+            TowerKind::Lstm => {
+                Pool::Rnn(Rnn::init(Cell::Lstm, "lstm", d, h, &mut params, &mut rng))
+            }
+            TowerKind::Transformer => Pool::Transformer(Transformer::init(
+                d,
+                h,
+                cfg.layers,
+                cfg.heads,
+                &mut params,
+                &mut rng,
+            )),
         };
-        let proj = cfg.projection.then(|| {
-            let inp = cfg.pooled_dim();
-            let k = 1.0 / (inp as f32).sqrt();
-            (
-                params.uniform("proj.weight", &[d, inp], k, &mut rng),
-                params.uniform("proj.bias", &[d], k, &mut rng),
-            )
-        });
+        let proj = cfg
+            .projection
+            .then(|| Linear::init("proj", cfg.pooled_dim(), d, &mut params, &mut rng));
         let doc = (cfg.doc == DocTower::Linear).then(|| {
             let mut eye = vec![0.0; d * d];
             (0..d).for_each(|i| eye[i * d + i] = 1.0);
-            (
-                params.push("doc.weight", &[d, d], eye),
-                params.push("doc.bias", &[d], vec![0.0; d]),
-            )
+            Linear {
+                w: params.push("doc.weight", &[d, d], eye),
+                b: params.push("doc.bias", &[d], vec![0.0; d]),
+                inp: d,
+                out: d,
+            }
         });
         Ok(Model {
             cfg,
             params,
-            rnn,
-            attn,
+            pool,
             proj,
             doc,
         })
@@ -241,25 +278,16 @@ impl Model {
     /// (`cache.queries()`), keeping what the backward pass needs.
     pub fn forward_queries(&self, batch: &Batch<'_>, cache: &mut QueryCache) {
         batch.check(self.cfg.dim);
-        let (b, d) = (batch.rows(), self.cfg.dim);
+        let d = self.cfg.dim;
         let p = &self.params;
-        match (&self.rnn, &self.attn) {
-            (Some(rnn), _) => rnn.forward(p, batch, &mut cache.rnn, &mut cache.pooled),
-            (None, Some(attn)) => attn.forward(p, batch, &mut cache.attn, &mut cache.pooled),
-            (None, None) => pool::mean(batch, &mut cache.pooled),
+        match &self.pool {
+            Pool::Rnn(rnn) => rnn.forward(p, batch, &mut cache.rnn, &mut cache.pooled),
+            Pool::Attention(attn) => attn.forward(p, batch, &mut cache.attn, &mut cache.pooled),
+            Pool::Transformer(tf) => tf.forward(p, batch, &mut cache.tf, &mut cache.pooled),
+            Pool::Mean => pool::mean(batch, &mut cache.pooled),
         }
-        match self.proj {
-            Some((w, bias)) => {
-                cache.y.resize(b * d, 0.0);
-                let inp = self.cfg.pooled_dim();
-                matmul(
-                    &mut cache.y,
-                    Mat::new(&cache.pooled, b, inp),
-                    Mat::new(p.at(w), d, inp).t(),
-                    0.0,
-                );
-                add_bias(&mut cache.y, p.at(bias));
-            }
+        match &self.proj {
+            Some(proj) => proj.forward(p, &cache.pooled, &mut cache.y),
             None => {
                 cache.y.clear();
                 cache.y.extend_from_slice(&cache.pooled);
@@ -287,34 +315,20 @@ impl Model {
         dq: &[f32],
         grads: &mut Params,
     ) {
-        let (b, d) = (batch.rows(), self.cfg.dim);
         let p = &self.params;
-        normalize_back(&cache.q, &cache.norms, dq, &mut cache.dy, d);
-        let dpooled = match self.proj {
-            Some((w, bias)) => {
-                let inp = self.cfg.pooled_dim();
-                matmul(
-                    grads.at_mut(w),
-                    Mat::new(&cache.dy, b, d).t(),
-                    Mat::new(&cache.pooled, b, inp),
-                    1.0,
-                );
-                add_col_sums(grads.at_mut(bias), &cache.dy);
-                cache.dpooled.resize(b * inp, 0.0);
-                matmul(
-                    &mut cache.dpooled,
-                    Mat::new(&cache.dy, b, d),
-                    Mat::new(p.at(w), d, inp),
-                    0.0,
-                );
+        normalize_back(&cache.q, &cache.norms, dq, &mut cache.dy, self.cfg.dim);
+        let dpooled = match &self.proj {
+            Some(proj) => {
+                proj.backward(p, &cache.pooled, &cache.dy, grads, Some(&mut cache.dpooled));
                 &cache.dpooled
             }
             None => &cache.dy,
         };
-        match (&self.rnn, &self.attn) {
-            (Some(rnn), _) => rnn.backward(p, batch, &mut cache.rnn, dpooled, grads),
-            (None, Some(attn)) => attn.backward(p, batch, &mut cache.attn, dpooled, grads),
-            (None, None) => {}
+        match &self.pool {
+            Pool::Rnn(rnn) => rnn.backward(p, batch, &mut cache.rnn, dpooled, grads),
+            Pool::Attention(attn) => attn.backward(p, batch, &mut cache.attn, dpooled, grads),
+            Pool::Transformer(tf) => tf.backward(p, batch, &mut cache.tf, dpooled, grads),
+            Pool::Mean => {}
         }
     }
 
@@ -326,23 +340,14 @@ impl Model {
     /// Encodes bank vectors `rows` (`[N, D]`) with the doc tower into
     /// `cache.docs()`.
     pub fn forward_docs(&self, rows: &[f32], cache: &mut DocCache) {
-        let d = self.cfg.dim;
-        let n = rows.len() / d;
-        match self.doc {
+        match &self.doc {
             None => {
                 cache.out.clear();
                 cache.out.extend_from_slice(rows);
             }
-            Some((w, bias)) => {
-                cache.dy.resize(n * d, 0.0);
-                matmul(
-                    &mut cache.dy,
-                    Mat::new(rows, n, d),
-                    Mat::new(self.params.at(w), d, d).t(),
-                    0.0,
-                );
-                add_bias(&mut cache.dy, self.params.at(bias));
-                normalize(&cache.dy, &mut cache.out, &mut cache.norms, d);
+            Some(doc) => {
+                doc.forward(&self.params, rows, &mut cache.dy);
+                normalize(&cache.dy, &mut cache.out, &mut cache.norms, self.cfg.dim);
             }
         }
     }
@@ -356,17 +361,9 @@ impl Model {
         dd: &[f32],
         grads: &mut Params,
     ) {
-        let Some((w, bias)) = self.doc else { return };
-        let d = self.cfg.dim;
-        let n = rows.len() / d;
-        normalize_back(&cache.out, &cache.norms, dd, &mut cache.dy, d);
-        matmul(
-            grads.at_mut(w),
-            Mat::new(&cache.dy, n, d).t(),
-            Mat::new(rows, n, d),
-            1.0,
-        );
-        add_col_sums(grads.at_mut(bias), &cache.dy);
+        let Some(doc) = &self.doc else { return };
+        normalize_back(&cache.out, &cache.norms, dd, &mut cache.dy, self.cfg.dim);
+        doc.backward(&self.params, rows, &cache.dy, grads, None);
     }
 }
 

@@ -524,6 +524,8 @@ mod tests {
             projection: true,
             residual: Residual::Mean,
             doc: crate::DocTower::Identity,
+            layers: ModelConfig::DEFAULT_LAYERS,
+            heads: ModelConfig::DEFAULT_HEADS,
         };
         let model = Model::new(cfg, 3).unwrap();
         let x: Vec<f32> = (0..b * l * d).map(|i| (i as f32 * 0.173).sin()).collect();

@@ -57,11 +57,12 @@ fn model_with(t: &HashMap<String, Vec<f32>>, cfg: ModelConfig) -> Model {
 
 #[test]
 fn query_towers_match_pytorch() {
-    for (kind, residual) in [
-        ("gru", "mean"),
-        ("lstm", "last"),
-        ("attention", "none"),
-        ("mean", "mean"),
+    // (kind, residual, parameter tensors)
+    for (kind, residual, want) in [
+        ("gru", "mean", 6),
+        ("lstm", "last", 6),
+        ("attention", "none", 5),
+        ("mean", "mean", 2),
     ] {
         let t = load(&format!("tower_{kind}_{residual}.safetensors"));
         let cfg = ModelConfig {
@@ -71,6 +72,8 @@ fn query_towers_match_pytorch() {
             projection: true,
             residual: residual.parse().unwrap(),
             doc: DocTower::Identity,
+            layers: ModelConfig::DEFAULT_LAYERS,
+            heads: ModelConfig::DEFAULT_HEADS,
         };
         let model = model_with(&t, cfg);
         let lens = [4usize, 2, 1];
@@ -94,13 +97,46 @@ fn query_towers_match_pytorch() {
             );
             checked += 1;
         }
-        let want = match cfg.kind {
-            TowerKind::Mean => 2,
-            TowerKind::Attention => 5,
-            TowerKind::Gru | TowerKind::Lstm => 6,
-        };
         assert_eq!(checked, want, "{kind}: parameters compared");
     }
+}
+
+#[test]
+fn transformer_tower_matches_pytorch() {
+    // B=4, L=5, D=16, hidden=8, 2 heads, 2 blocks, context lengths 5, 3, 1, 4.
+    let t = load("tower_transformer_mean.safetensors");
+    let cfg = ModelConfig {
+        kind: TowerKind::Transformer,
+        dim: 16,
+        hidden: 8,
+        projection: true,
+        residual: tandem_nn::Residual::Mean,
+        doc: DocTower::Identity,
+        layers: 2,
+        heads: 2,
+    };
+    let model = model_with(&t, cfg);
+    let lens = [5usize, 3, 1, 4];
+    let batch = Batch {
+        x: &t["x"],
+        lens: &lens,
+        len: 5,
+        dim: 16,
+    };
+    let mut qc = QueryCache::default();
+    model.forward_queries(&batch, &mut qc);
+    assert_close("transformer: q", qc.queries(), &t["q"]);
+    let mut grads = model.params().zeros_like();
+    model.backward_queries(&batch, &mut qc, &t["g"], &mut grads);
+    for g in grads.iter() {
+        assert_close(
+            &format!("transformer: grad {}", g.name),
+            &g.data,
+            &t[&format!("grad.{}", g.name)],
+        );
+    }
+    // tf.in, 12 tensors per block, tf.norm, proj.
+    assert_eq!(grads.len(), 2 + 2 * 12 + 2 + 2, "parameters compared");
 }
 
 #[test]
@@ -113,6 +149,8 @@ fn linear_doc_tower_matches_pytorch() {
         projection: false,
         residual: tandem_nn::Residual::None,
         doc: DocTower::Linear,
+        layers: ModelConfig::DEFAULT_LAYERS,
+        heads: ModelConfig::DEFAULT_HEADS,
     };
     let model = model_with(&t, cfg);
     let mut dc = DocCache::default();

@@ -30,6 +30,19 @@ tandem_nn::named_enum!(
 );
 
 tandem_nn::named_enum!(
+    /// What the run trains.
+    Task {
+        /// A two-tower retriever: the query tower's output searches the doc
+        /// tower's vectors (`tandem train`).
+        Retriever = "retriever",
+        /// A next-vector model (LVM): the output is a prediction of the next
+        /// bank vector itself (`tandem lvm train`); the doc tower is the
+        /// identity and validation reports Hit@k of the true next row.
+        Lvm = "lvm",
+    }
+);
+
+tandem_nn::named_enum!(
     /// The compute device.
     Device {
         /// The CPU (the default, what CI tests).
@@ -45,14 +58,20 @@ tandem_nn::named_enum!(
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TrainConfig {
+    /// What is trained: retriever (`tandem train`) or lvm (`tandem lvm train`).
+    pub task: Task,
     /// The dataset directory (`tandem data ...`).
     pub data: PathBuf,
     /// The run directory (config, metrics, checkpoints, report).
     pub out: PathBuf,
-    /// Query tower: mean, attention, gru, lstm.
+    /// Query tower: mean, attention, gru, lstm, transformer.
     pub kind: TowerKind,
-    /// Hidden size of the GRU/LSTM/attention (0 = the bank's dimension).
+    /// Hidden size of the GRU/LSTM/attention/transformer (0 = the bank's dimension).
     pub hidden: usize,
+    /// Transformer blocks (kind transformer).
+    pub layers: usize,
+    /// Attention heads per transformer block (kind transformer).
+    pub heads: usize,
     /// A linear projection after pooling.
     pub projection: bool,
     /// Residual added to the projected query: none, mean, last.
@@ -137,10 +156,13 @@ pub struct TrainConfig {
 impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
+            task: Task::Retriever,
             data: PathBuf::new(),
             out: PathBuf::from("runs/train"),
             kind: TowerKind::Gru,
             hidden: 0,
+            layers: 2,
+            heads: 4,
             projection: true,
             residual: Residual::Mean,
             doc: DocTower::Identity,
@@ -375,7 +397,13 @@ impl TrainConfig {
                 self.best_metric,
                 self.metric_names()
             ),
-            "choose one of the recall@k of ks, mrr@10 or cosine",
+            "choose one of the recall@k (hit@k for an LVM) of ks, mrr@10 or cosine",
+        )?;
+        bad(
+            !(self.task == Task::Lvm && self.doc != DocTower::Identity),
+            "doc",
+            format!("doc = {} in an LVM run: an LVM predicts the next bank vector itself, so the targets cannot be moved by a doc tower", self.doc),
+            "use doc = identity for an LVM, or train a retriever with `tandem train`",
         )?;
         bad(!(self.band_anchor == Anchor::Query && self.miner == MinerMode::Pipelined && self.curriculum.mines()), "band_anchor", "band_anchor = query with miner = pipelined: the query changes with every step, so it cannot be mined a batch ahead".into(), "use miner = sync with band_anchor = query, or band_anchor = positive")?;
         for p in self.curriculum.phases() {
@@ -396,12 +424,25 @@ impl TrainConfig {
         Ok(())
     }
 
-    /// The names of the validation metrics, in report order: Recall@k,
-    /// MRR@10, and the mean cosine of the query to the target vector.
+    /// The command that trains this task.
+    pub fn command(&self) -> &'static str {
+        match self.task {
+            Task::Retriever => "tandem train",
+            Task::Lvm => "tandem lvm train",
+        }
+    }
+
+    /// The names of the validation metrics, in report order: Recall@k
+    /// (Hit@k for an LVM: one true next row, so the same number), MRR@10,
+    /// and the mean cosine of the query to the target vector.
     pub fn metric_names(&self) -> Vec<String> {
+        let at = match self.task {
+            Task::Retriever => "recall",
+            Task::Lvm => "hit",
+        };
         self.ks
             .iter()
-            .map(|k| format!("recall@{k}"))
+            .map(|k| format!("{at}@{k}"))
             .chain(["mrr@10".to_string(), "cosine".to_string()])
             .collect()
     }
@@ -448,16 +489,16 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("run.toml") && err.contains("epocs"), "{err}");
-        let err = TrainConfig::from_toml(Path::new("run.toml"), "kind = \"transformer\"\n")
+        let err = TrainConfig::from_toml(Path::new("run.toml"), "kind = \"mamba\"\n")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("transformer"), "{err}");
+        assert!(err.contains("mamba"), "{err}");
     }
 
     #[test]
     fn checks_name_the_key() {
         type Edit = fn(&mut TrainConfig);
-        let cases: [(&str, Edit); 6] = [
+        let cases: [(&str, Edit); 8] = [
             ("tau", |c| c.tau = 0.0),
             ("batch", |c| c.batch = 1),
             ("device cuda", |c| c.device = Device::Cuda),
@@ -467,6 +508,18 @@ mod tests {
                 c.curriculum = "0-9:4@0.8-0.9".parse().unwrap();
             }),
             ("max_rss", |c| c.max_rss = "lots".into()),
+            ("doc = linear in an LVM", |c| {
+                c.task = Task::Lvm;
+                c.best_metric = "cosine".into();
+                c.doc = DocTower::Linear;
+            }),
+            // An LVM's cutoffs are hit@k.
+            (
+                "recall@10\" is not one of the validation metrics [\"hit@1",
+                |c| {
+                    c.task = Task::Lvm;
+                },
+            ),
         ];
         for (want, f) in cases {
             let mut c = TrainConfig::default();

@@ -21,5 +21,5 @@ pub mod miner;
 pub mod queue;
 pub mod trainer;
 
-pub use config::TrainConfig;
+pub use config::{Task, TrainConfig};
 pub use trainer::{train, Outcome, Resume, Stop};

@@ -524,7 +524,12 @@ fn recall_plot(m: &Metrics) -> Option<Plot> {
     let mut series = Vec::new();
     let mut hlines = Vec::new();
     let dashes = ["6 4", "2 3", "8 3 2 3"];
-    for (key, label, color) in [("recall@10", "R@10", BLUE), ("mrr@10", "MRR@10", ORANGE)] {
+    // A retriever reports recall@k, an LVM hit@k (the same number for one target).
+    for (key, label, color) in [
+        ("recall@10", "R@10", BLUE),
+        ("hit@10", "Hit@10", BLUE),
+        ("mrr@10", "MRR@10", ORANGE),
+    ] {
         let points: Vec<(f64, f64)> = m
             .val
             .iter()
@@ -563,15 +568,20 @@ fn recall_plot(m: &Metrics) -> Option<Plot> {
 }
 
 /// A line of points.
-struct Series {
-    label: String,
-    color: &'static str,
-    points: Vec<(f64, f64)>,
-    width: f64,
+pub struct Series {
+    /// The legend's text.
+    pub label: String,
+    /// An SVG colour.
+    pub color: &'static str,
+    /// (x, y) points, in x order.
+    pub points: Vec<(f64, f64)>,
+    /// Stroke width.
+    pub width: f64,
 }
 
 impl Series {
-    fn line(label: &str, color: &'static str, points: Vec<(f64, f64)>, width: f64) -> Series {
+    /// A line of `points`.
+    pub fn line(label: &str, color: &'static str, points: Vec<(f64, f64)>, width: f64) -> Series {
         Series {
             label: label.to_string(),
             color,
@@ -582,21 +592,35 @@ impl Series {
 }
 
 /// A dashed horizontal reference line across the plot.
-struct HLine {
-    label: String,
-    y: f64,
-    color: &'static str,
-    dash: &'static str,
+pub struct HLine {
+    /// The legend's text.
+    pub label: String,
+    /// Where it crosses the y axis.
+    pub y: f64,
+    /// An SVG colour.
+    pub color: &'static str,
+    /// An SVG dash array, e.g. "6 4".
+    pub dash: &'static str,
 }
 
 /// A line chart rendered as standalone SVG.
-struct Plot {
-    title: String,
-    x_label: String,
-    y_label: String,
-    series: Vec<Series>,
-    hlines: Vec<HLine>,
+pub struct Plot {
+    /// Above the chart.
+    pub title: String,
+    /// Under the x axis.
+    pub x_label: String,
+    /// Beside the y axis.
+    pub y_label: String,
+    /// The lines.
+    pub series: Vec<Series>,
+    /// Horizontal reference lines.
+    pub hlines: Vec<HLine>,
 }
+
+/// Distinct line colours, in order of use.
+pub const PALETTE: [&str; 8] = [
+    BLUE, ORANGE, GREEN, "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+];
 
 const WIDTH: f64 = 760.0;
 const HEIGHT: f64 = 440.0;
@@ -654,7 +678,8 @@ fn range(values: impl Iterator<Item = f64>) -> (f64, f64) {
 }
 
 impl Plot {
-    fn render(&self) -> String {
+    /// The chart as a standalone SVG document.
+    pub fn render(&self) -> String {
         let (x0, x1) = range(
             self.series
                 .iter()

@@ -393,6 +393,8 @@ pub fn model_config(cfg: &TrainConfig, bank: &Bank) -> ModelConfig {
         projection: cfg.projection,
         residual: cfg.residual,
         doc: cfg.doc,
+        layers: cfg.layers,
+        heads: cfg.heads,
     }
 }
 
@@ -757,7 +759,8 @@ pub fn train(cfg: &TrainConfig, resume: Resume) -> Result<Outcome, TrainError> {
         },
     };
     eprintln!(
-        "tandem train: {} tower over {} ({} x {}), {} train / {} val examples; effective batch {} ({} x accum {}), {} steps/epoch, {} steps, {} threads",
+        "{}: {} tower over {} ({} x {}), {} train / {} val examples; effective batch {} ({} x accum {}), {} steps/epoch, {} steps, {} threads",
+        cfg.command(),
         cfg.kind,
         cfg.data.display(),
         bank.rows(),
@@ -1696,7 +1699,12 @@ fn finish(
     };
     let report = crate::report::write_report(
         &cfg.out,
-        &format!("tandem train: {} tower on {}", cfg.kind, cfg.data.display()),
+        &format!(
+            "{}: {} tower on {}",
+            cfg.command(),
+            cfg.kind,
+            cfg.data.display()
+        ),
     )?;
     Ok(Outcome {
         run_dir: cfg.out.clone(),
