@@ -293,7 +293,7 @@ def load_model(path: str, query: QueryTower, doc: DocTower) -> None:
         if missing or unexpected:
             raise ValueError(
                 f"{path}: does not fit the {what} tower (missing {missing}, unexpected {unexpected}); "
-                "pass the --kind/--hidden/--doc/--projection the model was trained with"
+                "pass the --kind/--hidden/--layers/--heads/--doc/--projection the model was trained with"
             )
 
 

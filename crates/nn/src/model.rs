@@ -391,3 +391,50 @@ fn normalize_back(q: &[f32], norms: &[f32], dq: &[f32], dy: &mut Vec<f32>, d: us
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configs_saved_before_the_transformer_still_load() {
+        let old = r#"{"kind":"gru","dim":8,"hidden":8,"projection":true,"residual":"mean","doc":"identity"}"#;
+        let cfg: ModelConfig = serde_json::from_str(old).unwrap();
+        assert_eq!(cfg.kind, TowerKind::Gru);
+        assert_eq!(
+            (cfg.layers, cfg.heads),
+            (ModelConfig::DEFAULT_LAYERS, ModelConfig::DEFAULT_HEADS)
+        );
+    }
+
+    #[test]
+    fn transformer_shapes_are_checked() {
+        let cfg = |hidden, layers, heads| ModelConfig {
+            kind: TowerKind::Transformer,
+            dim: 8,
+            hidden,
+            projection: true,
+            residual: Residual::Mean,
+            doc: DocTower::Identity,
+            layers,
+            heads,
+        };
+        assert!(cfg(12, 2, 4).check().is_ok());
+        let err = |c: ModelConfig| c.check().unwrap_err().to_string();
+        let odd = err(cfg(9, 2, 1));
+        assert!(
+            odd.contains("must be even") && odd.contains("e.g. 10"),
+            "{odd}"
+        );
+        let heads = err(cfg(12, 2, 5));
+        assert!(
+            heads.contains("divisible by heads 5") && heads.contains("e.g. 20"),
+            "{heads}"
+        );
+        let none = err(cfg(12, 0, 4));
+        assert!(
+            none.contains("0 layers") && none.contains("at least 1"),
+            "{none}"
+        );
+    }
+}

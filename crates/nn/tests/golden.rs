@@ -1,5 +1,5 @@
 //! tandem-nn against PyTorch: towers (outputs and every parameter
-//! gradient), the linear doc tower, InfoNCE, AdamW and the schedule, on the
+//! gradient, the transformer included), the linear doc tower, InfoNCE, AdamW and the schedule, on the
 //! golden files that `bench/make_golden.py` writes with PyTorch in float64
 //! (see tests/data/README.md; e.g. for a tower:
 //! `q = QueryTower(kind, 6, 5, True, residual)(x, mask); (q * g).sum().backward()`).
