@@ -613,9 +613,19 @@ fn estimate(cfg: &TrainConfig, model: &ModelConfig, bank: &Bank, val: usize) -> 
         .max()
         .unwrap_or(0) as u64;
     let cands = b + b * max_mined + cfg.random_negatives as u64;
+    // Floats kept per context step: a recurrent tower's gates and states; a
+    // transformer's ~14 hidden-wide activations per block plus scratch, and
+    // its attention weights (heads x L per step and block).
+    let per_step = match model.kind {
+        tandem_nn::TowerKind::Transformer => {
+            let layers = model.layers as u64;
+            layers * (14 * h + model.heads as u64 * len) + 11 * h
+        }
+        _ => 6 * h,
+    };
     e.add(
         format!("batch activations (B {b}, L <= {len}, {cands} candidates + {q} queued)"),
-        4 * (b * len * (d + 6 * h) + 2 * cands * d + b * (cands + q) * 2) + b * (cands + q),
+        4 * (b * len * (d + per_step) + 2 * cands * d + b * (cands + q) * 2) + b * (cands + q),
     );
     e.add(
         "exact search tiles (mining, validation)",
