@@ -119,10 +119,11 @@ struct LanesFile {
 /// `tandem generate`.
 pub fn run(args: GenerateArgs) -> Result<()> {
     let overwrite = Overwrite::from_force(args.force);
+    let telemetry_path = args.out.with_extension("telemetry.json");
     let outputs: Vec<&PathBuf> = if args.eval {
-        Vec::new() // a directory: checked by `run_eval`
+        Vec::new() // a directory: checked by `eval::run`
     } else {
-        [Some(&args.out), args.vectors.as_ref()]
+        [Some(&args.out), Some(&telemetry_path), args.vectors.as_ref()]
             .into_iter()
             .flatten()
             .collect()
@@ -245,6 +246,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     let mut decoder = decoder;
     // The starting rows are the recent past: not snapped to again within the window.
     decoder.remember(&rows);
+    let bar = tandem_io::progress(args.steps as u64, "generate");
     let steps = generate(
         &model,
         &start,
@@ -253,7 +255,9 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         &lane,
         &mut decoder,
         retriever,
+        &|| bar.inc(1),
     );
+    bar.finish_and_clear();
     let step_texts: Vec<Option<String>> = steps
         .iter()
         .map(|s| match (&texts, s.decision, s.row) {
@@ -302,8 +306,29 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             "(no texts: build the dataset with `tandem data from-sentences` or pass --texts to see the text of snapped rows)"
         );
     }
+    let summary = serde_json::json!({
+        "settings": {
+            "lvm": args.lvm,
+            "data": args.data,
+            "retriever": args.retriever,
+            "start_rows": rows,
+            "start_vectors": args.start_vectors,
+            "steps": args.steps,
+            "lane": {"name": lane.name, "snap": lane.snap, "novel": lane.novel, "blend": format!("{:?}", lane.blend)},
+            "k": args.k,
+            "window": args.window,
+            "budget_ms": args.budget_ms,
+        },
+        "telemetry": decoder.telemetry(),
+    });
+    tandem_io::write_atomic(&telemetry_path, overwrite, |w| writeln!(w, "{summary:#}"))?;
     print!("{}", decoder.telemetry().table());
-    println!("{} steps -> {}", steps.len(), args.out.display());
+    println!(
+        "{} steps -> {} (settings and telemetry: {})",
+        steps.len(),
+        args.out.display(),
+        telemetry_path.display()
+    );
     Ok(())
 }
 

@@ -24,6 +24,30 @@ fn lines(path: &Path) -> Vec<Value> {
         .collect()
 }
 
+/// A short training run.
+const SHORT: [&str; 8] = [
+    "--max-steps",
+    "30",
+    "--lr",
+    "2e-3",
+    "--warmup",
+    "5",
+    "--threads",
+    "2",
+];
+
+/// `tandem lvm train`, short, on `world` into `out`.
+fn lvm_train(world: &Path, out: &Path) -> Command {
+    let mut c = tandem();
+    c.args(["lvm", "train"])
+        .args(SHORT)
+        .arg("--data")
+        .arg(world)
+        .arg("--out")
+        .arg(out);
+    c
+}
+
 /// A synthetic world with a text per bank row, an LVM and a retriever
 /// trained on it, shared by the tests.
 struct Fixture {
@@ -53,31 +77,16 @@ fn fixture() -> &'static Fixture {
             .map(|r| format!("{{\"text\":\"sentence {r}\"}}\n"))
             .collect();
         std::fs::write(world.join("texts.jsonl"), texts).unwrap();
-        let short = [
-            "--max-steps",
-            "30",
-            "--lr",
-            "2e-3",
-            "--warmup",
-            "5",
-            "--threads",
-            "2",
-        ];
+
         let lvm = root.join("lvm");
-        tandem()
-            .args(["lvm", "train"])
-            .args(short)
-            .arg("--data")
-            .arg(&world)
-            .arg("--out")
-            .arg(&lvm)
+        lvm_train(&world, &lvm)
             .assert()
             .success()
             .stdout(contains("| hit@1 | hit@5 | hit@10 | mrr@10 | cosine |"));
         let retriever = root.join("retriever");
         tandem()
             .arg("train")
-            .args(short)
+            .args(SHORT)
             .args(["--doc", "linear", "--kind", "mean", "--data"])
             .arg(&world)
             .arg("--out")
@@ -123,6 +132,11 @@ fn an_lvm_run_is_an_lvm() {
     assert!(config.contains("best_metric = \"cosine\""), "{config}");
     let metrics = std::fs::read_to_string(f.lvm.join("metrics.jsonl")).unwrap();
     assert!(metrics.contains("\"hit@5\""), "validation reports hit@k");
+    // The same command again resumes the run (its LVM defaults included).
+    lvm_train(&f.world, &f.lvm)
+        .assert()
+        .success()
+        .stderr(contains("resuming from step 30"));
     // An LVM's doc tower is the identity: a learned one is refused up front.
     tandem()
         .args(["lvm", "train", "--doc", "linear", "--data"])
@@ -179,6 +193,14 @@ fn generate_with_lanes_texts_and_telemetry() {
         assert!(![0, 1, 2].contains(&s["row"].as_u64().unwrap_or(99)), "{s}");
     }
     assert!(snapped > 0, "a loose lane snaps: {steps:?}");
+    // Settings and telemetry beside the steps.
+    let t: Value = serde_json::from_str(
+        &std::fs::read_to_string(f.root.join("gen.telemetry.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(t["settings"]["lane"]["name"], "loose");
+    assert_eq!(t["telemetry"]["lanes"]["loose"]["steps"], 6);
+    assert_eq!(t["telemetry"]["lanes"]["loose"]["snap"], snapped);
     // The emitted vectors: one unit row per step.
     let npy = std::fs::read(&vectors).unwrap();
     assert!(npy.starts_with(b"\x93NUMPY"));

@@ -248,18 +248,13 @@ pub struct LaneTelemetry {
     pub novel: u64,
     /// NOVEL steps caused by a failed or slow retrieval.
     pub fallbacks: u64,
-    /// Sum of the cosines of the steps that had a candidate.
-    cosine_sum: f64,
     /// Steps that had a candidate.
-    cosine_steps: u64,
+    pub cosine_steps: u64,
+    /// Mean cosine of proposal to best candidate over those steps.
+    pub mean_cosine: Option<f64>,
 }
 
 impl LaneTelemetry {
-    /// Mean cosine of proposal to best candidate (steps with a candidate).
-    pub fn mean_cosine(&self) -> Option<f64> {
-        (self.cosine_steps > 0).then(|| self.cosine_sum / self.cosine_steps as f64)
-    }
-
     /// Percentage of steps with `decision`.
     pub fn percent(&self, decision: Decision) -> f64 {
         let n = match decision {
@@ -284,8 +279,9 @@ impl Telemetry {
             t.fallbacks += 1;
         }
         if let Some(c) = step.cosine {
-            t.cosine_sum += f64::from(c);
             t.cosine_steps += 1;
+            let m = t.mean_cosine.unwrap_or(0.0);
+            t.mean_cosine = Some(m + (f64::from(c) - m) / t.cosine_steps as f64);
         }
     }
 
@@ -299,7 +295,7 @@ impl Telemetry {
                 t.percent(Decision::Snap),
                 t.percent(Decision::Blend),
                 t.percent(Decision::Novel),
-                t.mean_cosine().map_or("-".into(), |c| format!("{c:.4}")),
+                t.mean_cosine.map_or("-".into(), |c| format!("{c:.4}")),
                 t.fallbacks
             ));
         }

@@ -313,12 +313,14 @@ impl<'a> Evaluation<'a> {
     }
 
     /// The summary of every (snap, novel) pair with `novel < snap`, blending
-    /// as `blend` says, in the order of `snaps` then `novels`.
+    /// as `blend` says, in the order of `snaps` then `novels`; `tick` is
+    /// called after each pair.
     pub fn sweep(
         &self,
         snaps: &[f32],
         novels: &[f32],
         blend_rule: Blend,
+        tick: &dyn Fn(),
     ) -> Result<Vec<SweepRow>, String> {
         let mut rows = Vec::new();
         for &snap in snaps {
@@ -334,6 +336,7 @@ impl<'a> Evaluation<'a> {
                     novel,
                     summary: Summary::of(&self.outcomes(&lane)?),
                 });
+                tick();
             }
         }
         Ok(rows)

@@ -139,7 +139,9 @@ pub fn propose(
 }
 
 /// Generates `steps` vectors after `start` under `lane`; every step's
-/// emitted vector joins the context of the next.
+/// emitted vector joins the context of the next. `tick` is called after each
+/// step (a progress bar).
+#[allow(clippy::too_many_arguments)]
 pub fn generate(
     model: &Model,
     start: &[Vec<f32>],
@@ -148,6 +150,7 @@ pub fn generate(
     lane: &Lane,
     decoder: &mut Decoder,
     retriever: &dyn Retriever,
+    tick: &dyn Fn(),
 ) -> Vec<Step> {
     let mut context = start.to_vec();
     let mut cache = QueryCache::default();
@@ -156,6 +159,7 @@ pub fn generate(
             let v = propose(model, &context, len, &mut cache);
             let step = decoder.step(lane, &context, &v, retriever);
             context.push(step.vector.clone());
+            tick();
             step
         })
         .collect()

@@ -183,7 +183,7 @@ fn failing_and_slow_retrieval_go_novel_with_the_reason() {
     assert!(step.fallback.as_deref().unwrap().contains("budget"));
     let t = &d.telemetry().lanes["neutral"];
     assert_eq!((t.steps, t.novel, t.fallbacks), (2, 2, 2));
-    assert_eq!(t.mean_cosine(), None);
+    assert_eq!(t.mean_cosine, None);
 }
 
 #[test]
@@ -211,7 +211,7 @@ fn telemetry_counts_per_lane() {
     let t = d.telemetry();
     let legal = &t.lanes["legal"];
     assert_eq!((legal.snap, legal.blend, legal.novel), (1, 1, 0));
-    assert!((legal.mean_cosine().unwrap() - 0.96).abs() < 1e-5);
+    assert!((legal.mean_cosine.unwrap() - 0.96).abs() < 1e-5);
     let neutral = &t.lanes["neutral"];
     assert_eq!((neutral.snap, neutral.novel), (1, 1));
     assert_eq!(neutral.percent(Decision::Snap), 50.0);

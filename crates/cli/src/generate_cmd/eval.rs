@@ -88,15 +88,16 @@ pub(super) fn run(
         blend: Blend::Linear,
     };
     let retrieval = Summary::of(&ev.outcomes(&always_snap).map_err(anyhow::Error::msg)?);
-    eprintln!(
-        "sweeping {} x {} thresholds over {} examples",
-        args.sweep_snap.len(),
-        args.sweep_novel.len(),
-        ev.len()
-    );
+    let pairs = args
+        .sweep_snap
+        .iter()
+        .map(|&s| args.sweep_novel.iter().filter(|&&n| n < s).count())
+        .sum::<usize>();
+    let bar = tandem_io::progress(pairs as u64, "sweep");
     let sweep = ev
-        .sweep(&args.sweep_snap, &args.sweep_novel, lane.blend)
+        .sweep(&args.sweep_snap, &args.sweep_novel, lane.blend, &|| bar.inc(1))
         .map_err(anyhow::Error::msg)?;
+    bar.finish_and_clear();
 
     let overwrite = Overwrite::from_force(args.force);
     let ids = query_ids(ds, &examples);
