@@ -123,10 +123,14 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     let outputs: Vec<&PathBuf> = if args.eval {
         Vec::new() // a directory: checked by `eval::run`
     } else {
-        [Some(&args.out), Some(&telemetry_path), args.vectors.as_ref()]
-            .into_iter()
-            .flatten()
-            .collect()
+        [
+            Some(&args.out),
+            Some(&telemetry_path),
+            args.vectors.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
     };
     for p in outputs {
         if p.exists() && !args.force {

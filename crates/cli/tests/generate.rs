@@ -194,17 +194,19 @@ fn generate_with_lanes_texts_and_telemetry() {
     }
     assert!(snapped > 0, "a loose lane snaps: {steps:?}");
     // Settings and telemetry beside the steps.
-    let t: Value = serde_json::from_str(
-        &std::fs::read_to_string(f.root.join("gen.telemetry.json")).unwrap(),
-    )
-    .unwrap();
+    let t: Value =
+        serde_json::from_str(&std::fs::read_to_string(f.root.join("gen.telemetry.json")).unwrap())
+            .unwrap();
     assert_eq!(t["settings"]["lane"]["name"], "loose");
     assert_eq!(t["telemetry"]["lanes"]["loose"]["steps"], 6);
     assert_eq!(t["telemetry"]["lanes"]["loose"]["snap"], snapped);
     // The emitted vectors: one unit row per step.
     let npy = std::fs::read(&vectors).unwrap();
     assert!(npy.starts_with(b"\x93NUMPY"));
-    assert_eq!(npy.len() - (npy[8] as usize | (npy[9] as usize) << 8) - 10, 6 * 32 * 4);
+    assert_eq!(
+        npy.len() - (npy[8] as usize | (npy[9] as usize) << 8) - 10,
+        6 * 32 * 4
+    );
     // Generation goes on from a vectors file: the steps just generated.
     let start = vectors;
     let out2 = f.root.join("gen2.jsonl");
@@ -241,7 +243,15 @@ fn retrieval_that_fails_or_is_slow_goes_novel_and_generation_goes_on() {
     // Every second retrieval fails (through the two-tower retriever).
     generate(f, &out)
         .env("TANDEM_FAULT_RETRIEVAL_EVERY", "2")
-        .args(["--start", "0,1,2", "--steps", "8", "--lane", "loose", "--retriever"])
+        .args([
+            "--start",
+            "0,1,2",
+            "--steps",
+            "8",
+            "--lane",
+            "loose",
+            "--retriever",
+        ])
         .arg(&f.retriever)
         .assert()
         .success()

@@ -95,7 +95,9 @@ pub(super) fn run(
         .sum::<usize>();
     let bar = tandem_io::progress(pairs as u64, "sweep");
     let sweep = ev
-        .sweep(&args.sweep_snap, &args.sweep_novel, lane.blend, &|| bar.inc(1))
+        .sweep(&args.sweep_snap, &args.sweep_novel, lane.blend, &|| {
+            bar.inc(1)
+        })
         .map_err(anyhow::Error::msg)?;
     bar.finish_and_clear();
 
