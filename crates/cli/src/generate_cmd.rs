@@ -422,7 +422,7 @@ impl Retriever for Faulty<'_> {
     ) -> std::result::Result<Vec<Candidate>, String> {
         let n = self.calls.get() + 1;
         self.calls.set(n);
-        if n % self.every == 0 {
+        if n.is_multiple_of(self.every) {
             return Err(format!(
                 "injected fault on call {n} (TANDEM_FAULT_RETRIEVAL_EVERY={})",
                 self.every
