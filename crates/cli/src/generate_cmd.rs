@@ -15,7 +15,8 @@ use tandem_decode::{
     TowerRetriever,
 };
 use tandem_io::Overwrite;
-use tandem_train::encode::{checkpoint_of, encode_bank, model_of};
+use tandem_train::encode::{check_checkpoint_for, checkpoint_of, encode_bank, model_of};
+use tandem_train::Task;
 
 mod eval;
 
@@ -132,15 +133,30 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         .flatten()
         .collect()
     };
-    for p in outputs {
-        if p.exists() && !args.force {
-            bail!(
-                "{}: already exists; fix: pass --force to overwrite it or choose another path",
-                p.display()
-            );
-        }
+    if args.k == 0 {
+        bail!("--k 0: fix: retrieve at least one candidate per step, e.g. --k 10");
     }
-    let lanes = Lanes::new(read_lanes(args.lanes.as_deref())?)?;
+    let inputs: Vec<PathBuf> = [
+        args.texts.clone(),
+        args.start_vectors.clone(),
+        args.lanes.clone(),
+    ]
+    .into_iter()
+    .flatten()
+    .chain(
+        [
+            "dataset.json",
+            "sequences.jsonl",
+            "ids.txt",
+            "texts.jsonl",
+            "bank.npy",
+        ]
+        .iter()
+        .map(|f| args.data.join(f)),
+    )
+    .collect();
+    check_outputs(&outputs, &inputs, args.force)?;
+    let lanes = read_lanes(args.lanes.as_deref())?;
     let lane = lanes.get(&args.lane)?.clone();
     let ck = checkpoint_of(&args.lvm)?;
     let model = model_of(&ck)?;
@@ -155,12 +171,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             model.config().dim
         );
     }
-    if model.doc_is_learned() {
-        bail!(
-            "{}: this model has a learned doc tower, so its output is not a bank vector; fix: pass --lvm a run of `tandem lvm train` (pass a retriever run as --retriever)",
-            ck.dir.display()
-        );
-    }
+    check_checkpoint_for(&ck, &ds, Task::Lvm, "--lvm")?;
     let texts = match &args.texts {
         Some(p) => Some(Texts::open(p, bank.rows())?),
         None => ds.texts()?,
@@ -171,6 +182,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         Some(path) => {
             let rck = checkpoint_of(path)?;
             let rmodel = model_of(&rck)?;
+            check_checkpoint_for(&rck, &ds, Task::Retriever, "--retriever")?;
             if rmodel.config().dim != bank.dim() {
                 bail!(
                     "{}: the retriever encodes dimension {} but the bank has {}; fix: pass a retriever trained on this dataset",
@@ -212,7 +224,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         None => retriever,
     };
     let decoder = Decoder::new(DecodeSettings {
-        k: args.k.max(1),
+        k: args.k,
         window: args.window,
         budget: Duration::from_millis(args.budget_ms),
     });
@@ -240,7 +252,17 @@ pub fn run(args: GenerateArgs) -> Result<()> {
                     bank.dim()
                 );
             }
-            (0..v.rows()).map(|r| v.row_f32(r).into_owned()).collect()
+            let rows: Vec<Vec<f32>> = (0..v.rows()).map(|r| v.row_f32(r).into_owned()).collect();
+            if let Some(r) = rows
+                .iter()
+                .position(|x| x.iter().any(|f| !f.is_finite()) || x.iter().all(|&f| f == 0.0))
+            {
+                bail!(
+                    "{}: row {r} is all zeros or holds NaN/Inf; fix: pass finite, non-zero starting vectors",
+                    path.display()
+                );
+            }
+            rows
         }
         None => rows
             .iter()
@@ -318,7 +340,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             "start_rows": rows,
             "start_vectors": args.start_vectors,
             "steps": args.steps,
-            "lane": {"name": lane.name, "snap": lane.snap, "novel": lane.novel, "blend": format!("{:?}", lane.blend)},
+            "lane": lane,
             "k": args.k,
             "window": args.window,
             "budget_ms": args.budget_ms,
@@ -336,10 +358,10 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     Ok(())
 }
 
-/// The custom lanes of a `--lanes` file (none without one).
-fn read_lanes(path: Option<&Path>) -> Result<Vec<Lane>> {
+/// The shipped lanes and those of a `--lanes` file, checked.
+fn read_lanes(path: Option<&Path>) -> Result<Lanes> {
     let Some(path) = path else {
-        return Ok(Vec::new());
+        return Ok(Lanes::new(Vec::new())?);
     };
     let text = std::fs::read_to_string(path).map_err(|e| {
         anyhow::anyhow!(
@@ -354,7 +376,54 @@ fn read_lanes(path: Option<&Path>) -> Result<Vec<Lane>> {
             e.message().trim_end()
         )
     })?;
-    Ok(file.lane)
+    for (i, lane) in file.lane.iter().enumerate() {
+        if file.lane[..i].iter().any(|l| l.name == lane.name) {
+            bail!(
+                "{}: lane {:?} is defined twice; fix: give each [[lane]] its own name",
+                path.display(),
+                lane.name
+            );
+        }
+    }
+    Lanes::new(file.lane).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+/// Refuses outputs that would overwrite each other or an input, that exist
+/// (without `force`), or whose folder does not exist: before any work.
+fn check_outputs(outputs: &[&PathBuf], inputs: &[PathBuf], force: bool) -> Result<()> {
+    let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    for (i, p) in outputs.iter().enumerate() {
+        let a = abs(p);
+        if let Some(other) = outputs[..i].iter().find(|o| abs(o) == a) {
+            bail!(
+                "{}: given as two outputs ({} and this one); fix: choose different paths for --out and --vectors",
+                p.display(),
+                other.display()
+            );
+        }
+        if let Some(input) = inputs.iter().find(|q| abs(q) == a) {
+            bail!(
+                "{}: is an input of this command ({}); fix: write the output elsewhere",
+                p.display(),
+                input.display()
+            );
+        }
+        let parent = a.parent().unwrap_or(Path::new("/"));
+        if !parent.is_dir() {
+            bail!(
+                "{}: the folder {} does not exist; fix: create it or choose another path",
+                p.display(),
+                parent.display()
+            );
+        }
+        if p.exists() && !force {
+            bail!(
+                "{}: already exists; fix: pass --force to overwrite it or choose another path",
+                p.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The starting bank rows of --start or --start-ids (none with --start-vectors).

@@ -211,9 +211,10 @@ pub struct TrainArgs {
 pub enum LvmCmd {
     /// Train a next-vector model (LVM): it predicts the next bank vector of a
     /// sequence. The keys and flags are those of `tandem train`, with an LVM's
-    /// defaults: task lvm, doc identity, --loss-cosine 1 --loss-infonce 0.1,
-    /// --ks 1,5,10 (reported as hit@k), --best-metric cosine, --out runs/lvm.
-    /// Rerunning the same command on the same --out resumes.
+    /// defaults, which replace the [default]s listed below: task lvm, doc
+    /// identity, --loss-cosine 1 --loss-infonce 0.1, --ks 1,5,10 (reported as
+    /// hit@k), --best-metric cosine, --out runs/lvm. Rerunning the same
+    /// command on the same --out resumes.
     Train(Box<TrainArgs>),
 }
 
@@ -248,7 +249,6 @@ pub fn run_lvm(cmd: LvmCmd) -> Result<()> {
 /// Merges `base` (the command's defaults over TrainConfig's), the config
 /// file and the flags, later ones winning.
 fn config_of(args: &TrainArgs, base: toml::Table) -> Result<TrainConfig> {
-    let mut table = base;
     let file = match &args.config {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|e| {
@@ -260,8 +260,12 @@ fn config_of(args: &TrainArgs, base: toml::Table) -> Result<TrainConfig> {
         }
         None => toml::Table::new(),
     };
-    table.extend(file);
     let flags = toml::Table::try_from(args).context("flags")?;
+    // A config that says task = "lvm" gets an LVM's defaults whichever
+    // command reads it.
+    let lvm = file.get("task").and_then(|t| t.as_str()) == Some("lvm");
+    let mut table = if lvm { lvm_defaults() } else { base };
+    table.extend(file);
     table.extend(flags);
     let cfg = TrainConfig::from_toml(Path::new("command line"), &toml::to_string(&table)?)?;
     if cfg.data.as_os_str().is_empty() {

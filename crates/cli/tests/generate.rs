@@ -157,7 +157,7 @@ fn an_lvm_run_is_an_lvm() {
         .arg(&f.retriever)
         .assert()
         .code(2)
-        .stderr(contains("--retriever"));
+        .stderr(contains("task lvm"));
 }
 
 #[test]
@@ -344,4 +344,123 @@ fn eval_scores_decisions_and_sweeps_thresholds() {
         .assert()
         .code(2)
         .stderr(contains("--force"));
+}
+
+/// A float32 `.npy` of `rows` x 32 filled with `value`.
+fn npy_filled(path: &Path, rows: usize, value: f32) {
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, 32), }}");
+    while (header.len() + 11) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(header.as_bytes());
+    for _ in 0..rows * 32 {
+        bytes.extend_from_slice(&value.to_le_bytes());
+    }
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn bad_inputs_are_refused_before_anything_is_written() {
+    let f = fixture();
+    let dir = f.root.join("bad");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("g.jsonl");
+    let refused = |c: &mut Command, want: &str| {
+        c.assert().code(2).stderr(contains(want));
+        let left: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n.to_string_lossy().starts_with('g'))
+            .collect();
+        assert!(left.is_empty(), "{want}: left {left:?}");
+    };
+    // Two outputs on one path; an output in a missing folder.
+    refused(
+        generate(f, &out)
+            .args(["--start", "0", "--vectors"])
+            .arg(&out),
+        "two outputs",
+    );
+    refused(
+        generate(f, &out)
+            .args(["--start", "0", "--vectors"])
+            .arg(dir.join("nowhere/g.npy")),
+        "does not exist",
+    );
+    // An output over an input, even with --force.
+    let texts = f.world.join("texts.jsonl");
+    let before = std::fs::read(&texts).unwrap();
+    tandem()
+        .args(["generate", "--force", "--start", "0", "--lvm"])
+        .arg(&f.lvm)
+        .arg("--data")
+        .arg(&f.world)
+        .arg("--out")
+        .arg(&texts)
+        .assert()
+        .code(2)
+        .stderr(contains("is an input"));
+    assert_eq!(std::fs::read(&texts).unwrap(), before);
+    // Starting vectors with NaN; --k 0; a sweep without a pair; a lane twice.
+    let nan = f.root.join("nan.npy");
+    npy_filled(&nan, 2, f32::NAN);
+    refused(
+        generate(f, &out).arg("--start-vectors").arg(&nan),
+        "row 0 is all zeros or holds NaN",
+    );
+    refused(
+        generate(f, &out).args(["--start", "0", "--k", "0"]),
+        "--k 0",
+    );
+    refused(
+        generate(f, &dir.join("g-eval")).args([
+            "--eval",
+            "--sweep-snap",
+            "0.5",
+            "--sweep-novel",
+            "0.6",
+        ]),
+        "no pair with novel < snap",
+    );
+    let twice = f.root.join("twice.toml");
+    std::fs::write(
+        &twice,
+        "[[lane]]\nname = \"a\"\nsnap = 0.9\nnovel = 0.8\n[[lane]]\nname = \"a\"\nsnap = 0.95\nnovel = 0.8\n",
+    )
+    .unwrap();
+    refused(
+        tandem()
+            .args(["generate", "--start", "0", "--lvm"])
+            .arg(&f.lvm)
+            .arg("--data")
+            .arg(&f.world)
+            .arg("--out")
+            .arg(&out)
+            .arg("--lanes")
+            .arg(&twice),
+        "defined twice",
+    );
+    // A model of another bank of the same dimension.
+    let other = f.root.join("other-world");
+    tandem()
+        .args([
+            "synth", "--rows", "2000", "--dim", "32", "--seed", "8", "--out",
+        ])
+        .arg(&other)
+        .assert()
+        .success();
+    tandem()
+        .args(["generate", "--start", "0", "--lvm"])
+        .arg(&f.lvm)
+        .arg("--data")
+        .arg(&other)
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .code(2)
+        .stderr(contains("another bank"));
+    assert!(!out.exists());
 }

@@ -134,7 +134,7 @@ impl Lanes {
                 lane: name.to_string(),
                 problem: "no such lane".into(),
                 fix: format!(
-                    "choose one of {} or define it in the config file",
+                    "choose one of {} or define it in a --lanes FILE",
                     self.lanes
                         .iter()
                         .map(|l| l.name.as_str())

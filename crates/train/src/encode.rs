@@ -210,3 +210,64 @@ pub fn model_of(ck: &checkpoint::Loaded) -> Result<Model, TrainError> {
         .map_err(|e| bad(e.to_string()))?;
     Ok(model)
 }
+
+/// Checks that checkpoint `ck` was trained for `task` on the bank of `ds`
+/// (its task in `config.toml`, the bank's fingerprint in `state.json`), so
+/// that `flag` is not given a model of another kind or of another bank.
+pub fn check_checkpoint_for(
+    ck: &checkpoint::Loaded,
+    ds: &Dataset,
+    task: crate::Task,
+    flag: &str,
+) -> Result<(), TrainError> {
+    let bad = |problem: String, fix: String| TrainError::Checkpoint {
+        path: ck.dir.clone(),
+        problem,
+        fix,
+    };
+    let cfg_path = ck.dir.join("config.toml");
+    let text = String::from_utf8_lossy(ck.file("config.toml")?).into_owned();
+    let cfg = crate::TrainConfig::from_toml(&cfg_path, &text)?;
+    if cfg.task != task {
+        let want = match task {
+            crate::Task::Lvm => "a run of `tandem lvm train`",
+            crate::Task::Retriever => "a run of `tandem train`",
+        };
+        return Err(bad(
+            format!(
+                "{flag} needs a model with task {task}, this one was trained with task {}",
+                cfg.task
+            ),
+            format!("pass {flag} {want}"),
+        ));
+    }
+    #[derive(serde::Deserialize)]
+    struct Data {
+        bank: tandem_search::BankFingerprint,
+    }
+    #[derive(serde::Deserialize)]
+    struct State {
+        data: Data,
+    }
+    let state: State = serde_json::from_slice(ck.file("state.json")?).map_err(|e| {
+        bad(
+            format!("state.json does not record its dataset ({e})"),
+            "pass a checkpoint written by this version of tandem".into(),
+        )
+    })?;
+    let here = tandem_search::BankFingerprint::of(ds.bank());
+    if state.data.bank != here {
+        return Err(bad(
+            format!(
+                "{flag} was trained on another bank ({} x {}) than the one of {} ({} x {}, or the same shape with other vectors)",
+                state.data.bank.rows,
+                state.data.bank.dim,
+                ds.dir().display(),
+                here.rows,
+                here.dim
+            ),
+            format!("pass {flag} a model trained on this dataset, or --data the dataset it was trained on"),
+        ));
+    }
+    Ok(())
+}

@@ -48,6 +48,20 @@ pub(super) fn run(
             bail!("{flag} {values:?}: fix: list cosines between -1 and 1, e.g. 0.85,0.90");
         }
     }
+    let dedup = |v: &[f32]| {
+        let mut v = v.to_vec();
+        v.sort_by(f32::total_cmp);
+        v.dedup();
+        v
+    };
+    let (snaps, novels) = (dedup(&args.sweep_snap), dedup(&args.sweep_novel));
+    let pairs = snaps
+        .iter()
+        .map(|&s| novels.iter().filter(|&&n| n < s).count())
+        .sum::<usize>();
+    if pairs == 0 {
+        bail!("--sweep-snap {snaps:?} --sweep-novel {novels:?}: no pair with novel < snap; fix: list novel thresholds below some snap threshold");
+    }
     check_out_dir(&args.out, args.force)?;
     let mut examples: Vec<_> = ds.examples(split).collect();
     if args.limit > 0 {
@@ -156,7 +170,7 @@ pub(super) fn run(
             |t: &tandem_decode::Tally| t.cos_true,
         ),
     ] {
-        let plot = sweep_plot(&sweep, &args.sweep_novel, title, y_label, value, &refs);
+        let plot = sweep_plot(&sweep, &novels, title, y_label, value, &refs);
         tandem_io::write_atomic(&args.out.join(file), overwrite, |w| {
             w.write_all(plot.render().as_bytes())
         })?;
@@ -167,12 +181,12 @@ pub(super) fn run(
         "retriever": args.retriever,
         "split": split.name(),
         "examples": ev.len(),
-        "lane": {"name": lane.name, "snap": lane.snap, "novel": lane.novel, "blend": format!("{:?}", lane.blend)},
+        "lane": lane,
         "k": args.k,
         "budget_ms": args.budget_ms,
         "hit_k": k,
-        "sweep_snap": args.sweep_snap,
-        "sweep_novel": args.sweep_novel,
+        "sweep_snap": snaps,
+        "sweep_novel": novels,
     });
     let metrics = json!({
         "settings": settings,
