@@ -423,10 +423,10 @@ fn bad_input_gets_one_clear_error() {
         .code(2)
         .stderr(contains("--device cpu"));
     tandem()
-        .args(with(&["--kind", "transformer"]))
+        .args(with(&["--kind", "mamba"]))
         .assert()
         .code(2)
-        .stderr(contains("transformer"));
+        .stderr(contains("mamba"));
     let cfg = dir.path().join("run.toml");
     std::fs::write(&cfg, "epochs = 2\nlearning_rate = 0.1\n").unwrap();
     tandem()
