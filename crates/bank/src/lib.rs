@@ -26,7 +26,7 @@ pub use array::{read_array, Array, ArrayData};
 pub use error::BankError;
 pub use format::Format;
 pub use half::f16;
-pub use npy::write_npy;
+pub use npy::{write_npy, write_npy_streamed};
 pub use open::array_keys;
 pub use scan::{NormStats, ScanReport, FIRST_BAD_ROWS};
 pub use storage::{Bank, Dtype, Vectors};

@@ -7,7 +7,7 @@ use std::path::Path;
 use tandem_io::Overwrite;
 
 use crate::format::{shape_text, ArrayHeader, Elem};
-use crate::{BankError, Vectors};
+use crate::{BankError, Dtype, Vectors};
 
 /// The six magic bytes every `.npy` file starts with.
 pub(crate) const MAGIC: &[u8; 6] = b"\x93NUMPY";
@@ -466,6 +466,52 @@ pub fn write_npy(
         Ok(())
     })?;
     bar.finish_and_clear();
+    Ok(())
+}
+
+/// Writes a `(rows, dim)` `.npy` file of `dtype` atomically from float32
+/// blocks that `fill` hands to its writer in row order (converted to
+/// float16 on the way when asked), so a bank larger than memory can be
+/// written. The bytes are those [`write_npy`] writes for the same matrix.
+/// `fill` must hand exactly `rows * dim` values, else the write fails and
+/// nothing is left behind.
+pub fn write_npy_streamed(
+    path: &Path,
+    rows: usize,
+    dim: usize,
+    dtype: Dtype,
+    overwrite: Overwrite,
+    fill: impl FnOnce(&mut dyn FnMut(&[f32]) -> io::Result<()>) -> io::Result<()>,
+) -> Result<(), BankError> {
+    let elem = match dtype {
+        Dtype::F32 => Elem::F32,
+        Dtype::F16 => Elem::F16,
+    };
+    let header = header_bytes(elem, &[rows, dim]);
+    tandem_io::write_atomic(path, overwrite, |w| {
+        w.write_all(&header)?;
+        let mut written = 0usize;
+        let mut buf: Vec<u8> = Vec::new();
+        fill(&mut |block: &[f32]| {
+            written += block.len();
+            if written > rows * dim {
+                return Err(io::Error::other("more values than rows * dim"));
+            }
+            buf.clear();
+            match dtype {
+                Dtype::F32 => buf.extend(block.iter().flat_map(|v| v.to_le_bytes())),
+                Dtype::F16 => buf.extend(block.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes())),
+            }
+            w.write_all(&buf)
+        })?;
+        if written != rows * dim {
+            return Err(io::Error::other(format!(
+                "{written} values written, {} expected",
+                rows * dim
+            )));
+        }
+        Ok(())
+    })?;
     Ok(())
 }
 

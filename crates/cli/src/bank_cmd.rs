@@ -12,6 +12,8 @@ pub enum BankCmd {
     Info(InfoArgs),
     /// Convert a bank (any supported format) to a .npy file, float32 or float16.
     Convert(ConvertArgs),
+    /// Join the shard banks of one `tandem embed --shard i/n` job, in order, into one bank.
+    Merge(crate::embed_cmd::MergeArgs),
 }
 
 /// Flags of `tandem bank info`.
@@ -54,6 +56,7 @@ pub fn run(cmd: BankCmd) -> anyhow::Result<()> {
     match cmd {
         BankCmd::Info(args) => info(&args),
         BankCmd::Convert(args) => convert(&args),
+        BankCmd::Merge(args) => crate::embed_cmd::run_merge(args),
     }
 }
 

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 mod bank_cmd;
 mod data_cmd;
 mod demo;
+mod embed_cmd;
 mod eval_cmd;
 mod generate_cmd;
 mod search_cmd;
@@ -52,6 +53,10 @@ enum Cmd {
     Encode(train_cmd::EncodeArgs),
     /// Generate vectors with a next-vector model and the SNAP / BLEND / NOVEL decoder.
     Generate(generate_cmd::GenerateArgs),
+    /// Embed texts (JSON lines or plain lines) with a Hugging Face model into a bank; resumable, shardable.
+    Embed(Box<embed_cmd::EmbedArgs>),
+    /// Evaluate a Hugging Face model on a BEIR dataset: embed (cached), search, nDCG@10 / Recall@100 / MAP@100 / MRR@10.
+    Beir(Box<embed_cmd::BeirArgs>),
 }
 
 fn main() -> ExitCode {
@@ -76,6 +81,8 @@ fn main() -> ExitCode {
         Cmd::Lvm(c) => train_cmd::run_lvm(c),
         Cmd::Encode(a) => train_cmd::run_encode(a),
         Cmd::Generate(a) => generate_cmd::run(a),
+        Cmd::Embed(a) => embed_cmd::run_embed(*a),
+        Cmd::Beir(a) => embed_cmd::run_beir(*a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

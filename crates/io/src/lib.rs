@@ -152,6 +152,29 @@ pub fn shared_data(manifest_dir: &str) -> Option<PathBuf> {
     found
 }
 
+/// A real model fetched for the tests (`bench/fetch_minilm.sh` puts
+/// all-MiniLM-L6-v2 in `target/models/`), found from a crate's
+/// `CARGO_MANIFEST_DIR`; `TANDEM_MODELS` names another folder of models.
+/// `None` (after a note on stderr) when it is absent; under
+/// `TANDEM_REQUIRE_SHARED` (CI) a missing model panics instead.
+pub fn real_model(manifest_dir: &str, name: &str) -> Option<PathBuf> {
+    let found = match std::env::var_os("TANDEM_MODELS") {
+        Some(dir) => Some(PathBuf::from(dir).join(name)).filter(|d| d.is_dir()),
+        None => Path::new(manifest_dir)
+            .ancestors()
+            .map(|d| d.join("target").join("models").join(name))
+            .find(|d| d.is_dir()),
+    };
+    if found.is_none() {
+        assert!(
+            std::env::var_os("TANDEM_REQUIRE_SHARED").is_none(),
+            "TANDEM_REQUIRE_SHARED is set but the model {name} was not found; run bench/fetch_minilm.sh"
+        );
+        eprintln!("skipping: model {name} not found (run bench/fetch_minilm.sh)");
+    }
+    found
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,6 +18,8 @@
 #[macro_use]
 mod macros;
 mod error;
+pub mod encoder;
+pub mod kernels;
 pub mod linalg;
 mod loss;
 mod model;

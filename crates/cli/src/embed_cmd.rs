@@ -1,0 +1,432 @@
+//! `tandem embed` (texts to a bank with a Hugging Face model), `tandem bank
+//! merge` (shards to one bank) and `tandem beir` (a model on a BEIR dataset
+//! end to end).
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use clap::{Args, ValueEnum};
+use serde_json::{json, Value};
+use tandem_bank::{Bank, Dtype, Overwrite};
+use tandem_eval::{evaluate, EvalOptions, Measure, Qrels, Run};
+use tandem_search::{Flat, Index, Metric};
+use tandem_text::job::{self, EmbedJob, Shard};
+use tandem_text::{Corpus, EmbedOptions, Embedder, Precision};
+
+/// Element type of a written bank.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum BankDtype {
+    /// 2 bytes a value.
+    Float16,
+    /// 4 bytes a value.
+    Float32,
+}
+
+impl From<BankDtype> for Dtype {
+    fn from(d: BankDtype) -> Dtype {
+        match d {
+            BankDtype::Float16 => Dtype::F16,
+            BankDtype::Float32 => Dtype::F32,
+        }
+    }
+}
+
+/// The model flags that `embed` and `beir` share.
+#[derive(Debug, Args)]
+pub struct ModelArgs {
+    /// A Hugging Face model directory (config.json, tokenizer.json,
+    /// model.safetensors; sentence-transformers modules when present).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Texts per forward pass.
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    /// Tokens per text, special tokens included [default: the model's
+    /// max_seq_length].
+    #[arg(long)]
+    pub max_length: Option<usize>,
+    /// Matrix products in float32, or bfloat16 with float32 accumulation
+    /// (fast on CPUs with AVX512-BF16 / AMX).
+    #[arg(long, default_value = "f32")]
+    pub precision: Precision,
+    /// Worker threads (0: all cores).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+}
+
+impl ModelArgs {
+    fn load(&self) -> anyhow::Result<Embedder> {
+        set_threads(self.threads);
+        if self.batch == 0 {
+            bail!("--batch 0: pass at least 1");
+        }
+        Ok(Embedder::load(
+            &self.model,
+            EmbedOptions {
+                batch: self.batch,
+                max_length: self.max_length,
+                precision: self.precision,
+            },
+        )?)
+    }
+
+    fn settings(&self) -> Value {
+        json!({ "batch": self.batch, "precision": self.precision.name() })
+    }
+}
+
+/// Uses `threads` worker threads (0: every core) for the kernels and rayon.
+pub(crate) fn set_threads(threads: usize) {
+    let n = if threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        threads
+    };
+    tandem_nn::linalg::set_threads(n);
+    let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
+}
+
+/// The prompt to use: `--prompt` as given, or the model's prompt named by
+/// `--prompt-name`, or the model's default prompt.
+fn prompt_of(e: &Embedder, prompt: &Option<String>, name: &Option<String>) -> anyhow::Result<String> {
+    let prompts = &e.dir().prompts;
+    match (prompt, name) {
+        (Some(_), Some(_)) => bail!("--prompt and --prompt-name both given: pass one"),
+        (Some(p), None) => Ok(p.clone()),
+        (None, Some(n)) => match prompts.get(n) {
+            Some(p) => Ok(p.clone()),
+            None => bail!(
+                "{}: the model has no prompt named {n:?} (it has: {}); pass --prompt TEXT instead",
+                e.dir().path.join("config_sentence_transformers.json").display(),
+                if prompts.is_empty() { "none".to_string() } else { prompts.keys().cloned().collect::<Vec<_>>().join(", ") }
+            ),
+        },
+        (None, None) => Ok(e
+            .dir()
+            .default_prompt_name
+            .as_ref()
+            .and_then(|n| prompts.get(n))
+            .cloned()
+            .unwrap_or_default()),
+    }
+}
+
+/// Flags of `tandem embed`.
+#[derive(Debug, Args)]
+pub struct EmbedArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Texts: JSON lines (BEIR corpus lines become title + " " + text) or
+    /// plain lines.
+    #[arg(long)]
+    pub input: PathBuf,
+    /// The bank to write (.npy); `<stem>.ids.txt` and `<stem>.json` (model
+    /// fingerprint, settings, counts) are written beside it.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The text field of JSON lines.
+    #[arg(long, default_value = "text")]
+    pub field: String,
+    /// Text put before every input (e.g. "query: ").
+    #[arg(long)]
+    pub prompt: Option<String>,
+    /// A prompt of the model by name (config_sentence_transformers.json),
+    /// e.g. query or document.
+    #[arg(long)]
+    pub prompt_name: Option<String>,
+    /// Element type of the bank.
+    #[arg(long, value_enum, default_value = "float32")]
+    pub dtype: BankDtype,
+    /// Embed part i of n equal parts of the rows (e.g. 0/4); join the parts
+    /// with `tandem bank merge`.
+    #[arg(long)]
+    pub shard: Option<String>,
+    /// Replace existing outputs.
+    #[arg(long)]
+    pub force: bool,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run_embed(a: EmbedArgs) -> anyhow::Result<()> {
+    let shard = a.shard.as_deref().map(Shard::parse).transpose().map_err(anyhow::Error::msg)?;
+    let overwrite = Overwrite::from_force(a.force);
+    // outputs are checked before minutes of loading and embedding
+    let outs = [a.out.clone(), job::ids_path(&a.out), job::sidecar_path(&a.out)];
+    job::check_outputs(&outs, &[&a.input, &a.model.model], overwrite)?;
+    let corpus = Corpus::read(&a.input, &a.field)?;
+    if corpus.is_empty() {
+        bail!("{}: no texts; give a file with one text (or JSON object) per line", a.input.display());
+    }
+    let embedder = a.model.load()?;
+    let prompt = prompt_of(&embedder, &a.prompt, &a.prompt_name)?;
+    let input_fingerprint = job::file_fingerprint(&a.input)?;
+    let mut settings = a.model.settings();
+    settings["field"] = json!(a.field);
+    let report = EmbedJob {
+        embedder: &embedder,
+        corpus: &corpus,
+        input: &a.input,
+        input_fingerprint: &input_fingerprint,
+        settings,
+        prompt: &prompt,
+        shard,
+        dtype: a.dtype.into(),
+        out: &a.out,
+        overwrite,
+        progress: true,
+    }
+    .run()?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report.sidecar)?);
+    } else {
+        let rate = (report.rows - report.resumed) as f64 / report.seconds.max(1e-9);
+        println!(
+            "embedded {} texts ({} resumed) into {} [{} x {}], {:.1} s, {:.1} texts/s; {} truncated to {} tokens, {} empty",
+            report.rows,
+            report.resumed,
+            a.out.display(),
+            report.rows,
+            report.dim,
+            report.seconds,
+            rate,
+            report.truncated,
+            embedder.max_len(),
+            report.empty
+        );
+    }
+    Ok(())
+}
+
+/// Flags of `tandem bank merge`.
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// The shard banks of one `tandem embed --shard i/n` job, in order.
+    #[arg(required = true)]
+    pub parts: Vec<PathBuf>,
+    /// The merged bank (.npy); ids and sidecar are written beside it.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Replace existing outputs.
+    #[arg(long)]
+    pub force: bool,
+}
+
+pub fn run_merge(a: MergeArgs) -> anyhow::Result<()> {
+    let side = job::merge(&a.parts, &a.out, Overwrite::from_force(a.force))?;
+    println!(
+        "merged {} shards into {} ({} rows)",
+        a.parts.len(),
+        a.out.display(),
+        side["rows"][1]
+    );
+    Ok(())
+}
+
+/// Flags of `tandem beir`.
+#[derive(Debug, Args)]
+pub struct BeirArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// A BEIR dataset folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// The qrels split to evaluate.
+    #[arg(long, default_value = "test")]
+    pub split: String,
+    /// Where the corpus embeddings are cached, keyed by the model, the
+    /// corpus and the settings [default: DATA/.tandem-cache].
+    #[arg(long)]
+    pub cache: Option<PathBuf>,
+    /// The TREC run to write [default: <dataset>-<split>.run]; the metrics
+    /// and settings go beside it as <stem>.json.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Hits per query in the run.
+    #[arg(long, default_value_t = 1000)]
+    pub k: usize,
+    /// Never return a document whose id equals the query id (BEIR's
+    /// ignore_identical_ids).
+    #[arg(long)]
+    pub ignore_identical_ids: bool,
+    /// Query prompt [default: the model's "query" prompt, if any].
+    #[arg(long)]
+    pub query_prompt: Option<String>,
+    /// Document prompt [default: the model's "document" or "passage"
+    /// prompt, if any].
+    #[arg(long)]
+    pub doc_prompt: Option<String>,
+    /// Replace an existing run.
+    #[arg(long)]
+    pub force: bool,
+    /// Print the metrics as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The measures `tandem beir` reports.
+const BEIR_MEASURES: &str = "ndcg@10,recall@100,map@100,mrr@10";
+
+pub fn run_beir(a: BeirArgs) -> anyhow::Result<()> {
+    let t0 = Instant::now();
+    let name = a
+        .data
+        .canonicalize()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "beir".to_string());
+    let out = a.out.clone().unwrap_or_else(|| PathBuf::from(format!("{name}-{}.run", a.split)));
+    let meta = job::sidecar_path(&out);
+    let overwrite = Overwrite::from_force(a.force);
+    let corpus_path = a.data.join("corpus.jsonl");
+    let queries_path = a.data.join("queries.jsonl");
+    let qrels_path = a.data.join("qrels").join(format!("{}.tsv", a.split));
+    for p in [&corpus_path, &queries_path, &qrels_path] {
+        if !p.is_file() {
+            bail!("{}: missing; a BEIR folder has corpus.jsonl, queries.jsonl and qrels/<split>.tsv (pass --split for another split)", p.display());
+        }
+    }
+    job::check_outputs(&[out.clone(), meta.clone()], &[&corpus_path, &queries_path, &qrels_path], overwrite)?;
+    if a.k == 0 {
+        bail!("--k 0: ask for at least one hit per query");
+    }
+    let qrels = Qrels::read(&qrels_path)?;
+    let queries = Corpus::read(&queries_path, "text")?;
+    let wanted: HashSet<&str> = qrels.query_ids().collect();
+    let keep: Vec<usize> = (0..queries.len()).filter(|&i| wanted.contains(queries.ids[i].as_str())).collect();
+    if keep.is_empty() {
+        bail!("{}: none of its queries is in {}; check the split", queries_path.display(), qrels_path.display());
+    }
+    let corpus = Corpus::read(&corpus_path, "text")?;
+    let embedder = a.model.load()?;
+    let pick = |given: &Option<String>, names: &[&str]| -> String {
+        given.clone().unwrap_or_else(|| {
+            names.iter().find_map(|n| embedder.dir().prompts.get(*n)).cloned().unwrap_or_default()
+        })
+    };
+    let query_prompt = pick(&a.query_prompt, &["query"]);
+    let doc_prompt = pick(&a.doc_prompt, &["document", "passage", "corpus"]);
+
+    // the corpus bank, cached by model, corpus and settings
+    let corpus_fp = job::file_fingerprint(&corpus_path)?;
+    let settings = a.model.settings();
+    let key = {
+        use sha2::{Digest, Sha256};
+        let text = json!([embedder.fingerprint(), corpus_fp, embedder.max_len(), doc_prompt, settings["precision"]]).to_string();
+        Sha256::digest(text.as_bytes()).iter().take(8).map(|b| format!("{b:02x}")).collect::<String>()
+    };
+    let cache = a.cache.clone().unwrap_or_else(|| a.data.join(".tandem-cache"));
+    std::fs::create_dir_all(&cache).with_context(|| {
+        format!("{}: cannot create the embedding cache; pass --cache DIR with a writable folder", cache.display())
+    })?;
+    let bank_path = cache.join(format!("corpus-{key}.npy"));
+    let cached = bank_path.is_file();
+    let t_corpus = Instant::now();
+    if cached {
+        eprintln!("corpus: cached embeddings {}", bank_path.display());
+    } else {
+        EmbedJob {
+            embedder: &embedder,
+            corpus: &corpus,
+            input: &corpus_path,
+            input_fingerprint: &corpus_fp,
+            settings: settings.clone(),
+            prompt: &doc_prompt,
+            shard: None,
+            dtype: Dtype::F32,
+            out: &bank_path,
+            overwrite: Overwrite::Refuse,
+            progress: true,
+        }
+        .run()?;
+    }
+    let corpus_s = t_corpus.elapsed().as_secs_f64();
+    let bank = Bank::open(&bank_path, &tandem_bank::OpenOptions { key: None, ids: Some(job::ids_path(&bank_path)) })?;
+    if bank.rows() != corpus.len() || bank.dim() != embedder.dim() {
+        bail!(
+            "{}: {} x {} cached, {} x {} expected; delete it to embed again",
+            bank_path.display(),
+            bank.rows(),
+            bank.dim(),
+            corpus.len(),
+            embedder.dim()
+        );
+    }
+
+    let t_q = Instant::now();
+    let qsel = Corpus {
+        ids: keep.iter().map(|&i| queries.ids[i].clone()).collect(),
+        texts: keep.iter().map(|&i| queries.texts[i].clone()).collect(),
+    };
+    let qv = embedder.embed(&qsel.texts, &query_prompt, |_| {})?;
+    let query_s = t_q.elapsed().as_secs_f64();
+
+    let metric = match embedder.dir().similarity.as_deref() {
+        Some("dot") => Metric::InnerProduct,
+        _ => Metric::Cosine,
+    };
+    let k = a.k.min(bank.rows());
+    let exclude: Vec<Vec<u32>> = if a.ignore_identical_ids {
+        let row_of: std::collections::HashMap<&str, u32> =
+            corpus.ids.iter().enumerate().map(|(r, id)| (id.as_str(), r as u32)).collect();
+        qsel.ids.iter().map(|q| row_of.get(q.as_str()).map(|&r| vec![r]).unwrap_or_default()).collect()
+    } else {
+        Vec::new()
+    };
+    let t_s = Instant::now();
+    let flat = Flat::new(&bank, metric)?;
+    let hits = flat.search(&qv.vectors, k, &exclude)?;
+    let search_s = t_s.elapsed().as_secs_f64();
+
+    let mut run = Run::new();
+    let mut text = Vec::new();
+    for (qid, hits) in qsel.ids.iter().zip(&hits) {
+        crate::search_cmd::write_hits(&mut text, &bank, qid, hits, "tandem")?;
+        for &(r, s) in hits {
+            run.insert(qid, &bank.doc_id(r as usize), s as f64)?;
+        }
+    }
+    let measures = Measure::parse_list(BEIR_MEASURES)?;
+    let report = evaluate(&qrels, &run, &measures, &EvalOptions { complete: true })?;
+    let metrics: serde_json::Map<String, Value> = measures
+        .iter()
+        .zip(&report.mean)
+        .map(|(m, v)| (m.to_string(), json!(v)))
+        .collect();
+    tandem_io::write_bytes_atomic(&out, overwrite, &text)?;
+    let summary = json!({
+        "tool": "tandem beir",
+        "dataset": a.data,
+        "split": a.split,
+        "queries": qsel.len(),
+        "documents": bank.rows(),
+        "metrics": metrics,
+        "model": { "path": a.model.model, "fingerprint": embedder.fingerprint(), "model_type": embedder.model_type(), "max_length": embedder.max_len() },
+        "settings": settings,
+        "metric": metric.name(),
+        "k": k,
+        "ignore_identical_ids": a.ignore_identical_ids,
+        "query_prompt": query_prompt,
+        "doc_prompt": doc_prompt,
+        "corpus_cache": { "path": bank_path, "reused": cached },
+        "run": out,
+        "queries_truncated": qv.truncated,
+        "seconds": { "corpus": corpus_s, "queries": query_s, "search": search_s, "total": t0.elapsed().as_secs_f64() },
+    });
+    tandem_io::write_bytes_atomic(&meta, overwrite, serde_json::to_string_pretty(&summary)?.as_bytes())?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        let mut o = std::io::stdout().lock();
+        writeln!(o, "{name} ({} split): {} queries, {} documents, {}", a.split, qsel.len(), bank.rows(), embedder.model_type())?;
+        for (m, v) in measures.iter().zip(&report.mean) {
+            writeln!(o, "  {:<12} {v:.4}", m.to_string())?;
+        }
+        writeln!(o, "run: {}  metrics: {}", out.display(), meta.display())?;
+    }
+    Ok(())
+}

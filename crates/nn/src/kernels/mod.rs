@@ -1,0 +1,45 @@
+//! The kernels under the text encoders: matrix products (float32 and
+//! bfloat16 with float32 accumulation), norms, activations, attention with
+//! padding masks, rotary embeddings. Layers (`crate::encoder`) call only
+//! these, so another backend can slot in under the same layer code.
+//!
+//! Every kernel splits work by output rows only and reduces each element in
+//! a fixed order: results are the same bits whatever the thread count.
+
+mod act;
+mod attention;
+pub mod bf16;
+mod dense;
+mod norm;
+
+pub use act::{gelu_erf, gelu_tanh, geglu, relu, tanh_inplace, Activation};
+pub use attention::{attention, rope, AttnShape, Rope};
+pub use dense::{Dense, Precision};
+pub use norm::{layer_norm, rms_norm};
+
+use rayon::prelude::*;
+
+use crate::linalg::threads;
+
+/// Runs `f(row_index, row)` over the rows of width `width` of `x`, split
+/// over threads when there are enough rows to be worth it.
+pub(crate) fn for_rows(x: &mut [f32], width: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+    if width == 0 {
+        return;
+    }
+    let rows = x.len() / width;
+    if threads() > 1 && rows >= 64 {
+        let per = rows.div_ceil(threads()).max(16);
+        x.par_chunks_mut(per * width)
+            .enumerate()
+            .for_each(|(c, chunk)| {
+                for (i, row) in chunk.chunks_exact_mut(width).enumerate() {
+                    f(c * per + i, row);
+                }
+            });
+    } else {
+        for (i, row) in x.chunks_exact_mut(width).enumerate() {
+            f(i, row);
+        }
+    }
+}

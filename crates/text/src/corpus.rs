@@ -1,0 +1,150 @@
+//! Texts to embed: JSON lines with a text field (a BEIR corpus line is
+//! `title + " " + text`, as BEIR and sentence-transformers join them) or
+//! plain lines, with an id per text.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::TextError;
+
+/// Texts and their ids, in file order.
+#[derive(Debug, Clone, Default)]
+pub struct Corpus {
+    /// One id per text: `_id` or `id` of a JSON line, else the line number
+    /// (from 0).
+    pub ids: Vec<String>,
+    /// The texts.
+    pub texts: Vec<String>,
+}
+
+impl Corpus {
+    /// The number of texts.
+    pub fn len(&self) -> usize {
+        self.texts.len()
+    }
+
+    /// Whether there is no text.
+    pub fn is_empty(&self) -> bool {
+        self.texts.is_empty()
+    }
+
+    /// Reads `path`: JSON lines when the first non-blank line starts with
+    /// `{`, else one text per line. For JSON, `field` names the text; when
+    /// it is `text` and the line has a non-empty `title`, the text is
+    /// `title + " " + text`. Blank lines of a JSON file are skipped; a
+    /// plain file keeps them (as empty texts). Invalid UTF-8 or JSON, or a
+    /// missing field, is an error naming the line.
+    pub fn read(path: &Path, field: &str) -> Result<Corpus, TextError> {
+        let bytes = std::fs::read(path).map_err(|e| {
+            TextError::file(path, format!("cannot read ({e})"), "check the path and its permissions")
+        })?;
+        let mut lines: Vec<&[u8]> = bytes.split(|&b| b == b'\n').collect();
+        if lines.last().is_some_and(|l| l.is_empty()) {
+            lines.pop();
+        }
+        let json = lines
+            .iter()
+            .map(|l| l.trim_ascii())
+            .find(|l| !l.is_empty())
+            .is_some_and(|l| l.starts_with(b"{"));
+        let mut c = Corpus::default();
+        for (i, raw) in lines.iter().enumerate() {
+            let at = |problem: String, fix: &str| {
+                TextError::file(path, format!("line {}: {problem}", i + 1), fix)
+            };
+            let line = std::str::from_utf8(raw.strip_suffix(b"\r").unwrap_or(raw)).map_err(|e| {
+                at(format!("not valid UTF-8 ({e})"), "convert the file to UTF-8")
+            })?;
+            if !json {
+                c.ids.push(i.to_string());
+                c.texts.push(line.to_string());
+                continue;
+            }
+            if line.trim().is_empty() {
+                continue;
+            }
+            let v: Value = serde_json::from_str(line)
+                .map_err(|e| at(format!("not valid JSON ({e})"), "fix or remove that line"))?;
+            let text = match v.get(field) {
+                Some(Value::String(s)) => s.as_str(),
+                Some(other) => {
+                    return Err(at(
+                        format!("field {field:?} is {other}, not a string"),
+                        "pass --field with the name of the text field",
+                    ))
+                }
+                None => {
+                    return Err(at(
+                        format!("no field {field:?}"),
+                        "pass --field with the name of the text field",
+                    ))
+                }
+            };
+            let title = v.get("title").and_then(Value::as_str).unwrap_or("");
+            let text = if field == "text" && !title.is_empty() {
+                format!("{title} {text}").trim().to_string()
+            } else {
+                text.trim().to_string()
+            };
+            let id = match v.get("_id").or_else(|| v.get("id")) {
+                Some(Value::String(s)) => s.clone(),
+                Some(Value::Number(n)) => n.to_string(),
+                _ => i.to_string(),
+            };
+            c.ids.push(id);
+            c.texts.push(text);
+        }
+        Ok(c)
+    }
+
+    /// Rows `range` of the corpus.
+    pub fn slice(&self, range: std::ops::Range<usize>) -> Corpus {
+        Corpus {
+            ids: self.ids[range.clone()].to_vec(),
+            texts: self.texts[range].to_vec(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(content: &[u8], field: &str) -> Result<Corpus, TextError> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("in.jsonl");
+        std::fs::write(&p, content).unwrap();
+        Corpus::read(&p, field)
+    }
+
+    #[test]
+    fn beir_lines_join_title_and_text() {
+        let c = read(
+            b"{\"_id\": \"d1\", \"title\": \"T\", \"text\": \"body\"}\n\n{\"_id\": 7, \"title\": \"\", \"text\": \" x \"}\n",
+            "text",
+        )
+        .unwrap();
+        assert_eq!(c.ids, vec!["d1", "7"]);
+        assert_eq!(c.texts, vec!["T body", "x"]);
+    }
+
+    #[test]
+    fn plain_lines_keep_blank_lines_and_number_them() {
+        let c = read(b"one\n\nthree\r\n", "text").unwrap();
+        assert_eq!(c.ids, vec!["0", "1", "2"]);
+        assert_eq!(c.texts, vec!["one", "", "three"]);
+    }
+
+    #[test]
+    fn bad_lines_are_named() {
+        let e = read(b"{\"text\": \"a\"}\n{\"text\": \n", "text").unwrap_err().to_string();
+        assert!(e.contains("line 2") && e.contains("not valid JSON"), "{e}");
+        let e = read(b"{\"body\": \"a\"}\n", "text").unwrap_err().to_string();
+        assert!(e.contains("line 1") && e.contains("--field"), "{e}");
+        let e = read(b"{\"text\": \"a\"}\n{\"text\": \"\xff\"}\n", "text").unwrap_err().to_string();
+        assert!(e.contains("line 2") && e.contains("UTF-8"), "{e}");
+        let c = read(b"{\"q\": \"a\"}\n", "q").unwrap();
+        assert_eq!(c.texts, vec!["a"]);
+    }
+}

@@ -1,0 +1,310 @@
+//! A Hugging Face model directory, with the sentence-transformers layout
+//! when it has one: `modules.json` (Transformer, Pooling, Dense, Normalize),
+//! `sentence_bert_config.json` (`max_seq_length`, `do_lower_case`) and
+//! `config_sentence_transformers.json` (prompts).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use tandem_nn::encoder::HfConfig;
+use tandem_nn::kernels::{Activation, Dense};
+
+use crate::pooling::Pooling;
+use crate::TextError;
+
+/// A sentence-transformers `Dense` module: a linear layer and an activation.
+#[derive(Debug)]
+pub struct DenseModule {
+    /// The layer.
+    pub dense: Dense,
+    /// Applied after it.
+    pub activation: Activation,
+}
+
+/// Everything read from a model directory, before the weights are built.
+#[derive(Debug)]
+pub struct ModelDir {
+    /// The directory.
+    pub path: PathBuf,
+    /// The transformer's folder (the directory itself, or a module folder).
+    pub transformer: PathBuf,
+    /// Its `config.json`.
+    pub config: HfConfig,
+    /// Its `tokenizer.json`.
+    pub tokenizer: PathBuf,
+    /// Its `model.safetensors`.
+    pub weights: PathBuf,
+    /// How token states become one vector.
+    pub pooling: Pooling,
+    /// Dense modules after pooling, in order.
+    pub dense: Vec<DenseModule>,
+    /// Whether the output is L2-normalised.
+    pub normalize: bool,
+    /// `max_seq_length` of `sentence_bert_config.json`.
+    pub max_seq_length: Option<usize>,
+    /// `do_lower_case` of `sentence_bert_config.json`.
+    pub lower_case: bool,
+    /// Named prompts (`query`, `document`, ...).
+    pub prompts: BTreeMap<String, String>,
+    /// The prompt used when none is asked for.
+    pub default_prompt_name: Option<String>,
+    /// `similarity_fn_name` (`cosine`, `dot`, ...), when given.
+    pub similarity: Option<String>,
+    /// A SHA-256 over every file that shapes the output.
+    pub fingerprint: String,
+}
+
+fn read_json(path: &Path) -> Result<Value, TextError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        TextError::file(path, format!("cannot read ({e})"), "check the path and its permissions")
+    })?;
+    serde_json::from_str(&text).map_err(|e| {
+        TextError::file(
+            path,
+            format!("not valid JSON ({e})"),
+            "restore the file from the model's source",
+        )
+    })
+}
+
+fn read_json_opt(path: &Path) -> Result<Option<Value>, TextError> {
+    if path.exists() {
+        read_json(path).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
+/// The file `name` in `dir`, refused when missing; a directory with only
+/// `pytorch_model.bin` is told how to convert it.
+fn weights_file(dir: &Path) -> Result<PathBuf, TextError> {
+    let st = dir.join("model.safetensors");
+    if st.is_file() {
+        return Ok(st);
+    }
+    if dir.join("model.safetensors.index.json").is_file() {
+        return Err(TextError::file(
+            dir,
+            "the weights are sharded (model.safetensors.index.json); tandem reads one model.safetensors",
+            "save them as one file: python -c \"from transformers import AutoModel; AutoModel.from_pretrained('DIR').save_pretrained('DIR', max_shard_size='100GB')\"",
+        ));
+    }
+    if dir.join("pytorch_model.bin").is_file() {
+        return Err(TextError::file(
+            &dir.join("pytorch_model.bin"),
+            "tandem reads safetensors weights, not pickled PyTorch ones",
+            "convert once: python -c \"from transformers import AutoModel; AutoModel.from_pretrained('DIR').save_pretrained('DIR', safe_serialization=True)\"",
+        ));
+    }
+    Err(TextError::file(
+        &st,
+        "missing: a model directory needs config.json, tokenizer.json and model.safetensors",
+        "point --model at a Hugging Face model directory saved with save_pretrained",
+    ))
+}
+
+/// The module types of `modules.json` that tandem runs.
+const MODULES: &[&str] = &["Transformer", "Pooling", "Dense", "Normalize"];
+
+impl ModelDir {
+    /// Reads the directory: every file is checked before any weight is
+    /// built.
+    pub fn open(path: &Path) -> Result<ModelDir, TextError> {
+        if !path.is_dir() {
+            return Err(TextError::file(
+                path,
+                "not a directory",
+                "point --model at a Hugging Face model directory (config.json, tokenizer.json, model.safetensors)",
+            ));
+        }
+        let mut transformer = path.to_path_buf();
+        let mut pooling_dir = None;
+        let mut dense_dirs = Vec::new();
+        let mut normalize = false;
+        let modules_path = path.join("modules.json");
+        let has_modules = modules_path.is_file();
+        if has_modules {
+            let modules = read_json(&modules_path)?;
+            let list = modules.as_array().ok_or_else(|| {
+                TextError::file(&modules_path, "not a JSON list", "restore the file from the model's source")
+            })?;
+            for m in list {
+                let ty = m.get("type").and_then(Value::as_str).unwrap_or("");
+                let short = ty.rsplit('.').next().unwrap_or(ty);
+                let dir = path.join(m.get("path").and_then(Value::as_str).unwrap_or(""));
+                match short {
+                    "Transformer" => transformer = dir,
+                    "Pooling" => pooling_dir = Some(dir),
+                    "Dense" => dense_dirs.push(dir),
+                    "Normalize" => normalize = true,
+                    _ => {
+                        return Err(TextError::file(
+                            &modules_path,
+                            format!("module type {ty:?} is not supported"),
+                            format!(
+                                "use a model made of the modules tandem runs: {}",
+                                MODULES.join(", ")
+                            ),
+                        ))
+                    }
+                }
+            }
+        }
+        let config_path = transformer.join("config.json");
+        if !config_path.is_file() {
+            return Err(TextError::file(
+                &config_path,
+                "missing: a model directory needs config.json, tokenizer.json and model.safetensors",
+                "point --model at a Hugging Face model directory saved with save_pretrained",
+            ));
+        }
+        let config_text = std::fs::read_to_string(&config_path).map_err(|e| {
+            TextError::file(&config_path, format!("cannot read ({e})"), "check its permissions")
+        })?;
+        let config = HfConfig::parse(&config_text).map_err(|e| TextError::nn(&config_path, e))?;
+        let tokenizer = transformer.join("tokenizer.json");
+        if !tokenizer.is_file() {
+            return Err(TextError::file(
+                &tokenizer,
+                "missing: tandem reads the fast tokenizer's tokenizer.json",
+                "write it once: python -c \"from transformers import AutoTokenizer; AutoTokenizer.from_pretrained('DIR').save_pretrained('DIR')\"",
+            ));
+        }
+        let weights = weights_file(&transformer)?;
+
+        let st_config = read_json_opt(&transformer.join("sentence_bert_config.json"))?;
+        let max_seq_length = st_config
+            .as_ref()
+            .and_then(|v| v.get("max_seq_length"))
+            .and_then(Value::as_u64)
+            .map(|n| n as usize);
+        let lower_case = st_config
+            .as_ref()
+            .and_then(|v| v.get("do_lower_case"))
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let mut prompts = BTreeMap::new();
+        let mut default_prompt_name = None;
+        let mut similarity = None;
+        let st_path = path.join("config_sentence_transformers.json");
+        if let Some(v) = read_json_opt(&st_path)? {
+            if let Some(map) = v.get("prompts").and_then(Value::as_object) {
+                for (k, p) in map {
+                    if let Some(p) = p.as_str() {
+                        prompts.insert(k.clone(), p.to_string());
+                    }
+                }
+            }
+            default_prompt_name = v
+                .get("default_prompt_name")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            similarity = v
+                .get("similarity_fn_name")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+        }
+
+        let pooling = match &pooling_dir {
+            Some(dir) => {
+                let p = dir.join("config.json");
+                Pooling::from_config(&read_json(&p)?, &p)?
+            }
+            // sentence-transformers pools a plain transformer by the mean
+            None => Pooling::mean(),
+        };
+        let mut dense = Vec::new();
+        for dir in &dense_dirs {
+            dense.push(read_dense(dir)?);
+        }
+
+        let mut files: Vec<PathBuf> = vec![config_path, tokenizer.clone(), weights.clone()];
+        for p in [
+            modules_path,
+            transformer.join("sentence_bert_config.json"),
+            st_path,
+        ] {
+            if p.is_file() {
+                files.push(p);
+            }
+        }
+        if let Some(dir) = &pooling_dir {
+            files.push(dir.join("config.json"));
+        }
+        for dir in &dense_dirs {
+            files.push(dir.join("config.json"));
+            files.push(dir.join("model.safetensors"));
+        }
+        let fingerprint = fingerprint(&files)?;
+        Ok(ModelDir {
+            path: path.to_path_buf(),
+            transformer,
+            config,
+            tokenizer,
+            weights,
+            pooling,
+            dense,
+            normalize,
+            max_seq_length,
+            lower_case,
+            prompts,
+            default_prompt_name,
+            similarity,
+            fingerprint,
+        })
+    }
+}
+
+/// A `Dense` module folder: `config.json` (`in_features`, `out_features`,
+/// `bias`, `activation_function`) and `model.safetensors` (`linear.weight`,
+/// `linear.bias`).
+fn read_dense(dir: &Path) -> Result<DenseModule, TextError> {
+    let cp = dir.join("config.json");
+    let c = read_json(&cp)?;
+    let get = |k: &str| {
+        c.get(k).and_then(Value::as_u64).map(|n| n as usize).ok_or_else(|| {
+            TextError::file(&cp, format!("no integer {k:?}"), "restore the file from the model's source")
+        })
+    };
+    let (inp, out) = (get("in_features")?, get("out_features")?);
+    let bias = c.get("bias").and_then(Value::as_bool).unwrap_or(true);
+    let act_name = c
+        .get("activation_function")
+        .and_then(Value::as_str)
+        .unwrap_or("torch.nn.modules.activation.Tanh");
+    let activation = Activation::parse_hf(act_name).ok_or_else(|| {
+        TextError::file(
+            &cp,
+            format!("activation_function {act_name:?} is not supported"),
+            "use Tanh, Identity, ReLU, GELU or SiLU",
+        )
+    })?;
+    let wp = weights_file(dir)?;
+    let mut t = tandem_nn::encoder::Tensors::read(&wp).map_err(|e| TextError::nn(&cp, e))?;
+    let w = t.take("linear.weight", &[out, inp]).map_err(|e| TextError::nn(&cp, e))?;
+    let b = if bias {
+        Some(t.take("linear.bias", &[out]).map_err(|e| TextError::nn(&cp, e))?)
+    } else {
+        None
+    };
+    Ok(DenseModule {
+        dense: Dense::new(w, b, out, inp),
+        activation,
+    })
+}
+
+/// SHA-256 over the names and bytes of `files`, hex.
+fn fingerprint(files: &[PathBuf]) -> Result<String, TextError> {
+    let mut h = Sha256::new();
+    for f in files {
+        let bytes = std::fs::read(f).map_err(|e| {
+            TextError::file(f, format!("cannot read ({e})"), "check its permissions")
+        })?;
+        h.update(f.file_name().map(|n| n.as_encoded_bytes()).unwrap_or_default());
+        h.update((bytes.len() as u64).to_le_bytes());
+        h.update(&bytes);
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}

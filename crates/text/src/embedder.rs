@@ -1,0 +1,271 @@
+//! Texts to vectors: tokenise (with the prompt, truncated to the model's
+//! length), sort by length so that batches carry little padding, run the
+//! encoder, pool, apply the Dense modules, normalise, and put the vectors
+//! back in input order.
+
+use std::path::Path;
+
+use tandem_nn::encoder::{self, Encoder, Tensors, TokenBatch};
+use tandem_nn::kernels::Precision;
+use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+
+use crate::dir::ModelDir;
+use crate::TextError;
+
+/// How to embed.
+#[derive(Debug, Clone, Copy)]
+pub struct EmbedOptions {
+    /// Texts per forward pass.
+    pub batch: usize,
+    /// Tokens per text, special tokens included (default: the model's).
+    pub max_length: Option<usize>,
+    /// Matrix product precision.
+    pub precision: Precision,
+}
+
+impl Default for EmbedOptions {
+    fn default() -> Self {
+        EmbedOptions {
+            batch: 32,
+            max_length: None,
+            precision: Precision::F32,
+        }
+    }
+}
+
+/// Vectors of a list of texts.
+#[derive(Debug, Clone)]
+pub struct Embedded {
+    /// `[texts, dim]`, in input order.
+    pub vectors: Vec<f32>,
+    /// Texts cut to the maximum length.
+    pub truncated: usize,
+    /// Texts that were empty (or only whitespace); embedded all the same.
+    pub empty: usize,
+}
+
+/// A loaded model ready to embed.
+pub struct Embedder {
+    dir: ModelDir,
+    tokenizer: Tokenizer,
+    encoder: Box<dyn Encoder>,
+    max_len: usize,
+    batch: usize,
+    dim: usize,
+}
+
+impl std::fmt::Debug for Embedder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Embedder")
+            .field("dir", &self.dir.path)
+            .field("model_type", &self.encoder.model_type())
+            .field("max_len", &self.max_len)
+            .field("dim", &self.dim)
+            .finish()
+    }
+}
+
+impl Embedder {
+    /// Loads the model in `path`, checking the directory, the config
+    /// against the tensors and the tokenizer against the vocabulary.
+    pub fn load(path: &Path, opts: EmbedOptions) -> Result<Embedder, TextError> {
+        let dir = ModelDir::open(path)?;
+        let config_path = dir.transformer.join("config.json");
+        let mut tensors = Tensors::read(&dir.weights).map_err(|e| TextError::nn(&config_path, e))?;
+        let mut encoder =
+            encoder::load(&dir.config, &mut tensors).map_err(|e| TextError::nn(&config_path, e))?;
+        encoder.set_precision(opts.precision);
+        let mut tokenizer = Tokenizer::from_file(&dir.tokenizer).map_err(|e| {
+            TextError::file(
+                &dir.tokenizer,
+                format!("not a tokenizer.json that the tokenizers library reads ({e})"),
+                "rewrite it with transformers: AutoTokenizer.from_pretrained(DIR).save_pretrained(DIR)",
+            )
+        })?;
+        let vocab = encoder.vocab_size();
+        if let Some((tok, id)) = tokenizer
+            .get_vocab(true)
+            .into_iter()
+            .filter(|(_, id)| *id as usize >= vocab)
+            .max_by_key(|(_, id)| *id)
+        {
+            return Err(TextError::file(
+                &dir.tokenizer,
+                format!(
+                    "token {tok:?} has id {id}, but config.json's vocab_size is {vocab}; the tokenizer does not belong with the model"
+                ),
+                "use the tokenizer.json saved with this model",
+            ));
+        }
+        let model_max = encoder.max_len();
+        let max_len = match (opts.max_length, dir.max_seq_length) {
+            (Some(m), _) => m,
+            (None, Some(m)) => m,
+            (None, None) => model_max.unwrap_or(512),
+        };
+        if max_len < 2 {
+            return Err(TextError::file(
+                path,
+                format!("a maximum length of {max_len} tokens leaves no room for text"),
+                "pass --max-length 2 or more",
+            ));
+        }
+        if let Some(m) = model_max {
+            if max_len > m {
+                return Err(TextError::file(
+                    &config_path,
+                    format!("a maximum length of {max_len} tokens, but the model has positions for {m}"),
+                    format!("pass --max-length {m} or less"),
+                ));
+            }
+        }
+        tokenizer
+            .with_truncation(Some(TruncationParams {
+                max_length: max_len,
+                strategy: TruncationStrategy::LongestFirst,
+                stride: 0,
+                direction: TruncationDirection::Right,
+            }))
+            .map_err(|e| TextError::file(&dir.tokenizer, format!("cannot truncate ({e})"), "use a tokenizer.json saved by transformers"))?;
+        tokenizer.with_padding(None);
+        let hidden = encoder.hidden();
+        let mut dim = dir.pooling.width(hidden);
+        for (i, d) in dir.dense.iter().enumerate() {
+            if d.dense.inp() != dim {
+                return Err(TextError::file(
+                    &dir.path.join("modules.json"),
+                    format!(
+                        "Dense module {} takes {} inputs but receives {dim}",
+                        i + 1,
+                        d.dense.inp()
+                    ),
+                    "restore the model directory from its source",
+                ));
+            }
+            dim = d.dense.out();
+        }
+        let mut dir = dir;
+        for d in &mut dir.dense {
+            d.dense.set_precision(opts.precision);
+        }
+        Ok(Embedder {
+            dir,
+            tokenizer,
+            encoder,
+            max_len,
+            batch: opts.batch.max(1),
+            dim,
+        })
+    }
+
+    /// The directory as read.
+    pub fn dir(&self) -> &ModelDir {
+        &self.dir
+    }
+
+    /// The encoder under the pooling.
+    pub fn encoder(&self) -> &dyn Encoder {
+        self.encoder.as_ref()
+    }
+
+    /// The encoder's `model_type`.
+    pub fn model_type(&self) -> &str {
+        self.encoder.model_type()
+    }
+
+    /// The width of the output vectors.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Tokens per text, special tokens included.
+    pub fn max_len(&self) -> usize {
+        self.max_len
+    }
+
+    /// The fingerprint of the model's files.
+    pub fn fingerprint(&self) -> &str {
+        &self.dir.fingerprint
+    }
+
+    /// The token ids of `texts` (special tokens added, truncated), and
+    /// whether each was truncated.
+    pub fn tokenize(&self, texts: &[String]) -> Result<Vec<(Vec<u32>, bool)>, TextError> {
+        let inputs: Vec<String> = if self.dir.lower_case {
+            texts.iter().map(|t| t.to_lowercase()).collect()
+        } else {
+            texts.to_vec()
+        };
+        let enc = self.tokenizer.encode_batch(inputs, true).map_err(|e| {
+            TextError::file(&self.dir.tokenizer, format!("cannot tokenise ({e})"), "check the input text")
+        })?;
+        Ok(enc
+            .into_iter()
+            .map(|e| (e.get_ids().to_vec(), !e.get_overflowing().is_empty()))
+            .collect())
+    }
+
+    /// Embeds `texts`, each prefixed with `prompt` (may be empty), calling
+    /// `progress(n)` after each batch of `n` texts.
+    pub fn embed(
+        &self,
+        texts: &[String],
+        prompt: &str,
+        mut progress: impl FnMut(usize),
+    ) -> Result<Embedded, TextError> {
+        let inputs: Vec<String> = texts.iter().map(|t| format!("{prompt}{t}")).collect();
+        let tokens = self.tokenize(&inputs)?;
+        let truncated = tokens.iter().filter(|(_, t)| *t).count();
+        let empty = texts.iter().filter(|t| t.trim().is_empty()).count();
+        // longest first, ties in input order: a fixed batching for fixed input
+        let mut order: Vec<usize> = (0..texts.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(tokens[i].0.len()));
+        let hidden = self.encoder.hidden();
+        let pooled_width = self.dir.pooling.width(hidden);
+        let mut vectors = vec![0.0f32; texts.len() * self.dim];
+        let (mut ids, mut lens) = (Vec::new(), Vec::new());
+        let (mut pooled, mut next) = (Vec::new(), Vec::new());
+        for chunk in order.chunks(self.batch) {
+            let len = chunk.iter().map(|&i| tokens[i].0.len()).max().unwrap_or(1).max(1);
+            ids.clear();
+            lens.clear();
+            for &i in chunk {
+                let t = &tokens[i].0;
+                ids.extend_from_slice(t);
+                ids.extend(std::iter::repeat_n(0u32, len - t.len()));
+                lens.push(t.len());
+            }
+            let states = self.encoder.forward(TokenBatch {
+                ids: &ids,
+                lens: &lens,
+                len,
+            });
+            pooled.clear();
+            pooled.resize(chunk.len() * pooled_width, 0.0);
+            for (b, out) in pooled.chunks_exact_mut(pooled_width).enumerate() {
+                let real = &states[b * len * hidden..(b * len + lens[b]) * hidden];
+                self.dir.pooling.pool(real, hidden, out);
+            }
+            for d in &self.dir.dense {
+                d.dense.forward(&pooled, &mut next);
+                d.activation.apply(&mut next);
+                std::mem::swap(&mut pooled, &mut next);
+            }
+            for (row, &i) in pooled.chunks_exact_mut(self.dim).zip(chunk) {
+                if self.dir.normalize {
+                    let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+                    for v in row.iter_mut() {
+                        *v /= norm;
+                    }
+                }
+                vectors[i * self.dim..(i + 1) * self.dim].copy_from_slice(row);
+            }
+            progress(chunk.len());
+        }
+        Ok(Embedded {
+            vectors,
+            truncated,
+            empty,
+        })
+    }
+}
