@@ -82,6 +82,12 @@ impl<'a> Mat<'a> {
 /// `c = beta * c + a * b`, `c` dense row-major `m x n`; `beta` is 0 or 1
 /// (0 overwrites, so `c` may hold garbage).
 pub fn matmul(c: &mut [f32], a: Mat<'_>, b: Mat<'_>, beta: f32) {
+    matmul_on(c, a, b, beta, threads());
+}
+
+/// [`matmul`] on `threads` threads (1 inside work that is already split
+/// over threads); the result does not depend on it.
+pub fn matmul_on(c: &mut [f32], a: Mat<'_>, b: Mat<'_>, beta: f32, threads: usize) {
     let (m, k) = a.shape();
     let (k2, n) = b.shape();
     assert_eq!(k, k2, "inner dimensions {k} and {k2} differ");
@@ -97,7 +103,7 @@ pub fn matmul(c: &mut [f32], a: Mat<'_>, b: Mat<'_>, beta: f32) {
     }
     let (acs, ars) = a.strides();
     let (bcs, brs) = b.strides();
-    let par = match threads() {
+    let par = match threads {
         1 => gemm::Parallelism::None,
         t => gemm::Parallelism::Rayon(t),
     };

@@ -3,8 +3,52 @@
 
 use rayon::prelude::*;
 
-use crate::linalg::{dot, threads};
-use crate::simd::exp;
+use crate::linalg::{matmul_on, threads, Mat};
+use crate::simd::{avx512_dispatch, exp};
+
+avx512_dispatch!(
+    /// One row of attention probabilities in place: `scale * s + bias` over
+    /// the keys `lo..hi`, softmax there, zero elsewhere.
+    fn softmax_row(row: &mut [f32], scale: f32, bias: Option<&[f32]>, lo: usize, hi: usize) {
+        match bias {
+            Some(bias) => {
+                for (v, b) in row[lo..hi].iter_mut().zip(&bias[lo..hi]) {
+                    *v = *v * scale + b;
+                }
+            }
+            None => {
+                for v in &mut row[lo..hi] {
+                    *v *= scale;
+                }
+            }
+        }
+        // 16 lanes so that the reductions vectorise (a fixed order all the same)
+        let keys = &mut row[lo..hi];
+        let mut lanes = [f32::NEG_INFINITY; 16];
+        for c in keys.chunks(16) {
+            for (l, v) in lanes.iter_mut().zip(c) {
+                *l = l.max(*v);
+            }
+        }
+        let max = lanes.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        for v in keys.iter_mut() {
+            *v = exp(*v - max);
+        }
+        let mut lanes = [0.0f32; 16];
+        for c in keys.chunks(16) {
+            for (l, v) in lanes.iter_mut().zip(c) {
+                *l += v;
+            }
+        }
+        let sum: f32 = lanes.iter().sum();
+        let inv = 1.0 / sum;
+        for v in &mut row[lo..hi] {
+            *v *= inv;
+        }
+        row[..lo].fill(0.0);
+        row[hi..].fill(0.0);
+    }
+);
 
 /// The layout of a batch for attention: `batch` sequences padded to `len`
 /// tokens, `heads` heads of `head_dim` each.
@@ -56,44 +100,24 @@ pub fn attention(
     let one = |b: usize, out: &mut [f32]| {
         let n = lens[b];
         let rows = &qkv[b * len * stride..(b + 1) * len * stride];
-        let mut p = vec![0.0f32; n];
+        let (mut s, mut o) = (vec![0.0f32; n * n], vec![0.0f32; n * dh]);
         out.fill(0.0);
         for h in 0..heads {
-            let (qo, ko, vo) = (
-                offsets[0] + h * dh,
-                offsets[1] + h * dh,
-                offsets[2] + h * dh,
-            );
-            for i in 0..n {
+            let at = |which: usize| Mat::strided(&rows[offsets[which] + h * dh..], n, dh, stride);
+            // s = q k^T, one product per head
+            matmul_on(&mut s, at(0), at(1).t(), 0.0, 1);
+            for (i, row) in s.chunks_exact_mut(n).enumerate() {
+                let bias = bias.map(|bias| &bias[(h * len + i) * len..(h * len + i) * len + n]);
                 let (lo, hi) = match window {
                     Some(w) => (i.saturating_sub(w), (i + w + 1).min(n)),
                     None => (0, n),
                 };
-                let q = &rows[i * stride + qo..i * stride + qo + dh];
-                let mut max = f32::NEG_INFINITY;
-                for j in lo..hi {
-                    let k = &rows[j * stride + ko..j * stride + ko + dh];
-                    let mut s = dot(q, k) * scale;
-                    if let Some(bias) = bias {
-                        s += bias[(h * len + i) * len + j];
-                    }
-                    p[j] = s;
-                    max = max.max(s);
-                }
-                let mut sum = 0.0f32;
-                for v in &mut p[lo..hi] {
-                    *v = exp(*v - max);
-                    sum += *v;
-                }
-                let inv = 1.0 / sum;
-                let o = &mut out[i * width + h * dh..i * width + (h + 1) * dh];
-                for (j, &pj) in p.iter().enumerate().take(hi).skip(lo) {
-                    let w = pj * inv;
-                    let v = &rows[j * stride + vo..j * stride + vo + dh];
-                    for (o, v) in o.iter_mut().zip(v) {
-                        *o += w * v;
-                    }
-                }
+                softmax_row(row, scale, bias, lo, hi);
+            }
+            // o = p v
+            matmul_on(&mut o, Mat::new(&s, n, n), at(2), 0.0, 1);
+            for (dst, src) in out.chunks_exact_mut(width).zip(o.chunks_exact(dh)) {
+                dst[h * dh..(h + 1) * dh].copy_from_slice(src);
             }
         }
     };
