@@ -1,24 +1,34 @@
 //! Layer norm and RMS norm over rows.
 
 use super::for_rows;
+use crate::simd::avx512_dispatch;
 
 /// In place over the rows of `x` (width `w.len()`):
 /// `(x - mean) / sqrt(var + eps) * w + b` (biased variance, as PyTorch);
 /// no bias when `b` is `None` (ModernBERT).
 pub fn layer_norm(x: &mut [f32], w: &[f32], b: Option<&[f32]>, eps: f32) {
     let n = w.len();
-    for_rows(x, n, |_, row| {
-        let mean = row.iter().map(|&v| v as f64).sum::<f64>() / n as f64;
-        let var = row
-            .iter()
-            .map(|&v| {
-                let d = v as f64 - mean;
-                d * d
-            })
-            .sum::<f64>()
-            / n as f64;
-        let inv = (1.0 / (var + eps as f64).sqrt()) as f32;
-        let mean = mean as f32;
+    for_rows(x, n, |_, row| layer_norm_row(row, w, b, eps));
+}
+
+/// Sum with 16 lanes (vectorises; a fixed order all the same).
+#[inline(always)]
+fn lane_sum(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut lanes = [0.0f32; 16];
+    for c in x.chunks(16) {
+        for (l, v) in lanes.iter_mut().zip(c) {
+            *l += f(*v);
+        }
+    }
+    lanes.iter().sum()
+}
+
+avx512_dispatch!(
+    fn layer_norm_row(row: &mut [f32], w: &[f32], b: Option<&[f32]>, eps: f32) {
+        let n = row.len() as f32;
+        let mean = lane_sum(row, |v| v) / n;
+        let var = lane_sum(row, |v| (v - mean) * (v - mean)) / n;
+        let inv = 1.0 / (var + eps).sqrt();
         match b {
             Some(b) => {
                 for ((v, g), c) in row.iter_mut().zip(w).zip(b) {
@@ -31,21 +41,25 @@ pub fn layer_norm(x: &mut [f32], w: &[f32], b: Option<&[f32]>, eps: f32) {
                 }
             }
         }
-    });
-}
+    }
+);
 
 /// In place over the rows of `x`: `x / sqrt(mean(x^2) + eps) * w` (T5's
 /// norm: no mean subtraction, no bias).
 pub fn rms_norm(x: &mut [f32], w: &[f32], eps: f32) {
     let n = w.len();
-    for_rows(x, n, |_, row| {
-        let ms = row.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>() / n as f64;
-        let inv = (1.0 / (ms + eps as f64).sqrt()) as f32;
+    for_rows(x, n, |_, row| rms_norm_row(row, w, eps));
+}
+
+avx512_dispatch!(
+    fn rms_norm_row(row: &mut [f32], w: &[f32], eps: f32) {
+        let ms = lane_sum(row, |v| v * v) / row.len() as f32;
+        let inv = 1.0 / (ms + eps).sqrt();
         for (v, g) in row.iter_mut().zip(w) {
             *v = *v * inv * g;
         }
-    });
-}
+    }
+);
 
 #[cfg(test)]
 mod tests {
