@@ -17,8 +17,8 @@
 
 #[macro_use]
 mod macros;
-mod error;
 pub mod encoder;
+mod error;
 pub mod kernels;
 pub mod linalg;
 mod loss;

@@ -314,7 +314,9 @@ pub(crate) fn exp(x: f32) -> f32 {
     y = y * r + 1.666_666_5e-1;
     y = y * r + 5e-1;
     y = y * r * r + r + 1.0;
-    y * f32::from_bits(((n as i32 + 127) << 23) as u32)
+    // 2^n from the bits of n + 127 + MAGIC, whose low mantissa bits hold the
+    // integer n + 127 (no float-to-int cast: those do not vectorise)
+    y * f32::from_bits((n + (MAGIC + 127.0)).to_bits() << 23)
 }
 
 /// The logistic function, `1 / (1 + exp(-x))`.

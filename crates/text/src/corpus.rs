@@ -37,7 +37,11 @@ impl Corpus {
     /// missing field, is an error naming the line.
     pub fn read(path: &Path, field: &str) -> Result<Corpus, TextError> {
         let bytes = std::fs::read(path).map_err(|e| {
-            TextError::file(path, format!("cannot read ({e})"), "check the path and its permissions")
+            TextError::file(
+                path,
+                format!("cannot read ({e})"),
+                "check the path and its permissions",
+            )
         })?;
         let mut lines: Vec<&[u8]> = bytes.split(|&b| b == b'\n').collect();
         if lines.last().is_some_and(|l| l.is_empty()) {
@@ -53,9 +57,13 @@ impl Corpus {
             let at = |problem: String, fix: &str| {
                 TextError::file(path, format!("line {}: {problem}", i + 1), fix)
             };
-            let line = std::str::from_utf8(raw.strip_suffix(b"\r").unwrap_or(raw)).map_err(|e| {
-                at(format!("not valid UTF-8 ({e})"), "convert the file to UTF-8")
-            })?;
+            let line =
+                std::str::from_utf8(raw.strip_suffix(b"\r").unwrap_or(raw)).map_err(|e| {
+                    at(
+                        format!("not valid UTF-8 ({e})"),
+                        "convert the file to UTF-8",
+                    )
+                })?;
             if !json {
                 c.ids.push(i.to_string());
                 c.texts.push(line.to_string());
@@ -138,11 +146,17 @@ mod tests {
 
     #[test]
     fn bad_lines_are_named() {
-        let e = read(b"{\"text\": \"a\"}\n{\"text\": \n", "text").unwrap_err().to_string();
+        let e = read(b"{\"text\": \"a\"}\n{\"text\": \n", "text")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("line 2") && e.contains("not valid JSON"), "{e}");
-        let e = read(b"{\"body\": \"a\"}\n", "text").unwrap_err().to_string();
+        let e = read(b"{\"body\": \"a\"}\n", "text")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("line 1") && e.contains("--field"), "{e}");
-        let e = read(b"{\"text\": \"a\"}\n{\"text\": \"\xff\"}\n", "text").unwrap_err().to_string();
+        let e = read(b"{\"text\": \"a\"}\n{\"text\": \"\xff\"}\n", "text")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("line 2") && e.contains("UTF-8"), "{e}");
         let c = read(b"{\"q\": \"a\"}\n", "q").unwrap();
         assert_eq!(c.texts, vec!["a"]);

@@ -58,7 +58,11 @@ pub struct ModelDir {
 
 fn read_json(path: &Path) -> Result<Value, TextError> {
     let text = std::fs::read_to_string(path).map_err(|e| {
-        TextError::file(path, format!("cannot read ({e})"), "check the path and its permissions")
+        TextError::file(
+            path,
+            format!("cannot read ({e})"),
+            "check the path and its permissions",
+        )
     })?;
     serde_json::from_str(&text).map_err(|e| {
         TextError::file(
@@ -128,7 +132,11 @@ impl ModelDir {
         if has_modules {
             let modules = read_json(&modules_path)?;
             let list = modules.as_array().ok_or_else(|| {
-                TextError::file(&modules_path, "not a JSON list", "restore the file from the model's source")
+                TextError::file(
+                    &modules_path,
+                    "not a JSON list",
+                    "restore the file from the model's source",
+                )
             })?;
             for m in list {
                 let ty = m.get("type").and_then(Value::as_str).unwrap_or("");
@@ -161,7 +169,11 @@ impl ModelDir {
             ));
         }
         let config_text = std::fs::read_to_string(&config_path).map_err(|e| {
-            TextError::file(&config_path, format!("cannot read ({e})"), "check its permissions")
+            TextError::file(
+                &config_path,
+                format!("cannot read ({e})"),
+                "check its permissions",
+            )
         })?;
         let config = HfConfig::parse(&config_text).map_err(|e| TextError::nn(&config_path, e))?;
         let tokenizer = transformer.join("tokenizer.json");
@@ -264,9 +276,16 @@ fn read_dense(dir: &Path) -> Result<DenseModule, TextError> {
     let cp = dir.join("config.json");
     let c = read_json(&cp)?;
     let get = |k: &str| {
-        c.get(k).and_then(Value::as_u64).map(|n| n as usize).ok_or_else(|| {
-            TextError::file(&cp, format!("no integer {k:?}"), "restore the file from the model's source")
-        })
+        c.get(k)
+            .and_then(Value::as_u64)
+            .map(|n| n as usize)
+            .ok_or_else(|| {
+                TextError::file(
+                    &cp,
+                    format!("no integer {k:?}"),
+                    "restore the file from the model's source",
+                )
+            })
     };
     let (inp, out) = (get("in_features")?, get("out_features")?);
     let bias = c.get("bias").and_then(Value::as_bool).unwrap_or(true);
@@ -283,9 +302,14 @@ fn read_dense(dir: &Path) -> Result<DenseModule, TextError> {
     })?;
     let wp = weights_file(dir)?;
     let mut t = tandem_nn::encoder::Tensors::read(&wp).map_err(|e| TextError::nn(&cp, e))?;
-    let w = t.take("linear.weight", &[out, inp]).map_err(|e| TextError::nn(&cp, e))?;
+    let w = t
+        .take("linear.weight", &[out, inp])
+        .map_err(|e| TextError::nn(&cp, e))?;
     let b = if bias {
-        Some(t.take("linear.bias", &[out]).map_err(|e| TextError::nn(&cp, e))?)
+        Some(
+            t.take("linear.bias", &[out])
+                .map_err(|e| TextError::nn(&cp, e))?,
+        )
     } else {
         None
     };
@@ -302,7 +326,11 @@ fn fingerprint(files: &[PathBuf]) -> Result<String, TextError> {
         let bytes = std::fs::read(f).map_err(|e| {
             TextError::file(f, format!("cannot read ({e})"), "check its permissions")
         })?;
-        h.update(f.file_name().map(|n| n.as_encoded_bytes()).unwrap_or_default());
+        h.update(
+            f.file_name()
+                .map(|n| n.as_encoded_bytes())
+                .unwrap_or_default(),
+        );
         h.update((bytes.len() as u64).to_le_bytes());
         h.update(&bytes);
     }

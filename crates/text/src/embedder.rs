@@ -71,7 +71,8 @@ impl Embedder {
     pub fn load(path: &Path, opts: EmbedOptions) -> Result<Embedder, TextError> {
         let dir = ModelDir::open(path)?;
         let config_path = dir.transformer.join("config.json");
-        let mut tensors = Tensors::read(&dir.weights).map_err(|e| TextError::nn(&config_path, e))?;
+        let mut tensors =
+            Tensors::read(&dir.weights).map_err(|e| TextError::nn(&config_path, e))?;
         let mut encoder =
             encoder::load(&dir.config, &mut tensors).map_err(|e| TextError::nn(&config_path, e))?;
         encoder.set_precision(opts.precision);
@@ -114,7 +115,9 @@ impl Embedder {
             if max_len > m {
                 return Err(TextError::file(
                     &config_path,
-                    format!("a maximum length of {max_len} tokens, but the model has positions for {m}"),
+                    format!(
+                        "a maximum length of {max_len} tokens, but the model has positions for {m}"
+                    ),
                     format!("pass --max-length {m} or less"),
                 ));
             }
@@ -126,7 +129,13 @@ impl Embedder {
                 stride: 0,
                 direction: TruncationDirection::Right,
             }))
-            .map_err(|e| TextError::file(&dir.tokenizer, format!("cannot truncate ({e})"), "use a tokenizer.json saved by transformers"))?;
+            .map_err(|e| {
+                TextError::file(
+                    &dir.tokenizer,
+                    format!("cannot truncate ({e})"),
+                    "use a tokenizer.json saved by transformers",
+                )
+            })?;
         tokenizer.with_padding(None);
         let hidden = encoder.hidden();
         let mut dim = dir.pooling.width(hidden);
@@ -197,7 +206,11 @@ impl Embedder {
             texts.to_vec()
         };
         let enc = self.tokenizer.encode_batch(inputs, true).map_err(|e| {
-            TextError::file(&self.dir.tokenizer, format!("cannot tokenise ({e})"), "check the input text")
+            TextError::file(
+                &self.dir.tokenizer,
+                format!("cannot tokenise ({e})"),
+                "check the input text",
+            )
         })?;
         Ok(enc
             .into_iter()
@@ -226,7 +239,12 @@ impl Embedder {
         let (mut ids, mut lens) = (Vec::new(), Vec::new());
         let (mut pooled, mut next) = (Vec::new(), Vec::new());
         for chunk in order.chunks(self.batch) {
-            let len = chunk.iter().map(|&i| tokens[i].0.len()).max().unwrap_or(1).max(1);
+            let len = chunk
+                .iter()
+                .map(|&i| tokens[i].0.len())
+                .max()
+                .unwrap_or(1)
+                .max(1);
             ids.clear();
             lens.clear();
             for &i in chunk {
@@ -246,6 +264,7 @@ impl Embedder {
                 let real = &states[b * len * hidden..(b * len + lens[b]) * hidden];
                 self.dir.pooling.pool(real, hidden, out);
             }
+            tandem_nn::kernels::recycle(states);
             for d in &self.dir.dense {
                 d.dense.forward(&pooled, &mut next);
                 d.activation.apply(&mut next);

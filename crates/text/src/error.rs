@@ -31,7 +31,9 @@ impl TextError {
     /// the error names no file of its own).
     pub(crate) fn nn(config: &Path, e: tandem_nn::NnError) -> TextError {
         match e {
-            tandem_nn::NnError::Weights { path, problem, fix } => TextError::File { path, problem, fix },
+            tandem_nn::NnError::Weights { path, problem, fix } => {
+                TextError::File { path, problem, fix }
+            }
             tandem_nn::NnError::Config { problem, fix } => TextError::File {
                 path: config.to_path_buf(),
                 problem,

@@ -30,13 +30,22 @@ pub struct Shard {
 impl Shard {
     /// Parses `i/n` (`0 <= i < n`).
     pub fn parse(s: &str) -> Result<Shard, String> {
-        let (i, n) = s.split_once('/').ok_or_else(|| format!("--shard {s:?}: write it as i/n, e.g. 0/4"))?;
+        let (i, n) = s
+            .split_once('/')
+            .ok_or_else(|| format!("--shard {s:?}: write it as i/n, e.g. 0/4"))?;
         let (index, count): (usize, usize) = match (i.trim().parse(), n.trim().parse()) {
             (Ok(i), Ok(n)) => (i, n),
-            _ => return Err(format!("--shard {s:?}: write it as i/n with whole numbers, e.g. 0/4")),
+            _ => {
+                return Err(format!(
+                    "--shard {s:?}: write it as i/n with whole numbers, e.g. 0/4"
+                ))
+            }
         };
         if count == 0 || index >= count {
-            return Err(format!("--shard {s:?}: i must be below n (0/{count} to {}/{count})", count.max(1) - 1));
+            return Err(format!(
+                "--shard {s:?}: i must be below n (0/{count} to {}/{count})",
+                count.max(1) - 1
+            ));
         }
         Ok(Shard { index, count })
     }
@@ -120,7 +129,11 @@ pub fn partial_dir(out: &Path) -> PathBuf {
 /// SHA-256 of a file's bytes, hex.
 pub fn file_fingerprint(path: &Path) -> Result<String, TextError> {
     let bytes = std::fs::read(path).map_err(|e| {
-        TextError::file(path, format!("cannot read ({e})"), "check the path and its permissions")
+        TextError::file(
+            path,
+            format!("cannot read ({e})"),
+            "check the path and its permissions",
+        )
     })?;
     Ok(hex(&Sha256::digest(&bytes)))
 }
@@ -130,20 +143,39 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 }
 
 fn io_err(path: &Path, e: impl std::fmt::Display) -> TextError {
-    TextError::file(path, format!("cannot write ({e})"), "check the folder exists, is writable and has space")
+    TextError::file(
+        path,
+        format!("cannot write ({e})"),
+        "check the folder exists, is writable and has space",
+    )
 }
 
 /// Refuses outputs that exist (without `overwrite`) or that would land on
 /// an input; nothing is written when this fails.
-pub fn check_outputs(outs: &[PathBuf], inputs: &[&Path], overwrite: Overwrite) -> Result<(), TextError> {
+pub fn check_outputs(
+    outs: &[PathBuf],
+    inputs: &[&Path],
+    overwrite: Overwrite,
+) -> Result<(), TextError> {
     let canon = |p: &Path| std::fs::canonicalize(p).ok();
     for out in outs {
         if let Some(o) = canon(out) {
-            if inputs.iter().any(|i| canon(i).is_some_and(|c| c == o || c.starts_with(&o))) {
-                return Err(TextError::file(out, "this output would overwrite an input", "write the output somewhere else"));
+            if inputs
+                .iter()
+                .any(|i| canon(i).is_some_and(|c| c == o || c.starts_with(&o)))
+            {
+                return Err(TextError::file(
+                    out,
+                    "this output would overwrite an input",
+                    "write the output somewhere else",
+                ));
             }
             if overwrite == Overwrite::Refuse {
-                return Err(TextError::file(out, "exists", "pass --force to replace it, or choose another --out"));
+                return Err(TextError::file(
+                    out,
+                    "exists",
+                    "pass --force to replace it, or choose another --out",
+                ));
             }
         }
     }
@@ -160,7 +192,11 @@ impl EmbedJob<'_> {
         let (ids_file, sidecar_file) = (ids_path(out), sidecar_path(out));
         let dir = self.embedder.dir();
         let inputs: Vec<&Path> = vec![self.input, &dir.weights, &dir.tokenizer, &dir.transformer];
-        check_outputs(&[out.to_path_buf(), ids_file.clone(), sidecar_file.clone()], &inputs, self.overwrite)?;
+        check_outputs(
+            &[out.to_path_buf(), ids_file.clone(), sidecar_file.clone()],
+            &inputs,
+            self.overwrite,
+        )?;
         let total = self.corpus.len();
         let range = self.shard.map_or(0..total, |s| s.rows(total));
         let rows = range.len();
@@ -192,19 +228,27 @@ impl EmbedJob<'_> {
             }
         } else {
             std::fs::create_dir_all(&partial).map_err(|e| io_err(&partial, e))?;
-            tandem_io::write_bytes_atomic(&job_file, Overwrite::Allow, serde_json::to_string_pretty(&job).unwrap().as_bytes())
-                .map_err(|e| io_err(&job_file, e))?;
+            tandem_io::write_bytes_atomic(
+                &job_file,
+                Overwrite::Allow,
+                serde_json::to_string_pretty(&job).unwrap().as_bytes(),
+            )
+            .map_err(|e| io_err(&job_file, e))?;
         }
         let blocks = rows.div_ceil(BLOCK);
         let block_file = |b: usize| partial.join(format!("block-{b:06}.f32"));
-        let block_rows = |b: usize| (range.start + b * BLOCK)..(range.start + ((b + 1) * BLOCK).min(rows));
+        let block_rows =
+            |b: usize| (range.start + b * BLOCK)..(range.start + ((b + 1) * BLOCK).min(rows));
         let done: Vec<bool> = (0..blocks)
             .map(|b| {
                 std::fs::metadata(block_file(b))
                     .is_ok_and(|m| m.len() as usize == block_rows(b).len() * dim * 4)
             })
             .collect();
-        let resumed: usize = (0..blocks).filter(|&b| done[b]).map(|b| block_rows(b).len()).sum();
+        let resumed: usize = (0..blocks)
+            .filter(|&b| done[b])
+            .map(|b| block_rows(b).len())
+            .sum();
         let bar = self.progress.then(|| {
             let bar = tandem_io::progress(rows as u64, "embed");
             bar.set_position(resumed as u64);
@@ -218,21 +262,30 @@ impl EmbedJob<'_> {
             if done[b] {
                 // counted again from the tokens, which are cheap
                 let part = &self.corpus.texts[r.clone()];
-                let with: Vec<String> = part.iter().map(|t| format!("{}{t}", self.prompt)).collect();
-                truncated += self.embedder.tokenize(&with)?.iter().filter(|(_, t)| *t).count();
+                let with: Vec<String> =
+                    part.iter().map(|t| format!("{}{t}", self.prompt)).collect();
+                truncated += self
+                    .embedder
+                    .tokenize(&with)?
+                    .iter()
+                    .filter(|(_, t)| *t)
+                    .count();
                 empty += part.iter().filter(|t| t.trim().is_empty()).count();
                 continue;
             }
-            let e = self.embedder.embed(&self.corpus.texts[r], self.prompt, |n| {
-                if let Some(bar) = &bar {
-                    bar.inc(n as u64);
-                }
-            })?;
+            let e = self
+                .embedder
+                .embed(&self.corpus.texts[r], self.prompt, |n| {
+                    if let Some(bar) = &bar {
+                        bar.inc(n as u64);
+                    }
+                })?;
             truncated += e.truncated;
             empty += e.empty;
             let bytes: Vec<u8> = e.vectors.iter().flat_map(|v| v.to_le_bytes()).collect();
             let f = block_file(b);
-            tandem_io::write_bytes_atomic(&f, Overwrite::Allow, &bytes).map_err(|e| io_err(&f, e))?;
+            tandem_io::write_bytes_atomic(&f, Overwrite::Allow, &bytes)
+                .map_err(|e| io_err(&f, e))?;
         }
         if let Some(bar) = bar {
             bar.finish_and_clear();
@@ -241,7 +294,10 @@ impl EmbedJob<'_> {
         tandem_bank::write_npy_streamed(out, rows, dim, self.dtype, self.overwrite, |w| {
             for b in 0..blocks {
                 let bytes = std::fs::read(block_file(b))?;
-                let v: Vec<f32> = bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+                let v: Vec<f32> = bytes
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect();
                 w(&v)?;
             }
             Ok(())
@@ -249,7 +305,8 @@ impl EmbedJob<'_> {
         .map_err(|e| io_err(out, e))?;
         let mut ids = self.corpus.ids[range.clone()].join("\n");
         ids.push('\n');
-        tandem_io::write_bytes_atomic(&ids_file, self.overwrite, ids.as_bytes()).map_err(|e| io_err(&ids_file, e))?;
+        tandem_io::write_bytes_atomic(&ids_file, self.overwrite, ids.as_bytes())
+            .map_err(|e| io_err(&ids_file, e))?;
         let embedded = rows - resumed;
         let sidecar = json!({
             "tool": "tandem embed",
@@ -276,8 +333,12 @@ impl EmbedJob<'_> {
             "seconds": seconds,
             "texts_per_second": if seconds > 0.0 { embedded as f64 / seconds } else { 0.0 },
         });
-        tandem_io::write_bytes_atomic(&sidecar_file, self.overwrite, serde_json::to_string_pretty(&sidecar).unwrap().as_bytes())
-            .map_err(|e| io_err(&sidecar_file, e))?;
+        tandem_io::write_bytes_atomic(
+            &sidecar_file,
+            self.overwrite,
+            serde_json::to_string_pretty(&sidecar).unwrap().as_bytes(),
+        )
+        .map_err(|e| io_err(&sidecar_file, e))?;
         std::fs::remove_dir_all(&partial).map_err(|e| io_err(&partial, e))?;
         Ok(EmbedReport {
             rows,
@@ -297,17 +358,30 @@ impl EmbedJob<'_> {
 /// other from the first row to the last.
 pub fn merge(parts: &[PathBuf], out: &Path, overwrite: Overwrite) -> Result<Value, TextError> {
     if parts.is_empty() {
-        return Err(TextError::file(out, "no parts to merge", "pass the shard banks in order"));
+        return Err(TextError::file(
+            out,
+            "no parts to merge",
+            "pass the shard banks in order",
+        ));
     }
     let (ids_file, sidecar_file) = (ids_path(out), sidecar_path(out));
     let inputs: Vec<&Path> = parts.iter().map(PathBuf::as_path).collect();
-    check_outputs(&[out.to_path_buf(), ids_file.clone(), sidecar_file.clone()], &inputs, overwrite)?;
+    check_outputs(
+        &[out.to_path_buf(), ids_file.clone(), sidecar_file.clone()],
+        &inputs,
+        overwrite,
+    )?;
     let read = |p: &Path| -> Result<Value, TextError> {
         let sp = sidecar_path(p);
         let text = std::fs::read_to_string(&sp).map_err(|e| {
-            TextError::file(&sp, format!("cannot read the sidecar of {} ({e})", p.display()), "merge banks written by tandem embed, with their .json and .ids.txt beside them")
+            TextError::file(
+                &sp,
+                format!("cannot read the sidecar of {} ({e})", p.display()),
+                "merge banks written by tandem embed, with their .json and .ids.txt beside them",
+            )
         })?;
-        serde_json::from_str(&text).map_err(|e| TextError::file(&sp, format!("not valid JSON ({e})"), "rerun that shard"))
+        serde_json::from_str(&text)
+            .map_err(|e| TextError::file(&sp, format!("not valid JSON ({e})"), "rerun that shard"))
     };
     let first = read(&parts[0])?;
     let same = ["model", "input", "dtype", "prompt", "settings"];
@@ -327,7 +401,10 @@ pub fn merge(parts: &[PathBuf], out: &Path, overwrite: Overwrite) -> Result<Valu
                 ));
             }
         }
-        let (a, b) = (side["rows"][0].as_u64().unwrap_or(0) as usize, side["rows"][1].as_u64().unwrap_or(0) as usize);
+        let (a, b) = (
+            side["rows"][0].as_u64().unwrap_or(0) as usize,
+            side["rows"][1].as_u64().unwrap_or(0) as usize,
+        );
         if a != next {
             return Err(TextError::file(
                 p,
@@ -336,10 +413,20 @@ pub fn merge(parts: &[PathBuf], out: &Path, overwrite: Overwrite) -> Result<Valu
             ));
         }
         next = b;
-        let bank = tandem_bank::Bank::open(p, &tandem_bank::OpenOptions { key: None, ids: Some(ids_path(p)) })
-            .map_err(|e| TextError::file(p, e.to_string(), "rerun that shard"))?;
+        let bank = tandem_bank::Bank::open(
+            p,
+            &tandem_bank::OpenOptions {
+                key: None,
+                ids: Some(ids_path(p)),
+            },
+        )
+        .map_err(|e| TextError::file(p, e.to_string(), "rerun that shard"))?;
         if bank.rows() != b - a {
-            return Err(TextError::file(p, format!("has {} rows, its sidecar says {}", bank.rows(), b - a), "rerun that shard"));
+            return Err(TextError::file(
+                p,
+                format!("has {} rows, its sidecar says {}", bank.rows(), b - a),
+                "rerun that shard",
+            ));
         }
         for id in bank.ids().unwrap_or_default() {
             ids.push_str(id);
@@ -370,15 +457,22 @@ pub fn merge(parts: &[PathBuf], out: &Path, overwrite: Overwrite) -> Result<Valu
         Ok(())
     })
     .map_err(|e| io_err(out, e))?;
-    tandem_io::write_bytes_atomic(&ids_file, overwrite, ids.as_bytes()).map_err(|e| io_err(&ids_file, e))?;
+    tandem_io::write_bytes_atomic(&ids_file, overwrite, ids.as_bytes())
+        .map_err(|e| io_err(&ids_file, e))?;
     let mut sidecar = first.clone();
     sidecar["rows"] = json!([0, total]);
     sidecar["shard"] = Value::Null;
     sidecar["truncated"] = json!(truncated);
     sidecar["empty"] = json!(empty);
-    sidecar["ids"] = json!(ids_file.file_name().map(|n| n.to_string_lossy().into_owned()));
+    sidecar["ids"] = json!(ids_file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned()));
     sidecar["merged_from"] = json!(parts);
-    tandem_io::write_bytes_atomic(&sidecar_file, overwrite, serde_json::to_string_pretty(&sidecar).unwrap().as_bytes())
-        .map_err(|e| io_err(&sidecar_file, e))?;
+    tandem_io::write_bytes_atomic(
+        &sidecar_file,
+        overwrite,
+        serde_json::to_string_pretty(&sidecar).unwrap().as_bytes(),
+    )
+    .map_err(|e| io_err(&sidecar_file, e))?;
     Ok(sidecar)
 }

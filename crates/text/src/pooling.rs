@@ -132,13 +132,21 @@ impl Pooling {
                     out.fill(0.0);
                     let mut total = 0.0f32;
                     for (i, r) in rows.enumerate() {
-                        let w = if *mode == Mode::WeightedMean { (i + 1) as f32 } else { 1.0 };
+                        let w = if *mode == Mode::WeightedMean {
+                            (i + 1) as f32
+                        } else {
+                            1.0
+                        };
                         total += w;
                         for (o, v) in out.iter_mut().zip(r) {
                             *o += w * v;
                         }
                     }
-                    let div = if *mode == Mode::MeanSqrtLen { total.sqrt() } else { total };
+                    let div = if *mode == Mode::MeanSqrtLen {
+                        total.sqrt()
+                    } else {
+                        total
+                    };
                     for o in out.iter_mut() {
                         *o /= div;
                     }

@@ -25,14 +25,19 @@ use tandem_nn::encoder::{Tensors, TokenBatch};
 use tandem_text::{EmbedOptions, Embedder, Mode, Pooling};
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 /// Largest |a - b| relative to the largest |b| (at least 1).
 fn rel_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "lengths differ");
     let scale = b.iter().fold(1.0f32, |m, v| m.max(v.abs()));
-    a.iter().zip(b).fold(0.0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+    a.iter()
+        .zip(b)
+        .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()))
+        / scale
 }
 
 struct Golden {
@@ -42,7 +47,8 @@ struct Golden {
 
 impl Golden {
     fn load(dir: &Path) -> Golden {
-        let json = serde_json::from_str(&std::fs::read_to_string(dir.join("golden.json")).unwrap()).unwrap();
+        let json = serde_json::from_str(&std::fs::read_to_string(dir.join("golden.json")).unwrap())
+            .unwrap();
         let tensors = Tensors::read(&dir.join("golden.safetensors")).unwrap();
         Golden { json, tensors }
     }
@@ -58,7 +64,12 @@ impl Golden {
     }
 
     fn texts(&self) -> Vec<String> {
-        self.json["texts"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_string()).collect()
+        self.json["texts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap().to_string())
+            .collect()
     }
 
     /// The unpadded token ids of each text, as the Python tokenizer gave them.
@@ -87,12 +98,24 @@ fn check(name: &str) {
     let e = Embedder::load(&dir, EmbedOptions::default()).unwrap();
     let texts = g.texts();
     let want_ids = g.ids(&g.json["batch"]);
-    let got: Vec<Vec<u32>> = e.tokenize(&texts).unwrap().into_iter().map(|(ids, _)| ids).collect();
-    assert_eq!(got, want_ids, "{name}: token ids differ from transformers' tokenizer");
+    let got: Vec<Vec<u32>> = e
+        .tokenize(&texts)
+        .unwrap()
+        .into_iter()
+        .map(|(ids, _)| ids)
+        .collect();
+    assert_eq!(
+        got, want_ids,
+        "{name}: token ids differ from transformers' tokenizer"
+    );
 
     let h = e.encoder().hidden();
     for (i, ids) in want_ids.iter().enumerate() {
-        let out = e.encoder().forward(TokenBatch { ids, lens: &[ids.len()], len: ids.len() });
+        let out = e.encoder().forward(TokenBatch {
+            ids,
+            lens: &[ids.len()],
+            len: ids.len(),
+        });
         let d = rel_diff(&out, &g.tensor(&format!("hidden.{i}")));
         assert!(d < 1e-5, "{name}: hidden states of text {i} differ by {d}");
     }
@@ -100,9 +123,17 @@ fn check(name: &str) {
     let lens: Vec<usize> = want_ids.iter().map(Vec::len).collect();
     let padded: Vec<u32> = want_ids
         .iter()
-        .flat_map(|ids| ids.iter().copied().chain(std::iter::repeat_n(0, len - ids.len())))
+        .flat_map(|ids| {
+            ids.iter()
+                .copied()
+                .chain(std::iter::repeat_n(0, len - ids.len()))
+        })
         .collect();
-    let out = e.encoder().forward(TokenBatch { ids: &padded, lens: &lens, len });
+    let out = e.encoder().forward(TokenBatch {
+        ids: &padded,
+        lens: &lens,
+        len,
+    });
     let want = g.tensor("hidden_batch");
     for (b, &n) in lens.iter().enumerate() {
         let at = b * len * h..(b * len + n) * h;
@@ -117,7 +148,11 @@ fn check(name: &str) {
     assert!(emb.truncated >= 2, "{name}: the long texts are truncated");
     if let Some(prompt) = g.json["query"]["prompt"].as_str() {
         let prompt = prompt.to_string();
-        assert_eq!(e.dir().prompts.get("query"), Some(&prompt), "{name}: the query prompt is read");
+        assert_eq!(
+            e.dir().prompts.get("query"),
+            Some(&prompt),
+            "{name}: the query prompt is read"
+        );
         let q = e.embed(&texts, &prompt, |_| {}).unwrap();
         let d = rel_diff(&q.vectors, &g.tensor("embedding_query"));
         assert!(d < 1e-5, "{name}: prompted embeddings differ by {d}");
@@ -136,15 +171,30 @@ fn bert_pooling_modes_match_sentence_transformers() {
     let e = Embedder::load(&dir, EmbedOptions::default()).unwrap();
     let ids = g.ids(&g.json["batch"]);
     let h = e.encoder().hidden();
-    for mode in [Mode::Cls, Mode::Max, Mode::Mean, Mode::MeanSqrtLen, Mode::WeightedMean, Mode::LastToken] {
+    for mode in [
+        Mode::Cls,
+        Mode::Max,
+        Mode::Mean,
+        Mode::MeanSqrtLen,
+        Mode::WeightedMean,
+        Mode::LastToken,
+    ] {
         let want = g.tensor(&format!("embedding_{}", mode.name()));
         let pooling = Pooling { modes: vec![mode] };
         for (i, ids) in ids.iter().enumerate() {
-            let states = e.encoder().forward(TokenBatch { ids, lens: &[ids.len()], len: ids.len() });
+            let states = e.encoder().forward(TokenBatch {
+                ids,
+                lens: &[ids.len()],
+                len: ids.len(),
+            });
             let mut out = vec![0.0; h];
             pooling.pool(&states, h, &mut out);
             let d = rel_diff(&out, &want[i * h..(i + 1) * h]);
-            assert!(d < 1e-5, "{} pooling of text {i} differs by {d}", mode.name());
+            assert!(
+                d < 1e-5,
+                "{} pooling of text {i} differs by {d}",
+                mode.name()
+            );
         }
     }
 }
@@ -188,14 +238,24 @@ fn refusal(name: &str) -> String {
 #[test]
 fn pytorch_bin_only_is_refused_with_the_conversion() {
     let e = refusal("pytorch-bin-only");
-    assert!(e.contains("pytorch_model.bin") && e.contains("safe_serialization=True"), "{e}");
+    assert!(
+        e.contains("pytorch_model.bin") && e.contains("safe_serialization=True"),
+        "{e}"
+    );
 }
 
 #[test]
 fn unsupported_architecture_lists_the_supported_ones() {
     let e = refusal("unsupported");
     assert!(e.contains("\"gpt2\" is not supported"), "{e}");
-    for arch in ["bert", "roberta", "xlm-roberta", "mpnet", "t5", "modernbert"] {
+    for arch in [
+        "bert",
+        "roberta",
+        "xlm-roberta",
+        "mpnet",
+        "t5",
+        "modernbert",
+    ] {
         assert!(e.contains(arch), "{arch} missing from: {e}");
     }
     assert!(e.contains("config.json"), "names the file: {e}");
@@ -204,7 +264,10 @@ fn unsupported_architecture_lists_the_supported_ones() {
 #[test]
 fn tokenizer_beyond_the_vocabulary_is_refused() {
     let e = refusal("vocab-mismatch");
-    assert!(e.contains("tokenizer.json") && e.contains("vocab_size is 400"), "{e}");
+    assert!(
+        e.contains("tokenizer.json") && e.contains("vocab_size is 400"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -213,18 +276,32 @@ fn missing_and_inconsistent_directories_are_refused() {
     let e = Embedder::load(&tmp.path().join("nope"), EmbedOptions::default()).unwrap_err();
     assert!(e.to_string().contains("not a directory"), "{e}");
     let e = Embedder::load(tmp.path(), EmbedOptions::default()).unwrap_err();
-    assert!(e.to_string().contains("config.json") && e.to_string().contains("missing"), "{e}");
+    assert!(
+        e.to_string().contains("config.json") && e.to_string().contains("missing"),
+        "{e}"
+    );
     // a config whose sizes disagree with the tensors
     let dir = tmp.path().join("bert");
     copy_dir(&fixture("bert"), &dir);
     let cfg = std::fs::read_to_string(dir.join("config.json")).unwrap();
-    std::fs::write(dir.join("config.json"), cfg.replace("\"intermediate_size\": 64", "\"intermediate_size\": 48")).unwrap();
-    let e = Embedder::load(&dir, EmbedOptions::default()).unwrap_err().to_string();
-    assert!(e.contains("model.safetensors") && e.contains("[64, 32]") && e.contains("[48, 32]"), "{e}");
+    std::fs::write(
+        dir.join("config.json"),
+        cfg.replace("\"intermediate_size\": 64", "\"intermediate_size\": 48"),
+    )
+    .unwrap();
+    let e = Embedder::load(&dir, EmbedOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("model.safetensors") && e.contains("[64, 32]") && e.contains("[48, 32]"),
+        "{e}"
+    );
     // an unreadable tokenizer
     std::fs::write(dir.join("config.json"), cfg).unwrap();
     std::fs::write(dir.join("tokenizer.json"), "{\"not\": \"a tokenizer\"}").unwrap();
-    let e = Embedder::load(&dir, EmbedOptions::default()).unwrap_err().to_string();
+    let e = Embedder::load(&dir, EmbedOptions::default())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("tokenizer.json"), "{e}");
 }
 

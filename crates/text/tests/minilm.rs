@@ -12,7 +12,11 @@
 use tandem_text::{EmbedOptions, Embedder, Precision};
 
 fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a.iter().zip(b).map(|(x, y)| (*x as f64) * (*y as f64)).sum();
+    let dot: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (*x as f64) * (*y as f64))
+        .sum();
     let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
     let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
     dot / (na * nb)
@@ -56,7 +60,9 @@ fn parity(precision: Precision) -> Option<(f64, f64)> {
 
 #[test]
 fn float32_embeddings_match_sentence_transformers() {
-    let Some((worst, max_abs)) = parity(Precision::F32) else { return };
+    let Some((worst, max_abs)) = parity(Precision::F32) else {
+        return;
+    };
     eprintln!("f32: worst cosine {worst:.7}, max |diff| {max_abs:.2e}");
     assert!(worst >= 0.99999, "worst cosine {worst}");
     assert!(max_abs <= 1e-4, "max abs diff {max_abs}");
@@ -64,7 +70,9 @@ fn float32_embeddings_match_sentence_transformers() {
 
 #[test]
 fn bfloat16_embeddings_stay_close() {
-    let Some((worst, _)) = parity(Precision::Bf16) else { return };
+    let Some((worst, _)) = parity(Precision::Bf16) else {
+        return;
+    };
     eprintln!("bf16: worst cosine {worst:.7}");
     assert!(worst >= 0.999, "worst cosine {worst}");
 }

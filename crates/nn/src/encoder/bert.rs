@@ -11,7 +11,9 @@
 //! ```
 
 use super::{linear, Encoder, HfConfig, Tensors, TokenBatch};
-use crate::kernels::{attention, layer_norm, Activation, AttnShape, Dense, Precision};
+use crate::kernels::{
+    attention, layer_norm, scratch, scratch_zeroed, Activation, AttnShape, Dense, Precision,
+};
 use crate::NnError;
 
 /// A layer norm's weight and bias.
@@ -88,15 +90,24 @@ impl Bert {
         };
         if pos_offset >= max_pos {
             return Err(NnError::config(
-                format!("pad_token_id {} leaves no positions of {max_pos}", pos_offset - 1),
+                format!(
+                    "pad_token_id {} leaves no positions of {max_pos}",
+                    pos_offset - 1
+                ),
                 "restore config.json from the model's source",
             ));
         }
         t.find_prefix(&["embeddings.word_embeddings.weight"], &model_type)?;
         let e = "embeddings";
         let word = t.take(&format!("{e}.word_embeddings.weight"), &[vocab, hidden])?;
-        let pos = t.take(&format!("{e}.position_embeddings.weight"), &[max_pos, hidden])?;
-        let token_type = t.take(&format!("{e}.token_type_embeddings.weight"), &[types, hidden])?;
+        let pos = t.take(
+            &format!("{e}.position_embeddings.weight"),
+            &[max_pos, hidden],
+        )?;
+        let token_type = t.take(
+            &format!("{e}.token_type_embeddings.weight"),
+            &[types, hidden],
+        )?;
         let norm = Norm::load(t, &format!("{e}.LayerNorm"), hidden)?;
         let layers = (0..layers)
             .map(|i| {
@@ -161,8 +172,11 @@ impl Encoder for Bert {
 
     fn forward(&self, batch: TokenBatch<'_>) -> Vec<f32> {
         let (h, len) = (self.hidden, batch.len);
-        assert!(len <= self.max_pos - self.pos_offset, "sequence longer than the position table");
-        let mut x = vec![0.0f32; batch.ids.len() * h];
+        assert!(
+            len <= self.max_pos - self.pos_offset,
+            "sequence longer than the position table"
+        );
+        let mut x = scratch_zeroed(batch.ids.len() * h);
         for (r, (row, &id)) in x.chunks_exact_mut(h).zip(batch.ids).enumerate() {
             let p = self.pos_offset + r % len;
             let word = &self.word[id as usize * h..(id as usize + 1) * h];
@@ -179,10 +193,21 @@ impl Encoder for Bert {
             head_dim: h / self.heads,
         };
         let scale = 1.0 / ((h / self.heads) as f32).sqrt();
-        let (mut qkv, mut ctx, mut y, mut inner) = (Vec::new(), vec![0.0; x.len()], Vec::new(), Vec::new());
+        let (mut qkv, mut ctx, mut y, mut inner) =
+            (scratch(), scratch_zeroed(x.len()), scratch(), scratch());
         for l in &self.layers {
             l.qkv.forward(&x, &mut qkv);
-            attention(&mut ctx, &qkv, 3 * h, [0, h, 2 * h], shape, batch.lens, scale, None, None);
+            attention(
+                &mut ctx,
+                &qkv,
+                3 * h,
+                [0, h, 2 * h],
+                shape,
+                batch.lens,
+                scale,
+                None,
+                None,
+            );
             l.out.forward(&ctx, &mut y);
             super::add_into(&mut x, &y);
             l.norm1.apply(&mut x, self.eps);
@@ -192,6 +217,6 @@ impl Encoder for Bert {
             super::add_into(&mut x, &y);
             l.norm2.apply(&mut x, self.eps);
         }
-        x
+        x.into_vec()
     }
 }

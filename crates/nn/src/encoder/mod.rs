@@ -17,7 +17,14 @@ use crate::kernels::{Activation, Dense, Precision};
 use crate::NnError;
 
 /// The `model_type`s of `config.json` that tandem runs.
-pub const SUPPORTED: &[&str] = &["bert", "roberta", "xlm-roberta", "mpnet", "t5", "modernbert"];
+pub const SUPPORTED: &[&str] = &[
+    "bert",
+    "roberta",
+    "xlm-roberta",
+    "mpnet",
+    "t5",
+    "modernbert",
+];
 
 /// A batch of token ids, right-padded: `ids` is `[B, len]`, sequence `b` has
 /// `lens[b]` real tokens first.

@@ -33,7 +33,8 @@ use serde_json::Value;
 
 use super::{linear, Encoder, HfConfig, Tensors, TokenBatch};
 use crate::kernels::{
-    attention, geglu, layer_norm, rope, Activation, AttnShape, Dense, Precision, Rope,
+    attention, geglu, layer_norm, rope, scratch, scratch_zeroed, Activation, AttnShape, Dense,
+    Precision, Rope,
 };
 use crate::NnError;
 
@@ -315,7 +316,7 @@ impl Encoder for ModernBert {
             len <= self.max_pos,
             "sequence longer than max_position_embeddings"
         );
-        let mut x = vec![0.0f32; batch.ids.len() * h];
+        let mut x = scratch_zeroed(batch.ids.len() * h);
         for (row, &id) in x.chunks_exact_mut(h).zip(batch.ids) {
             row.copy_from_slice(&self.tok[id as usize * h..(id as usize + 1) * h]);
         }
@@ -327,9 +328,9 @@ impl Encoder for ModernBert {
             head_dim: h / self.heads,
         };
         let scale = 1.0 / ((h / self.heads) as f32).sqrt();
-        let mut ctx = vec![0.0; x.len()];
+        let mut ctx = scratch_zeroed(x.len());
         let (mut n, mut qkv, mut y, mut inner, mut gated) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            (scratch(), scratch(), scratch(), scratch(), scratch());
         for l in &self.layers {
             let normed = match &l.attn_norm {
                 Some(norm) => {
@@ -368,7 +369,7 @@ impl Encoder for ModernBert {
             super::add_into(&mut x, &y);
         }
         self.final_norm.apply(&mut x, self.eps);
-        x
+        x.into_vec()
     }
 }
 

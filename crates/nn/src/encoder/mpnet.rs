@@ -18,7 +18,9 @@
 
 use super::t5::RelativeBias;
 use super::{linear, Encoder, HfConfig, Tensors, TokenBatch};
-use crate::kernels::{attention, layer_norm, Activation, AttnShape, Dense, Precision};
+use crate::kernels::{
+    attention, layer_norm, scratch, scratch_zeroed, Activation, AttnShape, Dense, Precision,
+};
 use crate::NnError;
 
 /// `MPNetEmbeddings.padding_idx`.
@@ -164,7 +166,7 @@ impl Encoder for MpNet {
             len + PAD < self.max_pos,
             "sequence longer than the position table"
         );
-        let mut x = vec![0.0f32; batch.ids.len() * h];
+        let mut x = scratch_zeroed(batch.ids.len() * h);
         // create_position_ids_from_input_ids: positions count the ids that
         // are not PAD; those stay at PAD.
         let mut seen = PAD;
@@ -195,7 +197,7 @@ impl Encoder for MpNet {
         };
         let scale = 1.0 / ((h / self.heads) as f32).sqrt();
         let (mut qkv, mut ctx, mut y, mut inner) =
-            (Vec::new(), vec![0.0; x.len()], Vec::new(), Vec::new());
+            (scratch(), scratch_zeroed(x.len()), scratch(), scratch());
         for l in &self.layers {
             l.qkv.forward(&x, &mut qkv);
             let offsets = [0, h, 2 * h];
@@ -219,6 +221,6 @@ impl Encoder for MpNet {
             super::add_into(&mut x, &y);
             self.apply(&l.norm2, &mut x);
         }
-        x
+        x.into_vec()
     }
 }

@@ -21,7 +21,9 @@
 //! ```
 
 use super::{linear, Encoder, HfConfig, Tensors, TokenBatch};
-use crate::kernels::{attention, geglu, rms_norm, Activation, AttnShape, Dense, Precision};
+use crate::kernels::{
+    attention, geglu, rms_norm, scratch, scratch_zeroed, Activation, AttnShape, Dense, Precision,
+};
 use crate::NnError;
 
 /// The bucket of the relative position `rel = key - query` (bidirectional),
@@ -237,12 +239,13 @@ impl Encoder for T5 {
 
     fn forward(&self, batch: TokenBatch<'_>) -> Vec<f32> {
         let (h, len, inner) = (self.d_model, batch.len, self.heads * self.d_kv);
-        let mut x: Vec<f32> = batch
-            .ids
-            .iter()
-            .flat_map(|&id| &self.embed[id as usize * h..(id as usize + 1) * h])
-            .copied()
-            .collect();
+        let mut x = scratch();
+        x.extend(
+            batch
+                .ids
+                .iter()
+                .flat_map(|&id| &self.embed[id as usize * h..(id as usize + 1) * h]),
+        );
         let bias = self.bias.bias(len);
         let shape = AttnShape {
             batch: batch.rows(),
@@ -250,8 +253,8 @@ impl Encoder for T5 {
             heads: self.heads,
             head_dim: self.d_kv,
         };
-        let mut ctx = vec![0.0; batch.ids.len() * inner];
-        let (mut y, mut qkv, mut up, mut gate) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut ctx = scratch_zeroed(batch.ids.len() * inner);
+        let (mut y, mut qkv, mut up, mut gate) = (scratch(), scratch(), scratch(), scratch());
         for b in &self.blocks {
             y.clone_from(&x);
             rms_norm(&mut y, &b.norm1, self.eps);
@@ -283,7 +286,7 @@ impl Encoder for T5 {
             super::add_into(&mut x, &y);
         }
         rms_norm(&mut x, &self.norm, self.eps);
-        x
+        x.into_vec()
     }
 }
 

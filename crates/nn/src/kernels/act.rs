@@ -195,7 +195,10 @@ mod tests {
             assert!((*a as f64 - want).abs() < 1e-6, "gelu({x}) {a} vs {want}");
             let c = (2.0 / std::f64::consts::PI).sqrt();
             let want = 0.5 * x * (1.0 + (c * (x + 0.044715 * x * x * x)).tanh());
-            assert!((*t as f64 - want).abs() < 1e-6, "gelu_tanh({x}) {t} vs {want}");
+            assert!(
+                (*t as f64 - want).abs() < 1e-6,
+                "gelu_tanh({x}) {t} vs {want}"
+            );
         }
     }
 

@@ -3,6 +3,7 @@
 
 use rayon::prelude::*;
 
+use super::scratch_zeroed;
 use crate::linalg::{matmul_on, threads, Mat};
 use crate::simd::{avx512_dispatch, exp};
 
@@ -100,7 +101,7 @@ pub fn attention(
     let one = |b: usize, out: &mut [f32]| {
         let n = lens[b];
         let rows = &qkv[b * len * stride..(b + 1) * len * stride];
-        let (mut s, mut o) = (vec![0.0f32; n * n], vec![0.0f32; n * dh]);
+        let (mut s, mut o) = (scratch_zeroed(n * n), scratch_zeroed(n * dh));
         out.fill(0.0);
         for h in 0..heads {
             let at = |which: usize| Mat::strided(&rows[offsets[which] + h * dh..], n, dh, stride);
@@ -175,7 +176,10 @@ impl Rope {
 /// within its sequence).
 pub fn rope(x: &mut [f32], stride: usize, offset: usize, heads: usize, len: usize, r: &Rope) {
     let half = r.half;
-    assert!(len <= r.max_len(), "rotary tables shorter than the sequence");
+    assert!(
+        len <= r.max_len(),
+        "rotary tables shorter than the sequence"
+    );
     super::for_rows(x, stride, |row_ix, row| {
         let pos = row_ix % len;
         let cos = &r.cos[pos * half..(pos + 1) * half];
@@ -201,7 +205,12 @@ mod tests {
         let mut out = vec![0.0; n * d];
         for i in 0..n {
             let s: Vec<f64> = (0..n)
-                .map(|j| (0..d).map(|c| (q[i * d + c] * k[j * d + c]) as f64).sum::<f64>() * scale)
+                .map(|j| {
+                    (0..d)
+                        .map(|c| (q[i * d + c] * k[j * d + c]) as f64)
+                        .sum::<f64>()
+                        * scale
+                })
                 .collect();
             let m = s.iter().cloned().fold(f64::MIN, f64::max);
             let e: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
@@ -230,7 +239,17 @@ mod tests {
             head_dim: d,
         };
         let mut out = vec![9.0; 2 * len * d];
-        attention(&mut out, &qkv, stride, [0, d, 2 * d], shape, &lens, 0.5, None, None);
+        attention(
+            &mut out,
+            &qkv,
+            stride,
+            [0, d, 2 * d],
+            shape,
+            &lens,
+            0.5,
+            None,
+            None,
+        );
         for (b, &n) in lens.iter().enumerate() {
             let rows = &qkv[b * len * stride..];
             let pick = |o: usize| -> Vec<f32> {

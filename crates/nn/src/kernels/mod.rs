@@ -11,11 +11,13 @@ mod attention;
 pub mod bf16;
 mod dense;
 mod norm;
+mod scratch;
 
-pub use act::{gelu_erf, gelu_tanh, geglu, relu, tanh_inplace, Activation};
+pub use act::{geglu, gelu_erf, gelu_tanh, relu, tanh_inplace, Activation};
 pub use attention::{attention, rope, AttnShape, Rope};
 pub use dense::{Dense, Precision};
 pub use norm::{layer_norm, rms_norm};
+pub use scratch::{recycle, scratch, scratch_zeroed, Scratch};
 
 use rayon::prelude::*;
 
