@@ -3,7 +3,7 @@
 
 use rayon::prelude::*;
 
-use super::scratch_zeroed;
+use super::{lane_max, lane_sum, scratch_zeroed};
 use crate::linalg::{matmul_on, threads, Mat};
 use crate::simd::{avx512_dispatch, exp};
 
@@ -23,25 +23,12 @@ avx512_dispatch!(
                 }
             }
         }
-        // 16 lanes so that the reductions vectorise (a fixed order all the same)
         let keys = &mut row[lo..hi];
-        let mut lanes = [f32::NEG_INFINITY; 16];
-        for c in keys.chunks(16) {
-            for (l, v) in lanes.iter_mut().zip(c) {
-                *l = l.max(*v);
-            }
-        }
-        let max = lanes.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        let max = lane_max(keys);
         for v in keys.iter_mut() {
             *v = exp(*v - max);
         }
-        let mut lanes = [0.0f32; 16];
-        for c in keys.chunks(16) {
-            for (l, v) in lanes.iter_mut().zip(c) {
-                *l += v;
-            }
-        }
-        let sum: f32 = lanes.iter().sum();
+        let sum = lane_sum(keys, |v| v);
         let inv = 1.0 / sum;
         for v in &mut row[lo..hi] {
             *v *= inv;

@@ -45,3 +45,34 @@ pub(crate) fn for_rows(x: &mut [f32], width: usize, f: impl Fn(usize, &mut [f32]
         }
     }
 }
+
+/// `sum f(x_i)` in 16 lanes, then the lanes, then the tail: vectorises, in
+/// a fixed order.
+#[inline(always)]
+pub(crate) fn lane_sum(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut acc = [0.0f32; 16];
+    let mut it = x.chunks_exact(16);
+    for c in &mut it {
+        for j in 0..16 {
+            acc[j] += f(c[j]);
+        }
+    }
+    let mut s: f32 = acc.iter().sum();
+    for &v in it.remainder() {
+        s += f(v);
+    }
+    s
+}
+
+/// `max x_i` in 16 lanes (`-inf` for an empty slice).
+#[inline(always)]
+pub(crate) fn lane_max(x: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; 16];
+    let mut it = x.chunks_exact(16);
+    for c in &mut it {
+        for j in 0..16 {
+            acc[j] = acc[j].max(c[j]);
+        }
+    }
+    it.remainder().iter().chain(&acc).fold(f32::NEG_INFINITY, |m, &v| m.max(v))
+}

@@ -1,6 +1,6 @@
 //! Layer norm and RMS norm over rows.
 
-use super::for_rows;
+use super::{for_rows, lane_sum};
 use crate::simd::avx512_dispatch;
 
 /// In place over the rows of `x` (width `w.len()`):
@@ -9,18 +9,6 @@ use crate::simd::avx512_dispatch;
 pub fn layer_norm(x: &mut [f32], w: &[f32], b: Option<&[f32]>, eps: f32) {
     let n = w.len();
     for_rows(x, n, |_, row| layer_norm_row(row, w, b, eps));
-}
-
-/// Sum with 16 lanes (vectorises; a fixed order all the same).
-#[inline(always)]
-fn lane_sum(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
-    let mut lanes = [0.0f32; 16];
-    for c in x.chunks(16) {
-        for (l, v) in lanes.iter_mut().zip(c) {
-            *l += f(*v);
-        }
-    }
-    lanes.iter().sum()
 }
 
 avx512_dispatch!(
