@@ -500,7 +500,11 @@ pub fn write_npy_streamed(
             buf.clear();
             match dtype {
                 Dtype::F32 => buf.extend(block.iter().flat_map(|v| v.to_le_bytes())),
-                Dtype::F16 => buf.extend(block.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes())),
+                Dtype::F16 => buf.extend(
+                    block
+                        .iter()
+                        .flat_map(|v| half::f16::from_f32(*v).to_le_bytes()),
+                ),
             }
             w.write_all(&buf)
         })?;
@@ -636,5 +640,29 @@ mod tests {
             assert_eq!(offset, h.len());
             assert_eq!(parsed.shape, shape);
         }
+    }
+
+    #[test]
+    fn streamed_writes_are_the_bytes_of_write_npy() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<f32> = (0..7 * 5).map(|i| i as f32 * 0.37 - 3.0).collect();
+        let half: Vec<half::f16> = data.iter().map(|&v| half::f16::from_f32(v)).collect();
+        for (dtype, whole) in [
+            (Dtype::F32, Vectors::F32(&data)),
+            (Dtype::F16, Vectors::F16(&half)),
+        ] {
+            let (a, b) = (dir.path().join("a.npy"), dir.path().join("b.npy"));
+            write_npy(&a, 7, 5, whole, Overwrite::Allow).unwrap();
+            write_npy_streamed(&b, 7, 5, dtype, Overwrite::Allow, |w| {
+                w(&data[..10])?;
+                w(&data[10..])
+            })
+            .unwrap();
+            assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+        }
+        // too few values: an error, and no file
+        let c = dir.path().join("c.npy");
+        let e = write_npy_streamed(&c, 7, 5, Dtype::F32, Overwrite::Allow, |w| w(&data[..10]));
+        assert!(e.is_err() && !c.exists());
     }
 }

@@ -257,9 +257,9 @@ impl EmbedJob<'_> {
         });
         let t0 = Instant::now();
         let (mut truncated, mut empty) = (0usize, 0usize);
-        for b in 0..blocks {
+        for (b, &done) in done.iter().enumerate() {
             let r = block_rows(b);
-            if done[b] {
+            if done {
                 // counted again from the tokens, which are cheap
                 let part = &self.corpus.texts[r.clone()];
                 let with: Vec<String> =
