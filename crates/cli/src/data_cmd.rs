@@ -33,6 +33,14 @@ pub enum DataCmd {
     /// sequence (context rows..., target row), in split test when i % 10 == 0,
     /// val when i % 10 == 1, else train.
     ImportNpz(ImportNpzArgs),
+    /// Build a sequence dataset from raw documents with a Hugging Face model.
+    ///
+    /// Each document is split into sentences (or --chunk-tokens N token
+    /// chunks), the pieces are embedded, and the dataset is written as
+    /// from-sentences writes it (bank copied in, texts.jsonl), with
+    /// from-text.json (settings, counts, timing). Resumable: rerun a killed
+    /// run with the same flags.
+    FromText(Box<crate::from_text::FromTextArgs>),
 }
 
 /// Flags of `tandem data from-sentences`.
@@ -222,6 +230,9 @@ pub fn run(cmd: DataCmd) -> anyhow::Result<()> {
             })
             .context("tandem data import-npz failed")?;
             print_summary(&a.out, &m);
+        }
+        DataCmd::FromText(a) => {
+            crate::from_text::run(*a).context("tandem data from-text failed")?
         }
     }
     Ok(())

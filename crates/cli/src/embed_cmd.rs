@@ -58,7 +58,7 @@ pub struct ModelArgs {
 }
 
 impl ModelArgs {
-    fn load(&self) -> anyhow::Result<Embedder> {
+    pub(crate) fn load(&self) -> anyhow::Result<Embedder> {
         set_threads(self.threads);
         if self.batch == 0 {
             bail!("--batch 0: pass at least 1");
@@ -86,12 +86,18 @@ pub(crate) fn set_threads(threads: usize) {
         threads
     };
     tandem_nn::linalg::set_threads(n);
-    let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build_global();
 }
 
 /// The prompt to use: `--prompt` as given, or the model's prompt named by
 /// `--prompt-name`, or the model's default prompt.
-fn prompt_of(e: &Embedder, prompt: &Option<String>, name: &Option<String>) -> anyhow::Result<String> {
+pub(crate) fn prompt_of(
+    e: &Embedder,
+    prompt: &Option<String>,
+    name: &Option<String>,
+) -> anyhow::Result<String> {
     let prompts = &e.dir().prompts;
     match (prompt, name) {
         (Some(_), Some(_)) => bail!("--prompt and --prompt-name both given: pass one"),
@@ -100,8 +106,15 @@ fn prompt_of(e: &Embedder, prompt: &Option<String>, name: &Option<String>) -> an
             Some(p) => Ok(p.clone()),
             None => bail!(
                 "{}: the model has no prompt named {n:?} (it has: {}); pass --prompt TEXT instead",
-                e.dir().path.join("config_sentence_transformers.json").display(),
-                if prompts.is_empty() { "none".to_string() } else { prompts.keys().cloned().collect::<Vec<_>>().join(", ") }
+                e.dir()
+                    .path
+                    .join("config_sentence_transformers.json")
+                    .display(),
+                if prompts.is_empty() {
+                    "none".to_string()
+                } else {
+                    prompts.keys().cloned().collect::<Vec<_>>().join(", ")
+                }
             ),
         },
         (None, None) => Ok(e
@@ -153,14 +166,32 @@ pub struct EmbedArgs {
 }
 
 pub fn run_embed(a: EmbedArgs) -> anyhow::Result<()> {
-    let shard = a.shard.as_deref().map(Shard::parse).transpose().map_err(anyhow::Error::msg)?;
+    let shard = a
+        .shard
+        .as_deref()
+        .map(Shard::parse)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
     let overwrite = Overwrite::from_force(a.force);
-    // outputs are checked before minutes of loading and embedding
-    let outs = [a.out.clone(), job::ids_path(&a.out), job::sidecar_path(&a.out)];
-    job::check_outputs(&outs, &[&a.input, &a.model.model], overwrite)?;
+    // outputs are checked before minutes of loading and embedding (a run
+    // being resumed may replace what it wrote before it was killed)
+    let outs = [
+        a.out.clone(),
+        job::ids_path(&a.out),
+        job::sidecar_path(&a.out),
+    ];
+    let early = if job::partial_dir(&a.out).is_dir() {
+        Overwrite::Allow
+    } else {
+        overwrite
+    };
+    job::check_outputs(&outs, &[&a.input, &a.model.model], early)?;
     let corpus = Corpus::read(&a.input, &a.field)?;
     if corpus.is_empty() {
-        bail!("{}: no texts; give a file with one text (or JSON object) per line", a.input.display());
+        bail!(
+            "{}: no texts; give a file with one text (or JSON object) per line",
+            a.input.display()
+        );
     }
     let embedder = a.model.load()?;
     let prompt = prompt_of(&embedder, &a.prompt, &a.prompt_name)?;
@@ -279,7 +310,10 @@ pub fn run_beir(a: BeirArgs) -> anyhow::Result<()> {
         .ok()
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
         .unwrap_or_else(|| "beir".to_string());
-    let out = a.out.clone().unwrap_or_else(|| PathBuf::from(format!("{name}-{}.run", a.split)));
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("{name}-{}.run", a.split)));
     let meta = job::sidecar_path(&out);
     let overwrite = Overwrite::from_force(a.force);
     let corpus_path = a.data.join("corpus.jsonl");
@@ -290,22 +324,36 @@ pub fn run_beir(a: BeirArgs) -> anyhow::Result<()> {
             bail!("{}: missing; a BEIR folder has corpus.jsonl, queries.jsonl and qrels/<split>.tsv (pass --split for another split)", p.display());
         }
     }
-    job::check_outputs(&[out.clone(), meta.clone()], &[&corpus_path, &queries_path, &qrels_path], overwrite)?;
+    job::check_outputs(
+        &[out.clone(), meta.clone()],
+        &[&corpus_path, &queries_path, &qrels_path],
+        overwrite,
+    )?;
     if a.k == 0 {
         bail!("--k 0: ask for at least one hit per query");
     }
     let qrels = Qrels::read(&qrels_path)?;
     let queries = Corpus::read(&queries_path, "text")?;
     let wanted: HashSet<&str> = qrels.query_ids().collect();
-    let keep: Vec<usize> = (0..queries.len()).filter(|&i| wanted.contains(queries.ids[i].as_str())).collect();
+    let keep: Vec<usize> = (0..queries.len())
+        .filter(|&i| wanted.contains(queries.ids[i].as_str()))
+        .collect();
     if keep.is_empty() {
-        bail!("{}: none of its queries is in {}; check the split", queries_path.display(), qrels_path.display());
+        bail!(
+            "{}: none of its queries is in {}; check the split",
+            queries_path.display(),
+            qrels_path.display()
+        );
     }
     let corpus = Corpus::read(&corpus_path, "text")?;
     let embedder = a.model.load()?;
     let pick = |given: &Option<String>, names: &[&str]| -> String {
         given.clone().unwrap_or_else(|| {
-            names.iter().find_map(|n| embedder.dir().prompts.get(*n)).cloned().unwrap_or_default()
+            names
+                .iter()
+                .find_map(|n| embedder.dir().prompts.get(*n))
+                .cloned()
+                .unwrap_or_default()
         })
     };
     let query_prompt = pick(&a.query_prompt, &["query"]);
@@ -316,12 +364,29 @@ pub fn run_beir(a: BeirArgs) -> anyhow::Result<()> {
     let settings = a.model.settings();
     let key = {
         use sha2::{Digest, Sha256};
-        let text = json!([embedder.fingerprint(), corpus_fp, embedder.max_len(), doc_prompt, settings["precision"]]).to_string();
-        Sha256::digest(text.as_bytes()).iter().take(8).map(|b| format!("{b:02x}")).collect::<String>()
+        let text = json!([
+            embedder.fingerprint(),
+            corpus_fp,
+            embedder.max_len(),
+            doc_prompt,
+            settings
+        ])
+        .to_string();
+        Sha256::digest(text.as_bytes())
+            .iter()
+            .take(8)
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
     };
-    let cache = a.cache.clone().unwrap_or_else(|| a.data.join(".tandem-cache"));
+    let cache = a
+        .cache
+        .clone()
+        .unwrap_or_else(|| a.data.join(".tandem-cache"));
     std::fs::create_dir_all(&cache).with_context(|| {
-        format!("{}: cannot create the embedding cache; pass --cache DIR with a writable folder", cache.display())
+        format!(
+            "{}: cannot create the embedding cache; pass --cache DIR with a writable folder",
+            cache.display()
+        )
     })?;
     let bank_path = cache.join(format!("corpus-{key}.npy"));
     let cached = bank_path.is_file();
@@ -345,7 +410,13 @@ pub fn run_beir(a: BeirArgs) -> anyhow::Result<()> {
         .run()?;
     }
     let corpus_s = t_corpus.elapsed().as_secs_f64();
-    let bank = Bank::open(&bank_path, &tandem_bank::OpenOptions { key: None, ids: Some(job::ids_path(&bank_path)) })?;
+    let bank = Bank::open(
+        &bank_path,
+        &tandem_bank::OpenOptions {
+            key: None,
+            ids: Some(job::ids_path(&bank_path)),
+        },
+    )?;
     if bank.rows() != corpus.len() || bank.dim() != embedder.dim() {
         bail!(
             "{}: {} x {} cached, {} x {} expected; delete it to embed again",
@@ -371,9 +442,16 @@ pub fn run_beir(a: BeirArgs) -> anyhow::Result<()> {
     };
     let k = a.k.min(bank.rows());
     let exclude: Vec<Vec<u32>> = if a.ignore_identical_ids {
-        let row_of: std::collections::HashMap<&str, u32> =
-            corpus.ids.iter().enumerate().map(|(r, id)| (id.as_str(), r as u32)).collect();
-        qsel.ids.iter().map(|q| row_of.get(q.as_str()).map(|&r| vec![r]).unwrap_or_default()).collect()
+        let row_of: std::collections::HashMap<&str, u32> = corpus
+            .ids
+            .iter()
+            .enumerate()
+            .map(|(r, id)| (id.as_str(), r as u32))
+            .collect();
+        qsel.ids
+            .iter()
+            .map(|q| row_of.get(q.as_str()).map(|&r| vec![r]).unwrap_or_default())
+            .collect()
     } else {
         Vec::new()
     };
@@ -417,12 +495,23 @@ pub fn run_beir(a: BeirArgs) -> anyhow::Result<()> {
         "queries_truncated": qv.truncated,
         "seconds": { "corpus": corpus_s, "queries": query_s, "search": search_s, "total": t0.elapsed().as_secs_f64() },
     });
-    tandem_io::write_bytes_atomic(&meta, overwrite, serde_json::to_string_pretty(&summary)?.as_bytes())?;
+    tandem_io::write_bytes_atomic(
+        &meta,
+        overwrite,
+        serde_json::to_string_pretty(&summary)?.as_bytes(),
+    )?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
         let mut o = std::io::stdout().lock();
-        writeln!(o, "{name} ({} split): {} queries, {} documents, {}", a.split, qsel.len(), bank.rows(), embedder.model_type())?;
+        writeln!(
+            o,
+            "{name} ({} split): {} queries, {} documents, {}",
+            a.split,
+            qsel.len(),
+            bank.rows(),
+            embedder.model_type()
+        )?;
         for (m, v) in measures.iter().zip(&report.mean) {
             writeln!(o, "  {:<12} {v:.4}", m.to_string())?;
         }

@@ -11,6 +11,7 @@ mod data_cmd;
 mod demo;
 mod embed_cmd;
 mod eval_cmd;
+mod from_text;
 mod generate_cmd;
 mod search_cmd;
 mod train_cmd;

@@ -13,8 +13,12 @@ use serde_json::Value;
 
 #[test]
 fn minilm_on_scifact_matches_sentence_transformers() {
-    let Some(data) = tandem_io::shared_data(env!("CARGO_MANIFEST_DIR")) else { return };
-    let Some(model) = tandem_io::real_model(env!("CARGO_MANIFEST_DIR"), "all-MiniLM-L6-v2") else { return };
+    let Some(data) = tandem_io::shared_data(env!("CARGO_MANIFEST_DIR")) else {
+        return;
+    };
+    let Some(model) = tandem_io::real_model(env!("CARGO_MANIFEST_DIR"), "all-MiniLM-L6-v2") else {
+        return;
+    };
     let tmp = tempfile::tempdir().unwrap();
     let out = Command::cargo_bin("tandem")
         .unwrap()
@@ -28,13 +32,26 @@ fn minilm_on_scifact_matches_sentence_transformers() {
         .arg(tmp.path().join("scifact.run"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     let m = &v["metrics"];
-    let (ndcg, recall) = (m["ndcg@10"].as_f64().unwrap(), m["recall@100"].as_f64().unwrap());
-    eprintln!("nDCG@10 {ndcg:.4}, Recall@100 {recall:.4}, MAP@100 {}, MRR@10 {}", m["map@100"], m["recip_rank@10"]);
+    let (ndcg, recall) = (
+        m["ndcg@10"].as_f64().unwrap(),
+        m["recall@100"].as_f64().unwrap(),
+    );
+    eprintln!(
+        "nDCG@10 {ndcg:.4}, Recall@100 {recall:.4}, MAP@100 {}, MRR@10 {}",
+        m["map@100"], m["recip_rank@10"]
+    );
     assert!((ndcg - 0.6451).abs() <= 0.002, "nDCG@10 {ndcg} vs 0.6451");
-    assert!((recall - 0.9250).abs() <= 0.002, "Recall@100 {recall} vs 0.9250");
+    assert!(
+        (recall - 0.9250).abs() <= 0.002,
+        "Recall@100 {recall} vs 0.9250"
+    );
     assert_eq!(v["queries"], 300);
     assert_eq!(v["documents"], 5183);
     // the run holds 1000 hits for each of the 300 queries

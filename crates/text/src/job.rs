@@ -41,18 +41,32 @@ impl Shard {
                 ))
             }
         };
-        if count == 0 || index >= count {
+        if count == 0 {
+            return Err(format!("--shard {s:?}: n must be at least 1"));
+        }
+        if index >= count {
             return Err(format!(
                 "--shard {s:?}: i must be below n (0/{count} to {}/{count})",
-                count.max(1) - 1
+                count - 1
             ));
         }
         Ok(Shard { index, count })
     }
 
-    /// The rows of this part of `total`.
-    pub fn rows(self, total: usize) -> std::ops::Range<usize> {
-        (self.index * total / self.count)..((self.index + 1) * total / self.count)
+    /// The rows of this part of `total`: whole blocks of [`BLOCK`] rows, so
+    /// that every row is embedded in the same batch company as in an
+    /// unsharded run (the merged bank is then byte-identical to it). Refused
+    /// when the part would hold no block.
+    pub fn rows(self, total: usize) -> Result<std::ops::Range<usize>, String> {
+        let blocks = total.div_ceil(BLOCK);
+        if self.count > blocks {
+            return Err(format!(
+                "--shard {}/{}: the input's {total} texts make {blocks} block(s) of {BLOCK}, and a shard holds whole blocks; use at most {blocks} shard(s)",
+                self.index, self.count
+            ));
+        }
+        let at = |i: usize| (i * blocks / self.count * BLOCK).min(total);
+        Ok(at(self.index)..at(self.index + 1))
     }
 }
 
@@ -151,32 +165,47 @@ fn io_err(path: &Path, e: impl std::fmt::Display) -> TextError {
 }
 
 /// Refuses outputs that exist (without `overwrite`) or that would land on
-/// an input; nothing is written when this fails.
+/// an input: an input file itself, or anything inside an input directory
+/// (a model directory); nothing is written when this fails.
 pub fn check_outputs(
     outs: &[PathBuf],
     inputs: &[&Path],
     overwrite: Overwrite,
 ) -> Result<(), TextError> {
     let canon = |p: &Path| std::fs::canonicalize(p).ok();
+    let inputs: Vec<(PathBuf, bool)> = inputs
+        .iter()
+        .filter_map(|i| canon(i).map(|c| (c, i.is_dir())))
+        .collect();
     for out in outs {
-        if let Some(o) = canon(out) {
+        // the path it would have: its folder resolved, its name as given
+        let target = match (out.parent(), out.file_name()) {
+            (Some(p), Some(n)) => canon(if p.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                p
+            })
+            .map(|d| d.join(n)),
+            _ => None,
+        };
+        if let Some(t) = &target {
             if inputs
                 .iter()
-                .any(|i| canon(i).is_some_and(|c| c == o || c.starts_with(&o)))
+                .any(|(c, is_dir)| c == t || (*is_dir && t.starts_with(c)))
             {
                 return Err(TextError::file(
                     out,
-                    "this output would overwrite an input",
+                    "this output would overwrite an input (or write into the model directory)",
                     "write the output somewhere else",
                 ));
             }
-            if overwrite == Overwrite::Refuse {
-                return Err(TextError::file(
-                    out,
-                    "exists",
-                    "pass --force to replace it, or choose another --out",
-                ));
-            }
+        }
+        if overwrite == Overwrite::Refuse && out.exists() {
+            return Err(TextError::file(
+                out,
+                "exists",
+                "pass --force to replace it, or choose another --out",
+            ));
         }
     }
     Ok(())
@@ -191,14 +220,14 @@ impl EmbedJob<'_> {
         let out = self.out;
         let (ids_file, sidecar_file) = (ids_path(out), sidecar_path(out));
         let dir = self.embedder.dir();
-        let inputs: Vec<&Path> = vec![self.input, &dir.weights, &dir.tokenizer, &dir.transformer];
-        check_outputs(
-            &[out.to_path_buf(), ids_file.clone(), sidecar_file.clone()],
-            &inputs,
-            self.overwrite,
-        )?;
+        let inputs: Vec<&Path> = vec![self.input, &dir.path, &dir.transformer];
         let total = self.corpus.len();
-        let range = self.shard.map_or(0..total, |s| s.rows(total));
+        let range = match self.shard {
+            Some(s) => s
+                .rows(total)
+                .map_err(|e| TextError::file(self.input, e, "pass fewer shards"))?,
+            None => 0..total,
+        };
         let rows = range.len();
         let dim = self.embedder.dim();
         let job = json!({
@@ -214,7 +243,10 @@ impl EmbedJob<'_> {
         });
         let partial = partial_dir(out);
         let job_file = partial.join("job.json");
-        if partial.is_dir() {
+        // a folder killed before its job.json was written holds nothing to keep
+        let started =
+            partial.is_dir() && std::fs::read_dir(&partial).is_ok_and(|mut d| d.next().is_some());
+        if started {
             let before: Value = std::fs::read_to_string(&job_file)
                 .ok()
                 .and_then(|t| serde_json::from_str(&t).ok())
@@ -226,7 +258,19 @@ impl EmbedJob<'_> {
                     "rerun with the same settings to resume it, or delete that folder to start over",
                 ));
             }
+        }
+        // a run being resumed may replace what it wrote before it was killed
+        let overwrite = if started {
+            Overwrite::Allow
         } else {
+            self.overwrite
+        };
+        check_outputs(
+            &[out.to_path_buf(), ids_file.clone(), sidecar_file.clone()],
+            &inputs,
+            overwrite,
+        )?;
+        if !started {
             std::fs::create_dir_all(&partial).map_err(|e| io_err(&partial, e))?;
             tandem_io::write_bytes_atomic(
                 &job_file,
@@ -291,7 +335,7 @@ impl EmbedJob<'_> {
             bar.finish_and_clear();
         }
         let seconds = t0.elapsed().as_secs_f64();
-        tandem_bank::write_npy_streamed(out, rows, dim, self.dtype, self.overwrite, |w| {
+        tandem_bank::write_npy_streamed(out, rows, dim, self.dtype, overwrite, |w| {
             for b in 0..blocks {
                 let bytes = std::fs::read(block_file(b))?;
                 let v: Vec<f32> = bytes
@@ -305,7 +349,7 @@ impl EmbedJob<'_> {
         .map_err(|e| io_err(out, e))?;
         let mut ids = self.corpus.ids[range.clone()].join("\n");
         ids.push('\n');
-        tandem_io::write_bytes_atomic(&ids_file, self.overwrite, ids.as_bytes())
+        tandem_io::write_bytes_atomic(&ids_file, overwrite, ids.as_bytes())
             .map_err(|e| io_err(&ids_file, e))?;
         let embedded = rows - resumed;
         let sidecar = json!({
@@ -335,7 +379,7 @@ impl EmbedJob<'_> {
         });
         tandem_io::write_bytes_atomic(
             &sidecar_file,
-            self.overwrite,
+            overwrite,
             serde_json::to_string_pretty(&sidecar).unwrap().as_bytes(),
         )
         .map_err(|e| io_err(&sidecar_file, e))?;

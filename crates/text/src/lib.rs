@@ -8,6 +8,7 @@ mod embedder;
 mod error;
 pub mod job;
 mod pooling;
+pub mod split;
 
 pub use corpus::Corpus;
 pub use dir::{DenseModule, ModelDir};

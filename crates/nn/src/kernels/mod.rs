@@ -74,5 +74,8 @@ pub(crate) fn lane_max(x: &[f32]) -> f32 {
             acc[j] = acc[j].max(c[j]);
         }
     }
-    it.remainder().iter().chain(&acc).fold(f32::NEG_INFINITY, |m, &v| m.max(v))
+    it.remainder()
+        .iter()
+        .chain(&acc)
+        .fold(f32::NEG_INFINITY, |m, &v| m.max(v))
 }
