@@ -17,20 +17,20 @@ use crate::kernels::{
 use crate::NnError;
 
 /// A layer norm's weight and bias.
-struct Norm {
+pub(super) struct Norm {
     w: Vec<f32>,
     b: Vec<f32>,
 }
 
 impl Norm {
-    fn load(t: &mut Tensors, name: &str, width: usize) -> Result<Norm, NnError> {
+    pub(super) fn load(t: &mut Tensors, name: &str, width: usize) -> Result<Norm, NnError> {
         Ok(Norm {
             w: t.take(&format!("{name}.weight"), &[width])?,
             b: t.take(&format!("{name}.bias"), &[width])?,
         })
     }
 
-    fn apply(&self, x: &mut [f32], eps: f32) {
+    pub(super) fn apply(&self, x: &mut [f32], eps: f32) {
         layer_norm(x, &self.w, Some(&self.b), eps);
     }
 }
@@ -44,37 +44,145 @@ struct Layer {
     norm2: Norm,
 }
 
+/// The tensor names of one post-norm layer (`{l}` is `encoder.layer.{i}`).
+pub(super) struct LayerNames {
+    /// Query, key and value (`{l}.attention.self.query`, ...).
+    pub(super) qkv: [&'static str; 3],
+    /// The attention output (`{l}.attention.output.dense`).
+    pub(super) out: &'static str,
+    /// The norm after attention (`{l}.attention.output.LayerNorm`).
+    pub(super) norm1: &'static str,
+}
+
+/// The post-norm layers BERT, RoBERTa and MPNet share:
+/// `x = LN(x + attn(x)); x = LN(x + act(x Wi + bi) Wd + bd)`.
+pub(super) struct PostNorm {
+    layers: Vec<Layer>,
+    heads: usize,
+    /// `layer_norm_eps`, also that of the embeddings' norm.
+    pub(super) eps: f32,
+    act: Activation,
+}
+
+impl PostNorm {
+    /// Loads `num_hidden_layers` layers named as `names` says (relative to
+    /// `encoder.layer.{i}`).
+    pub(super) fn load(
+        c: &HfConfig,
+        t: &mut Tensors,
+        names: &LayerNames,
+    ) -> Result<PostNorm, NnError> {
+        let hidden = c.usize("hidden_size")?;
+        let heads = c.usize("num_attention_heads")?;
+        let inter = c.usize("intermediate_size")?;
+        super::check_heads(hidden, heads)?;
+        let layers = (0..c.usize("num_hidden_layers")?)
+            .map(|i| {
+                let l = format!("encoder.layer.{i}");
+                let w = |t: &mut Tensors, n: &str, out, inp| {
+                    linear(t, &format!("{l}.{n}"), out, inp, true)
+                };
+                Ok(Layer {
+                    qkv: Dense::stack(vec![
+                        w(t, names.qkv[0], hidden, hidden)?,
+                        w(t, names.qkv[1], hidden, hidden)?,
+                        w(t, names.qkv[2], hidden, hidden)?,
+                    ]),
+                    out: w(t, names.out, hidden, hidden)?,
+                    norm1: Norm::load(t, &format!("{l}.{}", names.norm1), hidden)?,
+                    up: w(t, "intermediate.dense", inter, hidden)?,
+                    down: w(t, "output.dense", hidden, inter)?,
+                    norm2: Norm::load(t, &format!("{l}.output.LayerNorm"), hidden)?,
+                })
+            })
+            .collect::<Result<Vec<_>, NnError>>()?;
+        Ok(PostNorm {
+            layers,
+            heads,
+            eps: c.opt_f64("layer_norm_eps")?.unwrap_or(1e-12) as f32,
+            act: super::activation(c, "hidden_act", "gelu")?,
+        })
+    }
+
+    pub(super) fn set_precision(&mut self, precision: Precision) {
+        for l in &mut self.layers {
+            for d in [&mut l.qkv, &mut l.out, &mut l.up, &mut l.down] {
+                d.set_precision(precision);
+            }
+        }
+    }
+
+    /// Runs the layers over `x` (`[B * len, hidden]`), adding `bias`
+    /// (`[heads, len, len]`) to the scores when given.
+    pub(super) fn forward(&self, x: &mut [f32], batch: TokenBatch<'_>, bias: Option<&[f32]>) {
+        let (h, len) = (x.len() / batch.ids.len(), batch.len);
+        let shape = AttnShape {
+            batch: batch.rows(),
+            len,
+            heads: self.heads,
+            head_dim: h / self.heads,
+        };
+        let scale = 1.0 / ((h / self.heads) as f32).sqrt();
+        let (mut qkv, mut ctx, mut y, mut inner) =
+            (scratch(), scratch_zeroed(x.len()), scratch(), scratch());
+        for l in &self.layers {
+            l.qkv.forward(x, &mut qkv);
+            attention(
+                &mut ctx,
+                &qkv,
+                3 * h,
+                [0, h, 2 * h],
+                shape,
+                batch.lens,
+                scale,
+                bias,
+                None,
+            );
+            l.out.forward(&ctx, &mut y);
+            super::add_into(x, &y);
+            l.norm1.apply(x, self.eps);
+            l.up.forward(x, &mut inner);
+            self.act.apply(&mut inner);
+            l.down.forward(&inner, &mut y);
+            super::add_into(x, &y);
+            l.norm2.apply(x, self.eps);
+        }
+    }
+}
+
 pub(super) struct Bert {
     model_type: String,
     hidden: usize,
-    heads: usize,
     vocab: usize,
     max_pos: usize,
     /// Position of the first token: 0 for BERT, `pad_token_id + 1` for
     /// RoBERTa and XLM-RoBERTa.
     pos_offset: usize,
-    eps: f32,
-    act: Activation,
     word: Vec<f32>,
     pos: Vec<f32>,
     token_type: Vec<f32>,
     norm: Norm,
-    layers: Vec<Layer>,
+    layers: PostNorm,
 }
+
+/// BERT's and RoBERTa's tensor names.
+const NAMES: LayerNames = LayerNames {
+    qkv: [
+        "attention.self.query",
+        "attention.self.key",
+        "attention.self.value",
+    ],
+    out: "attention.output.dense",
+    norm1: "attention.output.LayerNorm",
+};
 
 impl Bert {
     pub(super) fn load(c: &HfConfig, t: &mut Tensors) -> Result<Bert, NnError> {
         let model_type = c.model_type()?;
         let hidden = c.usize("hidden_size")?;
-        let heads = c.usize("num_attention_heads")?;
-        let layers = c.usize("num_hidden_layers")?;
-        let inter = c.usize("intermediate_size")?;
         let vocab = c.usize("vocab_size")?;
         let max_pos = c.usize("max_position_embeddings")?;
         let types = c.opt_usize("type_vocab_size")?.unwrap_or(2).max(1);
-        let eps = c.opt_f64("layer_norm_eps")?.unwrap_or(1e-12) as f32;
-        super::check_heads(hidden, heads)?;
-        let act = super::activation(c, "hidden_act", "gelu")?;
         if let Some(p) = c.opt_str("position_embedding_type") {
             if p != "absolute" {
                 return Err(NnError::config(
@@ -109,33 +217,13 @@ impl Bert {
             &[types, hidden],
         )?;
         let norm = Norm::load(t, &format!("{e}.LayerNorm"), hidden)?;
-        let layers = (0..layers)
-            .map(|i| {
-                let l = format!("encoder.layer.{i}");
-                let a = format!("{l}.attention");
-                Ok(Layer {
-                    qkv: Dense::stack(vec![
-                        linear(t, &format!("{a}.self.query"), hidden, hidden, true)?,
-                        linear(t, &format!("{a}.self.key"), hidden, hidden, true)?,
-                        linear(t, &format!("{a}.self.value"), hidden, hidden, true)?,
-                    ]),
-                    out: linear(t, &format!("{a}.output.dense"), hidden, hidden, true)?,
-                    norm1: Norm::load(t, &format!("{a}.output.LayerNorm"), hidden)?,
-                    up: linear(t, &format!("{l}.intermediate.dense"), inter, hidden, true)?,
-                    down: linear(t, &format!("{l}.output.dense"), hidden, inter, true)?,
-                    norm2: Norm::load(t, &format!("{l}.output.LayerNorm"), hidden)?,
-                })
-            })
-            .collect::<Result<Vec<_>, NnError>>()?;
+        let layers = PostNorm::load(c, t, &NAMES)?;
         Ok(Bert {
             model_type,
             hidden,
-            heads,
             vocab,
             max_pos,
             pos_offset,
-            eps,
-            act,
             word,
             pos,
             token_type: token_type[..hidden].to_vec(),
@@ -163,11 +251,7 @@ impl Encoder for Bert {
     }
 
     fn set_precision(&mut self, precision: Precision) {
-        for l in &mut self.layers {
-            for d in [&mut l.qkv, &mut l.out, &mut l.up, &mut l.down] {
-                d.set_precision(precision);
-            }
-        }
+        self.layers.set_precision(precision);
     }
 
     fn forward(&self, batch: TokenBatch<'_>) -> Vec<f32> {
@@ -185,38 +269,8 @@ impl Encoder for Bert {
                 *v = a + b + c;
             }
         }
-        self.norm.apply(&mut x, self.eps);
-        let shape = AttnShape {
-            batch: batch.rows(),
-            len,
-            heads: self.heads,
-            head_dim: h / self.heads,
-        };
-        let scale = 1.0 / ((h / self.heads) as f32).sqrt();
-        let (mut qkv, mut ctx, mut y, mut inner) =
-            (scratch(), scratch_zeroed(x.len()), scratch(), scratch());
-        for l in &self.layers {
-            l.qkv.forward(&x, &mut qkv);
-            attention(
-                &mut ctx,
-                &qkv,
-                3 * h,
-                [0, h, 2 * h],
-                shape,
-                batch.lens,
-                scale,
-                None,
-                None,
-            );
-            l.out.forward(&ctx, &mut y);
-            super::add_into(&mut x, &y);
-            l.norm1.apply(&mut x, self.eps);
-            l.up.forward(&x, &mut inner);
-            self.act.apply(&mut inner);
-            l.down.forward(&inner, &mut y);
-            super::add_into(&mut x, &y);
-            l.norm2.apply(&mut x, self.eps);
-        }
+        self.norm.apply(&mut x, self.layers.eps);
+        self.layers.forward(&mut x, batch, None);
         x.into_vec()
     }
 }
