@@ -91,39 +91,46 @@ pub(crate) fn set_threads(threads: usize) {
         .build_global();
 }
 
-/// The prompt to use: `--prompt` as given, or the model's prompt named by
-/// `--prompt-name`, or the model's default prompt.
-pub(crate) fn prompt_of(
-    e: &Embedder,
-    prompt: &Option<String>,
-    name: &Option<String>,
-) -> anyhow::Result<String> {
-    let prompts = &e.dir().prompts;
-    match (prompt, name) {
-        (Some(_), Some(_)) => bail!("--prompt and --prompt-name both given: pass one"),
-        (Some(p), None) => Ok(p.clone()),
-        (None, Some(n)) => match prompts.get(n) {
-            Some(p) => Ok(p.clone()),
-            None => bail!(
-                "{}: the model has no prompt named {n:?} (it has: {}); pass --prompt TEXT instead",
-                e.dir()
-                    .path
-                    .join("config_sentence_transformers.json")
-                    .display(),
-                if prompts.is_empty() {
-                    "none".to_string()
-                } else {
-                    prompts.keys().cloned().collect::<Vec<_>>().join(", ")
-                }
-            ),
-        },
-        (None, None) => Ok(e
-            .dir()
-            .default_prompt_name
-            .as_ref()
-            .and_then(|n| prompts.get(n))
-            .cloned()
-            .unwrap_or_default()),
+/// The prompt flags of `embed` and `data from-text`.
+#[derive(Debug, Args)]
+pub struct PromptArgs {
+    /// Text put before every input (e.g. "query: ").
+    #[arg(long)]
+    pub prompt: Option<String>,
+    /// A prompt of the model by name (config_sentence_transformers.json),
+    /// e.g. query or document.
+    #[arg(long)]
+    pub prompt_name: Option<String>,
+}
+
+impl PromptArgs {
+    /// The prompt to use: `--prompt` as given, or the model's prompt named
+    /// by `--prompt-name`, or the model's default prompt.
+    pub(crate) fn resolve(&self, e: &Embedder) -> anyhow::Result<String> {
+        let prompts = &e.dir().prompts;
+        match (&self.prompt, &self.prompt_name) {
+            (Some(_), Some(_)) => bail!("--prompt and --prompt-name both given: pass one"),
+            (Some(p), None) => Ok(p.clone()),
+            (None, Some(n)) => match prompts.get(n) {
+                Some(p) => Ok(p.clone()),
+                None => bail!(
+                    "{}: the model has no prompt named {n:?} (it has: {}); pass --prompt TEXT instead",
+                    e.dir().path.join("config_sentence_transformers.json").display(),
+                    if prompts.is_empty() {
+                        "none".to_string()
+                    } else {
+                        prompts.keys().cloned().collect::<Vec<_>>().join(", ")
+                    }
+                ),
+            },
+            (None, None) => Ok(e
+                .dir()
+                .default_prompt_name
+                .as_ref()
+                .and_then(|n| prompts.get(n))
+                .cloned()
+                .unwrap_or_default()),
+        }
     }
 }
 
@@ -143,13 +150,8 @@ pub struct EmbedArgs {
     /// The text field of JSON lines.
     #[arg(long, default_value = "text")]
     pub field: String,
-    /// Text put before every input (e.g. "query: ").
-    #[arg(long)]
-    pub prompt: Option<String>,
-    /// A prompt of the model by name (config_sentence_transformers.json),
-    /// e.g. query or document.
-    #[arg(long)]
-    pub prompt_name: Option<String>,
+    #[command(flatten)]
+    pub prompt: PromptArgs,
     /// Element type of the bank.
     #[arg(long, value_enum, default_value = "float32")]
     pub dtype: BankDtype,
@@ -194,7 +196,7 @@ pub fn run_embed(a: EmbedArgs) -> anyhow::Result<()> {
         );
     }
     let embedder = a.model.load()?;
-    let prompt = prompt_of(&embedder, &a.prompt, &a.prompt_name)?;
+    let prompt = a.prompt.resolve(&embedder)?;
     let input_fingerprint = job::file_fingerprint(&a.input)?;
     let mut settings = a.model.settings();
     settings["field"] = json!(a.field);

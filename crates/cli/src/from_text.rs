@@ -26,7 +26,7 @@ use tandem_text::job::{self, EmbedJob};
 use tandem_text::split::{self, Chunker};
 use tandem_text::Corpus;
 
-use crate::embed_cmd::{prompt_of, BankDtype, ModelArgs};
+use crate::embed_cmd::{BankDtype, ModelArgs, PromptArgs};
 
 /// Flags of `tandem data from-text`.
 #[derive(Debug, Args)]
@@ -54,12 +54,8 @@ pub struct FromTextArgs {
     /// Context length L recorded in the dataset.
     #[arg(long, default_value_t = DEFAULT_CONTEXT)]
     pub context: usize,
-    /// Text put before every sentence when it is embedded.
-    #[arg(long)]
-    pub prompt: Option<String>,
-    /// A prompt of the model by name (config_sentence_transformers.json).
-    #[arg(long)]
-    pub prompt_name: Option<String>,
+    #[command(flatten)]
+    pub prompt: PromptArgs,
     /// Element type of the bank.
     #[arg(long, value_enum, default_value = "float32")]
     pub dtype: BankDtype,
@@ -257,7 +253,7 @@ pub fn run(a: FromTextArgs) -> anyhow::Result<()> {
         }
     }
     let embedder = a.model.load()?;
-    let prompt = prompt_of(&embedder, &a.prompt, &a.prompt_name)?;
+    let prompt = a.prompt.resolve(&embedder)?;
     let chunker = match a.chunk_tokens {
         Some(n) => {
             if n + 2 > embedder.max_len() {
