@@ -52,8 +52,9 @@ pub struct ModelDir {
     pub default_prompt_name: Option<String>,
     /// `similarity_fn_name` (`cosine`, `dot`, ...), when given.
     pub similarity: Option<String>,
-    /// A SHA-256 over every file that shapes the output.
-    pub fingerprint: String,
+    /// A SHA-256 over every file that shapes the output but the weights
+    /// (which [`ModelDir::fingerprint`] adds, from bytes read once).
+    pub files_sha256: String,
 }
 
 fn read_json(path: &Path) -> Result<Value, TextError> {
@@ -232,7 +233,7 @@ impl ModelDir {
             dense.push(read_dense(dir)?);
         }
 
-        let mut files: Vec<PathBuf> = vec![config_path, tokenizer.clone(), weights.clone()];
+        let mut files: Vec<PathBuf> = vec![config_path, tokenizer.clone()];
         for p in [
             modules_path,
             transformer.join("sentence_bert_config.json"),
@@ -249,7 +250,7 @@ impl ModelDir {
             files.push(dir.join("config.json"));
             files.push(dir.join("model.safetensors"));
         }
-        let fingerprint = fingerprint(&files)?;
+        let files_sha256 = fingerprint(&files)?;
         Ok(ModelDir {
             path: path.to_path_buf(),
             transformer,
@@ -264,8 +265,19 @@ impl ModelDir {
             prompts,
             default_prompt_name,
             similarity,
-            fingerprint,
+            files_sha256,
         })
+    }
+}
+
+impl ModelDir {
+    /// The model's fingerprint: SHA-256 over [`ModelDir::files_sha256`] and
+    /// the bytes of `model.safetensors`, hex.
+    pub fn fingerprint(&self, weights: &[u8]) -> String {
+        let mut h = Sha256::new();
+        h.update(self.files_sha256.as_bytes());
+        h.update(Sha256::digest(weights));
+        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
     }
 }
 

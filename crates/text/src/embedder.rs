@@ -52,6 +52,7 @@ pub struct Embedder {
     max_len: usize,
     batch: usize,
     dim: usize,
+    fingerprint: String,
 }
 
 impl std::fmt::Debug for Embedder {
@@ -71,8 +72,18 @@ impl Embedder {
     pub fn load(path: &Path, opts: EmbedOptions) -> Result<Embedder, TextError> {
         let dir = ModelDir::open(path)?;
         let config_path = dir.transformer.join("config.json");
+        // the weights are read once: for their fingerprint and their tensors
+        let bytes = std::fs::read(&dir.weights).map_err(|e| {
+            TextError::file(
+                &dir.weights,
+                format!("cannot read ({e})"),
+                "check its permissions",
+            )
+        })?;
+        let fingerprint = dir.fingerprint(&bytes);
         let mut tensors =
-            Tensors::read(&dir.weights).map_err(|e| TextError::nn(&config_path, e))?;
+            Tensors::parse(&dir.weights, &bytes).map_err(|e| TextError::nn(&config_path, e))?;
+        drop(bytes);
         let mut encoder =
             encoder::load(&dir.config, &mut tensors).map_err(|e| TextError::nn(&config_path, e))?;
         encoder.set_precision(opts.precision);
@@ -164,6 +175,7 @@ impl Embedder {
             max_len,
             batch: opts.batch.max(1),
             dim,
+            fingerprint,
         })
     }
 
@@ -194,7 +206,7 @@ impl Embedder {
 
     /// The fingerprint of the model's files.
     pub fn fingerprint(&self) -> &str {
-        &self.dir.fingerprint
+        &self.fingerprint
     }
 
     /// The token ids of `texts` (special tokens added, truncated), and
