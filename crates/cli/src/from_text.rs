@@ -13,7 +13,7 @@
 //! place.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
@@ -24,7 +24,7 @@ use tandem_bank::{Bank, Dtype, Overwrite};
 use tandem_data::{BankSource, DatasetParts, Provenance, Split, DEFAULT_CONTEXT};
 use tandem_text::job::{self, EmbedJob};
 use tandem_text::split::{self, Chunker};
-use tandem_text::Corpus;
+use tandem_text::{Corpus, Ids};
 
 use crate::embed_cmd::{BankDtype, ModelArgs, PromptArgs};
 
@@ -101,74 +101,6 @@ struct SentenceLine<'a> {
     text: &'a str,
 }
 
-/// The id of each document of `corpus` (read from `path` by
-/// [`Corpus::read`]) and its 1-based line.
-fn doc_ids(
-    path: &Path,
-    corpus: &Corpus,
-    id_field: Option<&str>,
-) -> anyhow::Result<Vec<(String, usize)>> {
-    let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
-    let mut lines: Vec<&[u8]> = bytes.split(|&b| b == b'\n').collect();
-    if lines.last().is_some_and(|l| l.is_empty()) {
-        lines.pop();
-    }
-    let json = lines
-        .iter()
-        .map(|l| l.trim_ascii())
-        .find(|l| !l.is_empty())
-        .is_some_and(|l| l.starts_with(b"{"));
-    if !json {
-        if id_field.is_some() {
-            bail!(
-                "{}: --id-field given, but the file is not JSON lines",
-                path.display()
-            );
-        }
-        return Ok(corpus
-            .ids
-            .iter()
-            .enumerate()
-            .map(|(i, id)| (id.clone(), i + 1))
-            .collect());
-    }
-    let mut out = Vec::with_capacity(corpus.len());
-    for (i, raw) in lines.iter().enumerate() {
-        // Corpus::read has checked UTF-8 and JSON; its rows are the non-blank lines
-        let line = std::str::from_utf8(raw.strip_suffix(b"\r").unwrap_or(raw))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let v: Value = serde_json::from_str(line)?;
-        let row = out.len();
-        let given = |f: &str| match v.get(f) {
-            Some(Value::String(s)) => Some(s.clone()),
-            Some(Value::Number(n)) => Some(n.to_string()),
-            _ => None,
-        };
-        let id = match id_field {
-            Some(f) => given(f).with_context(|| {
-                format!(
-                    "{}: line {}: no string or number field {f:?}; pass --id-field with the name of the document id field",
-                    path.display(),
-                    i + 1
-                )
-            })?,
-            None => given("doc_id").unwrap_or_else(|| corpus.ids[row].clone()),
-        };
-        out.push((id, i + 1));
-    }
-    if out.len() != corpus.len() {
-        bail!(
-            "{}: read {} documents, then {} ids; is the file changing?",
-            path.display(),
-            corpus.len(),
-            out.len()
-        );
-    }
-    Ok(out)
-}
-
 /// The pieces of every document, counted.
 struct Pieces {
     /// The sentences file's bytes.
@@ -235,14 +167,18 @@ pub fn run(a: FromTextArgs) -> anyhow::Result<()> {
     if !work.writing().is_file() {
         tandem_data::check_output_dir(&a.out, overwrite)?;
     }
-    let corpus = tandem_text::Corpus::read(&a.input, &a.field)?;
+    let ids = match a.id_field.as_deref() {
+        Some(f) => Ids::Given(f),
+        None => Ids::FirstOf(&["doc_id", "_id", "id"]),
+    };
+    let (corpus, lines) = Corpus::read_with(&a.input, &a.field, ids)?;
     if corpus.is_empty() {
         bail!(
             "{}: no documents; give a file with one JSON object (or text) per line",
             a.input.display()
         );
     }
-    let ids = doc_ids(&a.input, &corpus, a.id_field.as_deref())?;
+    let ids: Vec<(String, usize)> = corpus.ids.iter().cloned().zip(lines).collect();
     let mut first_line: HashMap<&str, usize> = HashMap::new();
     for (id, line) in &ids {
         if let Some(first) = first_line.insert(id.as_str(), *line) {

@@ -8,6 +8,15 @@ use serde_json::Value;
 
 use crate::TextError;
 
+/// Where the id of a JSON line comes from.
+#[derive(Debug, Clone, Copy)]
+pub enum Ids<'a> {
+    /// This field, required on every line.
+    Given(&'a str),
+    /// The first of these fields a line has, else the line number (from 0).
+    FirstOf(&'a [&'a str]),
+}
+
 /// Texts and their ids, in file order.
 #[derive(Debug, Clone, Default)]
 pub struct Corpus {
@@ -34,8 +43,18 @@ impl Corpus {
     /// it is `text` and the line has a non-empty `title`, the text is
     /// `title + " " + text`. Blank lines of a JSON file are skipped; a
     /// plain file keeps them (as empty texts). Invalid UTF-8 or JSON, or a
-    /// missing field, is an error naming the line.
+    /// missing field, is an error naming the line. Ids are `_id` or `id`.
     pub fn read(path: &Path, field: &str) -> Result<Corpus, TextError> {
+        Corpus::read_with(path, field, Ids::FirstOf(&["_id", "id"])).map(|(c, _)| c)
+    }
+
+    /// [`Corpus::read`] with the id fields to use, and the 1-based line of
+    /// every text.
+    pub fn read_with(
+        path: &Path,
+        field: &str,
+        ids: Ids<'_>,
+    ) -> Result<(Corpus, Vec<usize>), TextError> {
         let bytes = std::fs::read(path).map_err(|e| {
             TextError::file(
                 path,
@@ -52,7 +71,15 @@ impl Corpus {
             .map(|l| l.trim_ascii())
             .find(|l| !l.is_empty())
             .is_some_and(|l| l.starts_with(b"{"));
+        if let (false, Ids::Given(f)) = (json, ids) {
+            return Err(TextError::file(
+                path,
+                format!("an id field ({f:?}) is given, but the file is not JSON lines"),
+                "drop --id-field: the ids of plain lines are their line numbers",
+            ));
+        }
         let mut c = Corpus::default();
+        let mut at_line = Vec::new();
         for (i, raw) in lines.iter().enumerate() {
             let at = |problem: String, fix: &str| {
                 TextError::file(path, format!("line {}: {problem}", i + 1), fix)
@@ -67,6 +94,7 @@ impl Corpus {
             if !json {
                 c.ids.push(i.to_string());
                 c.texts.push(line.to_string());
+                at_line.push(i + 1);
                 continue;
             }
             if line.trim().is_empty() {
@@ -95,23 +123,28 @@ impl Corpus {
             } else {
                 text.trim().to_string()
             };
-            let id = match v.get("_id").or_else(|| v.get("id")) {
-                Some(Value::String(s)) => s.clone(),
-                Some(Value::Number(n)) => n.to_string(),
-                _ => i.to_string(),
+            let given = |f: &str| match v.get(f) {
+                Some(Value::String(s)) => Some(s.clone()),
+                Some(Value::Number(n)) => Some(n.to_string()),
+                _ => None,
             };
+            let id = match ids {
+                Ids::Given(f) => given(f).ok_or_else(|| {
+                    at(
+                        format!("no string or number field {f:?}"),
+                        "pass --id-field with the name of the id field",
+                    )
+                })?,
+                Ids::FirstOf(fields) => fields
+                    .iter()
+                    .find_map(|f| given(f))
+                    .unwrap_or_else(|| i.to_string()),
+            };
+            at_line.push(i + 1);
             c.ids.push(id);
             c.texts.push(text);
         }
-        Ok(c)
-    }
-
-    /// Rows `range` of the corpus.
-    pub fn slice(&self, range: std::ops::Range<usize>) -> Corpus {
-        Corpus {
-            ids: self.ids[range.clone()].to_vec(),
-            texts: self.texts[range].to_vec(),
-        }
+        Ok((c, at_line))
     }
 }
 

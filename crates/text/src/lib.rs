@@ -10,7 +10,7 @@ pub mod job;
 mod pooling;
 pub mod split;
 
-pub use corpus::Corpus;
+pub use corpus::{Corpus, Ids};
 pub use dir::{DenseModule, ModelDir};
 pub use embedder::{EmbedOptions, Embedded, Embedder};
 pub use error::TextError;
