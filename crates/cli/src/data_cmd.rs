@@ -1,6 +1,7 @@
 //! `tandem data ...`, `tandem synth`, `tandem baseline`: build next-vector
 //! sequence datasets and score the two context baselines on them.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -41,6 +42,18 @@ pub enum DataCmd {
     /// from-text.json (settings, counts, timing). Resumable: rerun a killed
     /// run with the same flags.
     FromText(Box<crate::from_text::FromTextArgs>),
+    /// Make (query, positive) training pairs from raw documents, as a BEIR folder.
+    ///
+    /// Modes: title-body (query = the title, positive = the body; documents
+    /// without both are skipped), sentence-rest (query = one sentence,
+    /// positive = the rest of the document, one pair per sentence of every
+    /// document with two or more), neighbours (the document cut into chunks
+    /// of whole sentences of about --chunk-words words; query = a chunk,
+    /// positive = the next one). Documents are split train/val/test by a
+    /// seeded shuffle (no document in two splits). DIR gets corpus.jsonl,
+    /// queries.jsonl, qrels/{train,val,test}.tsv and pairs.json (settings,
+    /// counts); train with `--data DIR --split train`, validate on `val`.
+    Pairs(PairsArgs),
 }
 
 /// Flags of `tandem data from-sentences`.
@@ -84,6 +97,55 @@ pub struct ImportNpzArgs {
     #[arg(long, default_value = "target")]
     pub target_key: String,
     /// Replace an existing dataset at --out.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// How `tandem data pairs` makes a (query, positive) pair from a document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PairMode {
+    /// Query = the title, positive = the body.
+    TitleBody,
+    /// Query = one sentence, positive = the other sentences.
+    SentenceRest,
+    /// Query = a chunk of sentences, positive = the next chunk.
+    Neighbours,
+}
+
+/// Flags of `tandem data pairs`.
+#[derive(Debug, Args)]
+pub struct PairsArgs {
+    /// Documents: JSON lines (body in --field, title in --title-field) or plain lines.
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Output BEIR folder.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// JSON field of the document body.
+    #[arg(long, default_value = "text")]
+    pub field: String,
+    /// JSON field of the document title (optional on a line).
+    #[arg(long, default_value = "title")]
+    pub title_field: String,
+    /// How a document becomes pairs.
+    #[arg(long, value_enum, default_value_t = PairMode::TitleBody)]
+    pub mode: PairMode,
+    /// neighbours: about this many words per chunk (whole sentences).
+    #[arg(long, default_value_t = 100)]
+    pub chunk_words: usize,
+    /// Keep at most this many pairs (a seeded choice among all).
+    #[arg(long)]
+    pub num_pairs: Option<usize>,
+    /// Fractions of the documents in train, val and test (summing to 1).
+    #[arg(long, num_args = 3, value_names = ["TRAIN", "VAL", "TEST"], default_values_t = [0.8, 0.1, 0.1])]
+    pub split: Vec<f64>,
+    /// Seed of the document split, --sample and --num-pairs.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Use only this many documents (a seeded choice; a quick run).
+    #[arg(long)]
+    pub sample: Option<usize>,
+    /// Replace an existing folder written by `tandem data pairs`.
     #[arg(long)]
     pub force: bool,
 }
@@ -234,6 +296,7 @@ pub fn run(cmd: DataCmd) -> anyhow::Result<()> {
         DataCmd::FromText(a) => {
             crate::from_text::run(*a).context("tandem data from-text failed")?
         }
+        DataCmd::Pairs(a) => run_pairs(&a).context("tandem data pairs failed")?,
     }
     Ok(())
 }
@@ -306,4 +369,430 @@ pub fn run_baseline(args: BaselineArgs) -> anyhow::Result<()> {
         println!("\nwrote {}", out.display());
     }
     Ok(())
+}
+
+/// The name of the settings and counts file of `tandem data pairs`.
+const PAIRS_FILE: &str = "pairs.json";
+
+/// The split names of a pairs folder, in `--split` order.
+const PAIR_SPLITS: [&str; 3] = ["train", "val", "test"];
+
+/// A seeded, platform-independent 64-bit hash of `(seed, stream, i)`
+/// (SplitMix64's mixer at each step): sorting items by it is a seeded shuffle.
+fn shuffle_key(seed: u64, stream: u64, i: usize) -> u64 {
+    let mix = |x: u64| {
+        let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    mix(mix(mix(seed) ^ stream) ^ i as u64)
+}
+
+/// `0..n` in a seeded order.
+fn seeded_order(n: usize, seed: u64, stream: u64) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by_key(|&i| (shuffle_key(seed, stream, i), i));
+    order
+}
+
+/// The split (0 train, 1 val, 2 test) of each of `n` documents, `None` for
+/// one left out by `sample`: the documents are shuffled by `seed`, the first
+/// `sample` kept, and that order cut by the (rounded) `fractions`.
+fn assign_splits(
+    n: usize,
+    seed: u64,
+    sample: Option<usize>,
+    fractions: [f64; 3],
+) -> Vec<Option<usize>> {
+    let mut order = seeded_order(n, seed, 0);
+    if let Some(k) = sample {
+        order.truncate(k);
+    }
+    let used = order.len() as f64;
+    let n_train = (fractions[0] * used).round() as usize;
+    let n_val = ((fractions[1] * used).round() as usize).min(order.len() - n_train);
+    let mut split_of = vec![None; n];
+    for (rank, &doc) in order.iter().enumerate() {
+        split_of[doc] = Some(usize::from(rank >= n_train) + usize::from(rank >= n_train + n_val));
+    }
+    split_of
+}
+
+/// One (query, positive) pair made from a document.
+struct Pair {
+    /// Index of its document.
+    doc: usize,
+    query_id: String,
+    query: String,
+    positive_id: String,
+    positive: String,
+}
+
+/// Sentences grouped greedily into chunks of at least `words` words (the
+/// last may be shorter), each chunk its sentences joined with a space.
+fn chunks(sentences: &[&str], words: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut chunk: Vec<&str> = Vec::new();
+    let mut count = 0;
+    for s in sentences {
+        chunk.push(s);
+        count += s.split_whitespace().count();
+        if count >= words {
+            out.push(chunk.join(" "));
+            chunk.clear();
+            count = 0;
+        }
+    }
+    if !chunk.is_empty() {
+        out.push(chunk.join(" "));
+    }
+    out
+}
+
+/// The pairs of one document (`doc` its index), none when it cannot give one.
+fn pairs_of(doc: usize, d: &tandem_text::Document, mode: PairMode, words: usize) -> Vec<Pair> {
+    let id = |k: usize| format!("{}#{k}", d.id);
+    let pair = |query_id, query, positive_id, positive| Pair {
+        doc,
+        query_id,
+        query,
+        positive_id,
+        positive,
+    };
+    match mode {
+        PairMode::TitleBody if d.title.is_empty() || d.text.is_empty() => Vec::new(),
+        PairMode::TitleBody => vec![pair(
+            d.id.clone(),
+            d.title.clone(),
+            d.id.clone(),
+            d.text.clone(),
+        )],
+        PairMode::SentenceRest => {
+            let s = tandem_text::split::sentences(&d.text);
+            if s.len() < 2 {
+                return Vec::new();
+            }
+            (0..s.len())
+                .map(|k| {
+                    let rest: Vec<&str> = s
+                        .iter()
+                        .enumerate()
+                        .filter(|&(j, _)| j != k)
+                        .map(|(_, t)| *t)
+                        .collect();
+                    pair(id(k), s[k].to_string(), id(k), rest.join(" "))
+                })
+                .collect()
+        }
+        PairMode::Neighbours => {
+            let c = chunks(&tandem_text::split::sentences(&d.text), words);
+            c.windows(2)
+                .enumerate()
+                .map(|(k, w)| pair(id(k), w[0].clone(), id(k + 1), w[1].clone()))
+                .collect()
+        }
+    }
+}
+
+/// Refuse an existing `out` unless `--force`, and even then one that
+/// `tandem data pairs` did not write (an empty folder is fine).
+fn check_pairs_out(out: &Path, force: bool) -> anyhow::Result<()> {
+    if !out.exists() {
+        return Ok(());
+    }
+    let empty_dir = out.is_dir()
+        && std::fs::read_dir(out)
+            .with_context(|| format!("{}: cannot list", out.display()))?
+            .next()
+            .is_none();
+    if empty_dir {
+        return Ok(());
+    }
+    if !force {
+        anyhow::bail!(
+            "{}: already exists; choose another --out or pass --force to replace it",
+            out.display()
+        );
+    }
+    if !out.join(PAIRS_FILE).is_file() {
+        anyhow::bail!(
+            "{}: exists and was not written by `tandem data pairs` (no {PAIRS_FILE}); choose another --out (tandem never deletes a folder it did not write)",
+            out.display()
+        );
+    }
+    Ok(())
+}
+
+/// Run `tandem data pairs`.
+fn run_pairs(a: &PairsArgs) -> anyhow::Result<()> {
+    let fractions = [a.split[0], a.split[1], a.split[2]];
+    if fractions.iter().any(|f| !(0.0..=1.0).contains(f))
+        || (fractions.iter().sum::<f64>() - 1.0).abs() > 1e-6
+    {
+        anyhow::bail!(
+            "--split {} {} {}: give three fractions between 0 and 1 that sum to 1 (train val test, e.g. --split 0.8 0.1 0.1)",
+            fractions[0],
+            fractions[1],
+            fractions[2]
+        );
+    }
+    for (flag, v) in [
+        ("--chunk-words", Some(a.chunk_words)),
+        ("--num-pairs", a.num_pairs),
+        ("--sample", a.sample),
+    ] {
+        if v == Some(0) {
+            anyhow::bail!("{flag} 0: give 1 or more");
+        }
+    }
+    check_pairs_out(&a.out, a.force)?;
+    let docs = tandem_text::read_documents(&a.input, &a.field, &a.title_field)?;
+    let mut seen = std::collections::HashMap::new();
+    for d in &docs {
+        if d.id.is_empty() || d.id.contains(char::is_whitespace) {
+            anyhow::bail!(
+                "{}: line {}: document id {:?} is empty or holds whitespace, which a qrels line cannot hold; give it an id without spaces",
+                a.input.display(),
+                d.line,
+                d.id
+            );
+        }
+        if let Some(first) = seen.insert(d.id.as_str(), d.line) {
+            anyhow::bail!(
+                "{}: line {}: document id {:?} is also on line {first}; give every document a unique id",
+                a.input.display(),
+                d.line,
+                d.id
+            );
+        }
+    }
+
+    let split_of = assign_splits(docs.len(), a.seed, a.sample, fractions);
+    let n = split_of.iter().flatten().count();
+
+    // every pair of the used documents (in file order), then the seeded cap
+    let mut skipped = 0;
+    let mut pairs = Vec::new();
+    for (i, d) in docs
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| split_of[*i].is_some())
+    {
+        let p = pairs_of(i, d, a.mode, a.chunk_words);
+        skipped += usize::from(p.is_empty());
+        pairs.extend(p);
+    }
+    for ids in [
+        pairs.iter().map(|p| &p.query_id).collect::<Vec<_>>(),
+        pairs.iter().map(|p| &p.positive_id).collect(),
+    ] {
+        let mut seen = std::collections::HashSet::new();
+        if let Some(id) = ids.into_iter().find(|id| !seen.insert(*id)) {
+            anyhow::bail!(
+                "{}: the id {id:?} is made twice (a document id holds `#k`, as the ids of its pieces do); rename that document",
+                a.input.display()
+            );
+        }
+    }
+    let candidates = pairs.len();
+    if let Some(cap) = a.num_pairs.filter(|&c| c < pairs.len()) {
+        let mut keep = vec![false; pairs.len()];
+        for i in seeded_order(pairs.len(), a.seed, 1).into_iter().take(cap) {
+            keep[i] = true;
+        }
+        let mut k = keep.into_iter();
+        pairs.retain(|_| k.next().unwrap_or(false));
+    }
+    let why = match a.mode {
+        PairMode::TitleBody => "without both a title and a body",
+        PairMode::SentenceRest => "with fewer than 2 sentences",
+        PairMode::Neighbours => "with fewer than 2 chunks",
+    };
+    let split_of = &split_of;
+    let split_pairs = |s: usize| pairs.iter().filter(move |p| split_of[p.doc] == Some(s));
+    if split_pairs(0).next().is_none() {
+        anyhow::bail!(
+            "{}: no training pair from {n} documents ({skipped} {why}); check --field/--title-field, try another --mode, or raise the train fraction of --split",
+            a.input.display()
+        );
+    }
+    let mut counts = serde_json::Map::new();
+    for (s, name) in PAIR_SPLITS.iter().enumerate() {
+        let docs_in: std::collections::HashSet<usize> = split_pairs(s).map(|p| p.doc).collect();
+        counts.insert(
+            name.to_string(),
+            json!({ "documents": docs_in.len(), "pairs": split_pairs(s).count() }),
+        );
+    }
+    let report = json!({
+        "builder": "tandem data pairs",
+        "command": command_line(),
+        "tool": concat!("tandem ", env!("CARGO_PKG_VERSION")),
+        "input": a.input.display().to_string(),
+        "settings": {
+            "mode": a.mode.to_possible_value().map(|v| v.get_name().to_string()),
+            "field": a.field,
+            "title_field": a.title_field,
+            "chunk_words": a.chunk_words,
+            "num_pairs": a.num_pairs,
+            "split": fractions,
+            "seed": a.seed,
+            "sample": a.sample,
+            "sentence_splitter": tandem_text::split::SENTENCE_SPLITTER,
+        },
+        "counts": {
+            "documents": docs.len(),
+            "used": n,
+            "skipped": skipped,
+            "skipped_reason": why,
+            "candidate_pairs": candidates,
+            "pairs": pairs.len(),
+            "splits": counts,
+        },
+    });
+
+    write_dir_atomic(&a.out, |stage| {
+        write_pairs(stage, &pairs, split_of, &report)?;
+        // check what was written the way training will read it
+        for (s, name) in PAIR_SPLITS.iter().enumerate() {
+            let want = split_pairs(s).count();
+            if want > 0 {
+                let got = tandem_text::read_examples(stage, tandem_text::PairFormat::Beir, name)?;
+                anyhow::ensure!(
+                    got.len() == want,
+                    "split {name}: wrote {want} pairs but read back {}",
+                    got.len()
+                );
+            }
+        }
+        Ok(())
+    })?;
+    println!(
+        "wrote {}: {} pairs ({}) from {n} of {} documents ({skipped} skipped {why})",
+        a.out.display(),
+        pairs.len(),
+        a.mode
+            .to_possible_value()
+            .map(|v| v.get_name().to_string())
+            .unwrap_or_default(),
+        docs.len()
+    );
+    for (s, name) in PAIR_SPLITS.iter().enumerate() {
+        println!(
+            "  {name:<5} {:>8} pairs {:>8} documents",
+            split_pairs(s).count(),
+            counts[*name]["documents"]
+        );
+    }
+    Ok(())
+}
+
+/// One line of a BEIR corpus or queries file.
+#[derive(serde::Serialize)]
+struct BeirLine<'a> {
+    _id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    title: Option<&'a str>,
+    text: &'a str,
+}
+
+/// The files of a pairs folder in `dir`: corpus.jsonl (titles empty, so a
+/// positive reads back as written), queries.jsonl, qrels/<split>.tsv (with
+/// the header; header only for a split without pairs) and pairs.json.
+fn write_pairs(
+    dir: &Path,
+    pairs: &[Pair],
+    split_of: &[Option<usize>],
+    report: &serde_json::Value,
+) -> anyhow::Result<()> {
+    let lines = |path: &Path, line: &dyn Fn(&Pair) -> BeirLine<'_>| {
+        tandem_io::write_atomic(path, Overwrite::Refuse, |w| {
+            for p in pairs {
+                serde_json::to_writer(&mut *w, &line(p))?;
+                w.write_all(b"\n")?;
+            }
+            Ok(())
+        })
+    };
+    lines(&dir.join("corpus.jsonl"), &|p| BeirLine {
+        _id: &p.positive_id,
+        title: Some(""),
+        text: &p.positive,
+    })?;
+    lines(&dir.join("queries.jsonl"), &|p| BeirLine {
+        _id: &p.query_id,
+        title: None,
+        text: &p.query,
+    })?;
+    let qrels = dir.join("qrels");
+    std::fs::create_dir(&qrels).with_context(|| format!("{}: cannot create", qrels.display()))?;
+    for (s, name) in PAIR_SPLITS.iter().enumerate() {
+        tandem_io::write_atomic(&qrels.join(format!("{name}.tsv")), Overwrite::Refuse, |w| {
+            writeln!(w, "query-id\tcorpus-id\tscore")?;
+            for p in pairs.iter().filter(|p| split_of[p.doc] == Some(s)) {
+                writeln!(w, "{}\t{}\t1", p.query_id, p.positive_id)?;
+            }
+            Ok(())
+        })?;
+    }
+    let mut text = serde_json::to_string_pretty(report)?;
+    text.push('\n');
+    tandem_io::write_bytes_atomic(&dir.join(PAIRS_FILE), Overwrite::Refuse, text.as_bytes())?;
+    Ok(())
+}
+
+/// Makes the folder `out` appear complete or not at all: `fill` writes into
+/// a staging folder beside it, which then replaces `out` (an old `out` is
+/// moved aside first and deleted after). On any error the staging folder is
+/// removed and `out` is untouched.
+fn write_dir_atomic(
+    out: &Path,
+    fill: impl FnOnce(&Path) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let name = out
+        .file_name()
+        .with_context(|| {
+            format!(
+                "{}: not a folder name; give --out a folder path",
+                out.display()
+            )
+        })?
+        .to_string_lossy()
+        .into_owned();
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent)
+        .with_context(|| format!("{}: cannot create", parent.display()))?;
+    let stage = parent.join(format!(".{name}.tmp-{}", std::process::id()));
+    let old = parent.join(format!(".{name}.old-{}", std::process::id()));
+    let result = (|| {
+        std::fs::create_dir(&stage)
+            .with_context(|| format!("{}: cannot create", stage.display()))?;
+        fill(&stage)?;
+        let had_old = out.exists();
+        if had_old {
+            std::fs::rename(out, &old)
+                .with_context(|| format!("{}: cannot move aside", out.display()))?;
+        }
+        if let Err(e) = std::fs::rename(&stage, out) {
+            if had_old {
+                let _ = std::fs::rename(&old, out);
+            }
+            return Err(e).with_context(|| format!("{}: cannot create", out.display()));
+        }
+        if had_old {
+            std::fs::remove_dir_all(&old)
+                .with_context(|| format!("{}: cannot remove", old.display()))?;
+        }
+        std::fs::File::open(&parent)
+            .and_then(|d| d.sync_all())
+            .with_context(|| format!("{}: cannot sync", parent.display()))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&stage);
+    }
+    result
 }

@@ -8,7 +8,10 @@
 //! - doc towers `identity` and `linear`;
 //! - InfoNCE with temperature and margin over shared candidates with
 //!   per-query validity;
-//! - AdamW whose state is saved, warmup + cosine schedule, gradient clipping.
+//! - AdamW whose state is saved, warmup + cosine schedule, gradient clipping;
+//! - text encoders (BERT, RoBERTa, MPNet, T5, ModernBERT) with forward and
+//!   backward passes over the kernels of [`kernels`], and the losses over
+//!   their embeddings in [`contrastive`].
 //!
 //! Everything is deterministic: the same inputs give bitwise the same
 //! outputs whatever the thread count, which is what makes resumed training
@@ -17,6 +20,7 @@
 
 #[macro_use]
 mod macros;
+pub mod contrastive;
 pub mod encoder;
 mod error;
 pub mod kernels;

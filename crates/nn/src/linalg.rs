@@ -7,10 +7,6 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use rand_chacha::ChaCha8Rng;
-
-use crate::params::{Params, Slot};
-
 static THREADS: AtomicUsize = AtomicUsize::new(1);
 
 /// Sets the number of threads matrix products use (at least 1).
@@ -88,16 +84,44 @@ pub fn matmul(c: &mut [f32], a: Mat<'_>, b: Mat<'_>, beta: f32) {
 /// [`matmul`] on `threads` threads (1 inside work that is already split
 /// over threads); the result does not depend on it.
 pub fn matmul_on(c: &mut [f32], a: Mat<'_>, b: Mat<'_>, beta: f32, threads: usize) {
+    let n = b.shape().1;
+    assert_eq!(
+        c.len(),
+        a.shape().0 * n,
+        "output of {} elements for {}x{n}",
+        c.len(),
+        a.shape().0
+    );
+    matmul_strided(c, n, a, b, beta, threads);
+}
+
+/// [`matmul_on`] into an output whose rows are `ldc` elements apart (the
+/// columns between are left alone): `c` holds `m` rows of `n` starting at
+/// `c[0]`, `c[ldc]`, ...
+pub fn matmul_strided(
+    c: &mut [f32],
+    ldc: usize,
+    a: Mat<'_>,
+    b: Mat<'_>,
+    beta: f32,
+    threads: usize,
+) {
     let (m, k) = a.shape();
     let (k2, n) = b.shape();
     assert_eq!(k, k2, "inner dimensions {k} and {k2} differ");
-    assert_eq!(c.len(), m * n, "output of {} elements for {m}x{n}", c.len());
+    assert!(
+        m == 0 || (ldc >= n && c.len() >= (m - 1) * ldc + n),
+        "output of {} elements for {m}x{n} (stride {ldc})",
+        c.len()
+    );
     if m == 0 || n == 0 {
         return;
     }
     if k == 0 {
         if beta == 0.0 {
-            c.fill(0.0);
+            for row in c.chunks_mut(ldc).take(m) {
+                row[..n].fill(0.0);
+            }
         }
         return;
     }
@@ -117,7 +141,7 @@ pub fn matmul_on(c: &mut [f32], a: Mat<'_>, b: Mat<'_>, beta: f32, threads: usiz
             k,
             c.as_mut_ptr(),
             1,
-            n as isize,
+            ldc as isize,
             beta != 0.0,
             a.data.as_ptr(),
             acs,
@@ -149,79 +173,6 @@ pub fn add_col_sums(out: &mut [f32], x: &[f32]) {
     for row in x.chunks_exact(out.len()) {
         for (o, v) in out.iter_mut().zip(row) {
             *o += v;
-        }
-    }
-}
-
-/// A `torch.nn.Linear(inp, out)` whose `weight [out, inp]` and `bias [out]`
-/// live in a [`Params`]: `y = x W^T + b` over the rows of `x`.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Linear {
-    pub(crate) w: Slot,
-    pub(crate) b: Slot,
-    pub(crate) inp: usize,
-    pub(crate) out: usize,
-}
-
-impl Linear {
-    /// Adds `{name}.weight` and `{name}.bias` with PyTorch's default
-    /// initialisation, `U(-1/sqrt(inp), 1/sqrt(inp))` for both.
-    pub(crate) fn init(
-        name: &str,
-        inp: usize,
-        out: usize,
-        params: &mut Params,
-        rng: &mut ChaCha8Rng,
-    ) -> Linear {
-        let k = 1.0 / (inp as f32).sqrt();
-        Linear {
-            w: params.uniform(&format!("{name}.weight"), &[out, inp], k, rng),
-            b: params.uniform(&format!("{name}.bias"), &[out], k, rng),
-            inp,
-            out,
-        }
-    }
-
-    /// `y = x W^T + b` for `x` `[n, inp]`; `y` becomes `[n, out]`.
-    pub(crate) fn forward(&self, p: &Params, x: &[f32], y: &mut Vec<f32>) {
-        let n = x.len() / self.inp;
-        y.resize(n * self.out, 0.0);
-        matmul(
-            y,
-            Mat::new(x, n, self.inp),
-            Mat::new(p.at(self.w), self.out, self.inp).t(),
-            0.0,
-        );
-        add_bias(y, p.at(self.b));
-    }
-
-    /// Adds the weight and bias gradients given `dy` (`[n, out]`), the
-    /// gradient of the output of [`Linear::forward`] on `x`; writes the
-    /// input gradient `dy W` (`[n, inp]`) into `dx` when asked.
-    pub(crate) fn backward(
-        &self,
-        p: &Params,
-        x: &[f32],
-        dy: &[f32],
-        grads: &mut Params,
-        dx: Option<&mut Vec<f32>>,
-    ) {
-        let n = dy.len() / self.out;
-        matmul(
-            grads.at_mut(self.w),
-            Mat::new(dy, n, self.out).t(),
-            Mat::new(x, n, self.inp),
-            1.0,
-        );
-        add_col_sums(grads.at_mut(self.b), dy);
-        if let Some(dx) = dx {
-            dx.resize(n * self.inp, 0.0);
-            matmul(
-                dx,
-                Mat::new(dy, n, self.out),
-                Mat::new(p.at(self.w), self.out, self.inp),
-                0.0,
-            );
         }
     }
 }

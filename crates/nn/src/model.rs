@@ -5,7 +5,8 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::linalg::{dot, Linear};
+use crate::kernels::Dense;
+use crate::linalg::dot;
 use crate::params::Params;
 use crate::pool::{self, Attention, AttentionCache};
 use crate::rnn::{Cell, Rnn, RnnCache};
@@ -164,8 +165,8 @@ pub struct Model {
     cfg: ModelConfig,
     params: Params,
     pool: Pool,
-    proj: Option<Linear>,
-    doc: Option<Linear>,
+    proj: Option<Dense>,
+    doc: Option<Dense>,
 }
 
 /// The pooling of the query tower, with the slots of its weights.
@@ -239,16 +240,11 @@ impl Model {
         };
         let proj = cfg
             .projection
-            .then(|| Linear::init("proj", cfg.pooled_dim(), d, &mut params, &mut rng));
+            .then(|| Dense::init(&mut params, "proj", cfg.pooled_dim(), d, &mut rng));
         let doc = (cfg.doc == DocTower::Linear).then(|| {
             let mut eye = vec![0.0; d * d];
             (0..d).for_each(|i| eye[i * d + i] = 1.0);
-            Linear {
-                w: params.push("doc.weight", &[d, d], eye),
-                b: params.push("doc.bias", &[d], vec![0.0; d]),
-                inp: d,
-                out: d,
-            }
+            Dense::add(&mut params, "doc", eye, Some(vec![0.0; d]), d, d)
         });
         Ok(Model {
             cfg,

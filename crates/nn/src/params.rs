@@ -121,6 +121,18 @@ impl Params {
         &mut self.items[slot.0].data
     }
 
+    /// Two different tensors, mutably.
+    pub(crate) fn pair_mut(&mut self, a: Slot, b: Slot) -> (&mut [f32], &mut [f32]) {
+        assert_ne!(a.0, b.0, "the same tensor twice");
+        if a.0 < b.0 {
+            let (lo, hi) = self.items.split_at_mut(b.0);
+            (&mut lo[a.0].data, &mut hi[0].data)
+        } else {
+            let (lo, hi) = self.items.split_at_mut(a.0);
+            (&mut hi[0].data, &mut lo[b.0].data)
+        }
+    }
+
     /// Appends every parameter of `other` with `prefix` before its name.
     pub fn extend_prefixed(&mut self, prefix: &str, other: &Params) {
         for p in &other.items {

@@ -14,7 +14,8 @@ use std::ops::{Range, RangeInclusive};
 
 use rand_chacha::ChaCha8Rng;
 
-use crate::linalg::{add_col_sums, dot, Linear};
+use crate::kernels::Dense;
+use crate::linalg::{add_col_sums, dot};
 use crate::params::{Params, Slot};
 use crate::{Batch, NnError};
 
@@ -157,10 +158,10 @@ impl Norm {
 /// `m = x + out(attn(qkv(norm1(x))))`, `y = m + ff2(relu(ff1(norm2(m))))`.
 #[derive(Debug, Clone)]
 struct Block {
-    qkv: Linear,
-    out: Linear,
-    ff1: Linear,
-    ff2: Linear,
+    qkv: Dense,
+    out: Dense,
+    ff1: Dense,
+    ff2: Dense,
     norm1: Norm,
     norm2: Norm,
 }
@@ -196,7 +197,7 @@ struct BlockCache {
 pub(crate) struct Transformer {
     hidden: usize,
     heads: usize,
-    input: Linear,
+    input: Dense,
     blocks: Vec<Block>,
     norm: Norm,
 }
@@ -282,24 +283,24 @@ impl Transformer {
         rng: &mut ChaCha8Rng,
     ) -> Transformer {
         let h = hidden;
-        let input = Linear::init("tf.in", dim, h, params, rng);
+        let input = Dense::init(params, "tf.in", dim, h, rng);
         let blocks = (0..layers)
             .map(|l| {
                 let name = |part: &str| format!("tf.{l}.{part}");
                 let xavier = (6.0 / (h + 3 * h) as f32).sqrt();
-                let qkv = Linear {
-                    w: params.uniform(&name("self_attn.in_proj_weight"), &[3 * h, h], xavier, rng),
-                    b: params.push(&name("self_attn.in_proj_bias"), &[3 * h], vec![0.0; 3 * h]),
-                    inp: h,
-                    out: 3 * h,
-                };
-                let out = Linear::init(&name("self_attn.out_proj"), h, h, params, rng);
-                params.at_mut(out.b).fill(0.0);
+                let qkv = Dense::from_slots(
+                    params.uniform(&name("self_attn.in_proj_weight"), &[3 * h, h], xavier, rng),
+                    Some(params.push(&name("self_attn.in_proj_bias"), &[3 * h], vec![0.0; 3 * h])),
+                    3 * h,
+                    h,
+                );
+                let out = Dense::init(params, &name("self_attn.out_proj"), h, h, rng);
+                out.zero_bias(params);
                 Block {
                     qkv,
                     out,
-                    ff1: Linear::init(&name("linear1"), h, FF_MULT * h, params, rng),
-                    ff2: Linear::init(&name("linear2"), FF_MULT * h, h, params, rng),
+                    ff1: Dense::init(params, &name("linear1"), h, FF_MULT * h, rng),
+                    ff2: Dense::init(params, &name("linear2"), FF_MULT * h, h, rng),
                     norm1: Norm::init(&name("norm1"), h, params),
                     norm2: Norm::init(&name("norm2"), h, params),
                 }

@@ -55,22 +55,9 @@ impl Corpus {
         field: &str,
         ids: Ids<'_>,
     ) -> Result<(Corpus, Vec<usize>), TextError> {
-        let bytes = std::fs::read(path).map_err(|e| {
-            TextError::file(
-                path,
-                format!("cannot read ({e})"),
-                "check the path and its permissions",
-            )
-        })?;
-        let mut lines: Vec<&[u8]> = bytes.split(|&b| b == b'\n').collect();
-        if lines.last().is_some_and(|l| l.is_empty()) {
-            lines.pop();
-        }
-        let json = lines
-            .iter()
-            .map(|l| l.trim_ascii())
-            .find(|l| !l.is_empty())
-            .is_some_and(|l| l.starts_with(b"{"));
+        let bytes = read_bytes(path)?;
+        let lines = split_lines(&bytes);
+        let json = starts_json(&lines);
         if let (false, Ids::Given(f)) = (json, ids) {
             return Err(TextError::file(
                 path,
@@ -80,28 +67,16 @@ impl Corpus {
         }
         let mut c = Corpus::default();
         let mut at_line = Vec::new();
-        for (i, raw) in lines.iter().enumerate() {
-            let at = |problem: String, fix: &str| {
-                TextError::file(path, format!("line {}: {problem}", i + 1), fix)
-            };
-            let line =
-                std::str::from_utf8(raw.strip_suffix(b"\r").unwrap_or(raw)).map_err(|e| {
-                    at(
-                        format!("not valid UTF-8 ({e})"),
-                        "convert the file to UTF-8",
-                    )
-                })?;
-            if !json {
+        if !json {
+            for (i, raw) in lines.iter().enumerate() {
                 c.ids.push(i.to_string());
-                c.texts.push(line.to_string());
+                c.texts.push(utf8_line(path, i, raw)?.to_string());
                 at_line.push(i + 1);
-                continue;
             }
-            if line.trim().is_empty() {
-                continue;
-            }
-            let v: Value = serde_json::from_str(line)
-                .map_err(|e| at(format!("not valid JSON ({e})"), "fix or remove that line"))?;
+            return Ok((c, at_line));
+        }
+        for_each_json_line(path, &lines, |i, v| {
+            let at = |problem: String, fix: &str| line_error(path, i, problem, fix);
             let text = match v.get(field) {
                 Some(Value::String(s)) => s.as_str(),
                 Some(other) => {
@@ -118,16 +93,12 @@ impl Corpus {
                 }
             };
             let title = v.get("title").and_then(Value::as_str).unwrap_or("");
-            let text = if field == "text" && !title.is_empty() {
-                format!("{title} {text}").trim().to_string()
+            let text = if field == "text" {
+                join_title(title, text)
             } else {
                 text.trim().to_string()
             };
-            let given = |f: &str| match v.get(f) {
-                Some(Value::String(s)) => Some(s.clone()),
-                Some(Value::Number(n)) => Some(n.to_string()),
-                _ => None,
-            };
+            let given = |f: &str| string_or_number(&v, f);
             let id = match ids {
                 Ids::Given(f) => given(f).ok_or_else(|| {
                     at(
@@ -143,9 +114,102 @@ impl Corpus {
             at_line.push(i + 1);
             c.ids.push(id);
             c.texts.push(text);
-        }
+            Ok(())
+        })?;
         Ok((c, at_line))
     }
+}
+
+/// `title + " " + text`, trimmed, as BEIR and sentence-transformers join a
+/// document's title and body; the text alone when the title is empty.
+pub(crate) fn join_title(title: &str, text: &str) -> String {
+    if title.is_empty() {
+        text.trim().to_string()
+    } else {
+        format!("{title} {text}").trim().to_string()
+    }
+}
+
+/// Field `f` of a JSON object when it is a string or a number (an id).
+pub(crate) fn string_or_number(v: &Value, f: &str) -> Option<String> {
+    match v.get(f) {
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// The bytes of the file `path`.
+pub(crate) fn read_bytes(path: &Path) -> Result<Vec<u8>, TextError> {
+    std::fs::read(path).map_err(|e| {
+        TextError::file(
+            path,
+            format!("cannot read ({e})"),
+            "check the path and its permissions",
+        )
+    })
+}
+
+/// The lines of a file's bytes, split at `\n`; a final newline ends the last
+/// line rather than starting an empty one.
+pub(crate) fn split_lines(bytes: &[u8]) -> Vec<&[u8]> {
+    let mut lines: Vec<&[u8]> = bytes.split(|&b| b == b'\n').collect();
+    if lines.last().is_some_and(|l| l.is_empty()) {
+        lines.pop();
+    }
+    lines
+}
+
+/// Whether the first non-blank line starts with `{` (a JSON lines file).
+pub(crate) fn starts_json(lines: &[&[u8]]) -> bool {
+    lines
+        .iter()
+        .map(|l| l.trim_ascii())
+        .find(|l| !l.is_empty())
+        .is_some_and(|l| l.starts_with(b"{"))
+}
+
+/// An error about line `i` (from 0; named from 1) of `path`.
+pub(crate) fn line_error(path: &Path, i: usize, problem: String, fix: &str) -> TextError {
+    TextError::file(path, format!("line {}: {problem}", i + 1), fix)
+}
+
+/// Line `i` (from 0) of `path` as UTF-8, without a final `\r`.
+pub(crate) fn utf8_line<'a>(path: &Path, i: usize, raw: &'a [u8]) -> Result<&'a str, TextError> {
+    std::str::from_utf8(raw.strip_suffix(b"\r").unwrap_or(raw)).map_err(|e| {
+        line_error(
+            path,
+            i,
+            format!("not valid UTF-8 ({e})"),
+            "convert the file to UTF-8",
+        )
+    })
+}
+
+/// Calls `each` with the index (from 0) and the value of every non-blank
+/// line of a JSON lines file, in order, stopping at the first error (invalid
+/// UTF-8 or JSON is one, naming the line).
+pub(crate) fn for_each_json_line(
+    path: &Path,
+    lines: &[&[u8]],
+    mut each: impl FnMut(usize, Value) -> Result<(), TextError>,
+) -> Result<(), TextError> {
+    for (i, raw) in lines.iter().enumerate() {
+        let line = utf8_line(path, i, raw)?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v = serde_json::from_str(line).map_err(|e| {
+            line_error(
+                path,
+                i,
+                format!("not valid JSON ({e})"),
+                "fix or remove that line",
+            )
+        })?;
+        each(i, v)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

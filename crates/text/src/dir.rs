@@ -9,18 +9,29 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tandem_nn::encoder::HfConfig;
-use tandem_nn::kernels::{Activation, Dense};
+use tandem_nn::kernels::Activation;
 
 use crate::pooling::Pooling;
 use crate::TextError;
 
 /// A sentence-transformers `Dense` module: a linear layer and an activation.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct DenseModule {
-    /// The layer.
-    pub dense: Dense,
+    /// Its folder's name in the model directory (`2_Dense`).
+    pub name: String,
+    /// `linear.weight`, `[out, inp]`.
+    pub weight: Vec<f32>,
+    /// `linear.bias`, when the module has one.
+    pub bias: Option<Vec<f32>>,
+    /// `in_features`.
+    pub inp: usize,
+    /// `out_features`.
+    pub out: usize,
     /// Applied after it.
     pub activation: Activation,
+    /// `activation_function` as the config names it
+    /// (`torch.nn.modules.activation.Tanh`).
+    pub activation_name: String,
 }
 
 /// Everything read from a model directory, before the weights are built.
@@ -326,8 +337,16 @@ fn read_dense(dir: &Path) -> Result<DenseModule, TextError> {
         None
     };
     Ok(DenseModule {
-        dense: Dense::new(w, b, out, inp),
+        name: dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        weight: w,
+        bias: b,
+        inp,
+        out,
         activation,
+        activation_name: act_name.to_string(),
     })
 }
 

@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use tandem_nn::encoder::{self, Encoder, Tensors, TokenBatch};
-use tandem_nn::kernels::Precision;
+use tandem_nn::kernels::{Activation, Dense, Precision};
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
 use crate::dir::ModelDir;
@@ -44,14 +44,45 @@ pub struct Embedded {
     pub empty: usize,
 }
 
-/// A loaded model ready to embed.
+/// A linear layer after the pooling (a sentence-transformers Dense module,
+/// or a projection head added for training), its tensors kept in the
+/// encoder's parameters under `{name}.linear.weight` / `.bias`.
+#[derive(Debug, Clone)]
+pub(crate) struct Head {
+    /// The module's folder name (`2_Dense`).
+    pub(crate) name: String,
+    pub(crate) dense: Dense,
+    pub(crate) activation: Activation,
+    /// `activation_function` as sentence-transformers writes it.
+    pub(crate) activation_name: String,
+}
+
+/// What the pooling, heads and normalisation of a batch keep for the
+/// backward pass.
+#[derive(Debug, Default)]
+pub(crate) struct HeadTape {
+    /// The pooled vectors, then each head's output before its activation:
+    /// `[inputs of head 0, pre-activation of head 0, ...]`.
+    pub(crate) steps: Vec<Vec<f32>>,
+    /// The vectors before normalisation.
+    pub(crate) unnormalised: Vec<f32>,
+}
+
+/// A loaded model ready to embed (and to train: see the `train` module).
+///
+/// Its parameters are the encoder's, followed by those of the heads after
+/// the pooling, all in one `Params`.
 pub struct Embedder {
-    dir: ModelDir,
+    pub(crate) dir: ModelDir,
     tokenizer: Tokenizer,
-    encoder: Box<dyn Encoder>,
+    pub(crate) encoder: Box<dyn Encoder>,
+    pub(crate) heads: Vec<Head>,
+    /// The number of the encoder's own tensors (the heads' follow).
+    pub(crate) encoder_len: usize,
+    pub(crate) normalize: bool,
     max_len: usize,
     batch: usize,
-    dim: usize,
+    pub(crate) dim: usize,
     fingerprint: String,
 }
 
@@ -150,28 +181,40 @@ impl Embedder {
         tokenizer.with_padding(None);
         let hidden = encoder.hidden();
         let mut dim = dir.pooling.width(hidden);
+        let mut heads = Vec::with_capacity(dir.dense.len());
+        let encoder_len = encoder.params().len();
         for (i, d) in dir.dense.iter().enumerate() {
-            if d.dense.inp() != dim {
+            if d.inp != dim {
                 return Err(TextError::file(
                     &dir.path.join("modules.json"),
                     format!(
                         "Dense module {} takes {} inputs but receives {dim}",
                         i + 1,
-                        d.dense.inp()
+                        d.inp
                     ),
                     "restore the model directory from its source",
                 ));
             }
-            dim = d.dense.out();
+            dim = d.out;
+            let p = encoder.params_mut();
+            let name = format!("{}.linear", d.name);
+            let mut dense = Dense::add(p, &name, d.weight.clone(), d.bias.clone(), d.out, d.inp);
+            dense.set_precision(p, opts.precision);
+            heads.push(Head {
+                name: d.name.clone(),
+                dense,
+                activation: d.activation,
+                activation_name: d.activation_name.clone(),
+            });
         }
-        let mut dir = dir;
-        for d in &mut dir.dense {
-            d.dense.set_precision(opts.precision);
-        }
+        let normalize = dir.normalize;
         Ok(Embedder {
             dir,
             tokenizer,
             encoder,
+            heads,
+            encoder_len,
+            normalize,
             max_len,
             batch: opts.batch.max(1),
             dim,
@@ -245,11 +288,8 @@ impl Embedder {
         // longest first, ties in input order: a fixed batching for fixed input
         let mut order: Vec<usize> = (0..texts.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(tokens[i].0.len()));
-        let hidden = self.encoder.hidden();
-        let pooled_width = self.dir.pooling.width(hidden);
         let mut vectors = vec![0.0f32; texts.len() * self.dim];
         let (mut ids, mut lens) = (Vec::new(), Vec::new());
-        let (mut pooled, mut next) = (Vec::new(), Vec::new());
         for chunk in order.chunks(self.batch) {
             let len = chunk
                 .iter()
@@ -265,30 +305,15 @@ impl Embedder {
                 ids.extend(std::iter::repeat_n(0u32, len - t.len()));
                 lens.push(t.len());
             }
-            let states = self.encoder.forward(TokenBatch {
+            let batch = TokenBatch {
                 ids: &ids,
                 lens: &lens,
                 len,
-            });
-            pooled.clear();
-            pooled.resize(chunk.len() * pooled_width, 0.0);
-            for (b, out) in pooled.chunks_exact_mut(pooled_width).enumerate() {
-                let real = &states[b * len * hidden..(b * len + lens[b]) * hidden];
-                self.dir.pooling.pool(real, hidden, out);
-            }
+            };
+            let states = self.encoder.forward(batch);
+            let out = self.head_pass(&states, batch, None);
             tandem_nn::kernels::recycle(states);
-            for d in &self.dir.dense {
-                d.dense.forward(&pooled, &mut next);
-                d.activation.apply(&mut next);
-                std::mem::swap(&mut pooled, &mut next);
-            }
-            for (row, &i) in pooled.chunks_exact_mut(self.dim).zip(chunk) {
-                if self.dir.normalize {
-                    let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
-                    for v in row.iter_mut() {
-                        *v /= norm;
-                    }
-                }
+            for (row, &i) in out.chunks_exact(self.dim).zip(chunk) {
                 vectors[i * self.dim..(i + 1) * self.dim].copy_from_slice(row);
             }
             progress(chunk.len());
@@ -298,5 +323,46 @@ impl Embedder {
             truncated,
             empty,
         })
+    }
+
+    /// Pools the token states of `batch` (`[B * len, hidden]`), runs the
+    /// heads and normalises: `[B, dim]`. Keeps what the backward pass needs
+    /// in `tape` when given.
+    pub(crate) fn head_pass(
+        &self,
+        states: &[f32],
+        batch: TokenBatch<'_>,
+        mut tape: Option<&mut HeadTape>,
+    ) -> Vec<f32> {
+        let hidden = self.encoder.hidden();
+        let (len, p) = (batch.len, self.encoder.params());
+        let width = self.dir.pooling.width(hidden);
+        let mut x = vec![0.0f32; batch.rows() * width];
+        for (b, out) in x.chunks_exact_mut(width).enumerate() {
+            let real = &states[b * len * hidden..(b * len + batch.lens[b]) * hidden];
+            self.dir.pooling.pool(real, hidden, out);
+        }
+        let mut next = Vec::new();
+        for h in &self.heads {
+            h.dense.forward(p, &x, &mut next);
+            if let Some(t) = tape.as_deref_mut() {
+                t.steps.push(std::mem::take(&mut x));
+                t.steps.push(next.clone());
+            }
+            h.activation.apply(&mut next);
+            std::mem::swap(&mut x, &mut next);
+        }
+        if let Some(t) = tape {
+            t.unnormalised = x.clone();
+        }
+        if self.normalize {
+            for row in x.chunks_exact_mut(self.dim) {
+                let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+                for v in row.iter_mut() {
+                    *v /= norm;
+                }
+            }
+        }
+        x
     }
 }

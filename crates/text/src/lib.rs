@@ -1,18 +1,26 @@
 //! tandem-text: Hugging Face model directories (with the
 //! sentence-transformers layout), their tokenizers, pooling and Dense
-//! modules, and batched embedding over tandem-nn's encoders.
+//! modules, batched embedding over tandem-nn's encoders, and the training
+//! data of text dual encoders ([`pairs`]).
 
 mod corpus;
 mod dir;
 mod embedder;
 mod error;
 pub mod job;
+mod objective;
+pub mod pairs;
 mod pooling;
+mod save;
 pub mod split;
+mod train;
 
 pub use corpus::{Corpus, Ids};
 pub use dir::{DenseModule, ModelDir};
 pub use embedder::{EmbedOptions, Embedded, Embedder};
 pub use error::TextError;
+pub use objective::{MainLoss, Objective, StepStats, TextBatch};
+pub use pairs::{read_documents, read_examples, Document, Example, Examples, PairFormat};
 pub use pooling::{Mode, Pooling};
 pub use tandem_nn::kernels::Precision;
+pub use train::Pass;

@@ -36,6 +36,25 @@ impl Mode {
     ];
 
     /// The name sentence-transformers gives the mode.
+    /// Every mode, in the order of sentence-transformers' config keys.
+    pub const ALL: [Mode; 6] = [
+        Mode::Cls,
+        Mode::Max,
+        Mode::Mean,
+        Mode::MeanSqrtLen,
+        Mode::WeightedMean,
+        Mode::LastToken,
+    ];
+
+    /// The `pooling_mode_*` key of sentence-transformers' Pooling config.
+    pub fn config_key(self) -> &'static str {
+        Mode::KEYS
+            .iter()
+            .find(|(m, _)| *m == self)
+            .map(|(_, k)| *k)
+            .expect("every mode has a key")
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Mode::Cls => "cls",
@@ -156,9 +175,98 @@ impl Pooling {
     }
 }
 
+impl Pooling {
+    /// The backward pass of [`Pooling::pool`] over the same `states` (the
+    /// real tokens of one text): adds the gradient of the token states,
+    /// given `dout` that of the pooled vector, into `dstates`. Max pooling
+    /// sends each column's gradient to its first largest token.
+    pub fn backward(&self, states: &[f32], hidden: usize, dout: &[f32], dstates: &mut [f32]) {
+        let n = states.len() / hidden;
+        for (mode, d) in self.modes.iter().zip(dout.chunks_exact(hidden)) {
+            let mut add = |row: usize, w: f32| {
+                for (g, v) in dstates[row * hidden..(row + 1) * hidden].iter_mut().zip(d) {
+                    *g += w * v;
+                }
+            };
+            match mode {
+                Mode::Cls => add(0, 1.0),
+                Mode::LastToken => add(n - 1, 1.0),
+                Mode::Max => {
+                    for (c, g) in d.iter().enumerate() {
+                        let mut best = 0;
+                        for r in 1..n {
+                            if states[r * hidden + c] > states[best * hidden + c] {
+                                best = r;
+                            }
+                        }
+                        dstates[best * hidden + c] += g;
+                    }
+                }
+                Mode::Mean | Mode::MeanSqrtLen | Mode::WeightedMean => {
+                    let weight = |i: usize| {
+                        if *mode == Mode::WeightedMean {
+                            (i + 1) as f32
+                        } else {
+                            1.0
+                        }
+                    };
+                    let total: f32 = (0..n).map(weight).sum();
+                    let div = if *mode == Mode::MeanSqrtLen {
+                        total.sqrt()
+                    } else {
+                        total
+                    };
+                    for i in 0..n {
+                        add(i, weight(i) / div);
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backward_matches_finite_differences() {
+        let (n, h) = (5, 3);
+        let states: Vec<f32> = (0..n * h)
+            .map(|i| ((i * 7) % 11) as f32 / 4.0 - 1.0)
+            .collect();
+        let all = Pooling {
+            modes: vec![
+                Mode::Cls,
+                Mode::Max,
+                Mode::Mean,
+                Mode::MeanSqrtLen,
+                Mode::WeightedMean,
+                Mode::LastToken,
+            ],
+        };
+        let r: Vec<f32> = (0..6 * h)
+            .map(|i| ((i * 5) % 7) as f32 / 3.0 - 1.0)
+            .collect();
+        let loss = |s: &[f32]| -> f64 {
+            let mut out = vec![0.0; 6 * h];
+            all.pool(s, h, &mut out);
+            out.iter().zip(&r).map(|(a, b)| f64::from(a * b)).sum()
+        };
+        let mut d = vec![0.0; n * h];
+        all.backward(&states, h, &r, &mut d);
+        for i in 0..n * h {
+            let (mut up, mut down) = (states.clone(), states.clone());
+            up[i] += 1e-3;
+            down[i] -= 1e-3;
+            let fd = (loss(&up) - loss(&down)) / 2e-3;
+            assert!(
+                (fd - f64::from(d[i])).abs() < 1e-3,
+                "d[{i}] {} vs {fd}",
+                d[i]
+            );
+        }
+    }
 
     #[test]
     fn modes_pool_the_real_tokens() {

@@ -9,31 +9,19 @@
 //!   x = LN(x + a Wo + bo)
 //!   x = LN(x + act(x Wi + bi) Wd + bd)         act = hidden_act (GELU)
 //! ```
+//!
+//! The backward pass runs the same steps in reverse; it keeps each layer's
+//! input, `q, k, v`, the attention output, both norms' inputs and the
+//! feed-forward's pre-activation, and recomputes the attention
+//! probabilities.
 
-use super::{linear, Encoder, HfConfig, Tensors, TokenBatch};
+use super::{linear, tensor, Encoder, HfConfig, Norm, Tape, Tensors, TokenBatch};
 use crate::kernels::{
-    attention, layer_norm, scratch, scratch_zeroed, Activation, AttnShape, Dense, Precision,
+    add_into, attention, attention_backward, scratch, scratch_zeroed, Activation, AttnShape, Dense,
+    Precision,
 };
+use crate::params::{Params, Slot};
 use crate::NnError;
-
-/// A layer norm's weight and bias.
-pub(super) struct Norm {
-    w: Vec<f32>,
-    b: Vec<f32>,
-}
-
-impl Norm {
-    pub(super) fn load(t: &mut Tensors, name: &str, width: usize) -> Result<Norm, NnError> {
-        Ok(Norm {
-            w: t.take(&format!("{name}.weight"), &[width])?,
-            b: t.take(&format!("{name}.bias"), &[width])?,
-        })
-    }
-
-    pub(super) fn apply(&self, x: &mut [f32], eps: f32) {
-        layer_norm(x, &self.w, Some(&self.b), eps);
-    }
-}
 
 struct Layer {
     qkv: Dense,
@@ -42,6 +30,21 @@ struct Layer {
     up: Dense,
     down: Dense,
     norm2: Norm,
+}
+
+/// What one layer keeps for the backward pass.
+pub(super) struct LayerTape {
+    x: Vec<f32>,
+    qkv: Vec<f32>,
+    ctx: Vec<f32>,
+    /// The input of the first norm.
+    r1: Vec<f32>,
+    /// Its output.
+    x1: Vec<f32>,
+    /// The feed-forward's pre-activation.
+    u: Vec<f32>,
+    /// The input of the second norm.
+    r2: Vec<f32>,
 }
 
 /// The tensor names of one post-norm layer (`{l}` is `encoder.layer.{i}`).
@@ -70,6 +73,7 @@ impl PostNorm {
     pub(super) fn load(
         c: &HfConfig,
         t: &mut Tensors,
+        p: &mut Params,
         names: &LayerNames,
     ) -> Result<PostNorm, NnError> {
         let hidden = c.usize("hidden_size")?;
@@ -79,20 +83,28 @@ impl PostNorm {
         let layers = (0..c.usize("num_hidden_layers")?)
             .map(|i| {
                 let l = format!("encoder.layer.{i}");
-                let w = |t: &mut Tensors, n: &str, out, inp| {
-                    linear(t, &format!("{l}.{n}"), out, inp, true)
-                };
+                let mut w = |n: &str, out, inp| linear(t, p, &format!("{l}.{n}"), out, inp, true);
+                let qkv = Dense::stack(vec![
+                    w(names.qkv[0], hidden, hidden)?,
+                    w(names.qkv[1], hidden, hidden)?,
+                    w(names.qkv[2], hidden, hidden)?,
+                ]);
+                let out = w(names.out, hidden, hidden)?;
+                let norm1 = Norm::load(t, p, &format!("{l}.{}", names.norm1), hidden)?;
                 Ok(Layer {
-                    qkv: Dense::stack(vec![
-                        w(t, names.qkv[0], hidden, hidden)?,
-                        w(t, names.qkv[1], hidden, hidden)?,
-                        w(t, names.qkv[2], hidden, hidden)?,
-                    ]),
-                    out: w(t, names.out, hidden, hidden)?,
-                    norm1: Norm::load(t, &format!("{l}.{}", names.norm1), hidden)?,
-                    up: w(t, "intermediate.dense", inter, hidden)?,
-                    down: w(t, "output.dense", hidden, inter)?,
-                    norm2: Norm::load(t, &format!("{l}.output.LayerNorm"), hidden)?,
+                    qkv,
+                    out,
+                    norm1,
+                    up: linear(
+                        t,
+                        p,
+                        &format!("{l}.intermediate.dense"),
+                        inter,
+                        hidden,
+                        true,
+                    )?,
+                    down: linear(t, p, &format!("{l}.output.dense"), hidden, inter, true)?,
+                    norm2: Norm::load(t, p, &format!("{l}.output.LayerNorm"), hidden)?,
                 })
             })
             .collect::<Result<Vec<_>, NnError>>()?;
@@ -104,29 +116,50 @@ impl PostNorm {
         })
     }
 
-    pub(super) fn set_precision(&mut self, precision: Precision) {
-        for l in &mut self.layers {
-            for d in [&mut l.qkv, &mut l.out, &mut l.up, &mut l.down] {
-                d.set_precision(precision);
-            }
-        }
+    fn dense_mut(&mut self) -> impl Iterator<Item = &mut Dense> {
+        self.layers
+            .iter_mut()
+            .flat_map(|l| [&mut l.qkv, &mut l.out, &mut l.up, &mut l.down])
     }
 
-    /// Runs the layers over `x` (`[B * len, hidden]`), adding `bias`
-    /// (`[heads, len, len]`) to the scores when given.
-    pub(super) fn forward(&self, x: &mut [f32], batch: TokenBatch<'_>, bias: Option<&[f32]>) {
-        let (h, len) = (x.len() / batch.ids.len(), batch.len);
+    pub(super) fn set_precision(&mut self, p: &Params, precision: Precision) {
+        self.dense_mut().for_each(|d| d.set_precision(p, precision));
+    }
+
+    pub(super) fn sync(&mut self, p: &Params) {
+        self.dense_mut().for_each(|d| d.sync(p));
+    }
+
+    fn shape(&self, batch: TokenBatch<'_>, h: usize) -> (AttnShape, f32) {
         let shape = AttnShape {
             batch: batch.rows(),
-            len,
+            len: batch.len,
             heads: self.heads,
             head_dim: h / self.heads,
         };
-        let scale = 1.0 / ((h / self.heads) as f32).sqrt();
+        (shape, 1.0 / ((h / self.heads) as f32).sqrt())
+    }
+
+    /// Runs the layers over `x` (`[B * len, hidden]`), adding `bias`
+    /// (`[heads, len, len]`) to the scores when given; keeps each layer's
+    /// [`LayerTape`] in `tape` when given.
+    fn run(
+        &self,
+        p: &Params,
+        x: &mut [f32],
+        batch: TokenBatch<'_>,
+        bias: Option<&[f32]>,
+        mut tape: Option<&mut Vec<LayerTape>>,
+    ) {
+        let h = x.len() / batch.ids.len();
+        let (shape, scale) = self.shape(batch, h);
         let (mut qkv, mut ctx, mut y, mut inner) =
             (scratch(), scratch_zeroed(x.len()), scratch(), scratch());
+        let keep = |v: &[f32], on: bool| if on { v.to_vec() } else { Vec::new() };
+        let on = tape.is_some();
         for l in &self.layers {
-            l.qkv.forward(x, &mut qkv);
+            let x_in = keep(x, on);
+            l.qkv.forward(p, x, &mut qkv);
             attention(
                 &mut ctx,
                 &qkv,
@@ -138,14 +171,98 @@ impl PostNorm {
                 bias,
                 None,
             );
-            l.out.forward(&ctx, &mut y);
-            super::add_into(x, &y);
-            l.norm1.apply(x, self.eps);
-            l.up.forward(x, &mut inner);
+            l.out.forward(p, &ctx, &mut y);
+            add_into(x, &y);
+            let r1 = keep(x, on);
+            l.norm1.apply(p, x, self.eps);
+            l.up.forward(p, x, &mut inner);
+            let u = keep(&inner, on);
             self.act.apply(&mut inner);
-            l.down.forward(&inner, &mut y);
-            super::add_into(x, &y);
-            l.norm2.apply(x, self.eps);
+            l.down.forward(p, &inner, &mut y);
+            let x1 = keep(x, on);
+            add_into(x, &y);
+            let r2 = keep(x, on);
+            l.norm2.apply(p, x, self.eps);
+            if let Some(t) = tape.as_deref_mut() {
+                t.push(LayerTape {
+                    x: x_in,
+                    qkv: qkv.to_vec(),
+                    ctx: ctx.to_vec(),
+                    r1,
+                    x1,
+                    u,
+                    r2,
+                });
+            }
+        }
+    }
+
+    pub(super) fn forward(
+        &self,
+        p: &Params,
+        x: &mut [f32],
+        batch: TokenBatch<'_>,
+        bias: Option<&[f32]>,
+    ) {
+        self.run(p, x, batch, bias, None);
+    }
+
+    pub(super) fn forward_train(
+        &self,
+        p: &Params,
+        x: &mut [f32],
+        batch: TokenBatch<'_>,
+        bias: Option<&[f32]>,
+    ) -> Vec<LayerTape> {
+        let mut tape = Vec::with_capacity(self.layers.len());
+        self.run(p, x, batch, bias, Some(&mut tape));
+        tape
+    }
+
+    /// The backward pass of the layers: `dx` goes from the gradient of their
+    /// output to that of their input; the gradient of the scores' bias is
+    /// added into `dbias` when given.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn backward(
+        &self,
+        p: &Params,
+        batch: TokenBatch<'_>,
+        tape: Vec<LayerTape>,
+        bias: Option<&[f32]>,
+        dx: &mut [f32],
+        grads: &mut Params,
+        mut dbias: Option<&mut [f32]>,
+    ) {
+        let h = dx.len() / batch.ids.len();
+        let (shape, scale) = self.shape(batch, h);
+        let (mut d1, mut d2, mut dqkv) = (scratch(), scratch(), scratch_zeroed(3 * dx.len()));
+        for (l, t) in self.layers.iter().zip(tape).rev() {
+            // x = LN2(x1 + down(act(u)))
+            l.norm2.backward(p, &t.r2, dx, grads, self.eps);
+            let mut g = t.u.clone();
+            self.act.apply(&mut g);
+            l.down.backward(p, &g, dx, grads, Some(&mut d1));
+            self.act.backward(&t.u, &mut d1);
+            l.up.backward(p, &t.x1, &d1, grads, Some(&mut d2));
+            add_into(dx, &d2);
+            // x1 = LN1(x + out(attn(qkv(x))))
+            l.norm1.backward(p, &t.r1, dx, grads, self.eps);
+            l.out.backward(p, &t.ctx, dx, grads, Some(&mut d1));
+            attention_backward(
+                &mut dqkv,
+                &d1,
+                &t.qkv,
+                3 * h,
+                [0, h, 2 * h],
+                shape,
+                batch.lens,
+                scale,
+                bias,
+                None,
+                dbias.as_deref_mut(),
+            );
+            l.qkv.backward(p, &t.x, &dqkv, grads, Some(&mut d2));
+            add_into(dx, &d2);
         }
     }
 }
@@ -158,11 +275,19 @@ pub(super) struct Bert {
     /// Position of the first token: 0 for BERT, `pad_token_id + 1` for
     /// RoBERTa and XLM-RoBERTa.
     pos_offset: usize,
-    word: Vec<f32>,
-    pos: Vec<f32>,
-    token_type: Vec<f32>,
+    params: Params,
+    word: Slot,
+    pos: Slot,
+    token_type: Slot,
     norm: Norm,
     layers: PostNorm,
+}
+
+/// What a BERT forward pass keeps for the backward pass.
+struct BertTape {
+    /// The input of the embeddings' norm.
+    emb: Vec<f32>,
+    layers: Vec<LayerTape>,
 }
 
 /// BERT's and RoBERTa's tensor names.
@@ -206,30 +331,61 @@ impl Bert {
             ));
         }
         t.find_prefix(&["embeddings.word_embeddings.weight"], &model_type)?;
+        let mut p = Params::default();
         let e = "embeddings";
-        let word = t.take(&format!("{e}.word_embeddings.weight"), &[vocab, hidden])?;
-        let pos = t.take(
+        let word = tensor(
+            t,
+            &mut p,
+            &format!("{e}.word_embeddings.weight"),
+            &[vocab, hidden],
+        )?;
+        let pos = tensor(
+            t,
+            &mut p,
             &format!("{e}.position_embeddings.weight"),
             &[max_pos, hidden],
         )?;
-        let token_type = t.take(
+        let token_type = tensor(
+            t,
+            &mut p,
             &format!("{e}.token_type_embeddings.weight"),
             &[types, hidden],
         )?;
-        let norm = Norm::load(t, &format!("{e}.LayerNorm"), hidden)?;
-        let layers = PostNorm::load(c, t, &NAMES)?;
+        let norm = Norm::load(t, &mut p, &format!("{e}.LayerNorm"), hidden)?;
+        let layers = PostNorm::load(c, t, &mut p, &NAMES)?;
         Ok(Bert {
             model_type,
             hidden,
             vocab,
             max_pos,
             pos_offset,
+            params: p,
             word,
             pos,
-            token_type: token_type[..hidden].to_vec(),
+            token_type,
             norm,
             layers,
         })
+    }
+
+    /// The embeddings before their norm, `[B * len, hidden]`.
+    fn embed(&self, batch: TokenBatch<'_>) -> Vec<f32> {
+        let (h, len, p) = (self.hidden, batch.len, &self.params);
+        assert!(
+            len <= self.max_pos - self.pos_offset,
+            "sequence longer than the position table"
+        );
+        let (word, pos, types) = (p.at(self.word), p.at(self.pos), &p.at(self.token_type)[..h]);
+        let mut x = scratch_zeroed(batch.ids.len() * h);
+        for (r, (row, &id)) in x.chunks_exact_mut(h).zip(batch.ids).enumerate() {
+            let at = self.pos_offset + r % len;
+            let word = &word[id as usize * h..(id as usize + 1) * h];
+            let pos = &pos[at * h..(at + 1) * h];
+            for (((v, a), b), c) in row.iter_mut().zip(word).zip(pos).zip(types) {
+                *v = a + b + c;
+            }
+        }
+        x.into_vec()
     }
 }
 
@@ -251,26 +407,49 @@ impl Encoder for Bert {
     }
 
     fn set_precision(&mut self, precision: Precision) {
-        self.layers.set_precision(precision);
+        self.layers.set_precision(&self.params, precision);
     }
 
     fn forward(&self, batch: TokenBatch<'_>) -> Vec<f32> {
-        let (h, len) = (self.hidden, batch.len);
-        assert!(
-            len <= self.max_pos - self.pos_offset,
-            "sequence longer than the position table"
-        );
-        let mut x = scratch_zeroed(batch.ids.len() * h);
-        for (r, (row, &id)) in x.chunks_exact_mut(h).zip(batch.ids).enumerate() {
-            let p = self.pos_offset + r % len;
-            let word = &self.word[id as usize * h..(id as usize + 1) * h];
-            let pos = &self.pos[p * h..(p + 1) * h];
-            for (((v, a), b), c) in row.iter_mut().zip(word).zip(pos).zip(&self.token_type) {
-                *v = a + b + c;
+        let mut x = self.embed(batch);
+        self.norm.apply(&self.params, &mut x, self.layers.eps);
+        self.layers.forward(&self.params, &mut x, batch, None);
+        x
+    }
+
+    fn params(&self) -> &Params {
+        &self.params
+    }
+
+    fn params_mut(&mut self) -> &mut Params {
+        &mut self.params
+    }
+
+    fn sync(&mut self) {
+        self.layers.sync(&self.params);
+    }
+
+    fn forward_train(&self, batch: TokenBatch<'_>) -> (Vec<f32>, Tape) {
+        let mut x = self.embed(batch);
+        let emb = x.clone();
+        self.norm.apply(&self.params, &mut x, self.layers.eps);
+        let layers = self.layers.forward_train(&self.params, &mut x, batch, None);
+        (x, Tape::new(BertTape { emb, layers }))
+    }
+
+    fn backward(&self, batch: TokenBatch<'_>, tape: Tape, dh: &mut [f32], grads: &mut Params) {
+        let t: BertTape = tape.take();
+        let (h, len, p) = (self.hidden, batch.len, &self.params);
+        self.layers
+            .backward(p, batch, t.layers, None, dh, grads, None);
+        self.norm.backward(p, &t.emb, dh, grads, self.layers.eps);
+        for (r, &id) in batch.ids.iter().enumerate() {
+            if r % len >= batch.lens[r / len] {
+                continue;
             }
+            super::add_row(grads.at_mut(self.word), id as usize, dh, r, h);
+            super::add_row(grads.at_mut(self.pos), self.pos_offset + r % len, dh, r, h);
+            super::add_row(grads.at_mut(self.token_type), 0, dh, r, h);
         }
-        self.norm.apply(&mut x, self.layers.eps);
-        self.layers.forward(&mut x, batch, None);
-        x.into_vec()
     }
 }

@@ -13,7 +13,10 @@ mod tensors;
 pub use config::HfConfig;
 pub use tensors::Tensors;
 
-use crate::kernels::{Activation, Dense, Precision};
+use std::any::Any;
+
+use crate::kernels::{layer_norm, layer_norm_backward, Activation, Dense, Precision};
+use crate::params::{Params, Slot};
 use crate::NnError;
 
 /// The `model_type`s of `config.json` that tandem runs.
@@ -45,7 +48,29 @@ impl TokenBatch<'_> {
     }
 }
 
+/// What a training forward pass ([`Encoder::forward_train`]) keeps for its
+/// backward pass; only the encoder that made it can read it.
+pub struct Tape(Box<dyn Any + Send + Sync>);
+
+impl Tape {
+    fn new<T: Any + Send + Sync>(t: T) -> Tape {
+        Tape(Box::new(t))
+    }
+
+    fn take<T: Any>(self) -> T {
+        *self
+            .0
+            .downcast::<T>()
+            .unwrap_or_else(|_| panic!("a tape handed to another encoder"))
+    }
+}
+
 /// A text encoder: token ids in, one hidden state per token out.
+///
+/// Its parameters live in one [`Params`] under transformers' names (without
+/// a `bert.`-style prefix), so that an optimizer can update them, a
+/// checkpoint can save them and a Hugging Face directory can be written
+/// from them.
 pub trait Encoder: Send + Sync {
     /// The `model_type` it was loaded as.
     fn model_type(&self) -> &str;
@@ -61,6 +86,20 @@ pub trait Encoder: Send + Sync {
     /// The last hidden states, `[B * len, hidden]`; rows of padding are
     /// unspecified (finite).
     fn forward(&self, batch: TokenBatch<'_>) -> Vec<f32>;
+    /// The parameters.
+    fn params(&self) -> &Params;
+    /// The parameters, to change; call [`Encoder::sync`] after.
+    fn params_mut(&mut self) -> &mut Params;
+    /// Refreshes what the encoder derives from its parameters (the bfloat16
+    /// copies of its weights) after they changed.
+    fn sync(&mut self);
+    /// [`Encoder::forward`], keeping what the backward pass needs.
+    fn forward_train(&self, batch: TokenBatch<'_>) -> (Vec<f32>, Tape);
+    /// Adds to `grads` (the layout of [`Encoder::params`]) the gradient of a
+    /// loss whose gradient with respect to the output of the
+    /// [`Encoder::forward_train`] that made `tape` is `dh` (`[B * len,
+    /// hidden]`, zero on padding rows); `dh` is used up as working space.
+    fn backward(&self, batch: TokenBatch<'_>, tape: Tape, dh: &mut [f32], grads: &mut Params);
 }
 
 /// Builds the encoder that `config` describes from `tensors`, checking every
@@ -85,9 +124,11 @@ pub fn load(config: &HfConfig, tensors: &mut Tensors) -> Result<Box<dyn Encoder>
     }
 }
 
-/// `torch.nn.Linear(inp, out)` named `{name}.weight` / `{name}.bias`.
+/// `torch.nn.Linear(inp, out)` named `{name}.weight` / `{name}.bias`, taken
+/// from `t` into `p`.
 pub(crate) fn linear(
     t: &mut Tensors,
+    p: &mut Params,
     name: &str,
     out: usize,
     inp: usize,
@@ -99,7 +140,86 @@ pub(crate) fn linear(
     } else {
         None
     };
-    Ok(Dense::new(w, b, out, inp))
+    Ok(Dense::add(p, name, w, b, out, inp))
+}
+
+/// The tensor `name` of `shape`, taken from `t` into `p`.
+pub(crate) fn tensor(
+    t: &mut Tensors,
+    p: &mut Params,
+    name: &str,
+    shape: &[usize],
+) -> Result<Slot, NnError> {
+    let v = t.take(name, shape)?;
+    Ok(p.push(name, shape, v))
+}
+
+/// Adds row `from` of `src` to row `to` of `dst` (rows of `width`).
+pub(crate) fn add_row(dst: &mut [f32], to: usize, src: &[f32], from: usize, width: usize) {
+    crate::kernels::add_into(
+        &mut dst[to * width..(to + 1) * width],
+        &src[from * width..(from + 1) * width],
+    );
+}
+
+/// A layer norm's weight and, unless `norm_bias` is false (ModernBERT),
+/// bias.
+pub(crate) struct Norm {
+    w: Slot,
+    b: Option<Slot>,
+}
+
+impl Norm {
+    /// `{name}.weight` and `{name}.bias`.
+    pub(crate) fn load(
+        t: &mut Tensors,
+        p: &mut Params,
+        name: &str,
+        width: usize,
+    ) -> Result<Norm, NnError> {
+        Norm::load_opt(t, p, name, width, true)
+    }
+
+    /// `{name}.weight` and, when `bias`, `{name}.bias`.
+    pub(crate) fn load_opt(
+        t: &mut Tensors,
+        p: &mut Params,
+        name: &str,
+        width: usize,
+        bias: bool,
+    ) -> Result<Norm, NnError> {
+        Ok(Norm {
+            w: tensor(t, p, &format!("{name}.weight"), &[width])?,
+            b: if bias {
+                Some(tensor(t, p, &format!("{name}.bias"), &[width])?)
+            } else {
+                None
+            },
+        })
+    }
+
+    pub(crate) fn apply(&self, p: &Params, x: &mut [f32], eps: f32) {
+        layer_norm(x, p.at(self.w), self.b.map(|b| p.at(b)), eps);
+    }
+
+    /// The backward pass on the norm's input `x`: `d` goes from the output
+    /// gradient to the input gradient.
+    pub(crate) fn backward(
+        &self,
+        p: &Params,
+        x: &[f32],
+        d: &mut [f32],
+        grads: &mut Params,
+        eps: f32,
+    ) {
+        match self.b {
+            Some(b) => {
+                let (dw, db) = grads.pair_mut(self.w, b);
+                layer_norm_backward(x, p.at(self.w), d, dw, Some(db), eps);
+            }
+            None => layer_norm_backward(x, p.at(self.w), d, grads.at_mut(self.w), None, eps),
+        }
+    }
 }
 
 /// Refuses a hidden width that the heads do not divide.
@@ -123,11 +243,4 @@ pub(crate) fn activation(c: &HfConfig, key: &str, default: &str) -> Result<Activ
             "use gelu, gelu_new, gelu_pytorch_tanh, relu, silu or tanh",
         )
     })
-}
-
-/// `x += y` elementwise.
-pub(crate) fn add_into(x: &mut [f32], y: &[f32]) {
-    for (a, b) in x.iter_mut().zip(y) {
-        *a += b;
-    }
 }

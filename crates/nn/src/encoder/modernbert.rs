@@ -28,14 +28,20 @@
 //! additive mask (no unpadding), positions counting from 0 in every row; with
 //! right padding the real tokens of a row get the same positions, keys and
 //! windows as alone, so their states do not depend on the padding.
+//!
+//! The backward pass runs the same steps in reverse; it keeps the input of
+//! every norm, each layer's rotated `q, k, v`, attention output and `Wi`
+//! output, and recomputes the norms' outputs, the gated activation and the
+//! attention probabilities.
 
 use serde_json::Value;
 
-use super::{linear, Encoder, HfConfig, Tensors, TokenBatch};
+use super::{linear, tensor, Encoder, HfConfig, Norm, Tape, Tensors, TokenBatch};
 use crate::kernels::{
-    attention, geglu, layer_norm, rope, scratch, scratch_zeroed, Activation, AttnShape, Dense,
-    Precision, Rope,
+    add_into, attention, attention_backward, geglu, geglu_backward, rope, rope_backward, scratch,
+    scratch_zeroed, Activation, AttnShape, Dense, Precision, Rope,
 };
+use crate::params::{Params, Slot};
 use crate::NnError;
 
 /// transformers' defaults (`ModernBertConfig.default_theta`, `local_attention`,
@@ -44,29 +50,6 @@ const GLOBAL_THETA: f64 = 160_000.0;
 const LOCAL_THETA: f64 = 10_000.0;
 const LOCAL_ATTENTION: usize = 128;
 const GLOBAL_EVERY: usize = 3;
-
-/// A layer norm's weight and optional bias (`norm_bias`).
-struct Norm {
-    w: Vec<f32>,
-    b: Option<Vec<f32>>,
-}
-
-impl Norm {
-    fn load(t: &mut Tensors, name: &str, width: usize, bias: bool) -> Result<Norm, NnError> {
-        Ok(Norm {
-            w: t.take(&format!("{name}.weight"), &[width])?,
-            b: if bias {
-                Some(t.take(&format!("{name}.bias"), &[width])?)
-            } else {
-                None
-            },
-        })
-    }
-
-    fn apply(&self, x: &mut [f32], eps: f32) {
-        layer_norm(x, &self.w, self.b.as_deref(), eps);
-    }
-}
 
 /// Which layers attend globally, their rotary thetas and the local window.
 #[derive(Debug, Clone, PartialEq)]
@@ -198,6 +181,30 @@ struct Layer {
     global: bool,
 }
 
+/// What one layer keeps for the backward pass.
+struct LayerTape {
+    /// The layer's input (that of `attn_norm`).
+    x: Vec<f32>,
+    /// `q, k, v` after the rotation.
+    qkv: Vec<f32>,
+    /// The attention output.
+    ctx: Vec<f32>,
+    /// The input of `mlp_norm`.
+    r: Vec<f32>,
+    /// The output of `Wi` (input | gate).
+    inner: Vec<f32>,
+}
+
+/// What a ModernBERT forward pass keeps for the backward pass.
+#[derive(Default)]
+struct ModernBertTape {
+    /// The input of the embeddings' norm.
+    emb: Vec<f32>,
+    layers: Vec<LayerTape>,
+    /// The input of `final_norm`.
+    last: Vec<f32>,
+}
+
 pub(super) struct ModernBert {
     hidden: usize,
     heads: usize,
@@ -207,7 +214,8 @@ pub(super) struct ModernBert {
     eps: f32,
     act: Activation,
     window: usize,
-    tok: Vec<f32>,
+    params: Params,
+    tok: Slot,
     emb_norm: Norm,
     layers: Vec<Layer>,
     final_norm: Norm,
@@ -242,8 +250,10 @@ impl ModernBert {
         let act = super::activation(c, "hidden_activation", "gelu")?;
         let plan = Plan::read(c, n_layers)?;
         t.find_prefix(&["embeddings.tok_embeddings.weight"], "modernbert")?;
-        let tok = t.take("embeddings.tok_embeddings.weight", &[vocab, hidden])?;
-        let emb_norm = Norm::load(t, "embeddings.norm", hidden, norm_bias)?;
+        let mut params = Params::default();
+        let p = &mut params;
+        let tok = tensor(t, p, "embeddings.tok_embeddings.weight", &[vocab, hidden])?;
+        let emb_norm = Norm::load_opt(t, p, "embeddings.norm", hidden, norm_bias)?;
         let layers = plan
             .global
             .iter()
@@ -254,18 +264,31 @@ impl ModernBert {
                     attn_norm: if i == 0 {
                         None
                     } else {
-                        Some(Norm::load(t, &format!("{l}.attn_norm"), hidden, norm_bias)?)
+                        Some(Norm::load_opt(
+                            t,
+                            p,
+                            &format!("{l}.attn_norm"),
+                            hidden,
+                            norm_bias,
+                        )?)
                     },
-                    qkv: linear(t, &format!("{l}.attn.Wqkv"), 3 * hidden, hidden, attn_bias)?,
-                    out: linear(t, &format!("{l}.attn.Wo"), hidden, hidden, attn_bias)?,
-                    mlp_norm: Norm::load(t, &format!("{l}.mlp_norm"), hidden, norm_bias)?,
-                    wi: linear(t, &format!("{l}.mlp.Wi"), 2 * inter, hidden, mlp_bias)?,
-                    wo: linear(t, &format!("{l}.mlp.Wo"), hidden, inter, mlp_bias)?,
+                    qkv: linear(
+                        t,
+                        p,
+                        &format!("{l}.attn.Wqkv"),
+                        3 * hidden,
+                        hidden,
+                        attn_bias,
+                    )?,
+                    out: linear(t, p, &format!("{l}.attn.Wo"), hidden, hidden, attn_bias)?,
+                    mlp_norm: Norm::load_opt(t, p, &format!("{l}.mlp_norm"), hidden, norm_bias)?,
+                    wi: linear(t, p, &format!("{l}.mlp.Wi"), 2 * inter, hidden, mlp_bias)?,
+                    wo: linear(t, p, &format!("{l}.mlp.Wo"), hidden, inter, mlp_bias)?,
                     global,
                 })
             })
             .collect::<Result<Vec<_>, NnError>>()?;
-        let final_norm = Norm::load(t, "final_norm", hidden, norm_bias)?;
+        let final_norm = Norm::load_opt(t, p, "final_norm", hidden, norm_bias)?;
         Ok(ModernBert {
             hidden,
             heads,
@@ -275,6 +298,7 @@ impl ModernBert {
             eps,
             act,
             window: plan.window,
+            params,
             tok,
             emb_norm,
             layers,
@@ -305,47 +329,155 @@ impl Encoder for ModernBert {
     fn set_precision(&mut self, precision: Precision) {
         for l in &mut self.layers {
             for d in [&mut l.qkv, &mut l.out, &mut l.wi, &mut l.wo] {
-                d.set_precision(precision);
+                d.set_precision(&self.params, precision);
+            }
+        }
+    }
+
+    fn params(&self) -> &Params {
+        &self.params
+    }
+
+    fn params_mut(&mut self) -> &mut Params {
+        &mut self.params
+    }
+
+    fn sync(&mut self) {
+        for l in &mut self.layers {
+            for d in [&mut l.qkv, &mut l.out, &mut l.wi, &mut l.wo] {
+                d.sync(&self.params);
             }
         }
     }
 
     fn forward(&self, batch: TokenBatch<'_>) -> Vec<f32> {
+        self.run(batch, None)
+    }
+
+    fn forward_train(&self, batch: TokenBatch<'_>) -> (Vec<f32>, Tape) {
+        let mut tape = ModernBertTape {
+            layers: Vec::with_capacity(self.layers.len()),
+            ..ModernBertTape::default()
+        };
+        let x = self.run(batch, Some(&mut tape));
+        (x, Tape::new(tape))
+    }
+
+    fn backward(&self, batch: TokenBatch<'_>, tape: Tape, dh: &mut [f32], grads: &mut Params) {
+        let t: ModernBertTape = tape.take();
+        let (h, len, p, eps) = (self.hidden, batch.len, &self.params, self.eps);
+        let (shape, scale) = self.shape(batch);
+        self.final_norm.backward(p, &t.last, dh, grads, eps);
+        let (mut n, mut d1, mut d2, mut dqkv) = (
+            scratch(),
+            scratch(),
+            scratch(),
+            scratch_zeroed(3 * dh.len()),
+        );
+        for (l, lt) in self.layers.iter().zip(t.layers).rev() {
+            // x = r + Wo(act(u) * g), [u | g] = Wi(mlp_norm(r))
+            geglu(&lt.inner, self.inter, self.act, &mut n);
+            l.wo.backward(p, &n, dh, grads, Some(&mut d1));
+            geglu_backward(&lt.inner, self.inter, self.act, &d1, &mut d2);
+            n.clone_from(&lt.r);
+            l.mlp_norm.apply(p, &mut n, eps);
+            l.wi.backward(p, &n, &d2, grads, Some(&mut d1));
+            l.mlp_norm.backward(p, &lt.r, &mut d1, grads, eps);
+            add_into(dh, &d1);
+            // r = x + Wo(attn(rope(Wqkv(attn_norm(x)))))
+            l.out.backward(p, &lt.ctx, dh, grads, Some(&mut d1));
+            let (r, window) = self.attn_kind(l);
+            attention_backward(
+                &mut dqkv,
+                &d1,
+                &lt.qkv,
+                3 * h,
+                [0, h, 2 * h],
+                shape,
+                batch.lens,
+                scale,
+                None,
+                window,
+                None,
+            );
+            rope_backward(&mut dqkv, 3 * h, 0, 2 * self.heads, len, r);
+            match &l.attn_norm {
+                Some(norm) => {
+                    n.clone_from(&lt.x);
+                    norm.apply(p, &mut n, eps);
+                    l.qkv.backward(p, &n, &dqkv, grads, Some(&mut d1));
+                    norm.backward(p, &lt.x, &mut d1, grads, eps);
+                }
+                None => l.qkv.backward(p, &lt.x, &dqkv, grads, Some(&mut d1)),
+            }
+            add_into(dh, &d1);
+        }
+        self.emb_norm.backward(p, &t.emb, dh, grads, eps);
+        for (r, &id) in batch.ids.iter().enumerate() {
+            if r % len < batch.lens[r / len] {
+                super::add_row(grads.at_mut(self.tok), id as usize, dh, r, h);
+            }
+        }
+    }
+}
+
+impl ModernBert {
+    /// The attention layout of `batch` and the scores' scale.
+    fn shape(&self, batch: TokenBatch<'_>) -> (AttnShape, f32) {
+        let head_dim = self.hidden / self.heads;
+        let shape = AttnShape {
+            batch: batch.rows(),
+            len: batch.len,
+            heads: self.heads,
+            head_dim,
+        };
+        (shape, 1.0 / (head_dim as f32).sqrt())
+    }
+
+    /// The rotary tables and attention window of layer `l`.
+    fn attn_kind(&self, l: &Layer) -> (&Rope, Option<usize>) {
+        if l.global {
+            (&self.global_rope, None)
+        } else {
+            (&self.local_rope, Some(self.window))
+        }
+    }
+
+    /// The forward pass; fills `tape` for the backward pass when given.
+    fn run(&self, batch: TokenBatch<'_>, mut tape: Option<&mut ModernBertTape>) -> Vec<f32> {
         let (h, len) = (self.hidden, batch.len);
         assert!(
             len <= self.max_pos,
             "sequence longer than max_position_embeddings"
         );
+        let p = &self.params;
+        let tok = p.at(self.tok);
         let mut x = scratch_zeroed(batch.ids.len() * h);
         for (row, &id) in x.chunks_exact_mut(h).zip(batch.ids) {
-            row.copy_from_slice(&self.tok[id as usize * h..(id as usize + 1) * h]);
+            row.copy_from_slice(&tok[id as usize * h..(id as usize + 1) * h]);
         }
-        self.emb_norm.apply(&mut x, self.eps);
-        let shape = AttnShape {
-            batch: batch.rows(),
-            len,
-            heads: self.heads,
-            head_dim: h / self.heads,
-        };
-        let scale = 1.0 / ((h / self.heads) as f32).sqrt();
+        let on = tape.is_some();
+        let keep = |v: &[f32]| if on { v.to_vec() } else { Vec::new() };
+        if let Some(t) = tape.as_deref_mut() {
+            t.emb = x.to_vec();
+        }
+        self.emb_norm.apply(p, &mut x, self.eps);
+        let (shape, scale) = self.shape(batch);
         let mut ctx = scratch_zeroed(x.len());
         let (mut n, mut qkv, mut y, mut inner, mut gated) =
             (scratch(), scratch(), scratch(), scratch(), scratch());
         for l in &self.layers {
+            let x_in = keep(&x);
             let normed = match &l.attn_norm {
                 Some(norm) => {
                     n.clone_from(&x);
-                    norm.apply(&mut n, self.eps);
+                    norm.apply(p, &mut n, self.eps);
                     &n
                 }
                 None => &x,
             };
-            l.qkv.forward(normed, &mut qkv);
-            let (r, window) = if l.global {
-                (&self.global_rope, None)
-            } else {
-                (&self.local_rope, Some(self.window))
-            };
+            l.qkv.forward(p, normed, &mut qkv);
+            let (r, window) = self.attn_kind(l);
             // q and k lie side by side in columns 0..2H: 2 * heads rotary heads.
             rope(&mut qkv, 3 * h, 0, 2 * self.heads, len, r);
             attention(
@@ -359,16 +491,29 @@ impl Encoder for ModernBert {
                 None,
                 window,
             );
-            l.out.forward(&ctx, &mut y);
-            super::add_into(&mut x, &y);
+            l.out.forward(p, &ctx, &mut y);
+            add_into(&mut x, &y);
+            let r = keep(&x);
             n.clone_from(&x);
-            l.mlp_norm.apply(&mut n, self.eps);
-            l.wi.forward(&n, &mut inner);
+            l.mlp_norm.apply(p, &mut n, self.eps);
+            l.wi.forward(p, &n, &mut inner);
             geglu(&inner, self.inter, self.act, &mut gated);
-            l.wo.forward(&gated, &mut y);
-            super::add_into(&mut x, &y);
+            l.wo.forward(p, &gated, &mut y);
+            add_into(&mut x, &y);
+            if let Some(t) = tape.as_deref_mut() {
+                t.layers.push(LayerTape {
+                    x: x_in,
+                    qkv: qkv.to_vec(),
+                    ctx: ctx.to_vec(),
+                    r,
+                    inner: inner.to_vec(),
+                });
+            }
         }
-        self.final_norm.apply(&mut x, self.eps);
+        if let Some(t) = tape {
+            t.last = x.to_vec();
+        }
+        self.final_norm.apply(p, &mut x, self.eps);
         x.into_vec()
     }
 }

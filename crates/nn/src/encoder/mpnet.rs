@@ -16,10 +16,11 @@
 //! distance 128) whatever `pad_token_id` and `relative_attention_num_buckets`
 //! say; so does this.
 
-use super::bert::{LayerNames, Norm, PostNorm};
+use super::bert::{LayerNames, LayerTape, PostNorm};
 use super::t5::RelativeBias;
-use super::{Encoder, HfConfig, Tensors, TokenBatch};
+use super::{tensor, Encoder, HfConfig, Norm, Tape, Tensors, TokenBatch};
 use crate::kernels::{scratch_zeroed, Precision};
+use crate::params::{Params, Slot};
 use crate::NnError;
 
 /// `MPNetEmbeddings.padding_idx`.
@@ -32,8 +33,9 @@ pub(super) struct MpNet {
     hidden: usize,
     vocab: usize,
     max_pos: usize,
-    word: Vec<f32>,
-    pos: Vec<f32>,
+    params: Params,
+    word: Slot,
+    pos: Slot,
     norm: Norm,
     bias: RelativeBias,
     layers: PostNorm,
@@ -67,19 +69,28 @@ impl MpNet {
         }
         let rel = "encoder.relative_attention_bias.weight";
         t.find_prefix(&[rel], "mpnet")?;
-        let table = t.take(rel, &[buckets, heads])?;
+        let mut p = Params::default();
+        let table = tensor(t, &mut p, rel, &[buckets, heads])?;
         let e = "embeddings";
-        let word = t.take(&format!("{e}.word_embeddings.weight"), &[vocab, hidden])?;
-        let pos = t.take(
+        let word = tensor(
+            t,
+            &mut p,
+            &format!("{e}.word_embeddings.weight"),
+            &[vocab, hidden],
+        )?;
+        let pos = tensor(
+            t,
+            &mut p,
             &format!("{e}.position_embeddings.weight"),
             &[max_pos, hidden],
         )?;
-        let norm = Norm::load(t, &format!("{e}.LayerNorm"), hidden)?;
-        let layers = PostNorm::load(c, t, &NAMES)?;
+        let norm = Norm::load(t, &mut p, &format!("{e}.LayerNorm"), hidden)?;
+        let layers = PostNorm::load(c, t, &mut p, &NAMES)?;
         Ok(Box::new(MpNet {
             hidden,
             vocab,
             max_pos,
+            params: p,
             word,
             pos,
             norm,
@@ -107,16 +118,93 @@ impl Encoder for MpNet {
     }
 
     fn set_precision(&mut self, precision: Precision) {
-        self.layers.set_precision(precision);
+        self.layers.set_precision(&self.params, precision);
     }
 
     fn forward(&self, batch: TokenBatch<'_>) -> Vec<f32> {
-        let (h, len) = (self.hidden, batch.len);
+        let (mut x, _) = self.embed(batch);
+        self.norm.apply(&self.params, &mut x, self.layers.eps);
+        let bias = self.bias.bias(&self.params, batch.len);
+        self.layers
+            .forward(&self.params, &mut x, batch, Some(&bias));
+        x
+    }
+
+    fn params(&self) -> &Params {
+        &self.params
+    }
+
+    fn params_mut(&mut self) -> &mut Params {
+        &mut self.params
+    }
+
+    fn sync(&mut self) {
+        self.layers.sync(&self.params);
+    }
+
+    fn forward_train(&self, batch: TokenBatch<'_>) -> (Vec<f32>, Tape) {
+        let (mut x, positions) = self.embed(batch);
+        let emb = x.clone();
+        self.norm.apply(&self.params, &mut x, self.layers.eps);
+        let bias = self.bias.bias(&self.params, batch.len);
+        let layers = self
+            .layers
+            .forward_train(&self.params, &mut x, batch, Some(&bias));
+        let tape = MpNetTape {
+            emb,
+            positions,
+            bias,
+            layers,
+        };
+        (x, Tape::new(tape))
+    }
+
+    fn backward(&self, batch: TokenBatch<'_>, tape: Tape, dh: &mut [f32], grads: &mut Params) {
+        let t: MpNetTape = tape.take();
+        let (h, len, p) = (self.hidden, batch.len, &self.params);
+        let mut dbias = vec![0.0; t.bias.len()];
+        self.layers.backward(
+            p,
+            batch,
+            t.layers,
+            Some(&t.bias),
+            dh,
+            grads,
+            Some(&mut dbias),
+        );
+        self.bias.backward(&dbias, len, grads);
+        self.norm.backward(p, &t.emb, dh, grads, self.layers.eps);
+        for (r, (&id, &at)) in batch.ids.iter().zip(&t.positions).enumerate() {
+            if r % len < batch.lens[r / len] {
+                super::add_row(grads.at_mut(self.word), id as usize, dh, r, h);
+                super::add_row(grads.at_mut(self.pos), at, dh, r, h);
+            }
+        }
+    }
+}
+
+/// What an MPNet forward pass keeps for the backward pass.
+struct MpNetTape {
+    /// The input of the embeddings' norm.
+    emb: Vec<f32>,
+    /// The position of every token.
+    positions: Vec<usize>,
+    bias: Vec<f32>,
+    layers: Vec<LayerTape>,
+}
+
+impl MpNet {
+    /// The embeddings before their norm (`[B * len, hidden]`) and the
+    /// position of every token.
+    fn embed(&self, batch: TokenBatch<'_>) -> (Vec<f32>, Vec<usize>) {
+        let (h, len, p) = (self.hidden, batch.len, &self.params);
         assert!(
             len + PAD < self.max_pos,
             "sequence longer than the position table"
         );
+        let (word, pos) = (p.at(self.word), p.at(self.pos));
         let mut x = scratch_zeroed(batch.ids.len() * h);
+        let mut positions = Vec::with_capacity(batch.ids.len());
         // create_position_ids_from_input_ids: positions count the ids that
         // are not PAD; those stay at PAD.
         let mut seen = PAD;
@@ -125,21 +213,19 @@ impl Encoder for MpNet {
             if r % len == 0 {
                 seen = PAD;
             }
-            let p = if r % len < batch.lens[b] && id != PAD {
+            let at = if r % len < batch.lens[b] && id != PAD {
                 seen += 1;
                 seen
             } else {
                 PAD
             };
-            let word = &self.word[id * h..(id + 1) * h];
-            let pos = &self.pos[p * h..(p + 1) * h];
+            positions.push(at);
+            let word = &word[id * h..(id + 1) * h];
+            let pos = &pos[at * h..(at + 1) * h];
             for ((v, a), c) in row.iter_mut().zip(word).zip(pos) {
                 *v = a + c;
             }
         }
-        self.norm.apply(&mut x, self.layers.eps);
-        let bias = self.bias.bias(len);
-        self.layers.forward(&mut x, batch, Some(&bias));
-        x.into_vec()
+        (x.into_vec(), positions)
     }
 }

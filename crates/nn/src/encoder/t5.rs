@@ -19,11 +19,19 @@
 //!   (r > 0 ? half : 0) + (n < exact ? n
 //!       : min(half - 1, exact + trunc(ln(n / exact) / ln(max_distance / exact) * (half - exact))))
 //! ```
+//!
+//! The backward pass runs the same steps in reverse; it keeps each block's
+//! input, `q, k, v`, the attention output, the second norm's input and the
+//! feed-forward's pre-activation, and recomputes the norms' outputs, the
+//! activation and the attention probabilities. Every block's bias gradient
+//! goes to block 0's table.
 
-use super::{linear, Encoder, HfConfig, Tensors, TokenBatch};
+use super::{linear, tensor, Encoder, HfConfig, Tape, Tensors, TokenBatch};
 use crate::kernels::{
-    attention, geglu, rms_norm, scratch, scratch_zeroed, Activation, AttnShape, Dense, Precision,
+    add_into, attention, attention_backward, geglu, geglu_backward, rms_norm, rms_norm_backward,
+    scratch, scratch_zeroed, Activation, AttnShape, Dense, Precision,
 };
+use crate::params::{Params, Slot};
 use crate::NnError;
 
 /// The bucket of the relative position `rel = key - query` (bidirectional),
@@ -47,7 +55,7 @@ pub(super) fn bucket(rel: i64, buckets: usize, max_distance: usize) -> usize {
 /// A relative position bias: a table `[rows, heads]` looked up by
 /// [`bucket`].
 pub(super) struct RelativeBias {
-    table: Vec<f32>,
+    table: Slot,
     heads: usize,
     buckets: usize,
     max_distance: usize,
@@ -57,8 +65,8 @@ impl RelativeBias {
     /// The bias of `table` (`[rows, heads]`, `rows >= buckets`), bucketed
     /// into `buckets` up to `max_distance` (which must exceed
     /// `buckets / 4`, the exact buckets).
-    pub(super) fn new(table: Vec<f32>, heads: usize, buckets: usize, max_distance: usize) -> Self {
-        debug_assert!(table.len() >= buckets * heads && max_distance > buckets / 4);
+    pub(super) fn new(table: Slot, heads: usize, buckets: usize, max_distance: usize) -> Self {
+        debug_assert!(max_distance > buckets / 4);
         RelativeBias {
             table,
             heads,
@@ -67,29 +75,70 @@ impl RelativeBias {
         }
     }
 
-    /// `B[h, i, j] = table[bucket(j - i), h]`, `[heads, len, len]`.
-    pub(super) fn bias(&self, len: usize) -> Vec<f32> {
-        let ix: Vec<usize> = (0..(2 * len).saturating_sub(1))
+    /// The bucket of each distance `j - i`, indexed by `j - i + len - 1`.
+    fn buckets(&self, len: usize) -> Vec<usize> {
+        (0..(2 * len).saturating_sub(1))
             .map(|d| bucket(d as i64 - len as i64 + 1, self.buckets, self.max_distance))
-            .collect();
+            .collect()
+    }
+
+    /// `B[h, i, j] = table[bucket(j - i), h]`, `[heads, len, len]`.
+    pub(super) fn bias(&self, p: &Params, len: usize) -> Vec<f32> {
+        let (ix, table) = (self.buckets(len), p.at(self.table));
         let mut out = Vec::with_capacity(self.heads * len * len);
         for h in 0..self.heads {
             for i in 0..len {
-                out.extend((0..len).map(|j| self.table[ix[j + len - 1 - i] * self.heads + h]));
+                out.extend((0..len).map(|j| table[ix[j + len - 1 - i] * self.heads + h]));
             }
         }
         out
     }
+
+    /// Adds the gradient of the table given `dbias`, that of [`Self::bias`].
+    pub(super) fn backward(&self, dbias: &[f32], len: usize, grads: &mut Params) {
+        let (ix, dt) = (self.buckets(len), grads.at_mut(self.table));
+        for h in 0..self.heads {
+            for i in 0..len {
+                let row = &dbias[(h * len + i) * len..(h * len + i + 1) * len];
+                for (j, g) in row.iter().enumerate() {
+                    dt[ix[j + len - 1 - i] * self.heads + h] += g;
+                }
+            }
+        }
+    }
 }
 
 struct Block {
-    norm1: Vec<f32>,
+    norm1: Slot,
     qkv: Dense,
     out: Dense,
-    norm2: Vec<f32>,
+    norm2: Slot,
     /// `wi`, or `wi_0` and `wi_1` stacked when gated.
     up: Dense,
     down: Dense,
+}
+
+/// What one block keeps for the backward pass.
+struct BlockTape {
+    /// The block's input, that of its first norm.
+    x: Vec<f32>,
+    qkv: Vec<f32>,
+    ctx: Vec<f32>,
+    /// The input of the second norm.
+    mid: Vec<f32>,
+    /// The feed-forward's pre-activation, `[rows, d_ff]` (`[rows, 2 *
+    /// d_ff]` gated).
+    u: Vec<f32>,
+}
+
+/// What a T5 forward pass keeps for the backward pass.
+#[derive(Default)]
+struct T5Tape {
+    /// The relative position bias, `[heads, len, len]`.
+    bias: Vec<f32>,
+    blocks: Vec<BlockTape>,
+    /// The input of the final norm.
+    last: Vec<f32>,
 }
 
 pub(super) struct T5 {
@@ -102,10 +151,11 @@ pub(super) struct T5 {
     eps: f32,
     act: Activation,
     gated: bool,
-    embed: Vec<f32>,
+    params: Params,
+    embed: Slot,
     bias: RelativeBias,
     blocks: Vec<Block>,
-    norm: Vec<f32>,
+    norm: Slot,
 }
 
 /// `feed_forward_proj` as `T5Config` reads it: `"<act>"` or
@@ -156,12 +206,16 @@ impl T5 {
         }
         let rel = "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight";
         t.find_prefix(&[rel], &model_type)?;
-        let embed = match t.take_opt("encoder.embed_tokens.weight", &[vocab, d_model])? {
-            Some(e) => e,
-            None => t.take("shared.weight", &[vocab, d_model])?,
+        let mut p = Params::default();
+        // Saved checkpoints hold the tied table once, under either name.
+        let embed_name = if t.has("shared.weight") {
+            "shared.weight"
+        } else {
+            "encoder.embed_tokens.weight"
         };
+        let embed = tensor(t, &mut p, embed_name, &[vocab, d_model])?;
         let bias = RelativeBias::new(
-            t.take(rel, &[buckets, heads])?,
+            tensor(t, &mut p, rel, &[buckets, heads])?,
             heads,
             buckets,
             max_distance,
@@ -170,30 +224,37 @@ impl T5 {
             .map(|i| {
                 let a = format!("encoder.block.{i}.layer.0");
                 let f = format!("encoder.block.{i}.layer.1");
-                let w = |t: &mut Tensors, n: &str, out, inp| linear(t, n, out, inp, false);
+                let p = &mut p;
+                let w = |t: &mut Tensors, p: &mut Params, n: &str, out, inp| {
+                    linear(t, p, n, out, inp, false)
+                };
+                let norm1 = tensor(t, p, &format!("{a}.layer_norm.weight"), &[d_model])?;
+                let qkv = Dense::stack(vec![
+                    w(t, p, &format!("{a}.SelfAttention.q"), inner, d_model)?,
+                    w(t, p, &format!("{a}.SelfAttention.k"), inner, d_model)?,
+                    w(t, p, &format!("{a}.SelfAttention.v"), inner, d_model)?,
+                ]);
+                let out = w(t, p, &format!("{a}.SelfAttention.o"), d_model, inner)?;
+                let norm2 = tensor(t, p, &format!("{f}.layer_norm.weight"), &[d_model])?;
                 let up = if gated {
                     Dense::stack(vec![
-                        w(t, &format!("{f}.DenseReluDense.wi_0"), d_ff, d_model)?,
-                        w(t, &format!("{f}.DenseReluDense.wi_1"), d_ff, d_model)?,
+                        w(t, p, &format!("{f}.DenseReluDense.wi_0"), d_ff, d_model)?,
+                        w(t, p, &format!("{f}.DenseReluDense.wi_1"), d_ff, d_model)?,
                     ])
                 } else {
-                    w(t, &format!("{f}.DenseReluDense.wi"), d_ff, d_model)?
+                    w(t, p, &format!("{f}.DenseReluDense.wi"), d_ff, d_model)?
                 };
                 Ok(Block {
-                    norm1: t.take(&format!("{a}.layer_norm.weight"), &[d_model])?,
-                    qkv: Dense::stack(vec![
-                        w(t, &format!("{a}.SelfAttention.q"), inner, d_model)?,
-                        w(t, &format!("{a}.SelfAttention.k"), inner, d_model)?,
-                        w(t, &format!("{a}.SelfAttention.v"), inner, d_model)?,
-                    ]),
-                    out: w(t, &format!("{a}.SelfAttention.o"), d_model, inner)?,
-                    norm2: t.take(&format!("{f}.layer_norm.weight"), &[d_model])?,
+                    norm1,
+                    qkv,
+                    out,
+                    norm2,
                     up,
-                    down: w(t, &format!("{f}.DenseReluDense.wo"), d_model, d_ff)?,
+                    down: w(t, p, &format!("{f}.DenseReluDense.wo"), d_model, d_ff)?,
                 })
             })
             .collect::<Result<Vec<_>, NnError>>()?;
-        let norm = t.take("encoder.final_layer_norm.weight", &[d_model])?;
+        let norm = tensor(t, &mut p, "encoder.final_layer_norm.weight", &[d_model])?;
         Ok(Box::new(T5 {
             model_type,
             d_model,
@@ -204,11 +265,90 @@ impl T5 {
             eps,
             act,
             gated,
+            params: p,
             embed,
             bias,
             blocks,
             norm,
         }))
+    }
+}
+
+impl T5 {
+    fn shape(&self, batch: TokenBatch<'_>) -> AttnShape {
+        AttnShape {
+            batch: batch.rows(),
+            len: batch.len,
+            heads: self.heads,
+            head_dim: self.d_kv,
+        }
+    }
+
+    /// The encoder over `batch`; keeps what the backward pass needs in
+    /// `tape` when given.
+    fn run(&self, batch: TokenBatch<'_>, mut tape: Option<&mut T5Tape>) -> Vec<f32> {
+        let (h, inner) = (self.d_model, self.heads * self.d_kv);
+        let p = &self.params;
+        let embed = p.at(self.embed);
+        let mut x = scratch();
+        x.extend(
+            batch
+                .ids
+                .iter()
+                .flat_map(|&id| &embed[id as usize * h..(id as usize + 1) * h]),
+        );
+        let bias = self.bias.bias(p, batch.len);
+        let mut ctx = scratch_zeroed(batch.ids.len() * inner);
+        let (mut y, mut qkv, mut up, mut gate) = (scratch(), scratch(), scratch(), scratch());
+        let on = tape.is_some();
+        let keep = |v: &[f32]| if on { v.to_vec() } else { Vec::new() };
+        for b in &self.blocks {
+            let x_in = keep(&x);
+            y.clone_from(&x);
+            rms_norm(&mut y, p.at(b.norm1), self.eps);
+            b.qkv.forward(p, &y, &mut qkv);
+            attention(
+                &mut ctx,
+                &qkv,
+                3 * inner,
+                [0, inner, 2 * inner],
+                self.shape(batch),
+                batch.lens,
+                1.0,
+                Some(&bias),
+                None,
+            );
+            b.out.forward(p, &ctx, &mut y);
+            add_into(&mut x, &y);
+            let mid = keep(&x);
+            y.clone_from(&x);
+            rms_norm(&mut y, p.at(b.norm2), self.eps);
+            b.up.forward(p, &y, &mut up);
+            let u = keep(&up);
+            if self.gated {
+                geglu(&up, self.d_ff, self.act, &mut gate);
+                b.down.forward(p, &gate, &mut y);
+            } else {
+                self.act.apply(&mut up);
+                b.down.forward(p, &up, &mut y);
+            }
+            add_into(&mut x, &y);
+            if let Some(t) = tape.as_deref_mut() {
+                t.blocks.push(BlockTape {
+                    x: x_in,
+                    qkv: qkv.to_vec(),
+                    ctx: ctx.to_vec(),
+                    mid,
+                    u,
+                });
+            }
+        }
+        if let Some(t) = tape {
+            t.bias = bias;
+            t.last = x.to_vec();
+        }
+        rms_norm(&mut x, p.at(self.norm), self.eps);
+        x.into_vec()
     }
 }
 
@@ -232,61 +372,109 @@ impl Encoder for T5 {
     fn set_precision(&mut self, precision: Precision) {
         for b in &mut self.blocks {
             for d in [&mut b.qkv, &mut b.out, &mut b.up, &mut b.down] {
-                d.set_precision(precision);
+                d.set_precision(&self.params, precision);
+            }
+        }
+    }
+
+    fn params(&self) -> &Params {
+        &self.params
+    }
+
+    fn params_mut(&mut self) -> &mut Params {
+        &mut self.params
+    }
+
+    fn sync(&mut self) {
+        for b in &mut self.blocks {
+            for d in [&mut b.qkv, &mut b.out, &mut b.up, &mut b.down] {
+                d.sync(&self.params);
             }
         }
     }
 
     fn forward(&self, batch: TokenBatch<'_>) -> Vec<f32> {
+        self.run(batch, None)
+    }
+
+    fn forward_train(&self, batch: TokenBatch<'_>) -> (Vec<f32>, Tape) {
+        let mut tape = T5Tape::default();
+        let x = self.run(batch, Some(&mut tape));
+        (x, Tape::new(tape))
+    }
+
+    fn backward(&self, batch: TokenBatch<'_>, tape: Tape, dh: &mut [f32], grads: &mut Params) {
+        let t: T5Tape = tape.take();
         let (h, len, inner) = (self.d_model, batch.len, self.heads * self.d_kv);
-        let mut x = scratch();
-        x.extend(
-            batch
-                .ids
-                .iter()
-                .flat_map(|&id| &self.embed[id as usize * h..(id as usize + 1) * h]),
+        let p = &self.params;
+        rms_norm_backward(
+            &t.last,
+            p.at(self.norm),
+            dh,
+            grads.at_mut(self.norm),
+            self.eps,
         );
-        let bias = self.bias.bias(len);
-        let shape = AttnShape {
-            batch: batch.rows(),
-            len,
-            heads: self.heads,
-            head_dim: self.d_kv,
-        };
-        let mut ctx = scratch_zeroed(batch.ids.len() * inner);
-        let (mut y, mut qkv, mut up, mut gate) = (scratch(), scratch(), scratch(), scratch());
-        for b in &self.blocks {
-            y.clone_from(&x);
-            rms_norm(&mut y, &b.norm1, self.eps);
-            b.qkv.forward(&y, &mut qkv);
-            let offsets = [0, inner, 2 * inner];
-            attention(
-                &mut ctx,
-                &qkv,
+        let mut dbias = vec![0.0; t.bias.len()];
+        let (mut y, mut a, mut d1, mut d2) = (scratch(), scratch(), scratch(), scratch());
+        let mut dqkv = scratch_zeroed(3 * batch.ids.len() * inner);
+        for (b, bt) in self.blocks.iter().zip(t.blocks).rev() {
+            // x = mid + down(ff(rms(mid) g2))
+            let du = if self.gated {
+                geglu(&bt.u, self.d_ff, self.act, &mut a);
+                b.down.backward(p, &a, dh, grads, Some(&mut d1));
+                geglu_backward(&bt.u, self.d_ff, self.act, &d1, &mut a);
+                &a
+            } else {
+                a.clone_from(&bt.u);
+                self.act.apply(&mut a);
+                b.down.backward(p, &a, dh, grads, Some(&mut d1));
+                self.act.backward(&bt.u, &mut d1);
+                &d1
+            };
+            y.clone_from(&bt.mid);
+            rms_norm(&mut y, p.at(b.norm2), self.eps);
+            b.up.backward(p, &y, du, grads, Some(&mut d2));
+            rms_norm_backward(
+                &bt.mid,
+                p.at(b.norm2),
+                &mut d2,
+                grads.at_mut(b.norm2),
+                self.eps,
+            );
+            add_into(dh, &d2);
+            // mid = x + out(attn(qkv(rms(x) g1)))
+            b.out.backward(p, &bt.ctx, dh, grads, Some(&mut d1));
+            attention_backward(
+                &mut dqkv,
+                &d1,
+                &bt.qkv,
                 3 * inner,
-                offsets,
-                shape,
+                [0, inner, 2 * inner],
+                self.shape(batch),
                 batch.lens,
                 1.0,
-                Some(&bias),
+                Some(&t.bias),
                 None,
+                Some(&mut dbias),
             );
-            b.out.forward(&ctx, &mut y);
-            super::add_into(&mut x, &y);
-            y.clone_from(&x);
-            rms_norm(&mut y, &b.norm2, self.eps);
-            b.up.forward(&y, &mut up);
-            if self.gated {
-                geglu(&up, self.d_ff, self.act, &mut gate);
-                b.down.forward(&gate, &mut y);
-            } else {
-                self.act.apply(&mut up);
-                b.down.forward(&up, &mut y);
-            }
-            super::add_into(&mut x, &y);
+            y.clone_from(&bt.x);
+            rms_norm(&mut y, p.at(b.norm1), self.eps);
+            b.qkv.backward(p, &y, &dqkv, grads, Some(&mut d2));
+            rms_norm_backward(
+                &bt.x,
+                p.at(b.norm1),
+                &mut d2,
+                grads.at_mut(b.norm1),
+                self.eps,
+            );
+            add_into(dh, &d2);
         }
-        rms_norm(&mut x, &self.norm, self.eps);
-        x.into_vec()
+        self.bias.backward(&dbias, len, grads);
+        for (r, &id) in batch.ids.iter().enumerate() {
+            if r % len < batch.lens[r / len] {
+                super::add_row(grads.at_mut(self.embed), id as usize, dh, r, h);
+            }
+        }
     }
 }
 
@@ -349,9 +537,10 @@ mod tests {
     fn bias_looks_up_key_minus_query() {
         // two heads, 32 buckets: row b of the table is [b, 100 + b]
         let table: Vec<f32> = (0..32).flat_map(|b| [b as f32, 100.0 + b as f32]).collect();
-        let rb = RelativeBias::new(table, 2, 32, 128);
+        let mut p = Params::default();
+        let rb = RelativeBias::new(p.push("rel", &[32, 2], table), 2, 32, 128);
         let len = 20;
-        let bias = rb.bias(len);
+        let bias = rb.bias(&p, len);
         assert_eq!(bias.len(), 2 * len * len);
         for i in 0..len {
             for j in 0..len {
@@ -359,6 +548,18 @@ mod tests {
                 assert_eq!(bias[i * len + j], b);
                 assert_eq!(bias[(len + i) * len + j], 100.0 + b);
             }
+        }
+        // The gradient of the table sums the gradients of the positions
+        // that look up each bucket.
+        let mut grads = p.zeros_like();
+        rb.backward(&vec![1.0; bias.len()], len, &mut grads);
+        let dt = grads.at(Slot(0));
+        for b in 0..32 {
+            let uses = (0..len)
+                .flat_map(|i| (0..len).map(move |j| (i, j)))
+                .filter(|&(i, j)| bucket(j as i64 - i as i64, 32, 128) == b)
+                .count() as f32;
+            assert_eq!((dt[2 * b], dt[2 * b + 1]), (uses, uses), "bucket {b}");
         }
     }
 }

@@ -104,6 +104,17 @@ impl Tensors {
         }
     }
 
+    /// The full names of the tensors not taken yet.
+    pub fn names(&self) -> Vec<String> {
+        self.map.keys().cloned().collect()
+    }
+
+    /// Takes the tensor of the full name `name` (no prefix), whatever its
+    /// shape: `(shape, values)`.
+    pub fn take_raw(&mut self, name: &str) -> Option<(Vec<usize>, Vec<f32>)> {
+        self.map.remove(name)
+    }
+
     /// Whether a tensor `name` (under the prefix) exists.
     pub fn has(&self, name: &str) -> bool {
         self.map.contains_key(&format!("{}{name}", self.prefix))

@@ -1,6 +1,6 @@
 //! Elementwise activations, vectorised (AVX-512 when the CPU has it).
 
-use crate::simd::{avx512_dispatch, exp, tanh};
+use crate::simd::{avx512_dispatch, exp, sigmoid, tanh};
 
 use super::for_rows;
 
@@ -38,6 +38,43 @@ fn gelu_tanh_one(x: f32) -> f32 {
     const C: f32 = 0.797_884_6; // sqrt(2 / pi)
     0.5 * x * (1.0 + tanh(C * (x + 0.044_715 * x * x * x)))
 }
+
+/// The derivative of [`gelu_erf_one`]: `Phi(x) + x phi(x)`.
+#[inline(always)]
+fn gelu_erf_grad(x: f32) -> f32 {
+    const INV_SQRT_2PI: f32 = 0.398_942_3;
+    0.5 * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2)) + x * INV_SQRT_2PI * exp(-0.5 * x * x)
+}
+
+/// The derivative of [`gelu_tanh_one`].
+#[inline(always)]
+fn gelu_tanh_grad(x: f32) -> f32 {
+    const C: f32 = 0.797_884_6;
+    let t = tanh(C * (x + 0.044_715 * x * x * x));
+    0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * C * (1.0 + 3.0 * 0.044_715 * x * x)
+}
+
+avx512_dispatch!(
+    /// `dy *= act'(u)` elementwise.
+    fn grad_slice(act: Activation, u: &[f32], dy: &mut [f32]) {
+        let it = dy.iter_mut().zip(u);
+        match act {
+            Activation::Gelu => it.for_each(|(d, &x)| *d *= gelu_erf_grad(x)),
+            Activation::GeluTanh => it.for_each(|(d, &x)| *d *= gelu_tanh_grad(x)),
+            // PyTorch's relu passes no gradient at 0.
+            Activation::Relu => it.for_each(|(d, &x)| *d = if x > 0.0 { *d } else { 0.0 }),
+            Activation::Silu => it.for_each(|(d, &x)| {
+                let s = sigmoid(x);
+                *d *= s * (1.0 + x * (1.0 - s));
+            }),
+            Activation::Tanh => it.for_each(|(d, &x)| {
+                let t = tanh(x);
+                *d *= 1.0 - t * t;
+            }),
+            Activation::Identity => {}
+        }
+    }
+);
 
 avx512_dispatch!(
     fn gelu_erf_slice(x: &mut [f32]) {
@@ -151,6 +188,19 @@ impl Activation {
     }
 }
 
+impl Activation {
+    /// The backward pass of [`Activation::apply`]: `dy *= act'(u)`, `u` the
+    /// input the activation was applied to.
+    pub fn backward(self, u: &[f32], dy: &mut [f32]) {
+        const W: usize = 4096;
+        assert_eq!(u.len(), dy.len(), "activation input and gradient differ");
+        let whole = u.len() / W * W;
+        let (head, tail) = dy.split_at_mut(whole);
+        for_rows(head, W, |i, d| grad_slice(self, &u[i * W..(i + 1) * W], d));
+        grad_slice(self, &u[whole..], tail);
+    }
+}
+
 /// Gated activation over rows of `2 * width` (`[input | gate]`, the order of
 /// ModernBERT's `Wi` output): `out = act(input) * gate`, `[rows, width]`.
 pub fn geglu(x: &[f32], width: usize, act: Activation, out: &mut Vec<f32>) {
@@ -167,9 +217,70 @@ pub fn geglu(x: &[f32], width: usize, act: Activation, out: &mut Vec<f32>) {
     debug_assert_eq!(out.len(), rows * width);
 }
 
+/// The backward pass of [`geglu`] on `x` (`[rows, 2 * width]`), given
+/// `dout` (`[rows, width]`): `dx` becomes `[dout * gate * act'(input) |
+/// dout * act(input)]` row by row.
+pub fn geglu_backward(x: &[f32], width: usize, act: Activation, dout: &[f32], dx: &mut Vec<f32>) {
+    let inputs: Vec<f32> = x
+        .chunks_exact(2 * width)
+        .flat_map(|r| r[..width].iter().copied())
+        .collect();
+    let mut a = inputs.clone();
+    act.apply(&mut a);
+    let mut d: Vec<f32> = x
+        .chunks_exact(2 * width)
+        .zip(dout.chunks_exact(width))
+        .flat_map(|(r, g)| r[width..].iter().zip(g).map(|(gate, g)| gate * g))
+        .collect();
+    act.backward(&inputs, &mut d);
+    dx.clear();
+    for ((d, a), g) in d
+        .chunks_exact(width)
+        .zip(a.chunks_exact(width))
+        .zip(dout.chunks_exact(width))
+    {
+        dx.extend_from_slice(d);
+        dx.extend(a.iter().zip(g).map(|(a, g)| a * g));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backward_matches_finite_differences() {
+        let xs: Vec<f32> = (-200..200).map(|i| i as f32 / 37.0 + 0.013).collect();
+        for act in [
+            Activation::Gelu,
+            Activation::GeluTanh,
+            Activation::Relu,
+            Activation::Silu,
+            Activation::Tanh,
+            Activation::Identity,
+        ] {
+            let mut d = vec![1.0; xs.len()];
+            act.backward(&xs, &mut d);
+            for (x, g) in xs.iter().zip(&d) {
+                let f = |v: f64| {
+                    let mut y = [v as f32];
+                    act.apply(&mut y);
+                    f64::from(y[0])
+                };
+                let e = 1e-3;
+                let fd = (f(f64::from(*x) + e) - f(f64::from(*x) - e)) / (2.0 * e);
+                assert!(
+                    (fd - f64::from(*g)).abs() < 5e-3,
+                    "{act:?}'({x}) {g} vs {fd}"
+                );
+            }
+        }
+        let x = [1.0, -2.0, 3.0, 4.0];
+        let mut dx = Vec::new();
+        geglu_backward(&x, 2, Activation::Relu, &[1.0, 10.0], &mut dx);
+        // d input = dout * gate * relu'(input); d gate = dout * relu(input)
+        assert_eq!(dx, vec![3.0, 0.0, 1.0, 0.0]);
+    }
 
     /// erf by its Taylor series (exact enough in f64 for |x| < 3).
     fn erf64(x: f64) -> f64 {

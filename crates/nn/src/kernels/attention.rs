@@ -4,7 +4,7 @@
 use rayon::prelude::*;
 
 use super::{lane_max, lane_sum, scratch_zeroed};
-use crate::linalg::{matmul_on, threads, Mat};
+use crate::linalg::{matmul_on, matmul_strided, threads, Mat};
 use crate::simd::{avx512_dispatch, exp};
 
 avx512_dispatch!(
@@ -120,6 +120,138 @@ pub fn attention(
     }
 }
 
+/// The backward pass of [`attention`] with the same inputs, given `dout`,
+/// the gradient of its output (`[B * L, heads * head_dim]`; rows of padding
+/// are ignored). `dqkv` (`[B * L, stride]`) is overwritten with the
+/// gradient of `qkv` (zero outside the query, key and value columns and on
+/// padding); the gradient of the scores before scaling is added into
+/// `dbias` (`[heads, L, L]`) when given. The probabilities are recomputed
+/// rather than kept from the forward pass: `O(L^2)` memory per thread, not
+/// per batch.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_backward(
+    dqkv: &mut [f32],
+    dout: &[f32],
+    qkv: &[f32],
+    stride: usize,
+    offsets: [usize; 3],
+    shape: AttnShape,
+    lens: &[usize],
+    scale: f32,
+    bias: Option<&[f32]>,
+    window: Option<usize>,
+    mut dbias: Option<&mut [f32]>,
+) {
+    let AttnShape {
+        batch,
+        len,
+        heads,
+        head_dim: dh,
+    } = shape;
+    let width = heads * dh;
+    assert_eq!(dqkv.len(), qkv.len(), "attention gradient size");
+    assert_eq!(
+        dout.len(),
+        batch * len * width,
+        "attention output gradient size"
+    );
+    // One sequence: its rows of dqkv, and its score gradients per head
+    // ([heads, n, n]) when a bias gradient is wanted.
+    let one = |b: usize, dst: &mut [f32], want_dbias: bool| -> Vec<f32> {
+        let n = lens[b];
+        let rows = &qkv[b * len * stride..(b + 1) * len * stride];
+        let drows = &dout[b * len * width..(b + 1) * len * width];
+        dst.fill(0.0);
+        let mut ds_all = if want_dbias {
+            vec![0.0; heads * n * n]
+        } else {
+            Vec::new()
+        };
+        let (mut p, mut dp) = (scratch_zeroed(n * n), scratch_zeroed(n * n));
+        for h in 0..heads {
+            let at = |which: usize| Mat::strided(&rows[offsets[which] + h * dh..], n, dh, stride);
+            let d_o = Mat::strided(&drows[h * dh..], n, dh, width);
+            matmul_on(&mut p, at(0), at(1).t(), 0.0, 1);
+            for (i, row) in p.chunks_exact_mut(n).enumerate() {
+                let bias = bias.map(|bias| &bias[(h * len + i) * len..(h * len + i) * len + n]);
+                let (lo, hi) = match window {
+                    Some(w) => (i.saturating_sub(w), (i + w + 1).min(n)),
+                    None => (0, n),
+                };
+                softmax_row(row, scale, bias, lo, hi);
+            }
+            // dV = P^T dO
+            matmul_strided(
+                &mut dst[offsets[2] + h * dh..],
+                stride,
+                Mat::new(&p, n, n).t(),
+                d_o,
+                0.0,
+                1,
+            );
+            // dP = dO V^T, then dS = P * (dP - rowsum(P * dP))
+            matmul_on(&mut dp, d_o, at(2).t(), 0.0, 1);
+            for (prow, drow) in p.chunks_exact(n).zip(dp.chunks_exact_mut(n)) {
+                let dot: f32 = prow.iter().zip(drow.iter()).map(|(a, b)| a * b).sum();
+                for (d, pv) in drow.iter_mut().zip(prow) {
+                    *d = pv * (*d - dot);
+                }
+            }
+            if want_dbias {
+                ds_all[h * n * n..(h + 1) * n * n].copy_from_slice(&dp);
+            }
+            dp.iter_mut().for_each(|v| *v *= scale);
+            // dQ = dS K, dK = dS^T Q
+            matmul_strided(
+                &mut dst[offsets[0] + h * dh..],
+                stride,
+                Mat::new(&dp, n, n),
+                at(1),
+                0.0,
+                1,
+            );
+            matmul_strided(
+                &mut dst[offsets[1] + h * dh..],
+                stride,
+                Mat::new(&dp, n, n).t(),
+                at(0),
+                0.0,
+                1,
+            );
+        }
+        ds_all
+    };
+    let want = dbias.is_some();
+    let group = if threads() > 1 { threads() } else { 1 };
+    for (g, chunk) in dqkv.chunks_mut(group * len * stride).enumerate() {
+        let partials: Vec<Vec<f32>> = if group > 1 {
+            chunk
+                .par_chunks_mut(len * stride)
+                .enumerate()
+                .map(|(i, dst)| one(g * group + i, dst, want))
+                .collect()
+        } else {
+            chunk
+                .chunks_mut(len * stride)
+                .enumerate()
+                .map(|(i, dst)| one(g * group + i, dst, want))
+                .collect()
+        };
+        if let Some(dbias) = dbias.as_deref_mut() {
+            // Summed in sequence order: the same bits on any thread count.
+            for (i, ds) in partials.iter().enumerate() {
+                let n = lens[g * group + i];
+                for h in 0..heads {
+                    for r in 0..n {
+                        let dst = &mut dbias[(h * len + r) * len..(h * len + r) * len + n];
+                        super::add_into(dst, &ds[(h * n + r) * n..(h * n + r + 1) * n]);
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Rotary position embeddings (`rotate_half` layout, as transformers'
 /// Llama and ModernBERT): for a head `x = [x1 | x2]`,
 /// `x <- x * cos + [-x2 | x1] * sin`, with frequencies
@@ -162,6 +294,32 @@ impl Rope {
 /// `stride` floats, `len` rows per sequence: the position is the row index
 /// within its sequence).
 pub fn rope(x: &mut [f32], stride: usize, offset: usize, heads: usize, len: usize, r: &Rope) {
+    rotate(x, stride, offset, heads, len, r, 1.0);
+}
+
+/// The backward pass of [`rope`]: rotates the gradient `dx` back (by the
+/// opposite angles).
+pub fn rope_backward(
+    dx: &mut [f32],
+    stride: usize,
+    offset: usize,
+    heads: usize,
+    len: usize,
+    r: &Rope,
+) {
+    rotate(dx, stride, offset, heads, len, r, -1.0);
+}
+
+/// [`rope`] with the sines multiplied by `sign`.
+fn rotate(
+    x: &mut [f32],
+    stride: usize,
+    offset: usize,
+    heads: usize,
+    len: usize,
+    r: &Rope,
+    sign: f32,
+) {
     let half = r.half;
     assert!(
         len <= r.max_len(),
@@ -175,9 +333,9 @@ pub fn rope(x: &mut [f32], stride: usize, offset: usize, heads: usize, len: usiz
             let at = offset + h * 2 * half;
             let (x1, x2) = row[at..at + 2 * half].split_at_mut(half);
             for i in 0..half {
-                let (a, b) = (x1[i], x2[i]);
-                x1[i] = a * cos[i] - b * sin[i];
-                x2[i] = b * cos[i] + a * sin[i];
+                let (a, b, s) = (x1[i], x2[i], sign * sin[i]);
+                x1[i] = a * cos[i] - b * s;
+                x2[i] = b * cos[i] + a * s;
             }
         }
     });
@@ -252,6 +410,96 @@ mod tests {
                     assert!((got - w).abs() < 1e-5, "b{b} i{i} c{c}: {got} vs {w}");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn backward_matches_finite_differences() {
+        let (len, heads, d) = (5, 2, 3);
+        let (width, stride) = (heads * d, 3 * heads * d + 2);
+        let lens = [5, 3];
+        let shape = AttnShape {
+            batch: 2,
+            len,
+            heads,
+            head_dim: d,
+        };
+        let offsets = [0, width, 2 * width];
+        let qkv: Vec<f32> = (0..2 * len * stride)
+            .map(|i| ((i * 7919) % 97) as f32 / 40.0 - 1.2)
+            .collect();
+        let bias: Vec<f32> = (0..heads * len * len)
+            .map(|i| ((i * 31) % 17) as f32 / 10.0 - 0.8)
+            .collect();
+        let r: Vec<f32> = (0..2 * len * width)
+            .map(|i| ((i * 13) % 11) as f32 / 5.0 - 1.0)
+            .collect();
+        for window in [None, Some(1)] {
+            let loss = |qkv: &[f32], bias: &[f32]| -> f64 {
+                let mut out = vec![0.0; 2 * len * width];
+                attention(
+                    &mut out,
+                    qkv,
+                    stride,
+                    offsets,
+                    shape,
+                    &lens,
+                    0.7,
+                    Some(bias),
+                    window,
+                );
+                out.iter().zip(&r).map(|(a, b)| f64::from(a * b)).sum()
+            };
+            let mut dqkv = vec![9.0; qkv.len()];
+            let mut dbias = vec![0.0; bias.len()];
+            attention_backward(
+                &mut dqkv,
+                &r,
+                &qkv,
+                stride,
+                offsets,
+                shape,
+                &lens,
+                0.7,
+                Some(&bias),
+                window,
+                Some(&mut dbias),
+            );
+            let e = 1e-2f32;
+            for i in 0..qkv.len() {
+                let (mut up, mut down) = (qkv.clone(), qkv.clone());
+                up[i] += e;
+                down[i] -= e;
+                let fd = (loss(&up, &bias) - loss(&down, &bias)) / f64::from(2.0 * e);
+                assert!(
+                    (fd - f64::from(dqkv[i])).abs() < 2e-3,
+                    "{window:?} dqkv[{i}]: {} vs {fd}",
+                    dqkv[i]
+                );
+            }
+            for i in 0..bias.len() {
+                let (mut up, mut down) = (bias.clone(), bias.clone());
+                up[i] += e;
+                down[i] -= e;
+                let fd = (loss(&qkv, &up) - loss(&qkv, &down)) / f64::from(2.0 * e);
+                assert!(
+                    (fd - f64::from(dbias[i])).abs() < 2e-3,
+                    "{window:?} dbias[{i}]: {} vs {fd}",
+                    dbias[i]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn rope_backward_undoes_the_rotation() {
+        let r = Rope::new(4, 10_000.0, 3);
+        let x: Vec<f32> = (0..24).map(|i| i as f32 / 7.0 - 1.0).collect();
+        let mut y = x.clone();
+        rope(&mut y, 8, 0, 2, 3, &r);
+        rope_backward(&mut y, 8, 0, 2, 3, &r);
+        for (a, b) in x.iter().zip(&y) {
+            assert!((a - b).abs() < 1e-6);
         }
     }
 

@@ -13,10 +13,10 @@ mod dense;
 mod norm;
 mod scratch;
 
-pub use act::{geglu, gelu_erf, gelu_tanh, relu, tanh_inplace, Activation};
-pub use attention::{attention, rope, AttnShape, Rope};
+pub use act::{geglu, geglu_backward, gelu_erf, gelu_tanh, relu, tanh_inplace, Activation};
+pub use attention::{attention, attention_backward, rope, rope_backward, AttnShape, Rope};
 pub use dense::{Dense, Precision};
-pub use norm::{layer_norm, rms_norm};
+pub use norm::{layer_norm, layer_norm_backward, rms_norm, rms_norm_backward};
 pub use scratch::{recycle, scratch, scratch_zeroed, Scratch};
 
 use rayon::prelude::*;
@@ -43,6 +43,13 @@ pub(crate) fn for_rows(x: &mut [f32], width: usize, f: impl Fn(usize, &mut [f32]
         for (i, row) in x.chunks_exact_mut(width).enumerate() {
             f(i, row);
         }
+    }
+}
+
+/// `x += y` elementwise.
+pub fn add_into(x: &mut [f32], y: &[f32]) {
+    for (a, b) in x.iter_mut().zip(y) {
+        *a += b;
     }
 }
 

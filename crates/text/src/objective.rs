@@ -1,0 +1,209 @@
+//! One training step of a dense text retriever: embed a batch of queries
+//! and documents with an [`Embedder`], score them, take the loss (a
+//! contrastive or distillation loss plus isotropy regularisers) and its
+//! gradient back to every parameter, optionally with GradCache.
+//!
+//! GradCache (Gao et al., 2021; sentence-transformers'
+//! CachedMultipleNegativesRankingLoss): embed the batch in mini-batches
+//! without keeping activations, compute the loss and its gradient with
+//! respect to the cached embeddings, then run each mini-batch again keeping
+//! activations and back-propagate its slice of that gradient. The gradient
+//! is the uncached one (up to float rounding) with the activations of one
+//! mini-batch in memory instead of the whole batch's.
+
+use tandem_nn::contrastive::{Distill, Isotropy, IsotropyStats, LossValue, Mnrl, Similarity};
+use tandem_nn::Params;
+
+use crate::Embedder;
+
+/// The main loss of a step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MainLoss {
+    /// InfoNCE / MultipleNegativesRankingLoss over in-batch and hard
+    /// negatives.
+    Contrastive(Mnrl),
+    /// Distillation from the teacher scores of the data.
+    Distill(Distill),
+}
+
+/// What a step computes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Objective {
+    /// The main loss.
+    pub loss: MainLoss,
+    /// How queries and documents are scored (the contrastive loss's own
+    /// similarity is used when it has one).
+    pub similarity: Similarity,
+    /// Isotropy regularisers with their weights, over the batch's query and
+    /// document vectors together.
+    pub isotropy: Vec<(Isotropy, f32)>,
+    /// GradCache mini-batch (texts per forward pass); `None`: the whole
+    /// batch at once.
+    pub cache_batch: Option<usize>,
+    /// Whether the encoder trains (`false`: only the heads, `freeze_base`).
+    pub train_encoder: bool,
+}
+
+/// A batch: token ids of the queries and the documents (positives and hard
+/// negatives), and who is whose.
+#[derive(Debug, Clone, Default)]
+pub struct TextBatch {
+    /// The queries' token ids.
+    pub queries: Vec<Vec<u32>>,
+    /// The documents' token ids.
+    pub docs: Vec<Vec<u32>>,
+    /// Query `i`'s positive is `docs[positive[i]]`.
+    pub positive: Vec<usize>,
+    /// `hidden[i * docs + j]`: document `j` is not shown to query `i` as a
+    /// negative (another positive of its, or a text equal to its positive).
+    pub hidden: Vec<bool>,
+    /// For distillation: query `i`'s documents `[positive, negatives...]`.
+    pub groups: Vec<Vec<usize>>,
+    /// For distillation: the teacher's scores of `groups`.
+    pub teacher: Vec<Vec<f32>>,
+}
+
+/// What a step reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StepStats {
+    /// The total loss (main loss plus weighted regularisers).
+    pub loss: f64,
+    /// The main loss alone.
+    pub main: f64,
+    /// Queries whose positive outscored every negative shown.
+    pub accuracy: f64,
+    /// Isotropy measures of the batch's vectors.
+    pub isotropy: IsotropyStats,
+    /// Mean Euclidean distance between a query and its positive.
+    pub positive_distance: f64,
+    /// Mean number of documents shown to a query.
+    pub candidates: f64,
+}
+
+impl Objective {
+    /// Runs the step: adds `grad_scale` times the gradient of the loss into
+    /// `grads` (the layout of [`Embedder::params`]). `seed` (mixed into
+    /// SIGReg's own) draws SIGReg's directions: vary it per step.
+    pub fn step(
+        &self,
+        model: &Embedder,
+        batch: &TextBatch,
+        grad_scale: f32,
+        seed: u64,
+        grads: &mut Params,
+    ) -> StepStats {
+        let dim = model.dim();
+        let (b, m) = (batch.queries.len(), batch.docs.len());
+        match self.cache_batch {
+            None => {
+                let (q, qpass) = model.forward_train(&batch.queries, self.train_encoder);
+                let (d, dpass) = model.forward_train(&batch.docs, self.train_encoder);
+                let (stats, dq, dd) = self.loss(batch, &q, &d, dim, grad_scale, seed);
+                model.backward(qpass, &dq, grads);
+                model.backward(dpass, &dd, grads);
+                stats
+            }
+            Some(mb) => {
+                let embed = |texts: &[Vec<u32>]| -> Vec<f32> {
+                    texts
+                        .chunks(mb.max(1))
+                        .flat_map(|c| model.embed_tokens(c))
+                        .collect()
+                };
+                let (q, d) = (embed(&batch.queries), embed(&batch.docs));
+                let (stats, dq, dd) = self.loss(batch, &q, &d, dim, grad_scale, seed);
+                for (texts, g) in [(&batch.queries, &dq), (&batch.docs, &dd)] {
+                    for (c, gc) in texts.chunks(mb.max(1)).zip(g.chunks(mb.max(1) * dim)) {
+                        let (_, pass) = model.forward_train(c, self.train_encoder);
+                        model.backward(pass, gc, grads);
+                    }
+                }
+                debug_assert_eq!((q.len(), d.len()), (b * dim, m * dim));
+                stats
+            }
+        }
+    }
+
+    /// The loss over the vectors `q` and `d` and its gradients with respect
+    /// to them, times `grad_scale`.
+    fn loss(
+        &self,
+        batch: &TextBatch,
+        q: &[f32],
+        d: &[f32],
+        dim: usize,
+        grad_scale: f32,
+        seed: u64,
+    ) -> (StepStats, Vec<f32>, Vec<f32>) {
+        let (b, m) = (batch.queries.len(), batch.docs.len());
+        let mut dq = vec![0.0f32; q.len()];
+        let mut dd = vec![0.0f32; d.len()];
+        let hidden = |i: usize, j: usize| batch.hidden[i * m + j];
+        let main: LossValue = match self.loss {
+            MainLoss::Contrastive(l) => l.evaluate(
+                q,
+                d,
+                dim,
+                &batch.positive,
+                hidden,
+                grad_scale,
+                &mut dq,
+                &mut dd,
+            ),
+            MainLoss::Distill(l) => l.evaluate(
+                self.similarity,
+                q,
+                d,
+                dim,
+                &batch.groups,
+                &batch.teacher,
+                grad_scale,
+                &mut dq,
+                &mut dd,
+            ),
+        };
+        let mut loss = main.loss;
+        let all: Vec<f32> = q.iter().chain(d).copied().collect();
+        if !self.isotropy.is_empty() {
+            let mut dall = vec![0.0f32; all.len()];
+            for &(reg, weight) in &self.isotropy {
+                // SIGReg draws new directions every step
+                let reg = match reg {
+                    Isotropy::SigReg {
+                        projections,
+                        seed: s,
+                    } => Isotropy::SigReg {
+                        projections,
+                        seed: s ^ seed,
+                    },
+                    other => other,
+                };
+                loss += reg.evaluate(&all, dim, weight * grad_scale, &mut dall);
+            }
+            let (gq, gd) = dall.split_at(q.len());
+            tandem_nn::kernels::add_into(&mut dq, gq);
+            tandem_nn::kernels::add_into(&mut dd, gd);
+        }
+        let positive_distance = batch
+            .positive
+            .iter()
+            .enumerate()
+            .map(|(i, &j)| {
+                let (a, p) = (&q[i * dim..(i + 1) * dim], &d[j * dim..(j + 1) * dim]);
+                f64::from(a.iter().zip(p).map(|(x, y)| (x - y) * (x - y)).sum::<f32>()).sqrt()
+            })
+            .sum::<f64>()
+            / b.max(1) as f64;
+        let shown = batch.hidden.iter().filter(|h| !**h).count();
+        let scale = f64::from(grad_scale);
+        let stats = StepStats {
+            loss: loss / scale,
+            main: main.loss / scale,
+            accuracy: main.accuracy,
+            isotropy: IsotropyStats::of(&all, dim),
+            positive_distance,
+            candidates: shown as f64 / b.max(1) as f64,
+        };
+        (stats, dq, dd)
+    }
+}

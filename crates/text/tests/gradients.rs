@@ -1,0 +1,332 @@
+//! Every architecture's backward pass against PyTorch's gradients of the
+//! same small random models (`tests/fixtures/<name>/grads.safetensors`,
+//! written by `bench/make_grad_goldens.py`):
+//!
+//! ```python
+//! model = AutoModel.from_pretrained(dir, attn_implementation="eager").double().eval()
+//! upstream = torch.randn(input_ids.shape + (hidden,), generator=torch.Generator().manual_seed(0))
+//! loss = sum(model(ids_i[None]).last_hidden_state[0] * upstream[i, :len_i] for each text i)
+//! loss.backward()   # grad.{name} for every parameter
+//! ```
+//!
+//! tandem runs the padded batch in float32 and must match every parameter's
+//! gradient within 1e-4 (relative L2 error; absolute for the key biases,
+//! whose gradient is zero).
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use tandem_nn::encoder::{Tensors, TokenBatch};
+use tandem_text::{EmbedOptions, Embedder};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// `||a - b|| / max(||b||, 1)` in float64: relative, except for gradients
+/// that are zero in exact arithmetic (the key biases: softmax ignores a
+/// shift of a whole row of scores), where rounding is all there is.
+fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let (mut num, mut den) = (0.0f64, 0.0f64);
+    for (x, y) in a.iter().zip(b) {
+        num += (f64::from(*x) - f64::from(*y)).powi(2);
+        den += f64::from(*y).powi(2);
+    }
+    (num / den.max(1.0)).sqrt()
+}
+
+fn check(name: &str) {
+    let dir = fixture(name);
+    let golden: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("golden.json")).unwrap()).unwrap();
+    let batch = &golden["batch"];
+    let lens: Vec<usize> = batch["lengths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as usize)
+        .collect();
+    let ids: Vec<u32> = batch["input_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|row| row.as_array().unwrap().iter())
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect();
+    let len = ids.len() / lens.len();
+    let tb = TokenBatch {
+        ids: &ids,
+        lens: &lens,
+        len,
+    };
+    let e = Embedder::load(&dir, EmbedOptions::default()).unwrap();
+    let enc = e.encoder();
+    let h = enc.hidden();
+    let mut g = Tensors::read(&dir.join("grads.safetensors")).unwrap();
+    let upstream = g.take("upstream", &[lens.len(), len, h]).unwrap();
+
+    let (out, tape) = enc.forward_train(tb);
+    assert_eq!(out, enc.forward(tb), "{name}: training forward differs");
+    let mut dh = upstream.clone();
+    for (r, row) in dh.chunks_exact_mut(h).enumerate() {
+        if r % len >= lens[r / len] {
+            row.fill(0.0);
+        }
+    }
+    let mut grads = enc.params().zeros_like();
+    enc.backward(tb, tape, &mut dh, &mut grads);
+
+    let mut worst = (0.0, String::new());
+    // the goldens cover the encoder; the model's heads follow its tensors
+    for p in grads.iter().take(e.encoder_tensors()) {
+        let alias = match p.name.as_str() {
+            "encoder.embed_tokens.weight" => "shared.weight",
+            n => n,
+        };
+        let want = g
+            .take(&format!("grad.{alias}"), &p.shape)
+            .unwrap_or_else(|e| panic!("{name}: no golden gradient for {}: {e}", p.name));
+        let err = rel_l2(&p.data, &want);
+        assert!(
+            err <= 1e-4,
+            "{name}: gradient of {} is off by {err:.2e} (relative L2)",
+            p.name
+        );
+        if err > worst.0 {
+            worst = (err, p.name.clone());
+        }
+    }
+    eprintln!(
+        "{name}: {} gradients, worst {:.2e} ({})",
+        grads.len(),
+        worst.0,
+        worst.1
+    );
+}
+
+#[test]
+fn bert_gradients_match_pytorch() {
+    check("bert");
+}
+
+#[test]
+fn roberta_gradients_match_pytorch() {
+    check("roberta");
+}
+
+#[test]
+fn xlm_roberta_gradients_match_pytorch() {
+    check("xlm-roberta");
+}
+
+#[test]
+fn mpnet_gradients_match_pytorch() {
+    check("mpnet");
+}
+
+#[test]
+fn t5_gradients_match_pytorch() {
+    check("t5");
+}
+
+#[test]
+fn t5_gated_gradients_match_pytorch() {
+    check("t5-gated");
+}
+
+#[test]
+fn modernbert_gradients_match_pytorch() {
+    check("modernbert");
+}
+
+/// The whole model (encoder, pooling, a Dense module with tanh, a new
+/// projection head, normalisation) by central differences of
+/// `sum(vectors * r)` on a few entries of every tensor.
+#[test]
+fn model_backward_matches_finite_differences() {
+    let dir = fixture("bert");
+    let texts: Vec<String> = ["retrieval", "Protein folding is determined.", "a b c d"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    for (head, normalize) in [(None, true), (Some(8), false), (Some(8), true)] {
+        let mut e = Embedder::load(&dir, EmbedOptions::default()).unwrap();
+        if let Some(dim) = head {
+            e.add_head(dim, 7);
+        }
+        e.set_normalize(normalize);
+        let tokens: Vec<Vec<u32>> = e
+            .tokenize(&texts)
+            .unwrap()
+            .into_iter()
+            .map(|t| t.0)
+            .collect();
+        let (out, pass) = e.forward_train(&tokens, true);
+        assert_eq!(out, e.embed_tokens(&tokens), "training forward differs");
+        let r: Vec<f32> = (0..out.len()).map(|i| ((i * 7) % 5) as f32 - 2.0).collect();
+        let mut grads = e.params().zeros_like();
+        e.backward(pass, &r, &mut grads);
+        // a frozen encoder gets no gradient; the heads the same as before
+        let (_, pass) = e.forward_train(&tokens, false);
+        let mut frozen = e.params().zeros_like();
+        e.backward(pass, &r, &mut frozen);
+        let enc = e.encoder_tensors();
+        for (i, (a, b)) in frozen.iter().zip(grads.iter()).enumerate() {
+            if i < enc {
+                assert!(a.data.iter().all(|v| *v == 0.0), "{} moved", a.name);
+            } else {
+                assert_eq!(a.data, b.data, "{}", a.name);
+            }
+        }
+        let loss = |e: &Embedder| -> f64 {
+            e.embed_tokens(&tokens)
+                .iter()
+                .zip(&r)
+                .map(|(a, b)| f64::from(*a) * f64::from(*b))
+                .sum()
+        };
+        let names: Vec<String> = e.params().iter().map(|p| p.name.clone()).collect();
+        for (ti, name) in names.iter().enumerate() {
+            let n = e.params().iter().nth(ti).unwrap().data.len();
+            let g = &grads.iter().nth(ti).unwrap().data;
+            // the entry with the largest gradient, and two more
+            let big = (0..n)
+                .max_by(|&a, &b| g[a].abs().total_cmp(&g[b].abs()))
+                .unwrap();
+            for i in [big, n / 3, n - 1] {
+                let eps = 1e-2f32;
+                let shifted = |e: &mut Embedder, delta: f32| {
+                    e.params_mut().iter_mut().nth(ti).unwrap().data[i] += delta;
+                    e.sync();
+                };
+                shifted(&mut e, eps);
+                let up = loss(&e);
+                shifted(&mut e, -2.0 * eps);
+                let down = loss(&e);
+                shifted(&mut e, eps);
+                let fd = (up - down) / f64::from(2.0 * eps);
+                let got = f64::from(g[i]);
+                assert!(
+                    (fd - got).abs() <= 2e-2 * fd.abs().max(1.0),
+                    "head {head:?} normalize {normalize}: {name}[{i}] {got} vs {fd}"
+                );
+            }
+        }
+    }
+}
+
+/// GradCache's gradient equals the gradient of the whole batch at once.
+#[test]
+fn gradcache_gives_the_uncached_gradient() {
+    use tandem_nn::contrastive::{Isotropy, Mnrl, Similarity};
+    use tandem_text::{MainLoss, Objective, TextBatch};
+    let e = Embedder::load(&fixture("bert"), EmbedOptions::default()).unwrap();
+    let texts = |v: &[&str]| -> Vec<Vec<u32>> {
+        let owned: Vec<String> = v.iter().map(|s| s.to_string()).collect();
+        e.tokenize(&owned)
+            .unwrap()
+            .into_iter()
+            .map(|t| t.0)
+            .collect()
+    };
+    let queries = texts(&["protein folding", "mean pooling", "cafe", "numbers 42"]);
+    let docs = texts(&[
+        "Protein folding is determined by the amino acid sequence.",
+        "Mean pooling averages the token vectors of a sentence.",
+        "Café Müller naïve",
+        "In 2019, 42.5% of 1,000 patients improved",
+        "an unrelated hard negative about retrieval",
+        "another negative",
+    ]);
+    let (b, m) = (queries.len(), docs.len());
+    let mut hidden = vec![false; b * m];
+    hidden[5] = true; // query 0 does not see document 5
+    let batch = TextBatch {
+        queries,
+        docs,
+        positive: vec![0, 1, 2, 3],
+        hidden,
+        ..TextBatch::default()
+    };
+    let run = |cache: Option<usize>, similarity| {
+        let obj = Objective {
+            loss: MainLoss::Contrastive(Mnrl {
+                scale: 20.0,
+                symmetric: true,
+                similarity,
+            }),
+            similarity,
+            isotropy: vec![
+                (Isotropy::Covariance, 0.1),
+                (
+                    Isotropy::SigReg {
+                        projections: 8,
+                        seed: 3,
+                    },
+                    0.05,
+                ),
+            ],
+            cache_batch: cache,
+            train_encoder: true,
+        };
+        let mut g = e.params().zeros_like();
+        let stats = obj.step(&e, &batch, 0.5, 1, &mut g);
+        (stats, g)
+    };
+    for similarity in [Similarity::Dot, Similarity::NegL2] {
+        let (full, gf) = run(None, similarity);
+        let (cached, gc) = run(Some(3), similarity);
+        assert!((full.loss - cached.loss).abs() < 1e-6 * full.loss.abs().max(1.0));
+        assert!(full.loss.is_finite() && full.candidates == 5.75, "{full:?}");
+        for (a, c) in gf.iter().zip(gc.iter()) {
+            let err = rel_l2(&c.data, &a.data);
+            assert!(err < 1e-5, "{}: cached gradient off by {err:.2e}", a.name);
+        }
+    }
+}
+
+/// A saved model loads back and embeds the same; the head and the
+/// normalisation travel.
+#[test]
+fn saved_model_loads_back_and_embeds_the_same() {
+    let tmp = tempfile::tempdir().unwrap();
+    let texts: Vec<String> = ["retrieval", "Protein folding is determined."]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    for (name, head, normalize) in [
+        ("bert", Some(8), false),
+        ("t5", None, true),
+        ("modernbert", Some(4), true),
+    ] {
+        let mut e = Embedder::load(&fixture(name), EmbedOptions::default()).unwrap();
+        if let Some(d) = head {
+            e.add_head(d, 1);
+        }
+        e.set_normalize(normalize);
+        // change every weight so that a stale copy would show
+        for p in e.params_mut().iter_mut() {
+            p.data.iter_mut().for_each(|v| *v *= 1.01);
+        }
+        e.sync();
+        let out = tmp.path().join(name);
+        e.save(&out, "# card\n", "euclidean").unwrap();
+        let back = Embedder::load(&out, EmbedOptions::default()).unwrap();
+        assert_eq!(back.dim(), e.dim(), "{name}");
+        let (a, b) = (
+            e.embed(&texts, "", |_| {}).unwrap(),
+            back.embed(&texts, "", |_| {}).unwrap(),
+        );
+        assert_eq!(
+            a.vectors, b.vectors,
+            "{name}: the saved model embeds differently"
+        );
+        assert_eq!(back.dir().prompts, e.dir().prompts, "{name}");
+        assert!(out.join("README.md").is_file());
+        let err = e.save(&out, "", "cosine").unwrap_err().to_string();
+        assert!(err.contains("already exists"), "{err}");
+    }
+}
