@@ -16,7 +16,7 @@ use tandem_decode::{
 };
 use tandem_io::Overwrite;
 use tandem_train::encode::{check_checkpoint_for, checkpoint_of, encode_bank, model_of};
-use tandem_train::Task;
+use tandem_train::TaskKind;
 
 mod eval;
 
@@ -171,7 +171,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             model.config().dim
         );
     }
-    check_checkpoint_for(&ck, &ds, Task::Lvm, "--lvm")?;
+    check_checkpoint_for(&ck, &ds, TaskKind::Lvm, "--lvm")?;
     let texts = match &args.texts {
         Some(p) => Some(Texts::open(p, bank.rows())?),
         None => ds.texts()?,
@@ -182,7 +182,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         Some(path) => {
             let rck = checkpoint_of(path)?;
             let rmodel = model_of(&rck)?;
-            check_checkpoint_for(&rck, &ds, Task::Retriever, "--retriever")?;
+            check_checkpoint_for(&rck, &ds, TaskKind::Retriever, "--retriever")?;
             if rmodel.config().dim != bank.dim() {
                 bail!(
                     "{}: the retriever encodes dimension {} but the bank has {}; fix: pass a retriever trained on this dataset",

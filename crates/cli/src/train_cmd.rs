@@ -9,7 +9,7 @@ use tandem_bank::write_npy;
 use tandem_data::{Dataset, Split};
 use tandem_io::Overwrite;
 use tandem_train::encode::{encode_examples, write_ranking};
-use tandem_train::{train, Resume, Stop, Task, TrainConfig};
+use tandem_train::{train, Resume, Stop, TaskKind, TrainConfig};
 
 /// Train a two-tower retriever. Every key of the config file is also a
 /// flag; flags win over the file, the file over the defaults. Rerunning the
@@ -238,7 +238,7 @@ pub fn run_lvm(cmd: LvmCmd) -> Result<()> {
     match cmd {
         LvmCmd::Train(args) => {
             let cfg = config_of(&args, lvm_defaults())?;
-            if cfg.task != Task::Lvm {
+            if cfg.task != TaskKind::Lvm {
                 bail!("task = {} in the config of `tandem lvm train`; fix: remove the task key (an LVM run has task lvm) or use `tandem train` for a retriever", cfg.task);
             }
             train_with(&args, &cfg)

@@ -3,6 +3,8 @@
 //! modules, batched embedding over tandem-nn's encoders, and the training
 //! data of text dual encoders ([`pairs`]).
 
+mod batches;
+pub mod beir;
 mod corpus;
 mod dir;
 mod embedder;
@@ -15,6 +17,7 @@ mod save;
 pub mod split;
 mod train;
 
+pub use batches::TrainSet;
 pub use corpus::{Corpus, Ids};
 pub use dir::{DenseModule, ModelDir};
 pub use embedder::{EmbedOptions, Embedded, Embedder};

@@ -31,7 +31,7 @@ tandem_nn::named_enum!(
 
 tandem_nn::named_enum!(
     /// What the run trains.
-    Task {
+    TaskKind {
         /// A two-tower retriever: the query tower's output searches the doc
         /// tower's vectors (`tandem train`).
         Retriever = "retriever",
@@ -59,7 +59,7 @@ tandem_nn::named_enum!(
 #[serde(default, deny_unknown_fields)]
 pub struct TrainConfig {
     /// What is trained: retriever (`tandem train`) or lvm (`tandem lvm train`).
-    pub task: Task,
+    pub task: TaskKind,
     /// The dataset directory (`tandem data ...`).
     pub data: PathBuf,
     /// The run directory (config, metrics, checkpoints, report).
@@ -156,7 +156,7 @@ pub struct TrainConfig {
 impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
-            task: Task::Retriever,
+            task: TaskKind::Retriever,
             data: PathBuf::new(),
             out: PathBuf::from("runs/train"),
             kind: TowerKind::Gru,
@@ -400,7 +400,7 @@ impl TrainConfig {
             "choose one of the recall@k (hit@k for an LVM) of ks, mrr@10 or cosine",
         )?;
         bad(
-            !(self.task == Task::Lvm && self.doc != DocTower::Identity),
+            !(self.task == TaskKind::Lvm && self.doc != DocTower::Identity),
             "doc",
             format!("doc = {} in an LVM run: an LVM predicts the next bank vector itself, so the targets cannot be moved by a doc tower", self.doc),
             "use doc = identity for an LVM, or train a retriever with `tandem train`",
@@ -427,8 +427,8 @@ impl TrainConfig {
     /// The command that trains this task.
     pub fn command(&self) -> &'static str {
         match self.task {
-            Task::Retriever => "tandem train",
-            Task::Lvm => "tandem lvm train",
+            TaskKind::Retriever => "tandem train",
+            TaskKind::Lvm => "tandem lvm train",
         }
     }
 
@@ -437,8 +437,8 @@ impl TrainConfig {
     /// and the mean cosine of the query to the target vector.
     pub fn metric_names(&self) -> Vec<String> {
         let at = match self.task {
-            Task::Retriever => "recall",
-            Task::Lvm => "hit",
+            TaskKind::Retriever => "recall",
+            TaskKind::Lvm => "hit",
         };
         self.ks
             .iter()
@@ -509,7 +509,7 @@ mod tests {
             }),
             ("max_rss", |c| c.max_rss = "lots".into()),
             ("doc = linear in an LVM", |c| {
-                c.task = Task::Lvm;
+                c.task = TaskKind::Lvm;
                 c.best_metric = "cosine".into();
                 c.doc = DocTower::Linear;
             }),
@@ -517,7 +517,7 @@ mod tests {
             (
                 "recall@10\" is not one of the validation metrics [\"hit@1",
                 |c| {
-                    c.task = Task::Lvm;
+                    c.task = TaskKind::Lvm;
                 },
             ),
         ];

@@ -12,11 +12,46 @@ use tandem_nn::{Batch, DocCache, Model, QueryCache};
 use tandem_search::{Flat, Index, Metric};
 
 use crate::checkpoint;
-use crate::trainer::fill_batch;
 use crate::TrainError;
 
 /// Examples encoded at a time.
 const CHUNK: usize = 1024;
+
+/// Builds the left-padded context batch of `examples` into `x`/`lens`.
+pub fn fill_batch(
+    bank: &Bank,
+    examples: &[&Example<'_>],
+    len: usize,
+    x: &mut Vec<f32>,
+    lens: &mut Vec<usize>,
+) {
+    let d = bank.dim();
+    x.clear();
+    x.resize(examples.len() * len * d, 0.0);
+    lens.clear();
+    for (i, ex) in examples.iter().enumerate() {
+        let ctx = &ex.context[ex.context.len().saturating_sub(len)..];
+        lens.push(ctx.len());
+        for (k, &r) in ctx.iter().enumerate() {
+            let t = len - ctx.len() + k;
+            bank.rows_f32_into(
+                r as usize,
+                r as usize + 1,
+                &mut x[(i * len + t) * d..(i * len + t + 1) * d],
+            );
+        }
+    }
+}
+
+/// Ranking depth of an evaluation with Recall@`ks` and MRR@10.
+pub fn eval_depth(ks: &[usize], rows: usize) -> usize {
+    ks.iter()
+        .copied()
+        .chain([tandem_data::baseline::MRR_CUTOFF])
+        .max()
+        .unwrap_or(10)
+        .min(rows)
+}
 
 /// Encodes contexts into query vectors, reusing its buffers.
 #[derive(Default)]
@@ -133,7 +168,7 @@ pub fn write_ranking(
     let bank = ds.bank();
     let mut encoded = None;
     let index = doc_index(model, bank, &mut encoded)?;
-    let depth = crate::trainer::eval_depth(ks, bank.rows());
+    let depth = eval_depth(ks, bank.rows());
     let hits = index
         .search(&queries, depth, &context_exclusions(examples))
         .map_err(|e| TrainError::Invalid {
@@ -217,7 +252,7 @@ pub fn model_of(ck: &checkpoint::Loaded) -> Result<Model, TrainError> {
 pub fn check_checkpoint_for(
     ck: &checkpoint::Loaded,
     ds: &Dataset,
-    task: crate::Task,
+    task: crate::TaskKind,
     flag: &str,
 ) -> Result<(), TrainError> {
     let bad = |problem: String, fix: String| TrainError::Checkpoint {
@@ -230,8 +265,8 @@ pub fn check_checkpoint_for(
     let cfg = crate::TrainConfig::from_toml(&cfg_path, &text)?;
     if cfg.task != task {
         let want = match task {
-            crate::Task::Lvm => "a run of `tandem lvm train`",
-            crate::Task::Retriever => "a run of `tandem train`",
+            crate::TaskKind::Lvm => "a run of `tandem lvm train`",
+            crate::TaskKind::Retriever => "a run of `tandem train`",
         };
         return Err(bad(
             format!(

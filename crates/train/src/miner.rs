@@ -10,13 +10,20 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::time::{Duration, Instant};
 
 use rand::seq::index::sample;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 use tandem_bank::Bank;
 use tandem_search::Index;
 
 use crate::curriculum::Band;
+use crate::harness::Stream;
 use crate::TrainError;
+
+/// The random stream of the sampling inside the band (index: global
+/// micro-batch * B + example).
+pub const STREAM: Stream = Stream {
+    id: 4,
+    name: "mine",
+    index: "micro-batch*B+example",
+};
 
 /// What to mine for one micro-batch.
 #[derive(Debug, Clone)]
@@ -132,11 +139,7 @@ pub fn mine(
             .map(|&(row, _)| row)
             .collect();
         let take = req.band.count.min(in_band.len());
-        let mut rng = ChaCha8Rng::seed_from_u64(crate::trainer::stream_seed(
-            s.seed,
-            crate::trainer::Stream::Mine,
-            req.micro * b as u64 + i as u64,
-        ));
+        let mut rng = STREAM.rng(s.seed, req.micro * b as u64 + i as u64);
         let mut picked: Vec<u32> = sample(&mut rng, in_band.len(), take)
             .into_iter()
             .map(|k| in_band[k])

@@ -1,0 +1,28 @@
+//! The tasks the harness trains, and [`train`], which runs the one a
+//! config names.
+//!
+//! * [`vector`]: a model over a dataset of bank-vector sequences, either a
+//!   two-tower retriever (`task = "retriever"`, `tandem train`) or a
+//!   next-vector model (`task = "lvm"`, `tandem lvm train`).
+
+pub mod vector;
+
+use tandem_data::Dataset;
+
+use crate::config::{TaskKind, TrainConfig};
+use crate::harness::{Harness, Outcome, Resume};
+use crate::TrainError;
+use vector::VectorTask;
+
+/// Trains what `cfg` says on the crash-only harness; see
+/// [`crate::harness`].
+pub fn train(cfg: &TrainConfig, resume: Resume) -> Result<Outcome, TrainError> {
+    let harness = Harness::new(cfg)?;
+    match cfg.task {
+        TaskKind::Retriever | TaskKind::Lvm => {
+            let ds = Dataset::open(&cfg.data)?;
+            let task = VectorTask::new(cfg, &ds)?;
+            harness.train(task, resume)
+        }
+    }
+}
