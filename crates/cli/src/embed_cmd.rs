@@ -2,7 +2,6 @@
 //! merge` (shards to one bank) and `tandem beir` (a model on a BEIR dataset
 //! end to end).
 
-use std::collections::HashSet;
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -11,8 +10,7 @@ use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use serde_json::{json, Value};
 use tandem_bank::{Bank, Dtype, Overwrite};
-use tandem_eval::{evaluate, EvalOptions, Measure, Qrels, Run};
-use tandem_search::{Flat, Index, Metric};
+use tandem_text::beir::{Beir, Ranking};
 use tandem_text::job::{self, EmbedJob, Shard};
 use tandem_text::{Corpus, EmbedOptions, Embedder, Precision};
 
@@ -301,9 +299,6 @@ pub struct BeirArgs {
     pub json: bool,
 }
 
-/// The measures `tandem beir` reports.
-const BEIR_MEASURES: &str = "ndcg@10,recall@100,map@100,mrr@10";
-
 pub fn run_beir(a: BeirArgs) -> anyhow::Result<()> {
     let t0 = Instant::now();
     let name = a
@@ -318,9 +313,7 @@ pub fn run_beir(a: BeirArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| PathBuf::from(format!("{name}-{}.run", a.split)));
     let meta = job::sidecar_path(&out);
     let overwrite = Overwrite::from_force(a.force);
-    let corpus_path = a.data.join("corpus.jsonl");
-    let queries_path = a.data.join("queries.jsonl");
-    let qrels_path = a.data.join("qrels").join(format!("{}.tsv", a.split));
+    let [corpus_path, queries_path, qrels_path] = Beir::paths(&a.data, &a.split);
     for p in [&corpus_path, &queries_path, &qrels_path] {
         if !p.is_file() {
             bail!("{}: missing; a BEIR folder has corpus.jsonl, queries.jsonl and qrels/<split>.tsv (pass --split for another split)", p.display());
@@ -334,20 +327,8 @@ pub fn run_beir(a: BeirArgs) -> anyhow::Result<()> {
     if a.k == 0 {
         bail!("--k 0: ask for at least one hit per query");
     }
-    let qrels = Qrels::read(&qrels_path)?;
-    let queries = Corpus::read(&queries_path, "text")?;
-    let wanted: HashSet<&str> = qrels.query_ids().collect();
-    let keep: Vec<usize> = (0..queries.len())
-        .filter(|&i| wanted.contains(queries.ids[i].as_str()))
-        .collect();
-    if keep.is_empty() {
-        bail!(
-            "{}: none of its queries is in {}; check the split",
-            queries_path.display(),
-            qrels_path.display()
-        );
-    }
-    let corpus = Corpus::read(&corpus_path, "text")?;
+    let beir = Beir::open(&a.data, &a.split)?;
+    let corpus = &beir.corpus;
     let embedder = a.model.load()?;
     let pick = |given: &Option<String>, names: &[&str]| -> String {
         given.clone().unwrap_or_else(|| {
@@ -398,7 +379,7 @@ pub fn run_beir(a: BeirArgs) -> anyhow::Result<()> {
     } else {
         EmbedJob {
             embedder: &embedder,
-            corpus: &corpus,
+            corpus,
             input: &corpus_path,
             input_fingerprint: &corpus_fp,
             settings: settings.clone(),
@@ -431,52 +412,19 @@ pub fn run_beir(a: BeirArgs) -> anyhow::Result<()> {
     }
 
     let t_q = Instant::now();
-    let qsel = Corpus {
-        ids: keep.iter().map(|&i| queries.ids[i].clone()).collect(),
-        texts: keep.iter().map(|&i| queries.texts[i].clone()).collect(),
-    };
+    let qsel = &beir.queries;
     let qv = embedder.embed(&qsel.texts, &query_prompt, |_| {})?;
     let query_s = t_q.elapsed().as_secs_f64();
 
-    let metric = match embedder.dir().similarity.as_deref() {
-        Some("dot") => Metric::InnerProduct,
-        _ => Metric::Cosine,
-    };
+    let ranking = Ranking::of(&embedder);
     let k = a.k.min(bank.rows());
-    let exclude: Vec<Vec<u32>> = if a.ignore_identical_ids {
-        let row_of: std::collections::HashMap<&str, u32> = corpus
-            .ids
-            .iter()
-            .enumerate()
-            .map(|(r, id)| (id.as_str(), r as u32))
-            .collect();
-        qsel.ids
-            .iter()
-            .map(|q| row_of.get(q.as_str()).map(|&r| vec![r]).unwrap_or_default())
-            .collect()
-    } else {
-        Vec::new()
-    };
     let t_s = Instant::now();
-    let flat = Flat::new(&bank, metric)?;
-    let hits = flat.search(&qv.vectors, k, &exclude)?;
+    let hits = beir.search(&bank, &qv.vectors, ranking, k, a.ignore_identical_ids)?;
     let search_s = t_s.elapsed().as_secs_f64();
-
-    let mut run = Run::new();
-    let mut text = Vec::new();
-    for (qid, hits) in qsel.ids.iter().zip(&hits) {
-        crate::search_cmd::write_hits(&mut text, &bank, qid, hits, "tandem")?;
-        for &(r, s) in hits {
-            run.insert(qid, &bank.doc_id(r as usize), s as f64)?;
-        }
-    }
-    let measures = Measure::parse_list(BEIR_MEASURES)?;
-    let report = evaluate(&qrels, &run, &measures, &EvalOptions { complete: true })?;
-    let metrics: serde_json::Map<String, Value> = measures
-        .iter()
-        .zip(&report.mean)
-        .map(|(m, v)| (m.to_string(), json!(v)))
-        .collect();
+    let text = beir.trec(&hits, "tandem");
+    let scores = beir.metrics(&beir.run(&hits)?)?;
+    let metrics: serde_json::Map<String, Value> =
+        scores.iter().map(|(m, v)| (m.clone(), json!(v))).collect();
     tandem_io::write_bytes_atomic(&out, overwrite, &text)?;
     let summary = json!({
         "tool": "tandem beir",
@@ -487,7 +435,7 @@ pub fn run_beir(a: BeirArgs) -> anyhow::Result<()> {
         "metrics": metrics,
         "model": { "path": a.model.model, "fingerprint": embedder.fingerprint(), "model_type": embedder.model_type(), "max_length": embedder.max_len() },
         "settings": settings,
-        "metric": metric.name(),
+        "metric": ranking.name(),
         "k": k,
         "ignore_identical_ids": a.ignore_identical_ids,
         "query_prompt": query_prompt,
@@ -514,8 +462,8 @@ pub fn run_beir(a: BeirArgs) -> anyhow::Result<()> {
             bank.rows(),
             embedder.model_type()
         )?;
-        for (m, v) in measures.iter().zip(&report.mean) {
-            writeln!(o, "  {:<12} {v:.4}", m.to_string())?;
+        for (m, v) in &scores {
+            writeln!(o, "  {m:<12} {v:.4}")?;
         }
         writeln!(o, "run: {}  metrics: {}", out.display(), meta.display())?;
     }

@@ -11,9 +11,11 @@ use tandem_io::Overwrite;
 use tandem_train::encode::{encode_examples, write_ranking};
 use tandem_train::{train, Resume, Stop, TaskKind, TrainConfig};
 
-/// Train a two-tower retriever. Every key of the config file is also a
-/// flag; flags win over the file, the file over the defaults. Rerunning the
-/// same command on the same --out resumes from the newest checkpoint.
+/// Train a two-tower retriever over vectors, or (`--task dense --model DIR`)
+/// fine-tune a Hugging Face text encoder on text pairs. Every key of the
+/// config file is also a flag; flags win over the file, the file over the
+/// defaults. Rerunning the same command on the same --out resumes from the
+/// newest checkpoint.
 #[derive(Debug, Args, Serialize)]
 pub struct TrainArgs {
     /// A TOML file with any of the keys below (snake_case).
@@ -204,6 +206,110 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     device: Option<String>,
+    /// What to train: retriever, lvm (as `tandem lvm train`), dense (a Hugging Face text encoder on text pairs) [default: retriever].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    task: Option<String>,
+    /// Dense: the Hugging Face / sentence-transformers model directory to fine-tune.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    model: Option<PathBuf>,
+    /// Dense: the training data's format: auto, beir, jsonl, tevatron, flag, msmarco [default: auto].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    format: Option<String>,
+    /// Dense: the split of a BEIR folder to train on [default: train].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    train_split: Option<String>,
+    /// Dense: the BEIR folder to validate and test on [default: --data, when it is one].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    eval_data: Option<PathBuf>,
+    /// Dense: its validation split (empty: no validation) [default: empty].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    val_split: Option<String>,
+    /// Dense: its test split (empty: no test) [default: test].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    test_split: Option<String>,
+    /// Dense: tokens per text; 0 = the model's max_seq_length [default: 0].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_length: Option<usize>,
+    /// Dense: the loss: mnrl, margin_mse, kl [default: mnrl].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    text_loss: Option<String>,
+    /// Dense: both directions of the contrastive loss [default: false].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    symmetric: Option<bool>,
+    /// Dense: hard negatives per query from the data [default: 1].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    negatives: Option<usize>,
+    /// Dense: GradCache mini-batch in texts; 0 = off [default: 0].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cache_batch: Option<usize>,
+    /// Dense: add a linear projection head to this many dimensions; 0 = none [default: 0].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    head_dim: Option<usize>,
+    /// Dense: unnormalised vectors and Euclidean scores (RAGCUN's Gaussian head) [default: false].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gaussian: Option<bool>,
+    /// Dense: train the heads only [default: false].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    freeze_base: Option<bool>,
+    /// Dense: learning rate of the heads; 0 = --lr [default: 0].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    head_lr: Option<f32>,
+    /// Dense: f32 or bf16 forward matrix products [default: f32].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    precision: Option<String>,
+    /// Dense: temperature of the KL distillation loss [default: 1].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    distill_temperature: Option<f32>,
+    /// Dense: weight of the covariance-to-identity loss [default: 0].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    iso_cov: Option<f32>,
+    /// Dense: weight of SIGReg [default: 0].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    iso_sigreg: Option<f32>,
+    /// Dense: SIGReg's random directions per step [default: 64].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sigreg_projections: Option<usize>,
+    /// Dense: weight of (std - std_target)^2 [default: 0].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    iso_std: Option<f32>,
+    /// Dense: its target standard deviation [default: 1].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    std_target: Option<f32>,
+    /// Dense: prompt before each query [default: the model's query prompt].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    query_prompt: Option<String>,
+    /// Dense: prompt before each document [default: the model's document prompt].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    doc_prompt: Option<String>,
+    /// Warmup as a fraction of the run's steps; 0 = --warmup steps [default: 0; dense: 0.1].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    warmup_ratio: Option<f64>,
 }
 
 /// Next-vector models (LVMs).
@@ -230,6 +336,21 @@ fn lvm_defaults() -> toml::Table {
         toml::Value::Array(vec![1.into(), 5.into(), 10.into()]),
     );
     t.insert("out".into(), "runs/lvm".into());
+    t
+}
+
+/// The defaults of a dense text run (sentence-transformers' fine-tuning
+/// recipe: MNRL at temperature 0.05, lr 2e-5, 10% warmup, batch 32).
+fn dense_defaults() -> toml::Table {
+    let mut t = toml::Table::new();
+    t.insert("task".into(), "dense".into());
+    t.insert("lr".into(), 2e-5.into());
+    t.insert("min_lr".into(), 0.0.into());
+    t.insert("epochs".into(), 1.into());
+    t.insert("warmup_ratio".into(), 0.1.into());
+    t.insert("best_metric".into(), "ndcg@10".into());
+    t.insert("ckpt_every".into(), 50.into());
+    t.insert("out".into(), "runs/dense".into());
     t
 }
 
@@ -261,10 +382,17 @@ fn config_of(args: &TrainArgs, base: toml::Table) -> Result<TrainConfig> {
         None => toml::Table::new(),
     };
     let flags = toml::Table::try_from(args).context("flags")?;
-    // A config that says task = "lvm" gets an LVM's defaults whichever
-    // command reads it.
-    let lvm = file.get("task").and_then(|t| t.as_str()) == Some("lvm");
-    let mut table = if lvm { lvm_defaults() } else { base };
+    // A config that says task = "lvm" (or "dense") gets that task's
+    // defaults whichever command reads it.
+    let task = flags
+        .get("task")
+        .or_else(|| file.get("task"))
+        .and_then(|t| t.as_str());
+    let mut table = match task {
+        Some("lvm") => lvm_defaults(),
+        Some("dense") => dense_defaults(),
+        _ => base,
+    };
     table.extend(file);
     table.extend(flags);
     let cfg = TrainConfig::from_toml(Path::new("command line"), &toml::to_string(&table)?)?;
@@ -302,7 +430,11 @@ fn train_with(args: &TrainArgs, cfg: &TrainConfig) -> Result<()> {
             let cells: Vec<String> = vals.iter().map(|(_, v)| format!("{v:.4}")).collect();
             println!("| {label} | {} |", cells.join(" | "));
         };
-        row(&format!("{} tower", cfg.kind), &out.test);
+        let label = match cfg.task {
+            TaskKind::Dense => "dense model".to_string(),
+            _ => format!("{} tower", cfg.kind),
+        };
+        row(&label, &out.test);
         for (name, vals) in &out.test_baselines {
             row(&format!("{name} baseline"), vals);
         }

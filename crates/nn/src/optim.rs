@@ -74,11 +74,26 @@ impl AdamW {
     /// [`clip_grad_norm`] followed by [`AdamW::update`] (`grads` is left
     /// unclipped).
     pub fn update_scaled(&mut self, params: &mut Params, grads: &Params, lr: f32, grad_scale: f32) {
+        self.update_groups(params, grads, lr, grad_scale, &[]);
+    }
+
+    /// [`AdamW::update_scaled`] with tensor `i` at `lr * lr_scale[i]`
+    /// (differential learning rates); a tensor at scale 0 is frozen: neither
+    /// it nor its moments change (no weight decay either). An empty
+    /// `lr_scale` is 1 for every tensor.
+    pub fn update_groups(
+        &mut self,
+        params: &mut Params,
+        grads: &Params,
+        lr: f32,
+        grad_scale: f32,
+        lr_scale: &[f32],
+    ) {
         self.step += 1;
         let c = self.cfg;
         let t = self.step as i32;
         let bc1 = 1.0 - c.beta1.powi(t);
-        let k = AdamStep {
+        let step = |lr: f32| AdamStep {
             cfg: c,
             step_size: lr / bc1,
             bc2_sqrt: (1.0 - c.beta2.powi(t)).sqrt(),
@@ -87,16 +102,23 @@ impl AdamW {
         };
         let mut work = Vec::new();
         let moments = self.exp_avg.iter_mut().zip(self.exp_avg_sq.iter_mut());
-        for ((p, g), (m, v)) in params.iter_mut().zip(grads.iter()).zip(moments) {
+        for (i, ((p, g), (m, v))) in params.iter_mut().zip(grads.iter()).zip(moments).enumerate() {
+            let scale = lr_scale.get(i).copied().unwrap_or(1.0);
+            if scale == 0.0 {
+                continue;
+            }
+            let k = step(if scale == 1.0 { lr } else { lr * scale });
             let blocks = p
                 .data
                 .chunks_mut(BLOCK)
                 .zip(g.data.chunks(BLOCK))
                 .zip(m.data.chunks_mut(BLOCK).zip(v.data.chunks_mut(BLOCK)));
-            work.extend(blocks.map(|((p, g), (m, v))| (p, g, m, v)));
+            work.extend(blocks.map(|((p, g), (m, v))| (k, p, g, m, v)));
         }
         // Elementwise: the partition cannot change any value.
-        let run = |(p, g, m, v): (&mut [f32], &[f32], &mut [f32], &mut [f32])| k.apply(p, g, m, v);
+        let run = |(k, p, g, m, v): (AdamStep, &mut [f32], &[f32], &mut [f32], &mut [f32])| {
+            k.apply(p, g, m, v)
+        };
         if threads() > 1 {
             work.into_par_iter().for_each(run);
         } else {

@@ -16,6 +16,9 @@ use crate::{Corpus, Embedder, TextError};
 /// The measures BEIR reports.
 pub const BEIR_MEASURES: &str = "ndcg@10,recall@100,map@100,mrr@10";
 
+/// Measure values by name, in report order.
+pub type Scores = Vec<(String, f64)>;
+
 /// How the corpus is ranked for a query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ranking {
@@ -124,18 +127,18 @@ impl Beir {
         })
     }
 
-    /// The `k` best corpus rows of each query: `docs` (`[corpus, dim]`) and
-    /// `queries` (`[queries, dim]`) ranked by `ranking`, a query's own id
-    /// left out when `ignore_identical_ids`.
+    /// The `k` best corpus rows of each query: the corpus vectors `docs`
+    /// (a row per document) and `queries` (`[queries, dim]`) ranked by
+    /// `ranking`, a query's own id left out when `ignore_identical_ids`.
     pub fn search(
         &self,
-        docs: &[f32],
+        docs: &Bank,
         queries: &[f32],
-        dim: usize,
         ranking: Ranking,
         k: usize,
         ignore_identical_ids: bool,
     ) -> Result<Vec<Vec<Hit>>, TextError> {
+        let dim = docs.dim();
         let exclude: Vec<Vec<u32>> = if ignore_identical_ids {
             let row_of: std::collections::HashMap<&str, u32> = self
                 .corpus
@@ -158,13 +161,12 @@ impl Beir {
         let k = k.min(self.corpus.len());
         match ranking {
             Ranking::Cosine | Ranking::Dot => {
-                let bank = Bank::from_f32(docs.to_vec(), dim);
                 let metric = if ranking == Ranking::Cosine {
                     Metric::Cosine
                 } else {
                     Metric::InnerProduct
                 };
-                Flat::new(&bank, metric)
+                Flat::new(docs, metric)
                     .and_then(|f| f.search(queries, k, &exclude))
                     .map_err(err)
             }
@@ -178,7 +180,7 @@ impl Beir {
                         .collect()
                 };
                 let norm2 = |r: &[f32]| r.iter().map(|v| v * v).sum::<f32>();
-                let bank = Bank::from_f32(aug(docs, &|r| -norm2(r) / 2.0), dim + 1);
+                let bank = Bank::from_f32(aug(&docs.to_f32_vec(), &|r| -norm2(r) / 2.0), dim + 1);
                 let q = aug(queries, &|_| 1.0);
                 let hits = Flat::new(&bank, Metric::InnerProduct)
                     .and_then(|f| f.search(&q, k, &exclude))
@@ -209,9 +211,22 @@ impl Beir {
         Ok(run)
     }
 
+    /// `hits` as the lines of a TREC run file tagged `tag`.
+    pub fn trec(&self, hits: &[Vec<Hit>], tag: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (qid, hits) in self.queries.ids.iter().zip(hits) {
+            let ranked = hits
+                .iter()
+                .map(|&(r, s)| (self.corpus.ids[r as usize].as_str(), s));
+            tandem_eval::trec::write_run_lines(&mut out, qid, ranked, tag)
+                .expect("writing to memory cannot fail");
+        }
+        out
+    }
+
     /// The BEIR measures of `run` (every judged query counts, unanswered
     /// ones as 0), by name.
-    pub fn metrics(&self, run: &Run) -> Result<Vec<(String, f64)>, TextError> {
+    pub fn metrics(&self, run: &Run) -> Result<Scores, TextError> {
         let measures = Measure::parse_list(BEIR_MEASURES).expect("the BEIR measures parse");
         let report = evaluate(&self.qrels, run, &measures, &EvalOptions { complete: true })
             .map_err(|e| {
@@ -225,26 +240,21 @@ impl Beir {
     }
 
     /// Embeds the corpus and the queries with `model` (with the prompts)
-    /// and scores the split: the measures, and the run.
+    /// and scores the split: the measures, and the 100 best documents of
+    /// each query.
     pub fn evaluate(
         &self,
         model: &Embedder,
         prompts: (&str, &str),
         ranking: Ranking,
         progress: impl FnMut(usize),
-    ) -> Result<(Vec<(String, f64)>, Run), TextError> {
+    ) -> Result<(Scores, Vec<Vec<Hit>>), TextError> {
         let docs = model.embed(&self.corpus.texts, prompts.1, progress)?;
         let queries = model.embed(&self.queries.texts, prompts.0, |_| {})?;
-        let hits = self.search(
-            &docs.vectors,
-            &queries.vectors,
-            model.dim(),
-            ranking,
-            100,
-            false,
-        )?;
+        let bank = Bank::from_f32(docs.vectors, model.dim());
+        let hits = self.search(&bank, &queries.vectors, ranking, 100, false)?;
         let run = self.run(&hits)?;
-        Ok((self.metrics(&run)?, run))
+        Ok((self.metrics(&run)?, hits))
     }
 }
 
@@ -267,11 +277,12 @@ mod tests {
         // a is the nearest by L2 but not by inner product
         let docs = [1.0, 0.0, 10.0, 0.0, -1.0, 0.0];
         let q = [1.2, 0.0];
-        let hits = b.search(&docs, &q, 2, Ranking::L2, 3, false).unwrap();
+        let bank = Bank::from_f32(docs.to_vec(), 2);
+        let hits = b.search(&bank, &q, Ranking::L2, 3, false).unwrap();
         let rows: Vec<u32> = hits[0].iter().map(|h| h.0).collect();
         assert_eq!(rows, vec![0, 2, 1]);
         assert!((hits[0][0].1 + 0.04).abs() < 1e-5, "{:?}", hits[0]);
-        let ip = b.search(&docs, &q, 2, Ranking::Dot, 3, false).unwrap();
+        let ip = b.search(&bank, &q, Ranking::Dot, 3, false).unwrap();
         assert_eq!(ip[0][0].0, 1);
         let run = b.run(&hits).unwrap();
         let m = b.metrics(&run).unwrap();

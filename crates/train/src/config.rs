@@ -39,6 +39,23 @@ tandem_nn::named_enum!(
         /// bank vector itself (`tandem lvm train`); the doc tower is the
         /// identity and validation reports Hit@k of the true next row.
         Lvm = "lvm",
+        /// A dense text retriever: a Hugging Face encoder (`model`)
+        /// fine-tuned on text pairs (`tandem train --task dense`), scored by
+        /// BEIR's measures.
+        Dense = "dense",
+    }
+);
+
+tandem_nn::named_enum!(
+    /// The main loss of a dense text run.
+    TextLoss {
+        /// InfoNCE / MultipleNegativesRankingLoss (in-batch and hard
+        /// negatives, temperature `tau`).
+        Mnrl = "mnrl",
+        /// MarginMSE over the teacher scores of the data.
+        MarginMse = "margin_mse",
+        /// KL divergence to the teacher scores of the data.
+        Kl = "kl",
     }
 );
 
@@ -151,6 +168,67 @@ pub struct TrainConfig {
     pub max_rss: String,
     /// cpu, cuda or metal.
     pub device: Device,
+    /// Dense text runs: the Hugging Face / sentence-transformers model
+    /// directory to fine-tune.
+    pub model: PathBuf,
+    /// Dense: the training data's format: auto, beir, jsonl, tevatron,
+    /// flag, msmarco.
+    pub format: String,
+    /// Dense: the split of a BEIR folder to train on.
+    pub train_split: String,
+    /// Dense: the BEIR folder to validate and test on (empty: `data`, when
+    /// it is one).
+    pub eval_data: PathBuf,
+    /// Dense: its validation split (empty: no validation; the final
+    /// weights are tested).
+    pub val_split: String,
+    /// Dense: its test split (empty: no test).
+    pub test_split: String,
+    /// Dense: tokens per text (0: the model's `max_seq_length`).
+    pub max_length: usize,
+    /// Dense: the main loss: mnrl, margin_mse, kl.
+    pub text_loss: TextLoss,
+    /// Dense: both directions of the contrastive loss (queries to
+    /// documents and back).
+    pub symmetric: bool,
+    /// Dense: hard negatives per query from the data (each example's
+    /// first ones are drawn from all it has).
+    pub negatives: usize,
+    /// Dense: GradCache mini-batch, texts per forward pass (0: off).
+    pub cache_batch: usize,
+    /// Dense: a new linear projection head to this many dimensions (0:
+    /// none).
+    pub head_dim: usize,
+    /// Dense: RAGCUN's Gaussian mode: unnormalised vectors scored by
+    /// negative squared Euclidean distance in training, search and
+    /// evaluation.
+    pub gaussian: bool,
+    /// Dense: train the heads only (the encoder frozen).
+    pub freeze_base: bool,
+    /// Dense: the learning rate of the heads after the pooling (0: `lr`).
+    pub head_lr: f32,
+    /// Dense: f32 or bf16 matrix products in the forward passes.
+    pub precision: String,
+    /// Dense: the temperature of the KL distillation loss.
+    pub distill_temperature: f32,
+    /// Dense: weight of the covariance-to-identity isotropy loss.
+    pub iso_cov: f32,
+    /// Dense: weight of SIGReg (Epps-Pulley over random projections).
+    pub iso_sigreg: f32,
+    /// Dense: random directions of SIGReg per step.
+    pub sigreg_projections: usize,
+    /// Dense: weight of `(std - std_target)^2`.
+    pub iso_std: f32,
+    /// Dense: the target standard deviation of `iso_std`.
+    pub std_target: f32,
+    /// Dense: the prompt before each query (unset: the model's `query`
+    /// prompt).
+    pub query_prompt: Option<String>,
+    /// Dense: the prompt before each document (unset: the model's
+    /// `document` / `passage` prompt).
+    pub doc_prompt: Option<String>,
+    /// Warmup as a fraction of the run's steps (0: `warmup` steps).
+    pub warmup_ratio: f64,
 }
 
 impl Default for TrainConfig {
@@ -201,6 +279,31 @@ impl Default for TrainConfig {
             rss_warn_growth: 0.5,
             max_rss: String::new(),
             device: Device::Cpu,
+            model: PathBuf::new(),
+            format: "auto".into(),
+            train_split: "train".into(),
+            eval_data: PathBuf::new(),
+            val_split: String::new(),
+            test_split: "test".into(),
+            max_length: 0,
+            text_loss: TextLoss::Mnrl,
+            symmetric: false,
+            negatives: 1,
+            cache_batch: 0,
+            head_dim: 0,
+            gaussian: false,
+            freeze_base: false,
+            head_lr: 0.0,
+            precision: "f32".into(),
+            distill_temperature: 1.0,
+            iso_cov: 0.0,
+            iso_sigreg: 0.0,
+            sigreg_projections: 64,
+            iso_std: 0.0,
+            std_target: 1.0,
+            query_prompt: None,
+            doc_prompt: None,
+            warmup_ratio: 0.0,
         }
     }
 }
@@ -421,7 +524,51 @@ impl TrainConfig {
         }
         self.curriculum.check_covers(self.epochs)?;
         self.max_rss_bytes()?;
+        if self.task == TaskKind::Dense {
+            bad(
+                !self.model.as_os_str().is_empty(),
+                "model",
+                "no model given".into(),
+                "pass --model DIR, a Hugging Face or sentence-transformers model directory",
+            )?;
+            bad(
+                matches!(self.precision.as_str(), "f32" | "bf16"),
+                "precision",
+                format!("precision = {:?}", self.precision),
+                "use f32 or bf16",
+            )?;
+            bad(
+                (0.0..1.0).contains(&self.warmup_ratio),
+                "warmup_ratio",
+                format!("warmup_ratio = {}", self.warmup_ratio),
+                "use a fraction in [0, 1), e.g. 0.1",
+            )?;
+            bad(
+                [self.iso_cov, self.iso_sigreg, self.iso_std, self.head_lr]
+                    .iter()
+                    .all(|w| w.is_finite() && *w >= 0.0),
+                "iso_cov",
+                "a negative isotropy weight or head_lr".into(),
+                "use weights >= 0",
+            )?;
+            bad(
+                self.distill_temperature > 0.0,
+                "distill_temperature",
+                format!("distill_temperature = {}", self.distill_temperature),
+                "use a positive temperature, e.g. 1",
+            )?;
+        }
         Ok(())
+    }
+
+    /// Warmup steps of a run of `total` steps: `warmup_ratio` of them when
+    /// set, else `warmup` (at most `total`).
+    pub fn warmup_steps(&self, total: u64) -> u64 {
+        if self.warmup_ratio > 0.0 {
+            (self.warmup_ratio * total as f64).ceil() as u64
+        } else {
+            self.warmup.min(total)
+        }
     }
 
     /// The command that trains this task.
@@ -429,6 +576,7 @@ impl TrainConfig {
         match self.task {
             TaskKind::Retriever => "tandem train",
             TaskKind::Lvm => "tandem lvm train",
+            TaskKind::Dense => "tandem train --task dense",
         }
     }
 
@@ -439,6 +587,11 @@ impl TrainConfig {
         let at = match self.task {
             TaskKind::Retriever => "recall",
             TaskKind::Lvm => "hit",
+            TaskKind::Dense => {
+                return ["ndcg@10", "recall@100", "map@100", "mrr@10"]
+                    .map(String::from)
+                    .to_vec()
+            }
         };
         self.ks
             .iter()

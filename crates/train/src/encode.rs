@@ -267,6 +267,7 @@ pub fn check_checkpoint_for(
         let want = match task {
             crate::TaskKind::Lvm => "a run of `tandem lvm train`",
             crate::TaskKind::Retriever => "a run of `tandem train`",
+            crate::TaskKind::Dense => "a run of `tandem train --task dense`",
         };
         return Err(bad(
             format!(

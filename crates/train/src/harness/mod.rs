@@ -205,7 +205,7 @@ impl<'c> Harness<'c> {
         let schedule = Schedule {
             lr: cfg.lr,
             min_lr: cfg.min_lr,
-            warmup: cfg.warmup.min(total),
+            warmup: cfg.warmup_steps(total),
             total,
         };
         let mut opt = AdamW::new(
@@ -335,7 +335,7 @@ impl<'c> Harness<'c> {
             total,
             self.threads
         );
-        if cfg.warmup > total {
+        if cfg.warmup_ratio == 0.0 && cfg.warmup > total {
             eprintln!(
                 "note: warmup {} is longer than the run; it is cut to {total} steps",
                 cfg.warmup
@@ -542,7 +542,9 @@ impl Run<'_> {
             } else {
                 1.0
             };
-            self.opt.update_scaled(task.params_mut(), &grads, lr, coef);
+            let scales = task.lr_scales();
+            self.opt
+                .update_groups(task.params_mut(), &grads, lr, coef, &scales);
             grads.zero();
             task.parameters_changed();
             self.state.step += 1;

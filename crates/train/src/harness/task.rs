@@ -124,6 +124,13 @@ pub trait Task {
     /// the model's shape, so that the weights can be loaded on their own.
     fn weights_metadata(&self) -> HashMap<String, String>;
 
+    /// The learning rate of each tensor of [`Task::params`] as a factor of
+    /// the schedule's (differential learning rates); 0 freezes a tensor.
+    /// Empty (the default): every tensor at the schedule's rate.
+    fn lr_scales(&self) -> Vec<f32> {
+        Vec::new()
+    }
+
     /// Called after every write to [`Task::params_mut`]: each optimizer
     /// update, and loading the weights of a checkpoint (on resume, and the
     /// best ones before [`Task::finish`]). A task that keeps weights derived

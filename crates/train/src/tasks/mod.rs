@@ -4,7 +4,10 @@
 //! * [`vector`]: a model over a dataset of bank-vector sequences, either a
 //!   two-tower retriever (`task = "retriever"`, `tandem train`) or a
 //!   next-vector model (`task = "lvm"`, `tandem lvm train`).
+//! * [`dense`]: a Hugging Face text encoder fine-tuned on text pairs
+//!   (`task = "dense"`, `tandem train --task dense`).
 
+pub mod dense;
 pub mod vector;
 
 use tandem_data::Dataset;
@@ -22,6 +25,10 @@ pub fn train(cfg: &TrainConfig, resume: Resume) -> Result<Outcome, TrainError> {
         TaskKind::Retriever | TaskKind::Lvm => {
             let ds = Dataset::open(&cfg.data)?;
             let task = VectorTask::new(cfg, &ds)?;
+            harness.train(task, resume)
+        }
+        TaskKind::Dense => {
+            let task = dense::DenseTask::new(cfg)?;
             harness.train(task, resume)
         }
     }

@@ -1,0 +1,357 @@
+//! `tandem train --task dense` end to end on a small random BERT (the
+//! `bert` fixture of tandem-text) and pairs made by `tandem data pairs`
+//! from real SciFact abstracts: validation, GradCache, a projection head,
+//! isotropy losses, the saved sentence-transformers directory, SIGKILL at
+//! random moments with a bitwise-identical resume, and bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command as StdCommand, Stdio};
+use std::time::{Duration, Instant};
+
+use assert_cmd::cargo::CommandCargoExt;
+use assert_cmd::Command;
+use predicates::str::contains;
+use rand::{Rng, SeedableRng};
+use serde_json::Value;
+
+fn tandem() -> Command {
+    Command::cargo_bin("tandem").unwrap()
+}
+
+fn fixture_model() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../text/tests/fixtures/bert")
+}
+
+/// A BEIR folder of sentence -> rest-of-abstract pairs from 40 SciFact
+/// abstracts (train / val / test), or `None` without `../shared`.
+fn pairs(dir: &Path) -> Option<PathBuf> {
+    let shared = tandem_io::shared_data(env!("CARGO_MANIFEST_DIR"))?;
+    let out = dir.join("pairs");
+    tandem()
+        .args(["data", "pairs", "--mode", "sentence-rest", "--sample", "40"])
+        .args([
+            "--num-pairs",
+            "150",
+            "--split",
+            "0.7",
+            "0.15",
+            "0.15",
+            "--input",
+        ])
+        .arg(shared.join("scifact-abstracts/corpus.jsonl"))
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .success();
+    Some(out)
+}
+
+fn run_args(data: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
+    let mut a: Vec<String> = [
+        "train",
+        "--task",
+        "dense",
+        "--epochs",
+        "2",
+        "--batch",
+        "16",
+        "--lr",
+        "1e-3",
+        "--ckpt-every",
+        "3",
+        "--threads",
+        "2",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    // `extra` is flag / value pairs; a flag already there gets the new value
+    for pair in extra.chunks(2) {
+        match a.iter().position(|x| x == pair[0]) {
+            Some(i) => a[i + 1] = pair[1].to_string(),
+            None => a.extend(pair.iter().map(|s| s.to_string())),
+        }
+    }
+    for (flag, p) in [
+        ("--model", fixture_model()),
+        ("--data", data.to_path_buf()),
+        ("--out", out.to_path_buf()),
+    ] {
+        a.push(flag.into());
+        a.push(p.display().to_string());
+    }
+    a
+}
+
+fn metrics(run: &Path) -> Vec<Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// The newest checkpoint's model and optimizer bytes.
+fn final_weights(run: &Path) -> (Vec<u8>, Vec<u8>) {
+    let ck = run.join("checkpoints");
+    let latest = std::fs::read_to_string(ck.join("latest")).unwrap();
+    let dir = ck.join(latest.trim());
+    (
+        std::fs::read(dir.join("model.safetensors")).unwrap(),
+        std::fs::read(dir.join("optimizer.safetensors")).unwrap(),
+    )
+}
+
+#[test]
+fn dense_run_validates_tests_and_saves_a_sentence_transformers_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(data) = pairs(dir.path()) else {
+        eprintln!("skipped: ../shared/data is absent");
+        return;
+    };
+    let run = dir.path().join("run");
+    let extra = [
+        "--val-split",
+        "val",
+        "--val-every",
+        "5",
+        "--cache-batch",
+        "5",
+        "--head-dim",
+        "8",
+        "--iso-cov",
+        "0.05",
+        "--iso-sigreg",
+        "0.01",
+        "--head-lr",
+        "2e-3",
+        "--symmetric",
+        "true",
+    ];
+    tandem()
+        .args(run_args(&data, &run, &extra))
+        .assert()
+        .success()
+        .stdout(contains("dense model"));
+    let m = metrics(&run);
+    let train: Vec<&Value> = m.iter().filter(|v| v["kind"] == "train").collect();
+    assert!(!train.is_empty());
+    for key in [
+        "main_loss",
+        "accuracy",
+        "emb_std",
+        "emb_norm",
+        "cov_error",
+        "pos_distance",
+    ] {
+        assert!(
+            train[0][key].is_number(),
+            "train lines log {key}: {}",
+            train[0]
+        );
+    }
+    let vals: Vec<&Value> = m.iter().filter(|v| v["kind"] == "val").collect();
+    assert!(
+        vals.len() >= 3,
+        "validations every 5 steps and at epoch ends: {m:?}"
+    );
+    assert!(vals.iter().all(|v| v["ndcg@10"].is_number()));
+    let test = m.iter().find(|v| v["kind"] == "test").expect("a test line");
+    assert!(test["ndcg@10"].as_f64().unwrap() > 0.0);
+    // the saved model: a sentence-transformers directory tandem embeds with
+    let model = run.join("model");
+    for f in [
+        "modules.json",
+        "config.json",
+        "tokenizer.json",
+        "model.safetensors",
+        "README.md",
+        "2_Dense/config.json",
+        "3_Dense/model.safetensors",
+        "4_Normalize",
+    ] {
+        assert!(model.join(f).exists(), "{f} in the saved model");
+    }
+    let card = std::fs::read_to_string(model.join("README.md")).unwrap();
+    assert!(
+        card.contains("ndcg@10") && card.contains("GradCache"),
+        "{card}"
+    );
+    let texts = dir.path().join("texts.txt");
+    std::fs::write(&texts, "protein folding\nmean pooling\n").unwrap();
+    let out = dir.path().join("v.npy");
+    tandem()
+        .args(["embed", "--model"])
+        .arg(&model)
+        .arg("--input")
+        .arg(&texts)
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .success();
+    assert!(out.is_file());
+}
+
+#[test]
+fn dense_sigkill_at_random_moments_then_resume_is_bitwise_identical() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(data) = pairs(dir.path()) else {
+        eprintln!("skipped: ../shared/data is absent");
+        return;
+    };
+    let extra = [
+        "--val-split",
+        "val",
+        "--val-every",
+        "5",
+        "--cache-batch",
+        "6",
+        "--epochs",
+        "4",
+        "--batch",
+        "8",
+    ];
+    let straight = dir.path().join("straight");
+    let t = Instant::now();
+    tandem()
+        .args(run_args(&data, &straight, &extra))
+        .assert()
+        .success();
+    let whole = t.elapsed().as_secs_f64();
+    let want = final_weights(&straight);
+
+    let killed = dir.path().join("killed");
+    let args = run_args(&data, &killed, &extra);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+    let (mut kills, mut resumed) = (0, 0);
+    for _ in 0..10 {
+        let mut child = StdCommand::cargo_bin("tandem")
+            .unwrap()
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let wait = Duration::from_secs_f64(whole * rng.gen_range(0.1..0.6));
+        let t = Instant::now();
+        let mut done = None;
+        while t.elapsed() < wait {
+            if let Some(status) = child.try_wait().unwrap() {
+                done = Some(status);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        match done {
+            Some(status) => {
+                assert!(status.success(), "the resumed run failed: {status}");
+                break;
+            }
+            None => {
+                // SAFETY: a signal to our own child.
+                unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGKILL) };
+                child.wait().unwrap();
+                kills += 1;
+                if killed.join("checkpoints").join("latest").exists() {
+                    resumed += 1;
+                }
+            }
+        }
+    }
+    tandem().args(&args).assert().success();
+    assert!(
+        kills >= 2 && resumed >= 1,
+        "{kills} kills, {resumed} after a checkpoint"
+    );
+    let got = final_weights(&killed);
+    assert!(
+        got.0 == want.0,
+        "model weights differ after {kills} SIGKILLs"
+    );
+    assert!(
+        got.1 == want.1,
+        "optimizer state differs after {kills} SIGKILLs"
+    );
+    let vals = |run: &Path| -> Vec<String> {
+        metrics(run)
+            .iter()
+            .filter(|v| v["kind"] == "val" || v["kind"] == "test")
+            .map(|v| format!("{} {} {}", v["kind"], v["step"], v["ndcg@10"]))
+            .collect()
+    };
+    assert_eq!(vals(&straight), vals(&killed));
+    assert_eq!(
+        std::fs::read(straight.join("model/model.safetensors")).unwrap(),
+        std::fs::read(killed.join("model/model.safetensors")).unwrap()
+    );
+}
+
+#[test]
+fn dense_bad_input_gets_one_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(
+        &bad,
+        "{\"query\": \"a\", \"positive\": \"b\"}\n{\"query\": \"c\"\n",
+    )
+    .unwrap();
+    let run = dir.path().join("run");
+    tandem()
+        .args(run_args(
+            &bad,
+            &run,
+            &["--val-split", "", "--test-split", ""],
+        ))
+        .assert()
+        .code(2)
+        .stderr(
+            contains("bad.jsonl")
+                .and(contains("line 2"))
+                .and(contains("fix")),
+        );
+    assert!(!run.exists(), "nothing written");
+    tandem()
+        .args(["train", "--task", "dense", "--data"])
+        .arg(&bad)
+        .args(["--out"])
+        .arg(&run)
+        .assert()
+        .code(2)
+        .stderr(contains("--model"));
+    let good = dir.path().join("good.jsonl");
+    std::fs::write(
+        &good,
+        "{\"query\": \"a\", \"positive\": \"b\"}\n{\"query\": \"c\", \"positive\": \"d\"}\n",
+    )
+    .unwrap();
+    tandem()
+        .args(run_args(
+            &good,
+            &run,
+            &["--val-split", "", "--test-split", "", "--text-loss", "kl"],
+        ))
+        .assert()
+        .code(2)
+        .stderr(contains("teacher scores"));
+    // roberta's fixture has no head after its pooling
+    let roberta = fixture_model().with_file_name("roberta");
+    tandem()
+        .args([
+            "train",
+            "--task",
+            "dense",
+            "--freeze-base",
+            "true",
+            "--model",
+        ])
+        .arg(&roberta)
+        .arg("--data")
+        .arg(&good)
+        .args(["--test-split", "", "--out"])
+        .arg(&run)
+        .assert()
+        .code(2)
+        .stderr(contains("nothing to train"));
+}
+
+use predicates::prelude::PredicateBooleanExt;

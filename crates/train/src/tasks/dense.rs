@@ -1,0 +1,571 @@
+//! The dense text task: a Hugging Face encoder (with its pooling and
+//! heads, and optionally a new projection head) fine-tuned on text pairs
+//! with a contrastive or distillation loss and isotropy regularisers,
+//! validated and tested on BEIR splits, and saved as a sentence-transformers
+//! directory (`model/` in the run directory).
+//!
+//! A micro-batch is `batch` examples of the epoch's order, without
+//! duplicate texts (sentence-transformers' NoDuplicatesBatchSampler); the
+//! hard negatives of each example are drawn per micro-batch. Nothing is
+//! carried across steps but the parameters and the optimizer, so a
+//! checkpoint needs nothing of the task's but the data's fingerprint.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tandem_nn::contrastive::{Distill, Isotropy, Mnrl, Similarity};
+use tandem_nn::kernels::Precision;
+use tandem_nn::Params;
+use tandem_text::beir::{Beir, Ranking};
+use tandem_text::{
+    read_examples, EmbedOptions, Embedder, MainLoss, Objective, PairFormat, StepStats, TrainSet,
+};
+
+use crate::checkpoint::Loaded;
+use crate::config::{TextLoss, TrainConfig};
+use crate::harness::{Micro, Scores, Snapshot, Stream, Task, Tested, TrainLine};
+use crate::memory::Estimate;
+use crate::TrainError;
+
+/// The example order of an epoch (index: the epoch).
+const ORDER: Stream = Stream {
+    id: 2,
+    name: "order",
+    index: "epoch",
+};
+/// The positives and hard negatives drawn for a micro-batch, and SIGReg's
+/// directions (index: the global micro-batch).
+const DRAW: Stream = Stream {
+    id: 5,
+    name: "draw",
+    index: "micro-batch",
+};
+/// A new projection head's initialisation (index 0).
+const HEAD: Stream = Stream {
+    id: 6,
+    name: "head",
+    index: "0",
+};
+const STREAMS: [Stream; 3] = [ORDER, DRAW, HEAD];
+
+/// What the checkpoint's `state.json` holds for the task.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DenseState {
+    /// SHA-256 of the training data's files.
+    data_sha256: String,
+    /// The base model's fingerprint.
+    base_model: String,
+}
+
+/// Sums of the step statistics since the last `train` line.
+#[derive(Debug, Default)]
+struct Window {
+    n: f64,
+    main: f64,
+    accuracy: f64,
+    std: f64,
+    mean_norm: f64,
+    cov_error: f64,
+    positive_distance: f64,
+    candidates: f64,
+    padded_tokens: f64,
+    seconds: f64,
+}
+
+impl Window {
+    fn add(&mut self, s: &StepStats, tokens: usize, seconds: f64) {
+        self.n += 1.0;
+        self.main += s.main;
+        self.accuracy += s.accuracy;
+        self.std += s.isotropy.std;
+        self.mean_norm += s.isotropy.mean_norm;
+        self.cov_error += s.isotropy.cov_error;
+        self.positive_distance += s.positive_distance;
+        self.candidates += s.candidates;
+        self.padded_tokens += tokens as f64;
+        self.seconds += seconds;
+    }
+}
+
+/// A dense text retriever being fine-tuned.
+pub struct DenseTask<'a> {
+    cfg: &'a TrainConfig,
+    model: Embedder,
+    train: TrainSet,
+    objective: Objective,
+    prompts: (String, String),
+    ranking: Ranking,
+    val: Option<Beir>,
+    test: Option<Beir>,
+    steps_per_epoch: u64,
+    /// The epoch whose batches are cached, and those batches.
+    order: (usize, Vec<Vec<usize>>),
+    data_sha256: String,
+    window: Window,
+}
+
+/// SHA-256 over the files at `paths` (names and bytes).
+fn sha256_files(paths: &[PathBuf]) -> Result<String, TrainError> {
+    let mut h = Sha256::new();
+    for p in paths {
+        let bytes = std::fs::read(p).map_err(|e| TrainError::io(p, e))?;
+        h.update(
+            p.file_name()
+                .map(|n| n.as_encoded_bytes())
+                .unwrap_or_default(),
+        );
+        h.update(Sha256::digest(&bytes));
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn text_err(e: tandem_text::TextError) -> TrainError {
+    TrainError::Message(e.to_string())
+}
+
+/// The model's prompt of the first of `names` it has.
+fn model_prompt(model: &Embedder, given: &Option<String>, names: &[&str]) -> String {
+    given.clone().unwrap_or_else(|| {
+        names
+            .iter()
+            .find_map(|n| model.dir().prompts.get(*n))
+            .cloned()
+            .unwrap_or_default()
+    })
+}
+
+impl<'a> DenseTask<'a> {
+    /// The task `cfg` describes: the model loaded, the data read and
+    /// tokenised, every setting checked. Build it after
+    /// [`Harness::new`](crate::harness::Harness::new).
+    pub fn new(cfg: &'a TrainConfig) -> Result<DenseTask<'a>, TrainError> {
+        let precision: Precision = cfg.precision.parse().map_err(|_| {
+            cfg.invalid_key(
+                "precision",
+                format!("precision = {:?}", cfg.precision),
+                "use f32 or bf16",
+            )
+        })?;
+        let mut model = Embedder::load(
+            &cfg.model,
+            EmbedOptions {
+                batch: cfg.batch.max(16),
+                max_length: (cfg.max_length > 0).then_some(cfg.max_length),
+                precision,
+            },
+        )
+        .map_err(text_err)?;
+        let base_norm = model.normalizes();
+        if cfg.head_dim > 0 {
+            model.add_head(cfg.head_dim, HEAD.seed(cfg.seed, 0));
+        }
+        if cfg.gaussian {
+            model.set_normalize(false);
+        }
+        model.set_precision(precision);
+        let format: PairFormat = cfg.format.parse().map_err(|e: String| {
+            cfg.invalid_key(
+                "format",
+                e,
+                "use auto, beir, jsonl, tevatron, flag or msmarco",
+            )
+        })?;
+        let examples = read_examples(&cfg.data, format, &cfg.train_split).map_err(text_err)?;
+        let prompts = (
+            model_prompt(&model, &cfg.query_prompt, &["query"]),
+            model_prompt(&model, &cfg.doc_prompt, &["document", "passage", "corpus"]),
+        );
+        let train = TrainSet::new(&examples, &model, &prompts.0, &prompts.1).map_err(text_err)?;
+        let micro = train.len().div_ceil(cfg.batch) as u64;
+        let steps_per_epoch = micro / cfg.accum as u64;
+        if steps_per_epoch == 0 || train.len() < 2 {
+            return Err(cfg.invalid_key(
+                "batch",
+                format!(
+                    "{} has {} training examples, fewer than one optimizer step of batch {} x accum {}",
+                    cfg.data.display(),
+                    train.len(),
+                    cfg.batch,
+                    cfg.accum
+                ),
+                "lower --batch or --accum",
+            ));
+        }
+        let similarity = if cfg.gaussian {
+            Similarity::NegL2
+        } else {
+            Similarity::Dot
+        };
+        let loss = match cfg.text_loss {
+            TextLoss::Mnrl => MainLoss::Contrastive(Mnrl {
+                scale: 1.0 / cfg.tau,
+                symmetric: cfg.symmetric,
+                similarity,
+            }),
+            TextLoss::MarginMse => MainLoss::Distill(Distill::MarginMse),
+            TextLoss::Kl => MainLoss::Distill(Distill::Kl {
+                temperature: cfg.distill_temperature,
+            }),
+        };
+        if matches!(loss, MainLoss::Distill(_)) && (!train.has_scores() || cfg.negatives == 0) {
+            return Err(cfg.invalid_key(
+                "text_loss",
+                format!(
+                    "text_loss = {} needs teacher scores for every positive and negative of {}, and --negatives >= 1",
+                    cfg.text_loss,
+                    cfg.data.display()
+                ),
+                "give data with pos_scores and neg_scores (FlagEmbedding's format), or use --text-loss mnrl",
+            ));
+        }
+        let mut isotropy = Vec::new();
+        if cfg.iso_cov > 0.0 {
+            isotropy.push((Isotropy::Covariance, cfg.iso_cov));
+        }
+        if cfg.iso_sigreg > 0.0 {
+            isotropy.push((
+                Isotropy::SigReg {
+                    projections: cfg.sigreg_projections.max(1),
+                    seed: cfg.seed,
+                },
+                cfg.iso_sigreg,
+            ));
+        }
+        if cfg.iso_std > 0.0 {
+            isotropy.push((
+                Isotropy::Std {
+                    target: cfg.std_target,
+                },
+                cfg.iso_std,
+            ));
+        }
+        if cfg.freeze_base && model.params().len() == model.encoder_tensors() {
+            return Err(cfg.invalid_key(
+                "freeze_base",
+                "freeze_base with no head after the pooling leaves nothing to train".to_string(),
+                "add a head with --head-dim N, or train the encoder (no --freeze-base)",
+            ));
+        }
+        let eval_dir = if cfg.eval_data.as_os_str().is_empty() {
+            cfg.data.clone()
+        } else {
+            cfg.eval_data.clone()
+        };
+        let open = |split: &str| -> Result<Option<Beir>, TrainError> {
+            if split.is_empty() {
+                return Ok(None);
+            }
+            Beir::open(&eval_dir, split).map(Some).map_err(text_err)
+        };
+        let (val, test) = (open(&cfg.val_split)?, open(&cfg.test_split)?);
+        let files: Vec<PathBuf> = if cfg.data.is_dir() {
+            Beir::paths(&cfg.data, &cfg.train_split).to_vec()
+        } else {
+            vec![cfg.data.clone()]
+        };
+        let ranking =
+            Ranking::from_similarity(similarity, model.normalizes() || base_norm && !cfg.gaussian);
+        Ok(DenseTask {
+            cfg,
+            model,
+            train,
+            objective: Objective {
+                loss,
+                similarity,
+                isotropy,
+                cache_batch: (cfg.cache_batch > 0).then_some(cfg.cache_batch),
+                train_encoder: !cfg.freeze_base,
+            },
+            prompts,
+            ranking,
+            val,
+            test,
+            steps_per_epoch,
+            order: (usize::MAX, Vec::new()),
+            data_sha256: sha256_files(&files)?,
+            window: Window::default(),
+        })
+    }
+
+    /// Scores the model on a BEIR split (the corpus embedded with the
+    /// current weights).
+    fn score(&self, beir: &Beir, what: &str, progress: bool) -> Result<Scores, TrainError> {
+        let bar = if progress {
+            tandem_io::progress(beir.corpus.len() as u64, what)
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
+        let (scores, hits) = beir
+            .evaluate(
+                &self.model,
+                (&self.prompts.0, &self.prompts.1),
+                self.ranking,
+                |n| bar.inc(n as u64),
+            )
+            .map_err(text_err)?;
+        bar.finish_and_clear();
+        if what == "test" {
+            let path = self.cfg.out.join("test.run");
+            tandem_io::write_bytes_atomic(
+                &path,
+                tandem_io::Overwrite::Allow,
+                &beir.trec(&hits, "tandem"),
+            )?;
+        }
+        Ok(scores)
+    }
+
+    /// The model card of the saved model.
+    fn card(&self, scores: &Scores) -> String {
+        let cfg = self.cfg;
+        let mut s = format!(
+            "---\nlibrary_name: sentence-transformers\ntags:\n- sentence-transformers\n- tandem\n---\n\n# {}\n\nFine-tuned by tandem {} from `{}` ({}).\n\n",
+            cfg.out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            env!("CARGO_PKG_VERSION"),
+            cfg.model.display(),
+            self.model.model_type()
+        );
+        s += &format!(
+            "## Data\n\n- training: `{}` (split `{}`), {} examples\n- evaluation: {}\n\n",
+            cfg.data.display(),
+            cfg.train_split,
+            self.train.len(),
+            self.test.as_ref().map_or("none".to_string(), |t| format!(
+                "`{}` split `{}`",
+                t.dir.display(),
+                t.split
+            ))
+        );
+        s += &format!(
+            "## Settings\n\n- loss: {} (temperature {}, symmetric {}), hard negatives {}, GradCache mini-batch {}\n- batch {} x accum {}, epochs {}, lr {} (heads {}), warmup {}, weight decay {}, clip {}\n- max length {}, precision {}, head {}, gaussian {}, freeze_base {}\n- isotropy: covariance {}, SIGReg {}, std {} (target {})\n- similarity: {}\n\n",
+            cfg.text_loss, cfg.tau, cfg.symmetric, cfg.negatives, cfg.cache_batch,
+            cfg.batch, cfg.accum, cfg.epochs, cfg.lr, if cfg.head_lr > 0.0 { cfg.head_lr } else { cfg.lr },
+            if cfg.warmup_ratio > 0.0 { format!("{} of the steps", cfg.warmup_ratio) } else { format!("{} steps", cfg.warmup) },
+            cfg.weight_decay, cfg.clip, self.model.max_len(), cfg.precision, cfg.head_dim, cfg.gaussian, cfg.freeze_base,
+            cfg.iso_cov, cfg.iso_sigreg, cfg.iso_std, cfg.std_target, self.ranking.name()
+        );
+        if !scores.is_empty() {
+            s += "## Test metrics\n\n| metric | value |\n|---|---|\n";
+            for (k, v) in scores {
+                s += &format!("| {k} | {v:.4} |\n");
+            }
+            s += "\n";
+        }
+        s += "## Use\n\n```python\nfrom sentence_transformers import SentenceTransformer\nmodel = SentenceTransformer(\"PATH\")\n```\n";
+        s
+    }
+}
+
+impl Task for DenseTask<'_> {
+    type State = DenseState;
+
+    fn describe(&self) -> String {
+        format!(
+            "{}: {} ({}, {} dims) on {} ({} examples)",
+            self.cfg.command(),
+            self.cfg.model.display(),
+            self.model.model_type(),
+            self.model.dim(),
+            self.cfg.data.display(),
+            self.train.len()
+        )
+    }
+
+    fn title(&self) -> String {
+        format!(
+            "{}: {} on {}",
+            self.cfg.command(),
+            self.cfg.model.display(),
+            self.cfg.data.display()
+        )
+    }
+
+    fn outputs(&self) -> &'static [&'static str] {
+        &["test.run", "model"]
+    }
+
+    fn streams(&self) -> &'static [Stream] {
+        &STREAMS
+    }
+
+    fn steps_per_epoch(&self) -> u64 {
+        self.steps_per_epoch
+    }
+
+    fn estimate(&self, estimate: &mut Estimate) {
+        // Activations kept per text: about 14 x hidden floats per token and
+        // layer (inputs, q/k/v, attention output, both norms' inputs, the
+        // feed-forward's pre-activation of 4 x hidden).
+        let hidden = self.model.encoder().hidden() as u64;
+        let layers = (self.model.params().len() as u64 / 16).max(1);
+        let len = self.model.max_len() as u64;
+        let texts = match self.cfg.cache_batch {
+            0 => self.cfg.batch as u64 * (2 + self.cfg.negatives as u64),
+            mb => mb as u64,
+        };
+        estimate.add(
+            "activations (texts x length x layers x 14 x hidden x 4 B)",
+            texts * len * layers * 14 * hidden * 4,
+        );
+        let tokens: u64 = self.train.len() as u64 * 3 * len;
+        estimate.add("tokenised training texts", tokens * 4);
+    }
+
+    fn shrink_keys(&self) -> &'static [&'static str] {
+        &["cache_batch", "batch", "max_length"]
+    }
+
+    fn params(&self) -> &Params {
+        self.model.params()
+    }
+
+    fn params_mut(&mut self) -> &mut Params {
+        self.model.params_mut()
+    }
+
+    fn weights_metadata(&self) -> HashMap<String, String> {
+        HashMap::from([(
+            "base_model".to_string(),
+            self.model.fingerprint().to_string(),
+        )])
+    }
+
+    fn lr_scales(&self) -> Vec<f32> {
+        let enc = self.model.encoder_tensors();
+        let head = if self.cfg.head_lr > 0.0 {
+            self.cfg.head_lr / self.cfg.lr
+        } else {
+            1.0
+        };
+        let base = if self.cfg.freeze_base { 0.0 } else { 1.0 };
+        (0..self.model.params().len())
+            .map(|i| if i < enc { base } else { head })
+            .collect()
+    }
+
+    fn parameters_changed(&mut self) {
+        self.model.sync();
+    }
+
+    fn with_workers<R>(&mut self, train: impl FnOnce(&mut Self) -> R) -> R {
+        train(self)
+    }
+
+    fn micro_step(&mut self, at: &Micro<'_>, grads: &mut Params) -> Result<f64, TrainError> {
+        let cfg = self.cfg;
+        if self.order.0 != at.epoch {
+            let mut rng = ORDER.rng(cfg.seed, at.epoch as u64);
+            self.order = (at.epoch, self.train.batches(cfg.batch, &mut rng));
+        }
+        let in_epoch =
+            (at.step - at.epoch as u64 * self.steps_per_epoch) as usize * at.accum + at.index;
+        let ids = &self.order.1[in_epoch];
+        let mut rng = DRAW.rng(cfg.seed, at.global);
+        let batch = self.train.batch(ids, cfg.negatives, &mut rng);
+        let t = Instant::now();
+        let stats = self.objective.step(
+            &self.model,
+            &batch,
+            at.grad_scale(),
+            DRAW.seed(cfg.seed, at.global),
+            grads,
+        );
+        let tokens: usize = batch.queries.iter().chain(&batch.docs).map(Vec::len).sum();
+        self.window.add(&stats, tokens, t.elapsed().as_secs_f64());
+        if !stats.loss.is_finite() {
+            return Err(cfg.invalid_key(
+                "lr",
+                format!("the loss became {} at step {}", stats.loss, at.step),
+                "lower --lr, raise --tau, or resume from an earlier checkpoint",
+            ));
+        }
+        Ok(stats.loss)
+    }
+
+    fn log(&mut self, line: &mut TrainLine<'_>) {
+        let w = std::mem::take(&mut self.window);
+        let n = w.n.max(1.0);
+        line.set("main_loss", w.main / n);
+        line.set("accuracy", w.accuracy / n);
+        line.set("emb_std", w.std / n);
+        line.set("emb_norm", w.mean_norm / n);
+        line.set("cov_error", w.cov_error / n);
+        line.set("pos_distance", w.positive_distance / n);
+        line.set("candidates", w.candidates / n);
+        line.set("tokens_per_s", w.padded_tokens / w.seconds.max(1e-9));
+    }
+
+    fn validates(&self) -> bool {
+        self.val.is_some()
+    }
+
+    fn validate(&mut self) -> Result<Scores, TrainError> {
+        let val = self.val.as_ref().expect("validates() said so");
+        self.score(val, "validate", true)
+    }
+
+    fn baselines(&mut self) -> Result<Vec<(String, Scores)>, TrainError> {
+        // the base model, before any step
+        match &self.val {
+            Some(val) => Ok(vec![(
+                "base model".into(),
+                self.score(val, "baseline", true)?,
+            )]),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    fn snapshot(&self) -> Snapshot<DenseState> {
+        Snapshot {
+            state: DenseState {
+                data_sha256: self.data_sha256.clone(),
+                base_model: self.model.fingerprint().to_string(),
+            },
+            files: Vec::new(),
+        }
+    }
+
+    fn restore(&mut self, state: DenseState, _checkpoint: &Loaded) -> Result<(), TrainError> {
+        if state.data_sha256 != self.data_sha256 {
+            return Err(TrainError::Checkpoint {
+                path: self.cfg.data.clone(),
+                problem: "the training data differs from the one this run was trained on".into(),
+                fix: "point --data at the run's data, or pass --force to start the run over".into(),
+            });
+        }
+        if state.base_model != self.model.fingerprint() {
+            return Err(TrainError::Checkpoint {
+                path: self.cfg.model.clone(),
+                problem: "the model differs from the one this run started from".into(),
+                fix: "point --model at the run's base model, or pass --force to start over".into(),
+            });
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<Tested, TrainError> {
+        let scores = match &self.test {
+            Some(test) => self.score(test, "test", true)?,
+            None => Vec::new(),
+        };
+        let out = self.cfg.out.join("model");
+        if out.exists() {
+            std::fs::remove_dir_all(&out).map_err(|e| TrainError::io(&out, e))?;
+        }
+        let similarity = if self.cfg.gaussian {
+            "euclidean"
+        } else {
+            "dot"
+        };
+        self.model
+            .save(&out, &self.card(&scores), similarity)
+            .map_err(text_err)?;
+        Ok(Tested {
+            scores,
+            baselines: Vec::new(),
+        })
+    }
+}
