@@ -48,7 +48,7 @@ def reference_env() -> dict:
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
+    return [json.loads(l) for l in path.read_text().split("\n") if l.strip()]
 
 
 def beir_pairs(folder: Path, split: str) -> list[tuple[str, str]]:
