@@ -116,15 +116,6 @@ impl TrainSet {
         })
     }
 
-    /// The fewest hard negatives an example has.
-    pub fn min_negatives(&self) -> usize {
-        self.items
-            .iter()
-            .map(|it| it.negatives.len())
-            .min()
-            .unwrap_or(0)
-    }
-
     /// The texts of an example: its query (as `usize::MAX - query`, so that
     /// query and document indices never meet) and its documents.
     fn texts(&self, i: usize) -> impl Iterator<Item = usize> + '_ {

@@ -24,14 +24,6 @@ pub struct Pass {
     heads: HeadTape,
 }
 
-impl Pass {
-    /// Tokens in the padded batch (rows times padded length): what the
-    /// pass costs.
-    pub fn padded_tokens(&self) -> usize {
-        self.ids.len()
-    }
-}
-
 /// Pads token sequences into one batch: `(ids, lens, len)`.
 fn pad(tokens: &[Vec<u32>]) -> (Vec<u32>, Vec<usize>, usize) {
     let len = tokens.iter().map(Vec::len).max().unwrap_or(1).max(1);

@@ -24,18 +24,13 @@ use tandem_text::{
     read_examples, EmbedOptions, Embedder, MainLoss, Objective, PairFormat, StepStats, TrainSet,
 };
 
+use super::vector::ORDER;
 use crate::checkpoint::Loaded;
 use crate::config::{TextLoss, TrainConfig};
 use crate::harness::{Micro, Scores, Snapshot, Stream, Task, Tested, TrainLine};
 use crate::memory::Estimate;
 use crate::TrainError;
 
-/// The example order of an epoch (index: the epoch).
-const ORDER: Stream = Stream {
-    id: 2,
-    name: "order",
-    index: "epoch",
-};
 /// The positives and hard negatives drawn for a micro-batch, and SIGReg's
 /// directions (index: the global micro-batch).
 const DRAW: Stream = Stream {
@@ -158,7 +153,6 @@ impl<'a> DenseTask<'a> {
             },
         )
         .map_err(text_err)?;
-        let base_norm = model.normalizes();
         if cfg.head_dim > 0 {
             model.add_head(cfg.head_dim, HEAD.seed(cfg.seed, 0));
         }
@@ -266,8 +260,7 @@ impl<'a> DenseTask<'a> {
         } else {
             vec![cfg.data.clone()]
         };
-        let ranking =
-            Ranking::from_similarity(similarity, model.normalizes() || base_norm && !cfg.gaussian);
+        let ranking = Ranking::from_similarity(similarity, model.normalizes());
         Ok(DenseTask {
             cfg,
             model,

@@ -47,8 +47,8 @@ const INIT: Stream = Stream {
     name: "init",
     index: "0",
 };
-/// The example order of an epoch (index: the epoch).
-const ORDER: Stream = Stream {
+/// The example order of an epoch (index: the epoch); the dense task's too.
+pub(crate) const ORDER: Stream = Stream {
     id: 2,
     name: "order",
     index: "epoch",
