@@ -25,5 +25,6 @@ pub use error::TextError;
 pub use objective::{MainLoss, Objective, StepStats, TextBatch};
 pub use pairs::{read_documents, read_examples, Document, Example, Examples, PairFormat};
 pub use pooling::{Mode, Pooling};
+pub use tandem_nn::encoder::Dropout;
 pub use tandem_nn::kernels::Precision;
 pub use train::Pass;

@@ -10,11 +10,20 @@
 //! activations and back-propagate its slice of that gradient. The gradient
 //! is the uncached one (up to float rounding) with the activations of one
 //! mini-batch in memory instead of the whole batch's.
+//!
+//! Dropout (the model's setting, [`Embedder::set_dropout`]) draws each
+//! text's masks from a seed of its own, derived from the step's seed, the
+//! text's role and its index in the batch: both GradCache passes see the
+//! same masks, and a resumed run draws those of the first.
 
 use tandem_nn::contrastive::{Distill, Isotropy, IsotropyStats, LossValue, Mnrl, Similarity};
+use tandem_nn::kernels::split_seed;
 use tandem_nn::Params;
 
 use crate::Embedder;
+
+/// Tags the dropout seeds derived from a step's seed (`"dropout"`).
+const DROPOUT: u64 = 0x0064_726f_706f_7574;
 
 /// The main loss of a step.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -83,7 +92,8 @@ pub struct StepStats {
 impl Objective {
     /// Runs the step: adds `grad_scale` times the gradient of the loss into
     /// `grads` (the layout of [`Embedder::params`]). `seed` (mixed into
-    /// SIGReg's own) draws SIGReg's directions: vary it per step.
+    /// SIGReg's own) draws SIGReg's directions and the dropout masks: vary
+    /// it per step.
     pub fn step(
         &self,
         model: &Embedder,
@@ -94,27 +104,41 @@ impl Objective {
     ) -> StepStats {
         let dim = model.dim();
         let (b, m) = (batch.queries.len(), batch.docs.len());
+        // one dropout seed per text: queries, then documents
+        let seeds: Vec<u64> = (0..(b + m) as u64)
+            .map(|i| split_seed(seed ^ DROPOUT, i))
+            .collect();
+        let (qseeds, dseeds) = seeds.split_at(b);
         match self.cache_batch {
             None => {
-                let (q, qpass) = model.forward_train(&batch.queries, self.train_encoder);
-                let (d, dpass) = model.forward_train(&batch.docs, self.train_encoder);
+                let train = self.train_encoder;
+                let (q, qpass) = model.forward_train(&batch.queries, train, Some(qseeds));
+                let (d, dpass) = model.forward_train(&batch.docs, train, Some(dseeds));
                 let (stats, dq, dd) = self.loss(batch, &q, &d, dim, grad_scale, seed);
                 model.backward(qpass, &dq, grads);
                 model.backward(dpass, &dd, grads);
                 stats
             }
             Some(mb) => {
-                let embed = |texts: &[Vec<u32>]| -> Vec<f32> {
+                let mb = mb.max(1);
+                // the first pass draws the masks of the second: the same
+                // seeds, and none for a frozen encoder (which runs as in
+                // inference in the second)
+                let embed = |texts: &[Vec<u32>], seeds: &[u64]| -> Vec<f32> {
                     texts
-                        .chunks(mb.max(1))
-                        .flat_map(|c| model.embed_tokens(c))
+                        .chunks(mb)
+                        .zip(seeds.chunks(mb))
+                        .flat_map(|(c, s)| {
+                            model.embed_tokens_seeded(c, self.train_encoder.then_some(s))
+                        })
                         .collect()
                 };
-                let (q, d) = (embed(&batch.queries), embed(&batch.docs));
+                let (q, d) = (embed(&batch.queries, qseeds), embed(&batch.docs, dseeds));
                 let (stats, dq, dd) = self.loss(batch, &q, &d, dim, grad_scale, seed);
-                for (texts, g) in [(&batch.queries, &dq), (&batch.docs, &dd)] {
-                    for (c, gc) in texts.chunks(mb.max(1)).zip(g.chunks(mb.max(1) * dim)) {
-                        let (_, pass) = model.forward_train(c, self.train_encoder);
+                for (texts, s, g) in [(&batch.queries, qseeds, &dq), (&batch.docs, dseeds, &dd)] {
+                    let chunks = texts.chunks(mb).zip(s.chunks(mb)).zip(g.chunks(mb * dim));
+                    for ((c, sc), gc) in chunks {
+                        let (_, pass) = model.forward_train(c, self.train_encoder, Some(sc));
                         model.backward(pass, gc, grads);
                     }
                 }

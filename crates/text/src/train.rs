@@ -1,12 +1,12 @@
 //! Training an [`Embedder`]: the forward pass that keeps what the backward
 //! pass needs, the backward pass from the gradient of the output vectors to
-//! every parameter (encoder, then the heads after the pooling), a new
-//! projection head, and the model saved back as a sentence-transformers
-//! directory.
+//! every parameter (encoder, then the heads after the pooling), dropout in
+//! the encoder with masks drawn from one seed per text, a new projection
+//! head, and the model saved back as a sentence-transformers directory.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use tandem_nn::encoder::{Tape, TokenBatch};
+use tandem_nn::encoder::{Dropout, Tape, TokenBatch};
 use tandem_nn::kernels::{Activation, Dense, Precision};
 use tandem_nn::Params;
 
@@ -97,6 +97,17 @@ impl Embedder {
         self.dim = dim;
     }
 
+    /// Chooses the encoder's dropout in training passes given seeds
+    /// ([`Embedder::forward_train`], [`Embedder::embed_tokens_seeded`]);
+    /// [`Dropout::Off`] until set. Inference never drops.
+    ///
+    /// # Panics
+    ///
+    /// On a [`Dropout::Rate`] outside `[0, 1)`.
+    pub fn set_dropout(&mut self, mode: Dropout) {
+        self.encoder.set_dropout(mode);
+    }
+
     /// Whether the output vectors are L2-normalised (the model's Normalize
     /// module); turning it off gives the unnormalised vectors of a Gaussian
     /// head.
@@ -110,22 +121,38 @@ impl Embedder {
     }
 
     /// The vectors of pre-tokenised texts (`[n, dim]`), one forward pass
-    /// over the whole batch.
+    /// over the whole batch, without dropout.
     pub fn embed_tokens(&self, tokens: &[Vec<u32>]) -> Vec<f32> {
+        self.embed_tokens_seeded(tokens, None)
+    }
+
+    /// [`Embedder::embed_tokens`] with the dropout of
+    /// [`Embedder::set_dropout`] when `seeds` (one per text) are given: the
+    /// vectors of [`Embedder::forward_train`] with the same seeds, without
+    /// keeping activations (GradCache's first pass).
+    pub fn embed_tokens_seeded(&self, tokens: &[Vec<u32>], seeds: Option<&[u64]>) -> Vec<f32> {
         let (ids, lens, len) = pad(tokens);
         let batch = TokenBatch {
             ids: &ids,
             lens: &lens,
             len,
         };
-        let states = self.encoder.forward(batch);
+        let states = self.encoder.forward_seeded(batch, seeds);
         self.head_pass(&states, batch, None)
     }
 
     /// The vectors of pre-tokenised texts (`[n, dim]`) and what the backward
-    /// pass needs; with `train_encoder` false the encoder runs as in
-    /// inference and only the heads get gradients.
-    pub fn forward_train(&self, tokens: &[Vec<u32>], train_encoder: bool) -> (Vec<f32>, Pass) {
+    /// pass needs. With `seeds` (one per text) the encoder applies the
+    /// dropout of [`Embedder::set_dropout`], text `i`'s masks drawn from
+    /// `seeds[i]` alone (not from its place in the batch or its padding).
+    /// With `train_encoder` false the encoder runs as in inference (no
+    /// dropout) and only the heads get gradients.
+    pub fn forward_train(
+        &self,
+        tokens: &[Vec<u32>],
+        train_encoder: bool,
+        seeds: Option<&[u64]>,
+    ) -> (Vec<f32>, Pass) {
         let (ids, lens, len) = pad(tokens);
         let batch = TokenBatch {
             ids: &ids,
@@ -133,7 +160,7 @@ impl Embedder {
             len,
         };
         let (states, tape) = if train_encoder {
-            let (s, t) = self.encoder.forward_train(batch);
+            let (s, t) = self.encoder.forward_train(batch, seeds);
             (s, Some(t))
         } else {
             (self.encoder.forward(batch), None)

@@ -12,12 +12,16 @@
 //! tandem runs the padded batch in float32 and must match every parameter's
 //! gradient within 1e-4 (relative L2 error; absolute for the key biases,
 //! whose gradient is zero).
+//!
+//! Then the whole model by finite differences, with and without dropout
+//! (fixed seeds make a pass with dropout a deterministic function), and
+//! GradCache, padding and rate 0 against the plain pass.
 
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 use tandem_nn::encoder::{Tensors, TokenBatch};
-use tandem_text::{EmbedOptions, Embedder};
+use tandem_text::{Dropout, EmbedOptions, Embedder};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -68,7 +72,7 @@ fn check(name: &str) {
     let mut g = Tensors::read(&dir.join("grads.safetensors")).unwrap();
     let upstream = g.take("upstream", &[lens.len(), len, h]).unwrap();
 
-    let (out, tape) = enc.forward_train(tb);
+    let (out, tape) = enc.forward_train(tb, None);
     assert_eq!(out, enc.forward(tb), "{name}: training forward differs");
     let mut dh = upstream.clone();
     for (r, row) in dh.chunks_exact_mut(h).enumerate() {
@@ -142,37 +146,99 @@ fn modernbert_gradients_match_pytorch() {
     check("modernbert");
 }
 
+/// The token ids of `texts`.
+fn tokens(e: &Embedder, texts: &[&str]) -> Vec<Vec<u32>> {
+    let owned: Vec<String> = texts.iter().map(|s| s.to_string()).collect();
+    e.tokenize(&owned)
+        .unwrap()
+        .into_iter()
+        .map(|t| t.0)
+        .collect()
+}
+
+/// `r`, the upstream gradient of the finite-difference checks.
+fn upstream(n: usize) -> Vec<f32> {
+    (0..n).map(|i| ((i * 7) % 5) as f32 - 2.0).collect()
+}
+
+/// The gradient of `sum(vectors * r)` of a training pass with `seeds`.
+fn model_grads(e: &Embedder, tokens: &[Vec<u32>], seeds: Option<&[u64]>) -> tandem_nn::Params {
+    let (out, pass) = e.forward_train(tokens, true, seeds);
+    assert_eq!(
+        out,
+        e.embed_tokens_seeded(tokens, seeds),
+        "training forward differs"
+    );
+    let mut grads = e.params().zeros_like();
+    e.backward(pass, &upstream(out.len()), &mut grads);
+    grads
+}
+
+/// Checks `grads` (of `sum(vectors * r)` with `seeds`) by central
+/// differences of step `eps` on a few entries of every tensor.
+fn check_by_differences(
+    e: &mut Embedder,
+    tokens: &[Vec<u32>],
+    seeds: Option<&[u64]>,
+    grads: &tandem_nn::Params,
+    eps: f32,
+    what: &str,
+) {
+    let loss = |e: &Embedder| -> f64 {
+        let out = e.embed_tokens_seeded(tokens, seeds);
+        out.iter()
+            .zip(&upstream(out.len()))
+            .map(|(a, b)| f64::from(*a) * f64::from(*b))
+            .sum()
+    };
+    let names: Vec<String> = e.params().iter().map(|p| p.name.clone()).collect();
+    for (ti, name) in names.iter().enumerate() {
+        let n = e.params().iter().nth(ti).unwrap().data.len();
+        let g = &grads.iter().nth(ti).unwrap().data;
+        // the entry with the largest gradient, and two more
+        let big = (0..n)
+            .max_by(|&a, &b| g[a].abs().total_cmp(&g[b].abs()))
+            .unwrap();
+        for i in [big, n / 3, n - 1] {
+            let shifted = |e: &mut Embedder, delta: f32| {
+                e.params_mut().iter_mut().nth(ti).unwrap().data[i] += delta;
+                e.sync();
+            };
+            shifted(e, eps);
+            let up = loss(e);
+            shifted(e, -2.0 * eps);
+            let down = loss(e);
+            shifted(e, eps);
+            let fd = (up - down) / f64::from(2.0 * eps);
+            let got = f64::from(g[i]);
+            assert!(
+                (fd - got).abs() <= 2e-2 * fd.abs().max(1.0),
+                "{what}: {name}[{i}] {got} vs {fd}"
+            );
+        }
+    }
+}
+
+const FD_TEXTS: [&str; 3] = ["retrieval", "Protein folding is determined.", "a b c d"];
+
 /// The whole model (encoder, pooling, a Dense module with tanh, a new
 /// projection head, normalisation) by central differences of
 /// `sum(vectors * r)` on a few entries of every tensor.
 #[test]
 fn model_backward_matches_finite_differences() {
     let dir = fixture("bert");
-    let texts: Vec<String> = ["retrieval", "Protein folding is determined.", "a b c d"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
     for (head, normalize) in [(None, true), (Some(8), false), (Some(8), true)] {
         let mut e = Embedder::load(&dir, EmbedOptions::default()).unwrap();
         if let Some(dim) = head {
             e.add_head(dim, 7);
         }
         e.set_normalize(normalize);
-        let tokens: Vec<Vec<u32>> = e
-            .tokenize(&texts)
-            .unwrap()
-            .into_iter()
-            .map(|t| t.0)
-            .collect();
-        let (out, pass) = e.forward_train(&tokens, true);
-        assert_eq!(out, e.embed_tokens(&tokens), "training forward differs");
-        let r: Vec<f32> = (0..out.len()).map(|i| ((i * 7) % 5) as f32 - 2.0).collect();
-        let mut grads = e.params().zeros_like();
-        e.backward(pass, &r, &mut grads);
+        let tokens = tokens(&e, &FD_TEXTS);
+        let grads = model_grads(&e, &tokens, None);
         // a frozen encoder gets no gradient; the heads the same as before
-        let (_, pass) = e.forward_train(&tokens, false);
+        let (out, pass) = e.forward_train(&tokens, false, None);
         let mut frozen = e.params().zeros_like();
-        e.backward(pass, &r, &mut frozen);
+        e.backward(pass, &upstream(out.len()), &mut frozen);
         let enc = e.encoder_tensors();
         for (i, (a, b)) in frozen.iter().zip(grads.iter()).enumerate() {
             if i < enc {
@@ -181,57 +247,121 @@ fn model_backward_matches_finite_differences() {
                 assert_eq!(a.data, b.data, "{}", a.name);
             }
         }
-        let loss = |e: &Embedder| -> f64 {
-            e.embed_tokens(&tokens)
-                .iter()
-                .zip(&r)
-                .map(|(a, b)| f64::from(*a) * f64::from(*b))
-                .sum()
-        };
-        let names: Vec<String> = e.params().iter().map(|p| p.name.clone()).collect();
-        for (ti, name) in names.iter().enumerate() {
-            let n = e.params().iter().nth(ti).unwrap().data.len();
-            let g = &grads.iter().nth(ti).unwrap().data;
-            // the entry with the largest gradient, and two more
-            let big = (0..n)
-                .max_by(|&a, &b| g[a].abs().total_cmp(&g[b].abs()))
-                .unwrap();
-            for i in [big, n / 3, n - 1] {
-                let eps = 1e-2f32;
-                let shifted = |e: &mut Embedder, delta: f32| {
-                    e.params_mut().iter_mut().nth(ti).unwrap().data[i] += delta;
-                    e.sync();
-                };
-                shifted(&mut e, eps);
-                let up = loss(&e);
-                shifted(&mut e, -2.0 * eps);
-                let down = loss(&e);
-                shifted(&mut e, eps);
-                let fd = (up - down) / f64::from(2.0 * eps);
-                let got = f64::from(g[i]);
-                assert!(
-                    (fd - got).abs() <= 2e-2 * fd.abs().max(1.0),
-                    "head {head:?} normalize {normalize}: {name}[{i}] {got} vs {fd}"
-                );
+        let what = format!("head {head:?} normalize {normalize}");
+        check_by_differences(&mut e, &tokens, None, &grads, 1e-2, &what);
+    }
+}
+
+/// The same with dropout at every site of every architecture: with fixed
+/// seeds the masks are fixed, the model a deterministic function of its
+/// parameters, and the backward pass (which recomputes the masks) its
+/// gradient. (Steps of 1e-3: T5's ReLU has kinks within 1e-2 of some
+/// entries.)
+#[test]
+fn model_backward_with_dropout_matches_finite_differences() {
+    let seeds = [11, 12, 13];
+    for name in ["bert", "mpnet", "t5", "t5-gated", "modernbert"] {
+        let mut e = Embedder::load(&fixture(name), EmbedOptions::default()).unwrap();
+        e.set_dropout(Dropout::Rate(0.2));
+        let tokens = tokens(&e, &FD_TEXTS);
+        let grads = model_grads(&e, &tokens, Some(&seeds));
+        // the masks are on: the vectors are not those without dropout
+        let (on, off) = (
+            e.embed_tokens_seeded(&tokens, Some(&seeds)),
+            e.embed_tokens(&tokens),
+        );
+        assert!(rel_l2(&on, &off) > 1e-2, "{name}: dropout changed nothing");
+        check_by_differences(&mut e, &tokens, Some(&seeds), &grads, 1e-3, name);
+    }
+}
+
+/// Dropout at rate 0 (and ModernBERT's config rates, 0) is no dropout, to
+/// the bit, forward and backward; BERT's config rates (0.1 everywhere) are
+/// one rate of 0.1.
+#[test]
+fn dropout_at_rate_zero_is_no_dropout() {
+    let seeds = [5, 6, 7];
+    for (name, config) in [
+        ("bert", 0.1),
+        ("mpnet", 0.1),
+        ("t5", 0.1),
+        ("modernbert", 0.0),
+    ] {
+        let mut e = Embedder::load(&fixture(name), EmbedOptions::default()).unwrap();
+        assert_eq!(e.encoder().config_dropout(), config, "{name}");
+        let tokens = tokens(&e, &FD_TEXTS);
+        let plain = model_grads(&e, &tokens, None);
+        let out = e.embed_tokens(&tokens);
+        let mut modes = vec![Dropout::Rate(0.0), Dropout::Off];
+        if config == 0.0 {
+            modes.push(Dropout::Config);
+        }
+        for mode in modes {
+            e.set_dropout(mode);
+            let got = model_grads(&e, &tokens, Some(&seeds));
+            assert_eq!(
+                e.embed_tokens_seeded(&tokens, Some(&seeds)),
+                out,
+                "{name} {mode:?}"
+            );
+            for (a, b) in got.iter().zip(plain.iter()) {
+                assert_eq!(a.data, b.data, "{name} {mode:?}: {}", a.name);
             }
+        }
+        if config > 0.0 {
+            e.set_dropout(Dropout::Config);
+            let by_config = e.embed_tokens_seeded(&tokens, Some(&seeds));
+            e.set_dropout(Dropout::Rate(config));
+            assert_eq!(
+                e.embed_tokens_seeded(&tokens, Some(&seeds)),
+                by_config,
+                "{name}"
+            );
+            assert_ne!(by_config, out, "{name}");
         }
     }
 }
 
-/// GradCache's gradient equals the gradient of the whole batch at once.
+/// A text's masks come from its seed alone: alone, or in a batch at
+/// another place and padded to a longer text, it gets the same vector (up
+/// to the rounding that padding causes without dropout).
+#[test]
+fn dropout_masks_do_not_depend_on_padding_or_place() {
+    for name in ["bert", "mpnet", "t5", "modernbert"] {
+        let mut e = Embedder::load(&fixture(name), EmbedOptions::default()).unwrap();
+        e.set_dropout(Dropout::Rate(0.3));
+        let dim = e.dim();
+        let batch = tokens(
+            &e,
+            &[
+                "Randomised controlled trials remain the gold standard for evaluating clinical interventions.",
+                "cafe",
+                "Protein folding is determined by the amino acid sequence.",
+            ],
+        );
+        let seeds = [40, 41, 42];
+        let all = e.embed_tokens_seeded(&batch, Some(&seeds));
+        let text = &all[2 * dim..];
+        let alone = e.embed_tokens_seeded(&batch[2..], Some(&seeds[2..]));
+        let d = rel_l2(text, &alone);
+        assert!(d < 1e-5, "{name}: padded and alone differ by {d}");
+        let (pass_out, _) = e.forward_train(&batch[1..], true, Some(&seeds[1..]));
+        let d = rel_l2(&pass_out[dim..], &alone);
+        assert!(d < 1e-5, "{name}: training pass differs by {d}");
+        // another seed, other masks
+        let other = e.embed_tokens_seeded(&batch[2..], Some(&[43]));
+        assert!(rel_l2(&other, &alone) > 1e-2, "{name}: the seed is ignored");
+    }
+}
+
+/// GradCache's gradient equals the gradient of the whole batch at once,
+/// with dropout too: its first pass draws the masks of its second.
 #[test]
 fn gradcache_gives_the_uncached_gradient() {
     use tandem_nn::contrastive::{Isotropy, Mnrl, Similarity};
     use tandem_text::{MainLoss, Objective, TextBatch};
-    let e = Embedder::load(&fixture("bert"), EmbedOptions::default()).unwrap();
-    let texts = |v: &[&str]| -> Vec<Vec<u32>> {
-        let owned: Vec<String> = v.iter().map(|s| s.to_string()).collect();
-        e.tokenize(&owned)
-            .unwrap()
-            .into_iter()
-            .map(|t| t.0)
-            .collect()
-    };
+    let mut e = Embedder::load(&fixture("bert"), EmbedOptions::default()).unwrap();
+    let texts = |v: &[&str]| tokens(&e, v);
     let queries = texts(&["protein folding", "mean pooling", "cafe", "numbers 42"]);
     let docs = texts(&[
         "Protein folding is determined by the amino acid sequence.",
@@ -251,7 +381,7 @@ fn gradcache_gives_the_uncached_gradient() {
         hidden,
         ..TextBatch::default()
     };
-    let run = |cache: Option<usize>, similarity| {
+    let run = |e: &Embedder, cache: Option<usize>, similarity, seed| {
         let obj = Objective {
             loss: MainLoss::Contrastive(Mnrl {
                 scale: 20.0,
@@ -273,17 +403,46 @@ fn gradcache_gives_the_uncached_gradient() {
             train_encoder: true,
         };
         let mut g = e.params().zeros_like();
-        let stats = obj.step(&e, &batch, 0.5, 1, &mut g);
+        let stats = obj.step(e, &batch, 0.5, seed, &mut g);
         (stats, g)
     };
-    for similarity in [Similarity::Dot, Similarity::NegL2] {
-        let (full, gf) = run(None, similarity);
-        let (cached, gc) = run(Some(3), similarity);
-        assert!((full.loss - cached.loss).abs() < 1e-6 * full.loss.abs().max(1.0));
-        assert!(full.loss.is_finite() && full.candidates == 5.75, "{full:?}");
-        for (a, c) in gf.iter().zip(gc.iter()) {
-            let err = rel_l2(&c.data, &a.data);
-            assert!(err < 1e-5, "{}: cached gradient off by {err:.2e}", a.name);
+    let mut without = Vec::new();
+    for dropout in [Dropout::Off, Dropout::Rate(0.2)] {
+        e.set_dropout(dropout);
+        for similarity in [Similarity::Dot, Similarity::NegL2] {
+            let (full, gf) = run(&e, None, similarity, 1);
+            let (cached, gc) = run(&e, Some(3), similarity, 1);
+            assert!(
+                (full.loss - cached.loss).abs() < 1e-6 * full.loss.abs().max(1.0),
+                "{dropout:?}: {} vs {}",
+                full.loss,
+                cached.loss
+            );
+            assert!(full.loss.is_finite() && full.candidates == 5.75, "{full:?}");
+            for (a, c) in gf.iter().zip(gc.iter()) {
+                let err = rel_l2(&c.data, &a.data);
+                assert!(
+                    err < 1e-5,
+                    "{dropout:?}: {}: cached gradient off by {err:.2e}",
+                    a.name
+                );
+            }
+            if dropout == Dropout::Off {
+                without.push(full.loss);
+                continue;
+            }
+            // the masks are on, drawn from the step's seed: the same seed
+            // (a resumed run) draws them again, another draws others
+            assert_ne!(full.loss, without.remove(0), "{similarity:?}: no dropout");
+            let (again, ga) = run(&e, Some(3), similarity, 1);
+            assert_eq!(again, cached);
+            assert!(ga.iter().zip(gc.iter()).all(|(a, c)| a.data == c.data));
+            // (the main loss: SIGReg's directions change with the seed too)
+            let (other, _) = run(&e, Some(3), similarity, 2);
+            assert_ne!(
+                other.main, cached.main,
+                "{similarity:?}: the seed is ignored"
+            );
         }
     }
 }

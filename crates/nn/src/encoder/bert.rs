@@ -2,23 +2,29 @@
 //! position and token-type embeddings.
 //!
 //! ```text
-//! x = LN(word[id] + pos[p] + type[0])          p = t (BERT), pad + 1 + t (RoBERTa)
+//! x = D(LN(word[id] + pos[p] + type[0]))       p = t (BERT), pad + 1 + t (RoBERTa)
 //! per layer:
 //!   q, k, v = x Wq + bq, x Wk + bk, x Wv + bv  (one product: the three stacked)
-//!   a = softmax(q k^T / sqrt(dh) + mask) v     per head, padded keys masked
-//!   x = LN(x + a Wo + bo)
-//!   x = LN(x + act(x Wi + bi) Wd + bd)         act = hidden_act (GELU)
+//!   a = Da(softmax(q k^T / sqrt(dh) + mask)) v per head, padded keys masked
+//!   x = LN(x + D(a Wo + bo))
+//!   x = LN(x + D(act(x Wi + bi) Wd + bd))      act = hidden_act (GELU)
 //! ```
+//!
+//! `D` is dropout at `hidden_dropout_prob`, `Da` at
+//! `attention_probs_dropout_prob` (training passes with seeds only).
 //!
 //! The backward pass runs the same steps in reverse; it keeps each layer's
 //! input, `q, k, v`, the attention output, both norms' inputs and the
 //! feed-forward's pre-activation, and recomputes the attention
-//! probabilities.
+//! probabilities and the dropout masks.
 
-use super::{linear, tensor, Encoder, HfConfig, Norm, Tape, Tensors, TokenBatch};
+use super::{
+    branch, dropout, linear, stream, tensor, Dropout, Encoder, HfConfig, Norm, Rates, Tape,
+    Tensors, TokenBatch,
+};
 use crate::kernels::{
     add_into, attention, attention_backward, scratch, scratch_zeroed, Activation, AttnShape, Dense,
-    Precision,
+    Precision, Site, Stream,
 };
 use crate::params::{Params, Slot};
 use crate::NnError;
@@ -58,14 +64,23 @@ pub(super) struct LayerNames {
 }
 
 /// The post-norm layers BERT, RoBERTa and MPNet share:
-/// `x = LN(x + attn(x)); x = LN(x + act(x Wi + bi) Wd + bd)`.
+/// `x = LN(x + attn(x)); x = LN(x + act(x Wi + bi) Wd + bd)`, and the
+/// dropout of their input, the normed embeddings.
 pub(super) struct PostNorm {
     layers: Vec<Layer>,
     heads: usize,
     /// `layer_norm_eps`, also that of the embeddings' norm.
     pub(super) eps: f32,
     act: Activation,
+    /// `[HIDDEN, ATTENTION]`.
+    pub(super) rates: Rates<2>,
 }
+
+/// The kinds of dropout site of [`PostNorm::rates`]: `hidden_dropout_prob`
+/// (embeddings, attention output, feed-forward output) and
+/// `attention_probs_dropout_prob`.
+const HIDDEN: usize = 0;
+const ATTENTION: usize = 1;
 
 impl PostNorm {
     /// Loads `num_hidden_layers` layers named as `names` says (relative to
@@ -113,7 +128,16 @@ impl PostNorm {
             heads,
             eps: c.opt_f64("layer_norm_eps")?.unwrap_or(1e-12) as f32,
             act: super::activation(c, "hidden_act", "gelu")?,
+            rates: Rates::read(
+                c,
+                ["hidden_dropout_prob", "attention_probs_dropout_prob"],
+                [0.1, 0.1],
+            )?,
         })
+    }
+
+    pub(super) fn set_dropout(&mut self, mode: Dropout) {
+        self.rates.set(mode);
     }
 
     fn dense_mut(&mut self) -> impl Iterator<Item = &mut Dense> {
@@ -140,24 +164,28 @@ impl PostNorm {
         (shape, 1.0 / ((h / self.heads) as f32).sqrt())
     }
 
-    /// Runs the layers over `x` (`[B * len, hidden]`), adding `bias`
-    /// (`[heads, len, len]`) to the scores when given; keeps each layer's
-    /// [`LayerTape`] in `tape` when given.
+    /// Runs the dropout of the embeddings and the layers over `x` (`[B *
+    /// len, hidden]`), adding `bias` (`[heads, len, len]`) to the scores
+    /// when given, with the dropout masks of `drop` when given; keeps each
+    /// layer's [`LayerTape`] in `tape` when given.
     fn run(
         &self,
         p: &Params,
         x: &mut [f32],
         batch: TokenBatch<'_>,
         bias: Option<&[f32]>,
+        drop: Option<Stream<'_>>,
         mut tape: Option<&mut Vec<LayerTape>>,
     ) {
         let h = x.len() / batch.ids.len();
         let (shape, scale) = self.shape(batch, h);
+        let at = |layer, kind| self.rates.at(drop, layer, kind);
+        dropout(at(0, HIDDEN), x, Site::Embeddings);
         let (mut qkv, mut ctx, mut y, mut inner) =
             (scratch(), scratch_zeroed(x.len()), scratch(), scratch());
         let keep = |v: &[f32], on: bool| if on { v.to_vec() } else { Vec::new() };
         let on = tape.is_some();
-        for l in &self.layers {
+        for (i, l) in self.layers.iter().enumerate() {
             let x_in = keep(x, on);
             l.qkv.forward(p, x, &mut qkv);
             attention(
@@ -170,8 +198,10 @@ impl PostNorm {
                 scale,
                 bias,
                 None,
+                at(i, ATTENTION),
             );
             l.out.forward(p, &ctx, &mut y);
+            dropout(at(i, HIDDEN), &mut y, Site::AttnOut);
             add_into(x, &y);
             let r1 = keep(x, on);
             l.norm1.apply(p, x, self.eps);
@@ -179,6 +209,7 @@ impl PostNorm {
             let u = keep(&inner, on);
             self.act.apply(&mut inner);
             l.down.forward(p, &inner, &mut y);
+            dropout(at(i, HIDDEN), &mut y, Site::FfnOut);
             let x1 = keep(x, on);
             add_into(x, &y);
             let r2 = keep(x, on);
@@ -203,8 +234,9 @@ impl PostNorm {
         x: &mut [f32],
         batch: TokenBatch<'_>,
         bias: Option<&[f32]>,
+        seeds: Option<&[u64]>,
     ) {
-        self.run(p, x, batch, bias, None);
+        self.run(p, x, batch, bias, stream(seeds, batch), None);
     }
 
     pub(super) fn forward_train(
@@ -213,15 +245,16 @@ impl PostNorm {
         x: &mut [f32],
         batch: TokenBatch<'_>,
         bias: Option<&[f32]>,
+        seeds: Option<&[u64]>,
     ) -> Vec<LayerTape> {
         let mut tape = Vec::with_capacity(self.layers.len());
-        self.run(p, x, batch, bias, Some(&mut tape));
+        self.run(p, x, batch, bias, stream(seeds, batch), Some(&mut tape));
         tape
     }
 
-    /// The backward pass of the layers: `dx` goes from the gradient of their
-    /// output to that of their input; the gradient of the scores' bias is
-    /// added into `dbias` when given.
+    /// The backward pass of the layers and the embeddings' dropout: `dx`
+    /// goes from the gradient of their output to that of their input; the
+    /// gradient of the scores' bias is added into `dbias` when given.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn backward(
         &self,
@@ -229,25 +262,31 @@ impl PostNorm {
         batch: TokenBatch<'_>,
         tape: Vec<LayerTape>,
         bias: Option<&[f32]>,
+        seeds: Option<&[u64]>,
         dx: &mut [f32],
         grads: &mut Params,
         mut dbias: Option<&mut [f32]>,
     ) {
         let h = dx.len() / batch.ids.len();
         let (shape, scale) = self.shape(batch, h);
-        let (mut d1, mut d2, mut dqkv) = (scratch(), scratch(), scratch_zeroed(3 * dx.len()));
-        for (l, t) in self.layers.iter().zip(tape).rev() {
-            // x = LN2(x1 + down(act(u)))
+        let drop = stream(seeds, batch);
+        let at = |layer, kind| self.rates.at(drop, layer, kind);
+        let (mut d1, mut d2, mut dy) = (scratch(), scratch(), scratch());
+        let mut dqkv = scratch_zeroed(3 * dx.len());
+        for ((i, l), t) in self.layers.iter().enumerate().zip(tape).rev() {
+            // x = LN2(x1 + D(down(act(u))))
             l.norm2.backward(p, &t.r2, dx, grads, self.eps);
             let mut g = t.u.clone();
             self.act.apply(&mut g);
-            l.down.backward(p, &g, dx, grads, Some(&mut d1));
+            let d = branch(at(i, HIDDEN), Site::FfnOut, dx, &mut dy);
+            l.down.backward(p, &g, d, grads, Some(&mut d1));
             self.act.backward(&t.u, &mut d1);
             l.up.backward(p, &t.x1, &d1, grads, Some(&mut d2));
             add_into(dx, &d2);
-            // x1 = LN1(x + out(attn(qkv(x))))
+            // x1 = LN1(x + D(out(attn(qkv(x)))))
             l.norm1.backward(p, &t.r1, dx, grads, self.eps);
-            l.out.backward(p, &t.ctx, dx, grads, Some(&mut d1));
+            let d = branch(at(i, HIDDEN), Site::AttnOut, dx, &mut dy);
+            l.out.backward(p, &t.ctx, d, grads, Some(&mut d1));
             attention_backward(
                 &mut dqkv,
                 &d1,
@@ -260,10 +299,12 @@ impl PostNorm {
                 bias,
                 None,
                 dbias.as_deref_mut(),
+                at(i, ATTENTION),
             );
             l.qkv.backward(p, &t.x, &dqkv, grads, Some(&mut d2));
             add_into(dx, &d2);
         }
+        dropout(at(0, HIDDEN), dx, Site::Embeddings);
     }
 }
 
@@ -410,10 +451,19 @@ impl Encoder for Bert {
         self.layers.set_precision(&self.params, precision);
     }
 
-    fn forward(&self, batch: TokenBatch<'_>) -> Vec<f32> {
+    fn config_dropout(&self) -> f32 {
+        self.layers.rates.config_max()
+    }
+
+    fn set_dropout(&mut self, mode: Dropout) {
+        self.layers.set_dropout(mode);
+    }
+
+    fn forward_seeded(&self, batch: TokenBatch<'_>, seeds: Option<&[u64]>) -> Vec<f32> {
         let mut x = self.embed(batch);
         self.norm.apply(&self.params, &mut x, self.layers.eps);
-        self.layers.forward(&self.params, &mut x, batch, None);
+        self.layers
+            .forward(&self.params, &mut x, batch, None, seeds);
         x
     }
 
@@ -429,19 +479,21 @@ impl Encoder for Bert {
         self.layers.sync(&self.params);
     }
 
-    fn forward_train(&self, batch: TokenBatch<'_>) -> (Vec<f32>, Tape) {
+    fn forward_train(&self, batch: TokenBatch<'_>, seeds: Option<&[u64]>) -> (Vec<f32>, Tape) {
         let mut x = self.embed(batch);
         let emb = x.clone();
         self.norm.apply(&self.params, &mut x, self.layers.eps);
-        let layers = self.layers.forward_train(&self.params, &mut x, batch, None);
-        (x, Tape::new(BertTape { emb, layers }))
+        let layers = self
+            .layers
+            .forward_train(&self.params, &mut x, batch, None, seeds);
+        (x, Tape::new(BertTape { emb, layers }, seeds))
     }
 
     fn backward(&self, batch: TokenBatch<'_>, tape: Tape, dh: &mut [f32], grads: &mut Params) {
-        let t: BertTape = tape.take();
+        let (t, seeds): (BertTape, _) = tape.take();
         let (h, len, p) = (self.hidden, batch.len, &self.params);
         self.layers
-            .backward(p, batch, t.layers, None, dh, grads, None);
+            .backward(p, batch, t.layers, None, seeds.as_deref(), dh, grads, None);
         self.norm.backward(p, &t.emb, dh, grads, self.layers.eps);
         for (r, &id) in batch.ids.iter().enumerate() {
             if r % len >= batch.lens[r / len] {

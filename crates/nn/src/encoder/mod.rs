@@ -2,6 +2,12 @@
 //! kernels of [`crate::kernels`]: BERT, RoBERTa / XLM-RoBERTa, MPNet, the T5
 //! encoder and ModernBERT, loaded from a Hugging Face `config.json` and
 //! `model.safetensors` with transformers' parameter names.
+//!
+//! Training passes may apply dropout where transformers' modules do in train
+//! mode, with the probabilities of `config.json` or one for every site
+//! ([`Dropout`]); the masks are drawn from one seed per text
+//! ([`crate::kernels::Stream`]), so they do not depend on the batch a text
+//! is in, and the backward pass recomputes them.
 
 mod bert;
 mod config;
@@ -15,7 +21,9 @@ pub use tensors::Tensors;
 
 use std::any::Any;
 
-use crate::kernels::{layer_norm, layer_norm_backward, Activation, Dense, Precision};
+use crate::kernels::{
+    layer_norm, layer_norm_backward, Activation, Dense, Masks, Precision, Rate, Site, Stream,
+};
 use crate::params::{Params, Slot};
 use crate::NnError;
 
@@ -50,18 +58,135 @@ impl TokenBatch<'_> {
 
 /// What a training forward pass ([`Encoder::forward_train`]) keeps for its
 /// backward pass; only the encoder that made it can read it.
-pub struct Tape(Box<dyn Any + Send + Sync>);
+pub struct Tape {
+    inner: Box<dyn Any + Send + Sync>,
+    /// The dropout seeds of the pass.
+    seeds: Option<Vec<u64>>,
+}
 
 impl Tape {
-    fn new<T: Any + Send + Sync>(t: T) -> Tape {
-        Tape(Box::new(t))
+    fn new<T: Any + Send + Sync>(t: T, seeds: Option<&[u64]>) -> Tape {
+        Tape {
+            inner: Box::new(t),
+            seeds: seeds.map(<[u64]>::to_vec),
+        }
     }
 
-    fn take<T: Any>(self) -> T {
-        *self
-            .0
+    /// What the encoder kept, and the dropout seeds of the pass.
+    fn take<T: Any>(self) -> (T, Option<Vec<u64>>) {
+        let t = self
+            .inner
             .downcast::<T>()
-            .unwrap_or_else(|_| panic!("a tape handed to another encoder"))
+            .unwrap_or_else(|_| panic!("a tape handed to another encoder"));
+        (*t, self.seeds)
+    }
+}
+
+/// Which dropout a training pass with seeds applies (passes without seeds,
+/// inference among them, never drop).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum Dropout {
+    /// None (the default).
+    #[default]
+    Off,
+    /// The probabilities of `config.json` at the sites transformers applies
+    /// them to (BERT's `hidden_dropout_prob` and
+    /// `attention_probs_dropout_prob`, T5's `dropout_rate`, ModernBERT's
+    /// `embedding_dropout`, `attention_dropout` and `mlp_dropout`).
+    Config,
+    /// This probability (in `[0, 1)`) at every one of those sites.
+    Rate(f32),
+}
+
+/// The dropout probabilities of an encoder's kinds of site: those of
+/// `config.json` and those in force ([`Dropout::Off`] until set).
+pub(crate) struct Rates<const N: usize> {
+    config: [f32; N],
+    on: [Rate; N],
+}
+
+impl<const N: usize> Rates<N> {
+    /// The probabilities under `keys`, transformers' `defaults` where
+    /// absent; one outside `[0, 1)` is refused.
+    pub(crate) fn read(
+        c: &HfConfig,
+        keys: [&str; N],
+        defaults: [f32; N],
+    ) -> Result<Rates<N>, NnError> {
+        let mut config = defaults;
+        for (v, key) in config.iter_mut().zip(keys) {
+            if let Some(p) = c.opt_f64(key)? {
+                if !(0.0..1.0).contains(&p) {
+                    return Err(NnError::config(
+                        format!("config.json: {key:?} is {p}, not a probability below 1"),
+                        "restore config.json from the model's source",
+                    ));
+                }
+                *v = p as f32;
+            }
+        }
+        Ok(Rates {
+            config,
+            on: [Rate::OFF; N],
+        })
+    }
+
+    /// Puts `mode` in force.
+    pub(crate) fn set(&mut self, mode: Dropout) {
+        self.on = match mode {
+            Dropout::Off => [Rate::OFF; N],
+            Dropout::Config => self.config.map(Rate::new),
+            Dropout::Rate(p) => [Rate::new(p); N],
+        };
+    }
+
+    /// The largest probability of `config.json`.
+    pub(crate) fn config_max(&self) -> f32 {
+        self.config.iter().copied().fold(0.0, f32::max)
+    }
+
+    /// The masks of the sites of kind `kind` of `layer` in a pass with the
+    /// dropout stream `drop`; `None` without a stream or at rate 0.
+    pub(crate) fn at<'a>(
+        &self,
+        drop: Option<Stream<'a>>,
+        layer: usize,
+        kind: usize,
+    ) -> Option<Masks<'a>> {
+        drop.and_then(|d| d.at(layer, self.on[kind]))
+    }
+}
+
+/// The dropout stream of a pass over `batch` with `seeds`.
+pub(crate) fn stream<'a>(seeds: Option<&'a [u64]>, batch: TokenBatch<'a>) -> Option<Stream<'a>> {
+    seeds.map(|s| Stream::new(s, batch.lens, batch.len))
+}
+
+/// Applies the dropout `masks` of `site`, if any, to `x` (in the forward
+/// pass, or to the gradient of the output in the backward pass).
+pub(crate) fn dropout(masks: Option<Masks<'_>>, x: &mut [f32], site: Site) {
+    if let Some(m) = masks {
+        m.apply(x, site);
+    }
+}
+
+/// The gradient of the input of a dropout on a residual branch given `d`,
+/// that of its output, which the other path needs as it is: `d` through the
+/// masks of `site` in `buf`, or `d` itself without masks.
+pub(crate) fn branch<'b>(
+    masks: Option<Masks<'_>>,
+    site: Site,
+    d: &'b [f32],
+    buf: &'b mut Vec<f32>,
+) -> &'b [f32] {
+    match masks {
+        Some(m) => {
+            buf.clear();
+            buf.extend_from_slice(d);
+            m.apply(buf, site);
+            buf
+        }
+        None => d,
     }
 }
 
@@ -83,9 +208,20 @@ pub trait Encoder: Send + Sync {
     fn max_len(&self) -> Option<usize>;
     /// Chooses float32 or bfloat16 matrix products.
     fn set_precision(&mut self, precision: Precision);
+    /// The largest dropout probability of `config.json` (what
+    /// [`Dropout::Config`] applies at most).
+    fn config_dropout(&self) -> f32;
+    /// Chooses the dropout of the passes given seeds; panics on a
+    /// [`Dropout::Rate`] outside `[0, 1)`.
+    fn set_dropout(&mut self, mode: Dropout);
     /// The last hidden states, `[B * len, hidden]`; rows of padding are
-    /// unspecified (finite).
-    fn forward(&self, batch: TokenBatch<'_>) -> Vec<f32>;
+    /// unspecified (finite). With `seeds` (one per sequence) the dropout of
+    /// [`Encoder::set_dropout`] applies, its masks drawn from them.
+    fn forward_seeded(&self, batch: TokenBatch<'_>, seeds: Option<&[u64]>) -> Vec<f32>;
+    /// The last hidden states without dropout (inference).
+    fn forward(&self, batch: TokenBatch<'_>) -> Vec<f32> {
+        self.forward_seeded(batch, None)
+    }
     /// The parameters.
     fn params(&self) -> &Params;
     /// The parameters, to change; call [`Encoder::sync`] after.
@@ -93,12 +229,14 @@ pub trait Encoder: Send + Sync {
     /// Refreshes what the encoder derives from its parameters (the bfloat16
     /// copies of its weights) after they changed.
     fn sync(&mut self);
-    /// [`Encoder::forward`], keeping what the backward pass needs.
-    fn forward_train(&self, batch: TokenBatch<'_>) -> (Vec<f32>, Tape);
+    /// [`Encoder::forward_seeded`], keeping what the backward pass needs.
+    fn forward_train(&self, batch: TokenBatch<'_>, seeds: Option<&[u64]>) -> (Vec<f32>, Tape);
     /// Adds to `grads` (the layout of [`Encoder::params`]) the gradient of a
     /// loss whose gradient with respect to the output of the
     /// [`Encoder::forward_train`] that made `tape` is `dh` (`[B * len,
     /// hidden]`, zero on padding rows); `dh` is used up as working space.
+    /// The dropout masks are recomputed from the pass's seeds with the
+    /// dropout in force, which must be the one of the forward pass.
     fn backward(&self, batch: TokenBatch<'_>, tape: Tape, dh: &mut [f32], grads: &mut Params);
 }
 

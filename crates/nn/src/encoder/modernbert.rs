@@ -3,18 +3,22 @@
 //! attention in between, and a gated MLP.
 //!
 //! ```text
-//! x = LN(tok[id])                                  LN without bias unless norm_bias
+//! x = De(LN(tok[id]))                              LN without bias unless norm_bias
 //! per layer l:
 //!   n = l == 0 ? x : LN(x)                         layer 0 has no attn_norm (Identity)
 //!   q, k, v = n Wqkv (+ b)                         Wqkv [3H, H]: q | k | v, heads side by side
 //!   q, k = rope(q, theta_l), rope(k, theta_l)      rotate_half layout, position = index t
-//!   a = softmax(q k^T / sqrt(dh) + mask) v         padded keys masked; local layers also mask
+//!   a = Da(softmax(q k^T / sqrt(dh) + mask)) v     padded keys masked; local layers also mask
 //!                                                  |i - j| > local_attention / 2
-//!   x = x + a Wo (+ b)
+//!   x = x + Da(a Wo (+ b))
 //!   u, g = chunk2(LN(x) Wi (+ b))                  Wi [2 * inter, H]: input | gate
-//!   x = x + (act(u) * g) Wo (+ b)                  act = hidden_activation (exact GELU)
+//!   x = x + Dm(act(u) * g) Wo (+ b)                act = hidden_activation (exact GELU)
 //! x = LN(x)                                        final_norm
 //! ```
+//!
+//! `De`, `Da` and `Dm` are dropout at `embedding_dropout`,
+//! `attention_dropout` and `mlp_dropout` (training passes with seeds only;
+//! transformers' defaults are 0).
 //!
 //! Layer `l` is global (`full_attention`, `theta_l` = the global theta) or
 //! local (`sliding_attention`, the local theta). transformers 5 writes the
@@ -31,15 +35,18 @@
 //!
 //! The backward pass runs the same steps in reverse; it keeps the input of
 //! every norm, each layer's rotated `q, k, v`, attention output and `Wi`
-//! output, and recomputes the norms' outputs, the gated activation and the
-//! attention probabilities.
+//! output, and recomputes the norms' outputs, the gated activation, the
+//! attention probabilities and the dropout masks.
 
 use serde_json::Value;
 
-use super::{linear, tensor, Encoder, HfConfig, Norm, Tape, Tensors, TokenBatch};
+use super::{
+    branch, dropout, linear, stream, tensor, Dropout, Encoder, HfConfig, Norm, Rates, Tape,
+    Tensors, TokenBatch,
+};
 use crate::kernels::{
     add_into, attention, attention_backward, geglu, geglu_backward, rope, rope_backward, scratch,
-    scratch_zeroed, Activation, AttnShape, Dense, Precision, Rope,
+    scratch_zeroed, Activation, AttnShape, Dense, Precision, Rope, Site,
 };
 use crate::params::{Params, Slot};
 use crate::NnError;
@@ -50,6 +57,13 @@ const GLOBAL_THETA: f64 = 160_000.0;
 const LOCAL_THETA: f64 = 10_000.0;
 const LOCAL_ATTENTION: usize = 128;
 const GLOBAL_EVERY: usize = 3;
+
+/// The kinds of dropout site of [`ModernBert::rates`]: `embedding_dropout`,
+/// `attention_dropout` (probabilities and output projection),
+/// `mlp_dropout` (the gated activations).
+const EMBEDDING: usize = 0;
+const ATTENTION: usize = 1;
+const MLP: usize = 2;
 
 /// Which layers attend globally, their rotary thetas and the local window.
 #[derive(Debug, Clone, PartialEq)]
@@ -221,6 +235,8 @@ pub(super) struct ModernBert {
     final_norm: Norm,
     global_rope: Rope,
     local_rope: Rope,
+    /// `[EMBEDDING, ATTENTION, MLP]`.
+    rates: Rates<3>,
 }
 
 impl ModernBert {
@@ -289,6 +305,11 @@ impl ModernBert {
             })
             .collect::<Result<Vec<_>, NnError>>()?;
         let final_norm = Norm::load_opt(t, p, "final_norm", hidden, norm_bias)?;
+        let rates = Rates::read(
+            c,
+            ["embedding_dropout", "attention_dropout", "mlp_dropout"],
+            [0.0; 3],
+        )?;
         Ok(ModernBert {
             hidden,
             heads,
@@ -305,6 +326,7 @@ impl ModernBert {
             final_norm,
             global_rope: Rope::new(head_dim, plan.global_theta, max_pos),
             local_rope: Rope::new(head_dim, plan.local_theta, max_pos),
+            rates,
         })
     }
 }
@@ -350,42 +372,56 @@ impl Encoder for ModernBert {
         }
     }
 
-    fn forward(&self, batch: TokenBatch<'_>) -> Vec<f32> {
-        self.run(batch, None)
+    fn config_dropout(&self) -> f32 {
+        self.rates.config_max()
     }
 
-    fn forward_train(&self, batch: TokenBatch<'_>) -> (Vec<f32>, Tape) {
+    fn set_dropout(&mut self, mode: Dropout) {
+        self.rates.set(mode);
+    }
+
+    fn forward_seeded(&self, batch: TokenBatch<'_>, seeds: Option<&[u64]>) -> Vec<f32> {
+        self.run(batch, seeds, None)
+    }
+
+    fn forward_train(&self, batch: TokenBatch<'_>, seeds: Option<&[u64]>) -> (Vec<f32>, Tape) {
         let mut tape = ModernBertTape {
             layers: Vec::with_capacity(self.layers.len()),
             ..ModernBertTape::default()
         };
-        let x = self.run(batch, Some(&mut tape));
-        (x, Tape::new(tape))
+        let x = self.run(batch, seeds, Some(&mut tape));
+        (x, Tape::new(tape, seeds))
     }
 
     fn backward(&self, batch: TokenBatch<'_>, tape: Tape, dh: &mut [f32], grads: &mut Params) {
-        let t: ModernBertTape = tape.take();
+        let (t, seeds): (ModernBertTape, _) = tape.take();
         let (h, len, p, eps) = (self.hidden, batch.len, &self.params, self.eps);
         let (shape, scale) = self.shape(batch);
+        let drop = stream(seeds.as_deref(), batch);
+        let at = |layer, kind| self.rates.at(drop, layer, kind);
         self.final_norm.backward(p, &t.last, dh, grads, eps);
-        let (mut n, mut d1, mut d2, mut dqkv) = (
+        let (mut n, mut d1, mut d2, mut dy, mut dqkv) = (
+            scratch(),
             scratch(),
             scratch(),
             scratch(),
             scratch_zeroed(3 * dh.len()),
         );
-        for (l, lt) in self.layers.iter().zip(t.layers).rev() {
-            // x = r + Wo(act(u) * g), [u | g] = Wi(mlp_norm(r))
+        for ((i, l), lt) in self.layers.iter().enumerate().zip(t.layers).rev() {
+            // x = r + Wo(Dm(act(u) * g)), [u | g] = Wi(mlp_norm(r))
             geglu(&lt.inner, self.inter, self.act, &mut n);
+            dropout(at(i, MLP), &mut n, Site::FfnInner);
             l.wo.backward(p, &n, dh, grads, Some(&mut d1));
+            dropout(at(i, MLP), &mut d1, Site::FfnInner);
             geglu_backward(&lt.inner, self.inter, self.act, &d1, &mut d2);
             n.clone_from(&lt.r);
             l.mlp_norm.apply(p, &mut n, eps);
             l.wi.backward(p, &n, &d2, grads, Some(&mut d1));
             l.mlp_norm.backward(p, &lt.r, &mut d1, grads, eps);
             add_into(dh, &d1);
-            // r = x + Wo(attn(rope(Wqkv(attn_norm(x)))))
-            l.out.backward(p, &lt.ctx, dh, grads, Some(&mut d1));
+            // r = x + Da(Wo(attn(rope(Wqkv(attn_norm(x))))))
+            let d = branch(at(i, ATTENTION), Site::AttnOut, dh, &mut dy);
+            l.out.backward(p, &lt.ctx, d, grads, Some(&mut d1));
             let (r, window) = self.attn_kind(l);
             attention_backward(
                 &mut dqkv,
@@ -399,6 +435,7 @@ impl Encoder for ModernBert {
                 None,
                 window,
                 None,
+                at(i, ATTENTION),
             );
             rope_backward(&mut dqkv, 3 * h, 0, 2 * self.heads, len, r);
             match &l.attn_norm {
@@ -412,6 +449,7 @@ impl Encoder for ModernBert {
             }
             add_into(dh, &d1);
         }
+        dropout(at(0, EMBEDDING), dh, Site::Embeddings);
         self.emb_norm.backward(p, &t.emb, dh, grads, eps);
         for (r, &id) in batch.ids.iter().enumerate() {
             if r % len < batch.lens[r / len] {
@@ -443,9 +481,18 @@ impl ModernBert {
         }
     }
 
-    /// The forward pass; fills `tape` for the backward pass when given.
-    fn run(&self, batch: TokenBatch<'_>, mut tape: Option<&mut ModernBertTape>) -> Vec<f32> {
+    /// The forward pass, with the dropout masks of `seeds` when given;
+    /// fills `tape` for the backward pass when given.
+    fn run(
+        &self,
+        batch: TokenBatch<'_>,
+        seeds: Option<&[u64]>,
+        mut tape: Option<&mut ModernBertTape>,
+    ) -> Vec<f32> {
         let (h, len) = (self.hidden, batch.len);
+        // the embeddings' masks count as layer 0's
+        let drop = stream(seeds, batch);
+        let at = |layer, kind| self.rates.at(drop, layer, kind);
         assert!(
             len <= self.max_pos,
             "sequence longer than max_position_embeddings"
@@ -462,11 +509,12 @@ impl ModernBert {
             t.emb = x.to_vec();
         }
         self.emb_norm.apply(p, &mut x, self.eps);
+        dropout(at(0, EMBEDDING), &mut x, Site::Embeddings);
         let (shape, scale) = self.shape(batch);
         let mut ctx = scratch_zeroed(x.len());
         let (mut n, mut qkv, mut y, mut inner, mut gated) =
             (scratch(), scratch(), scratch(), scratch(), scratch());
-        for l in &self.layers {
+        for (i, l) in self.layers.iter().enumerate() {
             let x_in = keep(&x);
             let normed = match &l.attn_norm {
                 Some(norm) => {
@@ -490,14 +538,17 @@ impl ModernBert {
                 scale,
                 None,
                 window,
+                at(i, ATTENTION),
             );
             l.out.forward(p, &ctx, &mut y);
+            dropout(at(i, ATTENTION), &mut y, Site::AttnOut);
             add_into(&mut x, &y);
             let r = keep(&x);
             n.clone_from(&x);
             l.mlp_norm.apply(p, &mut n, self.eps);
             l.wi.forward(p, &n, &mut inner);
             geglu(&inner, self.inter, self.act, &mut gated);
+            dropout(at(i, MLP), &mut gated, Site::FfnInner);
             l.wo.forward(p, &gated, &mut y);
             add_into(&mut x, &y);
             if let Some(t) = tape.as_deref_mut() {

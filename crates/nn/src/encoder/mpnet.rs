@@ -3,14 +3,18 @@
 //! the scores of every layer.
 //!
 //! ```text
-//! x = LN(word[id] + pos[p])                    p = 1 + (non-pad ids up to t), pad id 1: p = 1
+//! x = D(LN(word[id] + pos[p]))                 p = 1 + (non-pad ids up to t), pad id 1: p = 1
 //! B[h, i, j] = rel[bucket(j - i), h]           32 buckets up to distance 128 (t5::bucket)
 //! per layer:
 //!   q, k, v = x Wq + bq, x Wk + bk, x Wv + bv  (one product)
-//!   a = softmax(q k^T / sqrt(dh) + B + mask) v
-//!   x = LN(x + a Wo + bo)
-//!   x = LN(x + act(x Wi + bi) Wd + bd)         act = hidden_act (GELU)
+//!   a = Da(softmax(q k^T / sqrt(dh) + B + mask)) v
+//!   x = LN(x + D(a Wo + bo))
+//!   x = LN(x + D(act(x Wi + bi) Wd + bd))      act = hidden_act (GELU)
 //! ```
+//!
+//! `D` is dropout at `hidden_dropout_prob`, `Da` at
+//! `attention_probs_dropout_prob`, as in BERT (training passes with seeds
+//! only).
 //!
 //! transformers fixes the padding index (1) and the bucketing (32 buckets,
 //! distance 128) whatever `pad_token_id` and `relative_attention_num_buckets`
@@ -18,7 +22,7 @@
 
 use super::bert::{LayerNames, LayerTape, PostNorm};
 use super::t5::RelativeBias;
-use super::{tensor, Encoder, HfConfig, Norm, Tape, Tensors, TokenBatch};
+use super::{tensor, Dropout, Encoder, HfConfig, Norm, Tape, Tensors, TokenBatch};
 use crate::kernels::{scratch_zeroed, Precision};
 use crate::params::{Params, Slot};
 use crate::NnError;
@@ -121,12 +125,20 @@ impl Encoder for MpNet {
         self.layers.set_precision(&self.params, precision);
     }
 
-    fn forward(&self, batch: TokenBatch<'_>) -> Vec<f32> {
+    fn config_dropout(&self) -> f32 {
+        self.layers.rates.config_max()
+    }
+
+    fn set_dropout(&mut self, mode: Dropout) {
+        self.layers.set_dropout(mode);
+    }
+
+    fn forward_seeded(&self, batch: TokenBatch<'_>, seeds: Option<&[u64]>) -> Vec<f32> {
         let (mut x, _) = self.embed(batch);
         self.norm.apply(&self.params, &mut x, self.layers.eps);
         let bias = self.bias.bias(&self.params, batch.len);
         self.layers
-            .forward(&self.params, &mut x, batch, Some(&bias));
+            .forward(&self.params, &mut x, batch, Some(&bias), seeds);
         x
     }
 
@@ -142,25 +154,25 @@ impl Encoder for MpNet {
         self.layers.sync(&self.params);
     }
 
-    fn forward_train(&self, batch: TokenBatch<'_>) -> (Vec<f32>, Tape) {
+    fn forward_train(&self, batch: TokenBatch<'_>, seeds: Option<&[u64]>) -> (Vec<f32>, Tape) {
         let (mut x, positions) = self.embed(batch);
         let emb = x.clone();
         self.norm.apply(&self.params, &mut x, self.layers.eps);
         let bias = self.bias.bias(&self.params, batch.len);
         let layers = self
             .layers
-            .forward_train(&self.params, &mut x, batch, Some(&bias));
+            .forward_train(&self.params, &mut x, batch, Some(&bias), seeds);
         let tape = MpNetTape {
             emb,
             positions,
             bias,
             layers,
         };
-        (x, Tape::new(tape))
+        (x, Tape::new(tape, seeds))
     }
 
     fn backward(&self, batch: TokenBatch<'_>, tape: Tape, dh: &mut [f32], grads: &mut Params) {
-        let t: MpNetTape = tape.take();
+        let (t, seeds): (MpNetTape, _) = tape.take();
         let (h, len, p) = (self.hidden, batch.len, &self.params);
         let mut dbias = vec![0.0; t.bias.len()];
         self.layers.backward(
@@ -168,6 +180,7 @@ impl Encoder for MpNet {
             batch,
             t.layers,
             Some(&t.bias),
+            seeds.as_deref(),
             dh,
             grads,
             Some(&mut dbias),

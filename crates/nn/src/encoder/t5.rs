@@ -4,17 +4,23 @@
 //! shares.
 //!
 //! ```text
-//! x = embed[id]                                (shared.weight, not scaled)
+//! x = D(embed[id])                             (shared.weight, not scaled)
 //! B[h, i, j] = rel[bucket(j - i), h]           once, from block 0's table
 //! per block:
 //!   y = rms(x) g1                              rms(x) = x / sqrt(mean(x^2) + eps)
 //!   q, k, v = y Wq, y Wk, y Wv                 heads of d_kv, no biases (one product)
-//!   x = x + softmax(q k^T + B + mask) v Wo     no 1/sqrt(d_kv)
+//!   x = x + D(D(softmax(q k^T + B + mask)) v Wo)   no 1/sqrt(d_kv)
 //!   y = rms(x) g2
-//!   x = x + act(y Wi) Wo                       feed_forward_proj "relu"
-//!   x = x + (act(y Wi0) * (y Wi1)) Wo          "gated-<act>" ("gated-gelu": tanh GELU)
-//! x = rms(x) gf                                (encoder.final_layer_norm)
+//!   x = x + D(D(act(y Wi)) Wo)                 feed_forward_proj "relu"
+//!   x = x + D(D(act(y Wi0) * (y Wi1)) Wo)      "gated-<act>" ("gated-gelu": tanh GELU)
+//! x = D(rms(x) gf)                             (encoder.final_layer_norm)
+//! ```
 //!
+//! `D` is dropout at `dropout_rate` (training passes with seeds only), as
+//! `T5Stack`, `T5Attention`, `T5LayerSelfAttention`, `T5LayerFF` and
+//! `T5Dense[Gated]ActDense` apply it.
+//!
+//! ```text
 //! bucket(r), n = |r|, half = buckets / 2, exact = half / 2:
 //!   (r > 0 ? half : 0) + (n < exact ? n
 //!       : min(half - 1, exact + trunc(ln(n / exact) / ln(max_distance / exact) * (half - exact))))
@@ -23,13 +29,16 @@
 //! The backward pass runs the same steps in reverse; it keeps each block's
 //! input, `q, k, v`, the attention output, the second norm's input and the
 //! feed-forward's pre-activation, and recomputes the norms' outputs, the
-//! activation and the attention probabilities. Every block's bias gradient
-//! goes to block 0's table.
+//! activation, the attention probabilities and the dropout masks. Every
+//! block's bias gradient goes to block 0's table.
 
-use super::{linear, tensor, Encoder, HfConfig, Tape, Tensors, TokenBatch};
+use super::{
+    branch, dropout, linear, stream, tensor, Dropout, Encoder, HfConfig, Rates, Tape, Tensors,
+    TokenBatch,
+};
 use crate::kernels::{
     add_into, attention, attention_backward, geglu, geglu_backward, rms_norm, rms_norm_backward,
-    scratch, scratch_zeroed, Activation, AttnShape, Dense, Precision,
+    scratch, scratch_zeroed, Activation, AttnShape, Dense, Precision, Site,
 };
 use crate::params::{Params, Slot};
 use crate::NnError;
@@ -156,6 +165,8 @@ pub(super) struct T5 {
     bias: RelativeBias,
     blocks: Vec<Block>,
     norm: Slot,
+    /// `dropout_rate`, at every site.
+    rates: Rates<1>,
 }
 
 /// `feed_forward_proj` as `T5Config` reads it: `"<act>"` or
@@ -255,6 +266,7 @@ impl T5 {
             })
             .collect::<Result<Vec<_>, NnError>>()?;
         let norm = tensor(t, &mut p, "encoder.final_layer_norm.weight", &[d_model])?;
+        let rates = Rates::read(c, ["dropout_rate"], [0.1])?;
         Ok(Box::new(T5 {
             model_type,
             d_model,
@@ -270,6 +282,7 @@ impl T5 {
             bias,
             blocks,
             norm,
+            rates,
         }))
     }
 }
@@ -284,11 +297,19 @@ impl T5 {
         }
     }
 
-    /// The encoder over `batch`; keeps what the backward pass needs in
-    /// `tape` when given.
-    fn run(&self, batch: TokenBatch<'_>, mut tape: Option<&mut T5Tape>) -> Vec<f32> {
+    /// The encoder over `batch`, with the dropout masks of `seeds` when
+    /// given; keeps what the backward pass needs in `tape` when given.
+    fn run(
+        &self,
+        batch: TokenBatch<'_>,
+        seeds: Option<&[u64]>,
+        mut tape: Option<&mut T5Tape>,
+    ) -> Vec<f32> {
         let (h, inner) = (self.d_model, self.heads * self.d_kv);
         let p = &self.params;
+        // the embeddings' and the final norm's masks count as layer 0's
+        let drop = stream(seeds, batch);
+        let at = |layer| self.rates.at(drop, layer, 0);
         let embed = p.at(self.embed);
         let mut x = scratch();
         x.extend(
@@ -297,12 +318,13 @@ impl T5 {
                 .iter()
                 .flat_map(|&id| &embed[id as usize * h..(id as usize + 1) * h]),
         );
+        dropout(at(0), &mut x, Site::Embeddings);
         let bias = self.bias.bias(p, batch.len);
         let mut ctx = scratch_zeroed(batch.ids.len() * inner);
         let (mut y, mut qkv, mut up, mut gate) = (scratch(), scratch(), scratch(), scratch());
         let on = tape.is_some();
         let keep = |v: &[f32]| if on { v.to_vec() } else { Vec::new() };
-        for b in &self.blocks {
+        for (i, b) in self.blocks.iter().enumerate() {
             let x_in = keep(&x);
             y.clone_from(&x);
             rms_norm(&mut y, p.at(b.norm1), self.eps);
@@ -317,8 +339,10 @@ impl T5 {
                 1.0,
                 Some(&bias),
                 None,
+                at(i),
             );
             b.out.forward(p, &ctx, &mut y);
+            dropout(at(i), &mut y, Site::AttnOut);
             add_into(&mut x, &y);
             let mid = keep(&x);
             y.clone_from(&x);
@@ -327,11 +351,14 @@ impl T5 {
             let u = keep(&up);
             if self.gated {
                 geglu(&up, self.d_ff, self.act, &mut gate);
+                dropout(at(i), &mut gate, Site::FfnInner);
                 b.down.forward(p, &gate, &mut y);
             } else {
                 self.act.apply(&mut up);
+                dropout(at(i), &mut up, Site::FfnInner);
                 b.down.forward(p, &up, &mut y);
             }
+            dropout(at(i), &mut y, Site::FfnOut);
             add_into(&mut x, &y);
             if let Some(t) = tape.as_deref_mut() {
                 t.blocks.push(BlockTape {
@@ -348,6 +375,7 @@ impl T5 {
             t.last = x.to_vec();
         }
         rms_norm(&mut x, p.at(self.norm), self.eps);
+        dropout(at(0), &mut x, Site::Final);
         x.into_vec()
     }
 }
@@ -393,20 +421,31 @@ impl Encoder for T5 {
         }
     }
 
-    fn forward(&self, batch: TokenBatch<'_>) -> Vec<f32> {
-        self.run(batch, None)
+    fn config_dropout(&self) -> f32 {
+        self.rates.config_max()
     }
 
-    fn forward_train(&self, batch: TokenBatch<'_>) -> (Vec<f32>, Tape) {
+    fn set_dropout(&mut self, mode: Dropout) {
+        self.rates.set(mode);
+    }
+
+    fn forward_seeded(&self, batch: TokenBatch<'_>, seeds: Option<&[u64]>) -> Vec<f32> {
+        self.run(batch, seeds, None)
+    }
+
+    fn forward_train(&self, batch: TokenBatch<'_>, seeds: Option<&[u64]>) -> (Vec<f32>, Tape) {
         let mut tape = T5Tape::default();
-        let x = self.run(batch, Some(&mut tape));
-        (x, Tape::new(tape))
+        let x = self.run(batch, seeds, Some(&mut tape));
+        (x, Tape::new(tape, seeds))
     }
 
     fn backward(&self, batch: TokenBatch<'_>, tape: Tape, dh: &mut [f32], grads: &mut Params) {
-        let t: T5Tape = tape.take();
+        let (t, seeds): (T5Tape, _) = tape.take();
         let (h, len, inner) = (self.d_model, batch.len, self.heads * self.d_kv);
         let p = &self.params;
+        let drop = stream(seeds.as_deref(), batch);
+        let at = |layer| self.rates.at(drop, layer, 0);
+        dropout(at(0), dh, Site::Final);
         rms_norm_backward(
             &t.last,
             p.at(self.norm),
@@ -416,18 +455,25 @@ impl Encoder for T5 {
         );
         let mut dbias = vec![0.0; t.bias.len()];
         let (mut y, mut a, mut d1, mut d2) = (scratch(), scratch(), scratch(), scratch());
+        let mut dy = scratch();
         let mut dqkv = scratch_zeroed(3 * batch.ids.len() * inner);
-        for (b, bt) in self.blocks.iter().zip(t.blocks).rev() {
-            // x = mid + down(ff(rms(mid) g2))
+        for ((i, b), bt) in self.blocks.iter().enumerate().zip(t.blocks).rev() {
+            let m = at(i);
+            // x = mid + D(down(D(ff(rms(mid) g2))))
+            let d = branch(m, Site::FfnOut, dh, &mut dy);
             let du = if self.gated {
                 geglu(&bt.u, self.d_ff, self.act, &mut a);
-                b.down.backward(p, &a, dh, grads, Some(&mut d1));
+                dropout(m, &mut a, Site::FfnInner);
+                b.down.backward(p, &a, d, grads, Some(&mut d1));
+                dropout(m, &mut d1, Site::FfnInner);
                 geglu_backward(&bt.u, self.d_ff, self.act, &d1, &mut a);
                 &a
             } else {
                 a.clone_from(&bt.u);
                 self.act.apply(&mut a);
-                b.down.backward(p, &a, dh, grads, Some(&mut d1));
+                dropout(m, &mut a, Site::FfnInner);
+                b.down.backward(p, &a, d, grads, Some(&mut d1));
+                dropout(m, &mut d1, Site::FfnInner);
                 self.act.backward(&bt.u, &mut d1);
                 &d1
             };
@@ -442,8 +488,9 @@ impl Encoder for T5 {
                 self.eps,
             );
             add_into(dh, &d2);
-            // mid = x + out(attn(qkv(rms(x) g1)))
-            b.out.backward(p, &bt.ctx, dh, grads, Some(&mut d1));
+            // mid = x + D(out(attn(qkv(rms(x) g1))))
+            let d = branch(m, Site::AttnOut, dh, &mut dy);
+            b.out.backward(p, &bt.ctx, d, grads, Some(&mut d1));
             attention_backward(
                 &mut dqkv,
                 &d1,
@@ -456,6 +503,7 @@ impl Encoder for T5 {
                 Some(&t.bias),
                 None,
                 Some(&mut dbias),
+                m,
             );
             y.clone_from(&bt.x);
             rms_norm(&mut y, p.at(b.norm1), self.eps);
@@ -470,6 +518,7 @@ impl Encoder for T5 {
             add_into(dh, &d2);
         }
         self.bias.backward(&dbias, len, grads);
+        dropout(at(0), dh, Site::Embeddings);
         for (r, &id) in batch.ids.iter().enumerate() {
             if r % len < batch.lens[r / len] {
                 super::add_row(grads.at_mut(self.embed), id as usize, dh, r, h);

@@ -3,7 +3,7 @@
 
 use rayon::prelude::*;
 
-use super::{lane_max, lane_sum, scratch_zeroed};
+use super::{lane_max, lane_sum, scratch, scratch_zeroed, Masks, Site};
 use crate::linalg::{matmul_on, matmul_strided, threads, Mat};
 use crate::simd::{avx512_dispatch, exp};
 
@@ -58,8 +58,10 @@ pub struct AttnShape {
 /// first, then padding; keys past `lens[b]` are masked out. Scores are
 /// `scale * q.k + bias[h, i, j]` (`bias` is `[heads, L, L]`, shared by the
 /// batch: relative position biases), restricted to `|i - j| <= window` when
-/// a window is given (local attention). `out` (`[B * L, heads * head_dim]`)
-/// gets the heads side by side; rows of padding get zeros.
+/// a window is given (local attention). With `drop`, the probabilities of
+/// head `h` go through the masks of [`Site::Probs`] (token position `i`,
+/// feature `j`) before they weigh the values. `out` (`[B * L, heads *
+/// head_dim]`) gets the heads side by side; rows of padding get zeros.
 #[allow(clippy::too_many_arguments)]
 pub fn attention(
     out: &mut [f32],
@@ -71,6 +73,7 @@ pub fn attention(
     scale: f32,
     bias: Option<&[f32]>,
     window: Option<usize>,
+    drop: Option<Masks<'_>>,
 ) {
     let AttnShape {
         batch,
@@ -101,6 +104,9 @@ pub fn attention(
                     None => (0, n),
                 };
                 softmax_row(row, scale, bias, lo, hi);
+                if let Some(m) = drop {
+                    m.row(row, b, i, Site::Probs { head: h });
+                }
             }
             // o = p v
             matmul_on(&mut o, Mat::new(&s, n, n), at(2), 0.0, 1);
@@ -125,9 +131,9 @@ pub fn attention(
 /// are ignored). `dqkv` (`[B * L, stride]`) is overwritten with the
 /// gradient of `qkv` (zero outside the query, key and value columns and on
 /// padding); the gradient of the scores before scaling is added into
-/// `dbias` (`[heads, L, L]`) when given. The probabilities are recomputed
-/// rather than kept from the forward pass: `O(L^2)` memory per thread, not
-/// per batch.
+/// `dbias` (`[heads, L, L]`) when given. The probabilities (and their
+/// dropout masks) are recomputed rather than kept from the forward pass:
+/// `O(L^2)` memory per thread, not per batch.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_backward(
     dqkv: &mut [f32],
@@ -141,6 +147,7 @@ pub fn attention_backward(
     bias: Option<&[f32]>,
     window: Option<usize>,
     mut dbias: Option<&mut [f32]>,
+    drop: Option<Masks<'_>>,
 ) {
     let AttnShape {
         batch,
@@ -167,7 +174,7 @@ pub fn attention_backward(
         } else {
             Vec::new()
         };
-        let (mut p, mut dp) = (scratch_zeroed(n * n), scratch_zeroed(n * n));
+        let (mut p, mut dp, mut kept) = (scratch_zeroed(n * n), scratch_zeroed(n * n), scratch());
         for h in 0..heads {
             let at = |which: usize| Mat::strided(&rows[offsets[which] + h * dh..], n, dh, stride);
             let d_o = Mat::strided(&drows[h * dh..], n, dh, width);
@@ -180,17 +187,34 @@ pub fn attention_backward(
                 };
                 softmax_row(row, scale, bias, lo, hi);
             }
-            // dV = P^T dO
+            let site = Site::Probs { head: h };
+            // the probabilities that weighed the values: P, or D = P * mask / (1 - p)
+            let weights: &[f32] = match drop {
+                Some(m) => {
+                    kept.clone_from(&p);
+                    for (i, row) in kept.chunks_exact_mut(n).enumerate() {
+                        m.row(row, b, i, site);
+                    }
+                    &kept
+                }
+                None => &p,
+            };
+            // dV = D^T dO
             matmul_strided(
                 &mut dst[offsets[2] + h * dh..],
                 stride,
-                Mat::new(&p, n, n).t(),
+                Mat::new(weights, n, n).t(),
                 d_o,
                 0.0,
                 1,
             );
-            // dP = dO V^T, then dS = P * (dP - rowsum(P * dP))
+            // dD = dO V^T, dP = dD * mask / (1 - p), then dS = P * (dP - rowsum(P * dP))
             matmul_on(&mut dp, d_o, at(2).t(), 0.0, 1);
+            if let Some(m) = drop {
+                for (i, row) in dp.chunks_exact_mut(n).enumerate() {
+                    m.row(row, b, i, site);
+                }
+            }
             for (prow, drow) in p.chunks_exact(n).zip(dp.chunks_exact_mut(n)) {
                 let dot: f32 = prow.iter().zip(drow.iter()).map(|(a, b)| a * b).sum();
                 for (d, pv) in drow.iter_mut().zip(prow) {
@@ -394,6 +418,7 @@ mod tests {
             0.5,
             None,
             None,
+            None,
         );
         for (b, &n) in lens.iter().enumerate() {
             let rows = &qkv[b * len * stride..];
@@ -411,6 +436,52 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn dropout_masks_the_probabilities() {
+        // values e_0..e_3: the output rows are the probability rows
+        let (len, d) = (4, 4);
+        let stride = 3 * d;
+        let qkv: Vec<f32> = (0..len * stride)
+            .map(|i| {
+                let (t, c) = (i / stride, i % stride);
+                if c >= 2 * d {
+                    f32::from(u8::from(c - 2 * d == t))
+                } else {
+                    ((i * 7919) % 97) as f32 / 50.0 - 1.0
+                }
+            })
+            .collect();
+        let shape = AttnShape {
+            batch: 1,
+            len,
+            heads: 1,
+            head_dim: d,
+        };
+        let (lens, seeds) = ([len], [9]);
+        let rate = crate::kernels::Rate::new(0.5);
+        let drop = crate::kernels::Stream::new(&seeds, &lens, len).at(2, rate);
+        let run = |drop| {
+            let mut out = vec![0.0; len * d];
+            let offsets = [0, d, 2 * d];
+            attention(
+                &mut out, &qkv, stride, offsets, shape, &lens, 0.5, None, None, drop,
+            );
+            out
+        };
+        let (p, dropped) = (run(None), run(drop));
+        let mut zeros = 0;
+        for i in 0..len {
+            let key = crate::kernels::mask_key(9, 2, Site::Probs { head: 0 }, i);
+            for j in 0..len {
+                let keep = rate.keeps(crate::kernels::mask_bits(key, j as u32));
+                let want = if keep { p[i * d + j] * 2.0 } else { 0.0 };
+                zeros += usize::from(!keep);
+                assert!((dropped[i * d + j] - want).abs() < 1e-6, "{i} {j}");
+            }
+        }
+        assert!(zeros > 0 && zeros < len * len, "{zeros} dropped");
     }
 
     #[test]
@@ -434,7 +505,15 @@ mod tests {
         let r: Vec<f32> = (0..2 * len * width)
             .map(|i| ((i * 13) % 11) as f32 / 5.0 - 1.0)
             .collect();
-        for window in [None, Some(1)] {
+        let seeds = [3, 4];
+        let stream = crate::kernels::Stream::new(&seeds, &lens, len);
+        let rate = crate::kernels::Rate::new(0.3);
+        for (window, drop) in [
+            (None, None),
+            (Some(1), None),
+            (None, stream.at(0, rate)),
+            (Some(1), stream.at(1, rate)),
+        ] {
             let loss = |qkv: &[f32], bias: &[f32]| -> f64 {
                 let mut out = vec![0.0; 2 * len * width];
                 attention(
@@ -447,6 +526,7 @@ mod tests {
                     0.7,
                     Some(bias),
                     window,
+                    drop,
                 );
                 out.iter().zip(&r).map(|(a, b)| f64::from(a * b)).sum()
             };
@@ -464,6 +544,7 @@ mod tests {
                 Some(&bias),
                 window,
                 Some(&mut dbias),
+                drop,
             );
             let e = 1e-2f32;
             for i in 0..qkv.len() {

@@ -1,6 +1,6 @@
 //! The kernels under the text encoders: matrix products (float32 and
 //! bfloat16 with float32 accumulation), norms, activations, attention with
-//! padding masks, rotary embeddings. Layers (`crate::encoder`) call only
+//! padding masks, rotary embeddings, dropout with stateless masks. Layers (`crate::encoder`) call only
 //! these, so another backend can slot in under the same layer code.
 //!
 //! Every kernel splits work by output rows only and reduces each element in
@@ -10,12 +10,14 @@ mod act;
 mod attention;
 pub mod bf16;
 mod dense;
+mod dropout;
 mod norm;
 mod scratch;
 
 pub use act::{geglu, geglu_backward, gelu_erf, gelu_tanh, relu, tanh_inplace, Activation};
 pub use attention::{attention, attention_backward, rope, rope_backward, AttnShape, Rope};
 pub use dense::{Dense, Precision};
+pub use dropout::{mask_bits, mask_key, split_seed, Masks, Rate, Site, Stream};
 pub use norm::{layer_norm, layer_norm_backward, rms_norm, rms_norm_backward};
 pub use scratch::{recycle, scratch, scratch_zeroed, Scratch};
 
