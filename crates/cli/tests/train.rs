@@ -345,12 +345,20 @@ fn force_checks_first_and_resume_knows_its_dataset() {
         .assert()
         .code(2)
         .stderr(contains("dataset differs"));
-    // A user's file in the run directory survives --force.
+    // A user's file in the run directory survives --force; the old run's
+    // TensorBoard files do not.
     std::fs::write(run.join("notes.txt"), "mine").unwrap();
+    let old_events = std::fs::read_dir(run.join("tb")).unwrap().count();
+    assert!(old_events >= 1);
     tandem().args(&args).arg("--force").assert().success();
     assert_eq!(
         std::fs::read_to_string(run.join("notes.txt")).unwrap(),
         "mine"
+    );
+    assert_eq!(
+        std::fs::read_dir(run.join("tb")).unwrap().count(),
+        1,
+        "one event file: the new run's"
     );
 }
 

@@ -1,4 +1,5 @@
-//! The run report: `report.md` and SVG plots from a run's `metrics.jsonl`.
+//! The run report: `report.md` and SVG plots (drawn with `plotters`) from a
+//! run's `metrics.jsonl`.
 //!
 //! Each line of `metrics.jsonl` is one JSON object with a `kind`:
 //!
@@ -15,9 +16,17 @@
 //! directory, each atomically.
 
 use std::collections::BTreeMap;
+use std::error::Error;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+use plotters::coord::Shift;
+use plotters::data::float::pretty_print_float;
+use plotters::element::DashedPathElement;
+use plotters::prelude::{
+    ChartBuilder, Color, DashedLineSeries, DrawingArea, IntoDrawingArea, LineSeries, RGBColor,
+    Rectangle, SVGBackend, SeriesLabelPosition, TRANSPARENT, WHITE,
+};
 use serde_json::{Map, Value};
 use tandem_io::{write_bytes_atomic, Overwrite};
 
@@ -25,7 +34,7 @@ use crate::error::TrainError;
 use crate::memory::format_size;
 
 /// Keys of `val`/`test`/`baseline` records that are not measures.
-const NOT_MEASURES: [&str; 7] = [
+pub(crate) const NOT_MEASURES: [&str; 7] = [
     "kind",
     "step",
     "epoch",
@@ -523,7 +532,7 @@ fn lr_plot(m: &Metrics) -> Option<Plot> {
 fn recall_plot(m: &Metrics) -> Option<Plot> {
     let mut series = Vec::new();
     let mut hlines = Vec::new();
-    let dashes = ["6 4", "2 3", "8 3 2 3"];
+    let dashes = ["6 4", "2 3", "12 3"];
     // A retriever reports recall@k, an LVM hit@k (the same number for one target).
     for (key, label, color) in [
         ("recall@10", "R@10", BLUE),
@@ -571,11 +580,11 @@ fn recall_plot(m: &Metrics) -> Option<Plot> {
 pub struct Series {
     /// The legend's text.
     pub label: String,
-    /// An SVG colour.
+    /// An `#rrggbb` colour.
     pub color: &'static str,
     /// (x, y) points, in x order.
     pub points: Vec<(f64, f64)>,
-    /// Stroke width.
+    /// Stroke width in pixels (rounded).
     pub width: f64,
 }
 
@@ -597,9 +606,9 @@ pub struct HLine {
     pub label: String,
     /// Where it crosses the y axis.
     pub y: f64,
-    /// An SVG colour.
+    /// An `#rrggbb` colour.
     pub color: &'static str,
-    /// An SVG dash array, e.g. "6 4".
+    /// The lengths of a dash and of a gap in pixels, e.g. "6 4".
     pub dash: &'static str,
 }
 
@@ -622,64 +631,65 @@ pub const PALETTE: [&str; 8] = [
     BLUE, ORANGE, GREEN, "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
 ];
 
-const WIDTH: f64 = 760.0;
-const HEIGHT: f64 = 440.0;
-const LEFT: f64 = 80.0;
-const RIGHT: f64 = 20.0;
-const TOP: f64 = 40.0;
-const BOTTOM: f64 = 55.0;
+/// A plot's width and height in pixels.
+const SIZE: (u32, u32) = (760, 440);
+/// The font family of every text; plotters' font sizes are 1.24 times the
+/// SVG's.
+const FONT: &str = "sans-serif";
 
-/// Escape text for SVG/XML.
-fn xml(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
-/// Round tick positions covering `[lo, hi]` (steps of 1, 2 or 5 times a
-/// power of ten), and the step.
-fn ticks(lo: f64, hi: f64) -> (Vec<f64>, f64) {
-    let raw = (hi - lo) / 5.0;
-    let mag = 10f64.powf(raw.log10().floor());
-    let step = [1.0, 2.0, 5.0, 10.0]
-        .iter()
-        .map(|m| m * mag)
-        .find(|s| *s >= raw)
-        .unwrap_or(10.0 * mag);
-    let first = (lo / step).ceil() as i64;
-    let last = (hi / step).floor() as i64;
-    ((first..=last).map(|i| i as f64 * step).collect(), step)
-}
-
-/// A tick label with as many decimals as the tick step needs.
-fn tick_label(v: f64, step: f64) -> String {
-    if v == 0.0 {
-        return "0".into();
-    }
-    if step < 1e-3 || v.abs() >= 1e6 {
-        return format!("{v:.1e}");
-    }
-    let decimals = (-step.log10().floor()).max(0.0) as usize;
-    format!("{v:.decimals$}")
-}
-
-/// `[lo, hi]` of `values`, widened when empty of width.
+/// `[lo, hi]` of the finite `values`, widened when empty of width.
 fn range(values: impl Iterator<Item = f64>) -> (f64, f64) {
-    let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
-        (lo.min(v), hi.max(v))
-    });
+    let (lo, hi) = values
+        .filter(|v| v.is_finite())
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+            (lo.min(v), hi.max(v))
+        });
     if hi > lo {
         (lo, hi)
-    } else {
+    } else if lo.is_finite() {
         let pad = if lo == 0.0 { 1.0 } else { lo.abs() * 0.1 };
         (lo - pad, lo + pad)
+    } else {
+        (0.0, 1.0)
     }
+}
+
+/// An `#rrggbb` colour; black where it is not one.
+fn rgb(hex: &str) -> RGBColor {
+    let n = hex
+        .strip_prefix('#')
+        .filter(|h| h.len() == 6)
+        .and_then(|h| u32::from_str_radix(h, 16).ok())
+        .unwrap_or(0);
+    RGBColor((n >> 16) as u8, (n >> 8) as u8, n as u8)
+}
+
+/// The dash and gap lengths of an [`HLine::dash`]; the gap defaults to the
+/// dash, a missing dash to 6.
+fn dash_gap(dash: &str) -> (u32, u32) {
+    let mut lengths = dash
+        .split_whitespace()
+        .filter_map(|n| n.parse::<f64>().ok());
+    let on = lengths.next().map_or(6, |n| n.round().max(1.0) as u32);
+    (on, lengths.next().map_or(on, |n| n.round().max(1.0) as u32))
 }
 
 impl Plot {
     /// The chart as a standalone SVG document.
     pub fn render(&self) -> String {
+        let mut svg = String::new();
+        {
+            let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
+            // Drawing into a string has no I/O to fail, and text needs no
+            // fonts: the SVG backend writes <text> elements.
+            self.draw(&root)
+                .expect("plotting into an in-memory SVG cannot fail");
+        }
+        svg
+    }
+
+    fn draw(&self, root: &DrawingArea<SVGBackend, Shift>) -> Result<(), Box<dyn Error>> {
+        root.fill(&WHITE)?;
         let (x0, x1) = range(
             self.series
                 .iter()
@@ -693,143 +703,59 @@ impl Plot {
         );
         // A little headroom above and below the data.
         let pad = (y1 - y0) * 0.05;
-        let (y0, y1) = (y0 - pad, y1 + pad);
-        let (pw, ph) = (WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM);
-        let sx = |x: f64| LEFT + (x - x0) / (x1 - x0) * pw;
-        let sy = |y: f64| TOP + (y1 - y) / (y1 - y0) * ph;
-        let mut s = String::new();
-        let _ = writeln!(
-            s,
-            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" font-family="sans-serif" font-size="12">"#
-        );
-        let _ = writeln!(
-            s,
-            r#"<rect width="{WIDTH}" height="{HEIGHT}" fill="white"/>"#
-        );
-        let _ = writeln!(
-            s,
-            r#"<text x="{}" y="24" text-anchor="middle" font-size="16">{}</text>"#,
-            WIDTH / 2.0,
-            xml(&self.title)
-        );
-        // Grid, ticks and tick labels.
-        let (xt, xstep) = ticks(x0, x1);
-        for x in xt {
-            let px = sx(x);
-            let _ = writeln!(
-                s,
-                r##"<line x1="{px:.2}" y1="{TOP}" x2="{px:.2}" y2="{:.2}" stroke="#e5e5e5"/>"##,
-                TOP + ph
-            );
-            let _ = writeln!(
-                s,
-                r#"<text x="{px:.2}" y="{:.2}" text-anchor="middle">{}</text>"#,
-                TOP + ph + 16.0,
-                tick_label(x, xstep)
-            );
+        let mut chart = ChartBuilder::on(root)
+            .caption(&self.title, (FONT, 20))
+            .margin(12)
+            .x_label_area_size(45)
+            .y_label_area_size(75)
+            .build_cartesian_2d(x0..x1, y0 - pad..y1 + pad)?;
+        chart
+            .configure_mesh()
+            .light_line_style(TRANSPARENT)
+            .bold_line_style(RGBColor(0xe5, 0xe5, 0xe5))
+            .x_labels(6)
+            .y_labels(8)
+            .x_label_formatter(&|x| pretty_print_float(*x, false))
+            .y_label_formatter(&|y| pretty_print_float(*y, true))
+            .x_desc(&self.x_label)
+            .y_desc(&self.y_label)
+            .label_style((FONT, 15))
+            .axis_desc_style((FONT, 15))
+            .draw()?;
+        for s in &self.series {
+            let style = rgb(s.color).stroke_width(s.width.round().max(1.0) as u32);
+            chart
+                .draw_series(LineSeries::new(s.points.iter().copied(), style))?
+                .label(&s.label)
+                .legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 1), (x + 24, y + 1)], style.filled())
+                });
         }
-        let (yt, ystep) = ticks(y0, y1);
-        for y in yt {
-            let py = sy(y);
-            let _ = writeln!(
-                s,
-                r##"<line x1="{LEFT}" y1="{py:.2}" x2="{:.2}" y2="{py:.2}" stroke="#e5e5e5"/>"##,
-                LEFT + pw
-            );
-            let _ = writeln!(
-                s,
-                r#"<text x="{:.2}" y="{:.2}" text-anchor="end">{}</text>"#,
-                LEFT - 6.0,
-                py + 4.0,
-                tick_label(y, ystep)
-            );
-        }
-        // Axes and their labels.
-        let _ = writeln!(
-            s,
-            r#"<rect x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}" fill="none" stroke="black"/>"#
-        );
-        let _ = writeln!(
-            s,
-            r#"<text x="{:.2}" y="{:.2}" text-anchor="middle">{}</text>"#,
-            LEFT + pw / 2.0,
-            HEIGHT - 12.0,
-            xml(&self.x_label)
-        );
-        let _ = writeln!(
-            s,
-            r#"<text x="18" y="{:.2}" text-anchor="middle" transform="rotate(-90 18 {:.2})">{}</text>"#,
-            TOP + ph / 2.0,
-            TOP + ph / 2.0,
-            xml(&self.y_label)
-        );
         for h in &self.hlines {
-            let py = sy(h.y);
-            let _ = writeln!(
-                s,
-                r#"<line x1="{LEFT}" y1="{py:.2}" x2="{:.2}" y2="{py:.2}" stroke="{}" stroke-width="1.5" stroke-dasharray="{}"/>"#,
-                LEFT + pw,
-                h.color,
-                h.dash
-            );
+            let style = rgb(h.color).stroke_width(2);
+            let (on, off) = dash_gap(h.dash);
+            chart
+                .draw_series(DashedLineSeries::new(
+                    [(x0, h.y), (x1, h.y)],
+                    on,
+                    off,
+                    style,
+                ))?
+                .label(&h.label)
+                .legend(move |(x, y)| {
+                    DashedPathElement::new([(x, y), (x + 24, y)], on, off, style)
+                });
         }
-        for series in &self.series {
-            let points: Vec<String> = series
-                .points
-                .iter()
-                .map(|&(x, y)| format!("{:.2},{:.2}", sx(x), sy(y)))
-                .collect();
-            let _ = writeln!(
-                s,
-                r#"<polyline fill="none" stroke="{}" stroke-width="{}" points="{}"/>"#,
-                series.color,
-                series.width,
-                points.join(" ")
-            );
-        }
-        // Legend, top right inside the plot.
-        let entries: Vec<(&str, &str, f64, Option<&str>)> = self
-            .series
-            .iter()
-            .map(|s| (s.label.as_str(), s.color, s.width, None))
-            .chain(
-                self.hlines
-                    .iter()
-                    .map(|h| (h.label.as_str(), h.color, 1.5, Some(h.dash))),
-            )
-            .collect();
-        let text_w = entries
-            .iter()
-            .map(|e| e.0.chars().count())
-            .max()
-            .unwrap_or(0) as f64
-            * 7.2;
-        let (lw, lh) = (text_w + 44.0, entries.len() as f64 * 18.0 + 8.0);
-        let (lx, ly) = (LEFT + pw - lw - 8.0, TOP + 8.0);
-        let _ = writeln!(
-            s,
-            r##"<rect x="{lx:.2}" y="{ly:.2}" width="{lw:.2}" height="{lh:.2}" fill="white" fill-opacity="0.85" stroke="#999"/>"##
-        );
-        for (i, (label, color, width, dash)) in entries.iter().enumerate() {
-            let y = ly + 16.0 + i as f64 * 18.0;
-            let dash = dash.map_or(String::new(), |d| format!(r#" stroke-dasharray="{d}""#));
-            let _ = writeln!(
-                s,
-                r#"<line x1="{:.2}" y1="{:.2}" x2="{:.2}" y2="{:.2}" stroke="{color}" stroke-width="{width}"{dash}/>"#,
-                lx + 8.0,
-                y - 4.0,
-                lx + 32.0,
-                y - 4.0
-            );
-            let _ = writeln!(
-                s,
-                r#"<text x="{:.2}" y="{y:.2}">{}</text>"#,
-                lx + 38.0,
-                xml(label)
-            );
-        }
-        s.push_str("</svg>\n");
-        s
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .label_font((FONT, 15))
+            .margin(14)
+            .background_style(WHITE.mix(0.85))
+            .border_style(RGBColor(0x99, 0x99, 0x99))
+            .draw()?;
+        root.present()?;
+        Ok(())
     }
 }
 
@@ -837,18 +763,124 @@ impl Plot {
 mod tests {
     use super::*;
 
+    /// Point counts of `svg`'s polylines stroked `color` (plotters writes
+    /// one element a line, colours in upper case).
+    fn polylines(svg: &str, color: &str) -> Vec<usize> {
+        let stroke = format!("stroke=\"{}\"", color.to_uppercase());
+        svg.lines()
+            .filter(|l| l.starts_with("<polyline") && l.contains(&stroke))
+            .map(|l| {
+                l.split("points=\"")
+                    .nth(1)
+                    .unwrap()
+                    .split('"')
+                    .next()
+                    .unwrap()
+            })
+            .map(|points| points.split_whitespace().count())
+            .collect()
+    }
+
+    /// Whether `svg` holds a <text> of `text`.
+    fn has_text(svg: &str, text: &str) -> bool {
+        svg.contains(&format!(">\n{text}\n</text>"))
+    }
+
     #[test]
-    fn ticks_are_round_and_cover_the_range() {
-        let (t, step) = ticks(0.0, 1000.0);
-        assert_eq!(step, 200.0);
-        assert_eq!(t, [0.0, 200.0, 400.0, 600.0, 800.0, 1000.0]);
-        let (t, step) = ticks(0.23, 0.61);
-        assert!((step - 0.1).abs() < 1e-12);
-        assert_eq!(t.len(), 4);
-        assert_eq!(tick_label(t[0], step), "0.3");
-        assert_eq!(tick_label(4e-5, 1e-5), "4.0e-5");
-        assert_eq!(tick_label(0.0, 1e-5), "0");
-        assert_eq!(tick_label(1500.0, 500.0), "1500");
+    fn a_plot_draws_its_lines_legend_and_labels() {
+        let plot = Plot {
+            title: "loss & <more>".into(),
+            x_label: "step".into(),
+            y_label: "loss".into(),
+            series: vec![Series::line(
+                "train",
+                BLUE,
+                vec![(0.0, 2.0), (5.0, 1.0), (9.0, 0.5)],
+                2.0,
+            )],
+            hlines: vec![HLine {
+                label: "baseline".into(),
+                y: 1.5,
+                color: ORANGE,
+                dash: "6 4",
+            }],
+        };
+        let svg = plot.render();
+        assert!(
+            svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"),
+            "{svg}"
+        );
+        assert_eq!(polylines(&svg, BLUE), [3]);
+        // Dashes of two points each across the plot, and one in the legend.
+        let dashes = polylines(&svg, ORANGE);
+        assert!(
+            dashes.len() > 10 && dashes.iter().all(|n| *n == 2),
+            "{dashes:?}"
+        );
+        for text in [
+            "loss &amp; &lt;more&gt;",
+            "step",
+            "loss",
+            "train",
+            "baseline",
+        ] {
+            assert!(has_text(&svg, text), "{text} in {svg}");
+        }
+    }
+
+    #[test]
+    fn the_report_writes_a_plot_per_series_kind() {
+        let run = tempfile::tempdir().unwrap();
+        let mut lines =
+            vec![r#"{"kind":"baseline","split":"val","query":"mean","recall@10":0.5}"#.to_string()];
+        for i in 1..=20u64 {
+            lines.push(format!(
+                r#"{{"kind":"train","step":{},"loss":{},"lr":{}}}"#,
+                i * 10,
+                2.0 / i as f64,
+                5e-5 * (1.0 - i as f64 / 40.0)
+            ));
+        }
+        for step in [100, 200] {
+            lines.push(format!(r#"{{"kind":"val","step":{step},"recall@10":0.6}}"#));
+        }
+        std::fs::write(run.path().join("metrics.jsonl"), lines.join("\n")).unwrap();
+        write_report(run.path(), "t").unwrap();
+        let read = |f: &str| std::fs::read_to_string(run.path().join(f)).unwrap();
+        let loss = read("loss.svg");
+        // The loss and its smoothing, one point per record.
+        assert_eq!(
+            (polylines(&loss, BLUE), polylines(&loss, ORANGE)),
+            (vec![20], vec![20])
+        );
+        assert!(has_text(&loss, "smoothed (EMA 0.9)"));
+        let lr = read("lr.svg");
+        assert_eq!(polylines(&lr, GREEN), [20]);
+        assert!(lr.contains("e-5\n</text>"), "scientific ticks: {lr}");
+        let recall = read("recall.svg");
+        assert_eq!(polylines(&recall, BLUE)[0], 2);
+        assert!(has_text(&recall, "R@10 (validation)") && has_text(&recall, "R@10, mean baseline"));
+        let md = read("report.md");
+        for f in ["loss.svg", "lr.svg", "recall.svg"] {
+            assert!(md.contains(&format!("]({f})")), "{f} linked:\n{md}");
+        }
+    }
+
+    #[test]
+    fn colours_and_dashes_are_read() {
+        assert_eq!(rgb("#1f77b4"), RGBColor(0x1f, 0x77, 0xb4));
+        assert_eq!(rgb("red"), RGBColor(0, 0, 0));
+        assert_eq!(dash_gap("6 4"), (6, 4));
+        assert_eq!(dash_gap("3"), (3, 3));
+        assert_eq!(dash_gap(""), (6, 6));
+    }
+
+    #[test]
+    fn ranges_have_width() {
+        assert_eq!(range([1.0, f64::NAN, 3.0].into_iter()), (1.0, 3.0));
+        assert_eq!(range([2.0].into_iter()), (1.8, 2.2));
+        assert_eq!(range([0.0].into_iter()), (-1.0, 1.0));
+        assert_eq!(range(std::iter::empty()), (0.0, 1.0));
     }
 
     #[test]
@@ -891,10 +923,5 @@ mod tests {
         assert_eq!(format_duration(42.4), "42 s");
         assert_eq!(format_duration(125.0), "2 min 5 s");
         assert_eq!(format_duration(7300.0), "2 h 1 min");
-    }
-
-    #[test]
-    fn text_is_escaped() {
-        assert_eq!(xml("a<b & \"c\">"), "a&lt;b &amp; &quot;c&quot;&gt;");
     }
 }

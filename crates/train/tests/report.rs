@@ -107,11 +107,12 @@ fn tags(svg: &str) -> Vec<String> {
     seen
 }
 
-/// Point counts of the polylines of `svg`.
-fn polylines(svg: &str) -> Vec<usize> {
+/// Point counts of the polylines of `svg` stroked `color` (`#RRGGBB`).
+fn polylines(svg: &str, color: &str) -> Vec<usize> {
+    let stroke = format!("stroke=\"{color}\"");
     tags(svg)
         .iter()
-        .filter(|t| t.starts_with("polyline "))
+        .filter(|t| t.starts_with("polyline ") && t.contains(&stroke))
         .map(|t| {
             let pts = t
                 .split("points=\"")
@@ -132,6 +133,18 @@ fn polylines(svg: &str) -> Vec<usize> {
         })
         .collect()
 }
+
+/// The trimmed texts of the <text> elements of `svg`.
+fn texts(svg: &str) -> Vec<&str> {
+    svg.split("<text")
+        .skip(1)
+        .filter_map(|t| Some(t.split_once('>')?.1.split_once("</text>")?.0.trim()))
+        .collect()
+}
+
+const BLUE: &str = "#1F77B4";
+const ORANGE: &str = "#FF7F0E";
+const GREEN: &str = "#2CA02C";
 
 fn run_with(text: &str) -> tempfile::TempDir {
     let run = tempfile::tempdir().unwrap();
@@ -231,20 +244,40 @@ fn plots_are_well_formed_with_a_point_per_record() {
     write_report(run.path(), "t").unwrap();
     let loss = fs::read_to_string(run.path().join("loss.svg")).unwrap();
     assert_eq!(
-        polylines(&loss),
-        [49, 49],
+        (polylines(&loss, BLUE), polylines(&loss, ORANGE)),
+        (vec![49], vec![49]),
         "loss and its smoothed line (the null loss left out)"
     );
-    assert!(loss.contains(">Training loss</text>") && loss.contains(">optimizer step</text>"));
+    let t = texts(&loss);
+    assert!(
+        t.contains(&"Training loss") && t.contains(&"optimizer step"),
+        "{t:?}"
+    );
     let lr = fs::read_to_string(run.path().join("lr.svg")).unwrap();
-    assert_eq!(polylines(&lr), [50]);
-    assert!(lr.contains("e-5</text>"), "lr ticks in scientific notation");
+    assert_eq!(polylines(&lr, GREEN), [50]);
+    assert!(
+        texts(&lr).iter().any(|t| t.ends_with("e-5")),
+        "lr ticks in scientific notation"
+    );
     let recall = fs::read_to_string(run.path().join("recall.svg")).unwrap();
-    assert_eq!(polylines(&recall), [5, 5]);
-    // Four dashed baselines, each drawn and in the legend.
-    assert_eq!(recall.matches("stroke-dasharray").count(), 8);
-    assert!(recall.contains(">R@10, mean baseline</text>"));
-    assert!(recall.contains(">MRR@10, last baseline</text>"));
+    // The validations, then two dashed baselines each: two-point dashes.
+    for color in [BLUE, ORANGE] {
+        let lines = polylines(&recall, color);
+        assert_eq!(lines[0], 5, "{color}: {lines:?}");
+        assert!(
+            lines.len() > 3 && lines[1..].iter().all(|n| *n == 2),
+            "{color}: {lines:?}"
+        );
+    }
+    let t = texts(&recall);
+    for label in [
+        "R@10, mean baseline",
+        "R@10, last baseline",
+        "MRR@10, mean baseline",
+        "MRR@10, last baseline",
+    ] {
+        assert!(t.contains(&label), "{label} in the legend: {t:?}");
+    }
     // Regenerating replaces the files.
     write_report(run.path(), "again").unwrap();
     assert!(fs::read_to_string(run.path().join("report.md"))
@@ -268,9 +301,10 @@ fn time_is_estimated_from_speed_without_elapsed() {
     );
     assert!(!run.path().join("recall.svg").exists());
     assert!(!run.path().join("lr.svg").exists());
+    let loss = fs::read_to_string(run.path().join("loss.svg")).unwrap();
     assert_eq!(
-        polylines(&fs::read_to_string(run.path().join("loss.svg")).unwrap()),
-        [2, 2]
+        (polylines(&loss, BLUE), polylines(&loss, ORANGE)),
+        (vec![2], vec![2])
     );
 }
 

@@ -1,5 +1,7 @@
 //! `metrics.jsonl`: one JSON object per line (see [`crate::report`] for the
-//! kinds), cut back on resume to what the checkpoint accounts for.
+//! kinds), cut back on resume to what the checkpoint accounts for; the
+//! numbers of its `train`, `val` and `test` lines also go to a TensorBoard
+//! event file in `tb/` ([`super::tensorboard`]).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
@@ -7,27 +9,45 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Map, Value};
 
+use super::tensorboard::EventFile;
 use super::Scores;
+use crate::report::NOT_MEASURES;
 use crate::TrainError;
 
-/// The open `metrics.jsonl`; each line is written and flushed on its own.
+/// The open `metrics.jsonl` and event file; each line is written and
+/// flushed on its own.
 pub(super) struct Metrics {
     file: File,
     path: PathBuf,
+    events: EventFile,
     /// The last line written.
     pub(super) last: String,
 }
 
 impl Metrics {
-    pub(super) fn open(path: &Path) -> Result<Metrics, TrainError> {
+    /// Opens `path` (a run directory's `metrics.jsonl`, already cut back to
+    /// `step`) for appending, and a new event file that takes over from
+    /// `step`: the lines of `step` that stay are written to it again.
+    pub(super) fn open(path: &Path, step: u64) -> Result<Metrics, TrainError> {
         let file = OpenOptions::new()
             .create(true)
+            .read(true)
             .append(true)
             .open(path)
             .map_err(|e| TrainError::io(path, e))?;
+        let mut events = EventFile::create(&path.with_file_name("tb"), step)?;
+        for line in BufReader::new(&file).lines() {
+            let line = line.map_err(|e| TrainError::io(path, e))?;
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                if v.get("step").and_then(Value::as_u64) >= Some(step) {
+                    mirror(&mut events, &v)?;
+                }
+            }
+        }
         Ok(Metrics {
             file,
             path: path.to_path_buf(),
+            events,
             last: String::new(),
         })
     }
@@ -38,7 +58,7 @@ impl Metrics {
             .and_then(|_| self.file.flush())
             .map_err(|e| TrainError::io(&self.path, e))?;
         self.last = line;
-        Ok(())
+        mirror(&mut self.events, &v)
     }
 
     /// An `event` line.
@@ -63,6 +83,30 @@ impl Metrics {
         }
         Ok(())
     }
+}
+
+/// The numbers of a `train`, `val` or `test` line as scalars `kind/key` at
+/// its step (a train line's every number but the step, an evaluation's
+/// measures); other lines have none.
+fn mirror(events: &mut EventFile, v: &Value) -> Result<(), TrainError> {
+    let (Some(kind), Some(step), Some(obj)) = (
+        v.get("kind").and_then(Value::as_str),
+        v.get("step").and_then(Value::as_u64),
+        v.as_object(),
+    ) else {
+        return Ok(());
+    };
+    let skip: &[&str] = match kind {
+        "train" => &["step"],
+        "val" | "test" => &NOT_MEASURES,
+        _ => return Ok(()),
+    };
+    let scalars: Vec<(String, f32)> = obj
+        .iter()
+        .filter(|(k, _)| !skip.contains(&k.as_str()))
+        .filter_map(|(k, x)| Some((format!("{kind}/{k}"), x.as_f64()? as f32)))
+        .collect();
+    events.scalars(step, &scalars)
 }
 
 /// `scores` as the keys of a line.
@@ -121,5 +165,60 @@ pub(super) fn val_reference(metrics: &Path, metric: &str) -> String {
         "none recorded".into()
     } else {
         parts.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tensorboard::tests::{files, read};
+    use super::*;
+
+    #[test]
+    fn numbers_go_to_the_event_file_from_the_step_it_opens_at() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metrics.jsonl");
+        // What a resume from step 20 keeps.
+        let kept = [
+            r#"{"kind":"train","step":10,"loss":1.0}"#,
+            r#"{"kind":"train","step":20,"epoch":0,"loss":0.5,"lr":0.25}"#,
+            r#"{"kind":"event","step":20,"message":"resumed"}"#,
+        ];
+        fs::write(&path, kept.join("\n") + "\n").unwrap();
+        let mut m = Metrics::open(&path, 20).unwrap();
+        m.write(json!({"kind": "val", "step": 20, "epoch": 0, "recall@10": 0.75}))
+            .unwrap();
+        m.event(20, "stop").unwrap();
+        m.baselines("test", &[("mean".into(), vec![("mrr@10".into(), 0.5)])], 30)
+            .unwrap();
+        m.write(json!({"kind": "test", "step": 30, "model_step": 20, "mrr@10": 0.125}))
+            .unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap().lines().count(), 7);
+        let tb = files(&dir.path().join("tb"));
+        assert_eq!(tb.len(), 1);
+        let got: Vec<_> = read(&tb[0])
+            .into_iter()
+            .skip(1) // the file version
+            .map(|e| (e.step, e.session_status, e.scalars))
+            .collect();
+        let s = |pairs: &[(&str, f32)]| -> Vec<(String, f32)> {
+            pairs.iter().map(|(t, v)| (t.to_string(), *v)).collect()
+        };
+        assert_eq!(
+            got,
+            [
+                (20, Some(1), vec![]),
+                (
+                    20,
+                    None,
+                    s(&[
+                        ("train/epoch", 0.0),
+                        ("train/loss", 0.5),
+                        ("train/lr", 0.25)
+                    ])
+                ),
+                (20, None, s(&[("val/recall@10", 0.75)])),
+                (30, None, s(&[("test/mrr@10", 0.125)])),
+            ]
+        );
     }
 }

@@ -28,6 +28,7 @@ mod crash;
 mod metrics;
 mod run_dir;
 mod task;
+mod tensorboard;
 #[cfg(test)]
 mod tests;
 
@@ -242,7 +243,7 @@ impl<'c> Harness<'c> {
             tandem_io::Overwrite::Allow,
             cfg.to_toml().as_bytes(),
         )?;
-        let mut metrics = Metrics::open(&metrics_path)?;
+        let mut metrics = Metrics::open(&metrics_path, state.step)?;
         crash::arm(&cfg.out, state.step);
         match resumed_from {
             Some(s) => eprintln!(

@@ -8,8 +8,9 @@ use crate::{Resume, TrainError};
 
 /// The harness's files of a run that a restart removes (besides the
 /// checkpoints and the task's outputs).
-const RUN_FILES: [&str; 7] = [
+const RUN_FILES: [&str; 8] = [
     "metrics.jsonl",
+    "tb",
     "config.toml",
     "report.md",
     "loss.svg",
@@ -41,7 +42,9 @@ pub(super) fn prepare(
     if restarted {
         for f in RUN_FILES.iter().chain(outputs) {
             let p = dir.join(f);
-            if p.exists() {
+            if p.is_dir() {
+                fs::remove_dir_all(&p).map_err(|e| TrainError::io(&p, e))?;
+            } else if p.exists() {
                 fs::remove_file(&p).map_err(|e| TrainError::io(&p, e))?;
             }
         }
