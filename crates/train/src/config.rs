@@ -229,6 +229,15 @@ pub struct TrainConfig {
     pub doc_prompt: Option<String>,
     /// Warmup as a fraction of the run's steps (0: `warmup` steps).
     pub warmup_ratio: f64,
+    /// Dense: candidate documents for mined negatives besides the data's
+    /// (a corpus file; empty: a BEIR folder's corpus.jsonl).
+    pub corpus: PathBuf,
+    /// Dense: steps between refreshes of the mined negatives' ranking
+    /// (0: ranked once, with the starting weights).
+    pub refresh_every: u64,
+    /// Dense: steps from a refresh's weights to its use (0:
+    /// `refresh_every`); at most `refresh_every`.
+    pub refresh_lag: u64,
 }
 
 impl Default for TrainConfig {
@@ -304,6 +313,9 @@ impl Default for TrainConfig {
             query_prompt: None,
             doc_prompt: None,
             warmup_ratio: 0.0,
+            corpus: PathBuf::new(),
+            refresh_every: 0,
+            refresh_lag: 0,
         }
     }
 }
@@ -550,6 +562,30 @@ impl TrainConfig {
                 "iso_cov",
                 "a negative isotropy weight or head_lr".into(),
                 "use weights >= 0",
+            )?;
+            bad(
+                !(self.curriculum.mines() && self.text_loss != TextLoss::Mnrl),
+                "curriculum",
+                format!("text_loss = {} with mined negatives: mined negatives have no teacher scores", self.text_loss),
+                "use --text-loss mnrl with a mining curriculum, or mine offline with `tandem mine --output-format flag` (it writes the mining model's scores)",
+            )?;
+            bad(
+                self.refresh_every == 0 || self.curriculum.mines(),
+                "refresh_every",
+                format!(
+                    "refresh_every = {} without a curriculum that mines",
+                    self.refresh_every
+                ),
+                "give a --curriculum such as \"0:none;1-2:4@0.6-0.95\", or drop --refresh-every",
+            )?;
+            bad(
+                self.refresh_lag <= self.refresh_every,
+                "refresh_lag",
+                format!(
+                    "refresh_lag = {} is more than refresh_every = {}",
+                    self.refresh_lag, self.refresh_every
+                ),
+                "use a lag of at most refresh_every (0 means refresh_every)",
             )?;
             bad(
                 self.distill_temperature > 0.0,
