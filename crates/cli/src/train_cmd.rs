@@ -250,10 +250,10 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     negatives: Option<usize>,
-    /// Dense: GradCache mini-batch in texts; 0 = off [default: 0].
+    /// Dense: GradCache mini-batch in texts; 0 = off; auto = the largest that fits --max-rss [default: 0].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
-    cache_batch: Option<usize>,
+    cache_batch: Option<tandem_train::config::CacheBatch>,
     /// Dense: add a linear projection head to this many dimensions; 0 = none [default: 0].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]

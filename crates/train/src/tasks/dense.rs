@@ -28,7 +28,7 @@ use tandem_text::{
 use super::refresh::{RefreshState, Refresher, Schedule, MINED_FILE, PENDING_FILE};
 use super::vector::ORDER;
 use crate::checkpoint::Loaded;
-use crate::config::{TextLoss, TrainConfig};
+use crate::config::{CacheBatch, TextLoss, TrainConfig};
 use crate::harness::{Micro, Scores, Snapshot, Stream, Task, Tested, TrainLine};
 use crate::memory::Estimate;
 use crate::TrainError;
@@ -108,6 +108,75 @@ pub struct DenseTask<'a> {
     /// The rankings mined negatives are drawn from (when the curriculum
     /// mines).
     refresh: Option<Refresher>,
+    /// Memory per text in a forward pass with activations, and the bytes
+    /// the run holds besides them (see [`DenseTask::estimate`]).
+    footprint: Footprint,
+}
+
+/// What the memory estimate of a dense run is made of.
+#[derive(Debug, Clone, Copy)]
+struct Footprint {
+    /// Activations kept per text: about 14 x hidden floats per token and
+    /// layer (inputs, q/k/v, attention output, both norms' inputs, the
+    /// feed-forward's pre-activation of 4 x hidden).
+    per_text: u64,
+    /// Texts of a micro-batch: queries, positives, data and mined negatives.
+    texts: u64,
+    /// Tokens of every distinct training text and corpus document.
+    tokens: u64,
+    /// A refresh's copy of the weights (0 without mining).
+    refresh_weights: u64,
+    /// The mined ranking: queries x mine_pool x (document, score).
+    ranking: u64,
+}
+
+impl Footprint {
+    /// Everything but the activations, with `numel` parameters (weights,
+    /// gradients and AdamW's two moments, as the harness counts them).
+    fn fixed(&self, numel: u64) -> u64 {
+        16 * numel + self.tokens + self.refresh_weights + self.ranking
+    }
+
+    /// `cache_batch = auto`: the largest GradCache mini-batch whose
+    /// activations, with everything else and what the process holds now,
+    /// fit `max_rss`; `None` when the whole batch fits.
+    fn fit(&self, cfg: &TrainConfig, numel: u64) -> Result<Option<usize>, TrainError> {
+        let Some(limit) = cfg.max_rss_bytes()? else {
+            return Err(cfg.invalid_key(
+                "cache_batch",
+                "cache_batch = auto sizes the GradCache mini-batch to the memory limit, and there is none".to_string(),
+                "give --max-rss (e.g. 4G), or a number of texts (--cache-batch 16)",
+            ));
+        };
+        let now = crate::memory::rss_bytes().unwrap_or(0);
+        let room = limit.saturating_sub(self.fixed(numel) + now);
+        let fits = room / self.per_text.max(1);
+        if fits == 0 {
+            return Err(cfg.invalid_key(
+                "max_rss",
+                format!(
+                    "max_rss {} leaves no room for the activations of one text ({}; the rest of the run needs {}, and {} is in use)",
+                    crate::memory::format_size(limit),
+                    crate::memory::format_size(self.per_text),
+                    crate::memory::format_size(self.fixed(numel)),
+                    crate::memory::format_size(now)
+                ),
+                "raise --max-rss, or lower --max-length",
+            ));
+        }
+        if fits >= self.texts {
+            eprintln!(
+                "cache_batch = auto: the whole batch ({} texts) fits max_rss; no GradCache",
+                self.texts
+            );
+            return Ok(None);
+        }
+        eprintln!(
+            "cache_batch = auto: GradCache mini-batches of {fits} texts fit max_rss {}",
+            crate::memory::format_size(limit)
+        );
+        Ok(Some(fits as usize))
+    }
 }
 
 /// SHA-256 over the files at `paths` (names and bytes).
@@ -306,6 +375,43 @@ impl<'a> DenseTask<'a> {
             files.push(cfg.corpus.clone());
         }
         let ranking = Ranking::from_similarity(similarity, model.normalizes());
+        let mined = cfg
+            .curriculum
+            .phases()
+            .iter()
+            .filter_map(|p| p.band.map(|b| b.count))
+            .max()
+            .unwrap_or(0);
+        let texts = train.mine_texts();
+        let footprint = Footprint {
+            per_text: model.max_len() as u64
+                * (model.params().len() as u64 / 16).max(1)
+                * 14
+                * model.encoder().hidden() as u64
+                * 4,
+            texts: cfg.batch as u64 * (2 + (cfg.negatives + mined) as u64),
+            tokens: 4 * texts
+                .queries
+                .iter()
+                .chain(texts.docs.iter())
+                .map(|t| t.len() as u64)
+                .sum::<u64>(),
+            refresh_weights: if mined > 0 {
+                model.params().numel() as u64 * 4
+            } else {
+                0
+            },
+            ranking: if mined > 0 {
+                texts.queries.len() as u64 * cfg.mine_pool as u64 * 8
+            } else {
+                0
+            },
+        };
+        let cache_batch = match cfg.cache_batch {
+            CacheBatch::Off => None,
+            CacheBatch::Texts(n) => Some(n),
+            CacheBatch::Auto => footprint.fit(cfg, model.params().numel() as u64)?,
+        };
         let refresh = cfg.curriculum.mines().then(|| {
             let lag = if cfg.refresh_lag > 0 {
                 cfg.refresh_lag
@@ -333,7 +439,7 @@ impl<'a> DenseTask<'a> {
                 loss,
                 similarity,
                 isotropy,
-                cache_batch: (cfg.cache_batch > 0).then_some(cfg.cache_batch),
+                cache_batch,
                 train_encoder: !cfg.freeze_base,
             },
             prompts,
@@ -345,6 +451,7 @@ impl<'a> DenseTask<'a> {
             data_sha256: sha256_files(&files)?,
             window: Window::default(),
             refresh,
+            footprint,
         })
     }
 
@@ -399,7 +506,7 @@ impl<'a> DenseTask<'a> {
         );
         s += &format!(
             "## Settings\n\n- loss: {} (temperature {}, symmetric {}), hard negatives {}, GradCache mini-batch {}\n- batch {} x accum {}, epochs {}, lr {} (heads {}), warmup {}, weight decay {}, clip {}\n- max length {}, precision {}, head {}, gaussian {}, freeze_base {}\n- isotropy: covariance {}, SIGReg {}, std {} (target {})\n- similarity: {}\n\n",
-            cfg.text_loss, cfg.tau, cfg.symmetric, cfg.negatives, cfg.cache_batch,
+            cfg.text_loss, cfg.tau, cfg.symmetric, cfg.negatives, self.objective.cache_batch.unwrap_or(0),
             cfg.batch, cfg.accum, cfg.epochs, cfg.lr, if cfg.head_lr > 0.0 { cfg.head_lr } else { cfg.lr },
             if cfg.warmup_ratio > 0.0 { format!("{} of the steps", cfg.warmup_ratio) } else { format!("{} steps", cfg.warmup) },
             cfg.weight_decay, cfg.clip, self.model.max_len(), cfg.precision, cfg.head_dim, cfg.gaussian, cfg.freeze_base,
@@ -454,22 +561,21 @@ impl Task for DenseTask<'_> {
     }
 
     fn estimate(&self, estimate: &mut Estimate) {
-        // Activations kept per text: about 14 x hidden floats per token and
-        // layer (inputs, q/k/v, attention output, both norms' inputs, the
-        // feed-forward's pre-activation of 4 x hidden).
-        let hidden = self.model.encoder().hidden() as u64;
-        let layers = (self.model.params().len() as u64 / 16).max(1);
-        let len = self.model.max_len() as u64;
-        let texts = match self.cfg.cache_batch {
-            0 => self.cfg.batch as u64 * (2 + self.cfg.negatives as u64),
-            mb => mb as u64,
-        };
+        let f = &self.footprint;
+        let texts = self
+            .objective
+            .cache_batch
+            .map_or(f.texts, |mb| (mb as u64).min(f.texts));
         estimate.add(
             "activations (texts x length x layers x 14 x hidden x 4 B)",
-            texts * len * layers * 14 * hidden * 4,
+            texts * f.per_text,
         );
-        let tokens: u64 = self.train.len() as u64 * 3 * len;
-        estimate.add("tokenised training texts", tokens * 4);
+        estimate.add("tokenised training texts and corpus", f.tokens);
+        if f.refresh_weights > 0 {
+            estimate
+                .add("refresh: a copy of the weights", f.refresh_weights)
+                .add("refresh: the mined ranking", f.ranking);
+        }
     }
 
     fn shrink_keys(&self) -> &'static [&'static str] {
@@ -697,5 +803,44 @@ impl Task for DenseTask<'_> {
             scores,
             baselines: Vec::new(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_batch_auto_fits_the_memory_limit() {
+        const MB: u64 = 1 << 20;
+        let f = Footprint {
+            per_text: MB,
+            texts: 96,
+            tokens: 3 * MB,
+            refresh_weights: 0,
+            ranking: 0,
+        };
+        let numel = 1_000_000;
+        let cfg = |max_rss: String| TrainConfig {
+            max_rss,
+            ..TrainConfig::default()
+        };
+        let now = crate::memory::rss_bytes().unwrap_or(0);
+        // room for about 40 texts besides what the run and the process hold
+        let limit = now + f.fixed(numel) + 40 * MB;
+        let got = f.fit(&cfg(format!("{limit}")), numel).unwrap().unwrap();
+        assert!((30..=40).contains(&got), "{got} texts");
+        assert_eq!(f.fit(&cfg("64G".into()), numel).unwrap(), None, "all fits");
+        let small = format!("{}", now + f.fixed(numel) / 2);
+        assert!(f
+            .fit(&cfg(small), numel)
+            .unwrap_err()
+            .to_string()
+            .contains("no room"));
+        assert!(f
+            .fit(&cfg(String::new()), numel)
+            .unwrap_err()
+            .to_string()
+            .contains("--max-rss"));
     }
 }
