@@ -13,6 +13,12 @@ Modes (--mode):
   quality  the SciFact train split, --epochs epochs, then nDCG@10 / Recall@100 / MRR@10 on the
            test split (exact cosine search, pytrec_eval for sentence-transformers' side, tandem's
            trec_eval-exact evaluation for its own), float32 on both sides.
+  negatives  the quality recipe with hard negatives, on SciFact: sentence-transformers'
+           mine_hard_negatives (relative_margin 0.05, 1 negative, the corpus as candidates) then its
+           trainer on the triplets; tandem mine with the same settings then tandem train on its
+           triplets; and tandem's in-training negatives (1 per query drawn from the 10 best below
+           95% of the positive's score): ranked once with the base model, and refreshed every
+           epoch in the background.
   load     loads a model tandem saved (--model DIR) with SentenceTransformer(DIR) and compares its
            embeddings of 256 texts with `tandem embed`'s: minimum cosine (must be >= 0.9999).
 
@@ -76,7 +82,8 @@ def st_train(pairs, steps: int | None, epochs: int, bf16: bool, threads: int, ou
     torch.set_num_threads(threads)
     model = SentenceTransformer(str(MINILM), device="cpu")
     model.max_seq_length = 256
-    ds = Dataset.from_dict({"anchor": [p[0] for p in pairs], "positive": [p[1] for p in pairs]})
+    columns = ["anchor", "positive", "negative"][: len(pairs[0])]
+    ds = Dataset.from_dict({c: [p[i] for p in pairs] for i, c in enumerate(columns)})
     times = []
 
     class Clock(TrainerCallback):
@@ -153,7 +160,7 @@ def threads_info() -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--mode", choices=["speed", "quality", "load"], required=True)
+    ap.add_argument("--mode", choices=["speed", "quality", "negatives", "load"], required=True)
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--skip", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=3)
@@ -209,6 +216,46 @@ def main() -> None:
             result["tandem_train_s"] = time.perf_counter() - t0
             result["tandem_test"] = next(x for x in m if x.get("kind") == "test")
             print(f"tandem: ndcg@10 {result['tandem_test']['ndcg@10']:.4f} recall@100 {result['tandem_test']['recall@100']:.4f} ({result['tandem_train_s']:.0f} s)", flush=True)
+    elif a.mode == "negatives":
+        folder = SHARED / "scifact-beir"
+        if "st" in sides:
+            from datasets import Dataset
+            from sentence_transformers import SentenceTransformer
+            from sentence_transformers.util import mine_hard_negatives
+
+            pairs = beir_pairs(folder, "train")
+            corpus = [(d.get("title", "") + " " + d["text"]).strip() if d.get("title") else d["text"] for d in read_jsonl(folder / "corpus.jsonl")]
+            t0 = time.perf_counter()
+            miner = SentenceTransformer(str(MINILM), device="cpu")
+            ds = Dataset.from_dict({"anchor": [p[0] for p in pairs], "positive": [p[1] for p in pairs]})
+            mined = mine_hard_negatives(ds, miner, corpus=corpus, relative_margin=0.05, num_negatives=1, batch_size=32, output_format="triplet", verbose=False)
+            result["st_mine_s"] = time.perf_counter() - t0
+            triplets = [(r["anchor"], r["positive"], r["negative"]) for r in mined]
+            t0 = time.perf_counter()
+            model, times = st_train(triplets, None, a.epochs, False, a.threads, tmp / "st")
+            result["st_mined_train_s"] = time.perf_counter() - t0
+            result["st_mined_rows"] = len(triplets)
+            result["st_mined_test"] = st_scores(model, folder, "test")
+            print(f"sentence-transformers, mined: {result['st_mined_test']} ({len(triplets)} triplets, mining {result['st_mine_s']:.0f} s, training {result['st_mined_train_s']:.0f} s)", flush=True)
+        if "tandem" in sides:
+            t0 = time.perf_counter()
+            jl = tmp / "mined.jsonl"
+            subprocess.run([str(BIN), "mine", "--model", str(MINILM), "--data", str(folder), "--out", str(jl), "--relative-margin", "0.05", "--num-negatives", "1", "--threads", str(a.threads)], check=True, stderr=subprocess.DEVNULL)
+            result["tandem_mine_s"] = time.perf_counter() - t0
+            result["tandem_mined_rows"] = len(jl.read_text().splitlines())
+            epoch_steps = -(-len(beir_pairs(folder, "train")) // 32)
+            runs = {
+                "mined": (jl, ["--eval-data", str(folder)]),
+                "static": (folder, ["--curriculum", f"0-{a.epochs - 1}:1@0.0-0.95", "--mine-pool", "10"]),
+                "refreshed": (folder, ["--curriculum", f"0-{a.epochs - 1}:1@0.0-0.95", "--mine-pool", "10", "--refresh-every", str(epoch_steps)]),
+            }
+            for name, (data, extra) in runs.items():
+                t0 = time.perf_counter()
+                m = tandem_train(data, tmp / f"tandem-{name}", ["--epochs", str(a.epochs), *extra], a.threads)
+                result[f"tandem_{name}_train_s"] = time.perf_counter() - t0
+                result[f"tandem_{name}_test"] = next(x for x in m if x.get("kind") == "test")
+                t = result[f"tandem_{name}_test"]
+                print(f"tandem, {name}: ndcg@10 {t['ndcg@10']:.4f} recall@100 {t['recall@100']:.4f} ({result[f'tandem_{name}_train_s']:.0f} s)", flush=True)
     else:
         import numpy as np
         from sentence_transformers import SentenceTransformer

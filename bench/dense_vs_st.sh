@@ -4,6 +4,7 @@
 # Usage, from anywhere:
 #   bench/dense_vs_st.sh --mode speed [--steps 12]      steps/s on MS MARCO 5k pairs, f32 and bf16
 #   bench/dense_vs_st.sh --mode quality [--epochs 3]    SciFact train -> test nDCG@10, both sides
+#   bench/dense_vs_st.sh --mode negatives [--epochs 3]  the same with mined / refreshed hard negatives
 #   bench/dense_vs_st.sh --mode load --model RUN/model  SentenceTransformer(RUN/model) vs tandem embed
 # Other flags: --threads T (default 2), --sides st,tandem, --no-build. Results also go to
 # bench/out/dense_vs_st-<mode>.json. Run it on an otherwise idle machine.

@@ -13,6 +13,7 @@ mod embed_cmd;
 mod eval_cmd;
 mod from_text;
 mod generate_cmd;
+mod mine_cmd;
 mod search_cmd;
 mod train_cmd;
 
@@ -58,6 +59,8 @@ enum Cmd {
     Embed(Box<embed_cmd::EmbedArgs>),
     /// Evaluate a Hugging Face model on a BEIR dataset: embed (cached), search, nDCG@10 / Recall@100 / MAP@100 / MRR@10.
     Beir(Box<embed_cmd::BeirArgs>),
+    /// Mine hard negatives for (query, positive) training data with a Hugging Face model (sentence-transformers' mine_hard_negatives); writes JSON lines for `tandem train --task dense`.
+    Mine(Box<mine_cmd::MineArgs>),
 }
 
 fn main() -> ExitCode {
@@ -84,6 +87,7 @@ fn main() -> ExitCode {
         Cmd::Generate(a) => generate_cmd::run(a),
         Cmd::Embed(a) => embed_cmd::run_embed(*a),
         Cmd::Beir(a) => embed_cmd::run_beir(*a),
+        Cmd::Mine(a) => mine_cmd::run(*a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

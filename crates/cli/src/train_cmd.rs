@@ -250,10 +250,10 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     negatives: Option<usize>,
-    /// Dense: GradCache mini-batch in texts; 0 = off [default: 0].
+    /// Dense: GradCache mini-batch in texts; 0 = off; auto = the largest that fits --max-rss [default: 0].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
-    cache_batch: Option<usize>,
+    cache_batch: Option<tandem_train::config::CacheBatch>,
     /// Dense: add a linear projection head to this many dimensions; 0 = none [default: 0].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -310,6 +310,18 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     warmup_ratio: Option<f64>,
+    /// Dense: candidate documents for mined negatives besides the data's (a corpus file) [default: a BEIR folder's corpus.jsonl].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    corpus: Option<PathBuf>,
+    /// Dense: refresh the mined negatives' ranking every N steps with the current weights, in the background; 0 = rank once with the starting weights [default: 0].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_every: Option<u64>,
+    /// Dense: steps from a refresh's weights to its use; 0 = --refresh-every [default: 0].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_lag: Option<u64>,
 }
 
 /// Next-vector models (LVMs).

@@ -5,6 +5,7 @@
 //! same text as its positive) is hidden from it, not counted as a negative.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use rand::seq::SliceRandom;
 use rand::Rng;
@@ -21,13 +22,24 @@ struct Item {
     neg_scores: Vec<f32>,
 }
 
+/// What mining needs of a training set: the tokens of every distinct
+/// query and document, and each query's positives (document indices,
+/// ascending). Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct MineTexts {
+    /// Token ids of every distinct query text (prompt included).
+    pub queries: Arc<Vec<Vec<u32>>>,
+    /// Token ids of every distinct document text (prompt included): the
+    /// examples' positives and negatives, then the extra corpus.
+    pub docs: Arc<Vec<Vec<u32>>>,
+    /// The positives of each query, ascending.
+    pub positives: Arc<Vec<Vec<u32>>>,
+}
+
 /// Training examples with their texts tokenised.
 #[derive(Debug, Clone)]
 pub struct TrainSet {
-    /// Token ids of every distinct query text (prompt included).
-    queries: Vec<Vec<u32>>,
-    /// Token ids of every distinct document text (prompt included).
-    docs: Vec<Vec<u32>>,
+    texts: MineTexts,
     items: Vec<Item>,
     /// Every positive document of each query text.
     positives: Vec<HashSet<usize>>,
@@ -55,9 +67,11 @@ impl Interner {
 
 impl TrainSet {
     /// Tokenises the examples for `model`, queries prefixed with
-    /// `query_prompt` and documents with `doc_prompt`.
+    /// `query_prompt` and documents with `doc_prompt`; the documents of
+    /// `corpus` join the examples' (candidates for mined negatives).
     pub fn new(
         examples: &Examples,
+        corpus: &[String],
         model: &Embedder,
         query_prompt: &str,
         doc_prompt: &str,
@@ -74,6 +88,9 @@ impl TrainSet {
                 neg_scores: e.neg_scores.clone(),
             })
             .collect();
+        for t in corpus {
+            ds.id(t);
+        }
         let mut positives = vec![HashSet::new(); qs.texts.len()];
         for it in &items {
             positives[it.query].extend(it.positives.iter().copied());
@@ -87,9 +104,20 @@ impl TrainSet {
             };
         let (queries, cq) = tokenize(&qs.texts, query_prompt)?;
         let (docs, cd) = tokenize(&ds.texts, doc_prompt)?;
+        let sorted = positives
+            .iter()
+            .map(|p| {
+                let mut v: Vec<u32> = p.iter().map(|&d| d as u32).collect();
+                v.sort_unstable();
+                v
+            })
+            .collect();
         Ok(TrainSet {
-            queries,
-            docs,
+            texts: MineTexts {
+                queries: Arc::new(queries),
+                docs: Arc::new(docs),
+                positives: Arc::new(sorted),
+            },
             items,
             positives,
             truncated: cq + cd,
@@ -104,6 +132,11 @@ impl TrainSet {
     /// Whether there is no example.
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()
+    }
+
+    /// The texts mining works on.
+    pub fn mine_texts(&self) -> &MineTexts {
+        &self.texts
     }
 
     /// Whether every example carries teacher scores for its positives and
@@ -161,16 +194,24 @@ impl TrainSet {
     }
 
     /// The [`TextBatch`] of the examples `ids`: each query with one of its
-    /// positives (drawn from `rng` when it has several) and up to
-    /// `negatives` of its hard negatives (drawn without replacement), the
-    /// positives first. For distillation, `groups` and `teacher` hold each
-    /// query's positive and negatives with their scores.
-    pub fn batch(&self, ids: &[usize], negatives: usize, rng: &mut impl Rng) -> TextBatch {
+    /// positives (drawn from `rng` when it has several), up to `negatives`
+    /// of its hard negatives (drawn without replacement), then the
+    /// documents `mined(slot, query, positive)` returns for it (indices of
+    /// [`MineTexts::docs`]), the positives first. For distillation,
+    /// `groups` and `teacher` hold each query's positive and negatives with
+    /// their scores.
+    pub fn batch(
+        &self,
+        ids: &[usize],
+        negatives: usize,
+        rng: &mut impl Rng,
+        mut mined: impl FnMut(usize, usize, usize) -> Vec<usize>,
+    ) -> TextBatch {
         let b = ids.len();
         let mut doc_text = Vec::with_capacity(b * (1 + negatives));
         let mut teacher = Vec::with_capacity(b);
         let mut negs: Vec<Vec<usize>> = Vec::with_capacity(b);
-        for &i in ids {
+        for (slot, &i) in ids.iter().enumerate() {
             let it = &self.items[i];
             let p = rng.gen_range(0..it.positives.len());
             doc_text.push(it.positives[p]);
@@ -184,7 +225,9 @@ impl TrainSet {
                     .map(|&n| it.neg_scores.get(n).copied().unwrap_or(0.0)),
             );
             teacher.push(scores);
-            negs.push(chosen.iter().map(|&n| it.negatives[n]).collect());
+            let mut n: Vec<usize> = chosen.iter().map(|&n| it.negatives[n]).collect();
+            n.extend(mined(slot, it.query, it.positives[p]));
+            negs.push(n);
         }
         let mut groups = Vec::with_capacity(b);
         for (i, n) in negs.iter().enumerate() {
@@ -206,9 +249,12 @@ impl TrainSet {
         TextBatch {
             queries: ids
                 .iter()
-                .map(|&i| self.queries[self.items[i].query].clone())
+                .map(|&i| self.texts.queries[self.items[i].query].clone())
                 .collect(),
-            docs: doc_text.iter().map(|&t| self.docs[t].clone()).collect(),
+            docs: doc_text
+                .iter()
+                .map(|&t| self.texts.docs[t].clone())
+                .collect(),
             positive: (0..b).collect(),
             hidden,
             groups,
@@ -253,7 +299,7 @@ mod tests {
             ],
             format: PairFormat::Jsonl,
         };
-        let set = TrainSet::new(&ex, &model(), "", "").unwrap();
+        let set = TrainSet::new(&ex, &[], &model(), "", "").unwrap();
         for seed in 0..20 {
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
             let batches = set.batches(2, &mut rng);
@@ -267,7 +313,7 @@ mod tests {
         }
         // the two examples of q0 in one batch: each hides the other's positive
         let mut rng = ChaCha8Rng::seed_from_u64(0);
-        let tb = set.batch(&[0, 1, 4], 1, &mut rng);
+        let tb = set.batch(&[0, 1, 4], 1, &mut rng, |_, _, _| Vec::new());
         assert_eq!(
             tb.docs.len(),
             3 + 2,

@@ -279,50 +279,44 @@ impl Embedder {
         &self,
         texts: &[String],
         prompt: &str,
-        mut progress: impl FnMut(usize),
+        progress: impl FnMut(usize),
     ) -> Result<Embedded, TextError> {
         let inputs: Vec<String> = texts.iter().map(|t| format!("{prompt}{t}")).collect();
         let tokens = self.tokenize(&inputs)?;
         let truncated = tokens.iter().filter(|(_, t)| *t).count();
         let empty = texts.iter().filter(|t| t.trim().is_empty()).count();
-        // longest first, ties in input order: a fixed batching for fixed input
-        let mut order: Vec<usize> = (0..texts.len()).collect();
-        order.sort_by_key(|&i| std::cmp::Reverse(tokens[i].0.len()));
-        let mut vectors = vec![0.0f32; texts.len() * self.dim];
-        let (mut ids, mut lens) = (Vec::new(), Vec::new());
-        for chunk in order.chunks(self.batch) {
-            let len = chunk
-                .iter()
-                .map(|&i| tokens[i].0.len())
-                .max()
-                .unwrap_or(1)
-                .max(1);
-            ids.clear();
-            lens.clear();
-            for &i in chunk {
-                let t = &tokens[i].0;
-                ids.extend_from_slice(t);
-                ids.extend(std::iter::repeat_n(0u32, len - t.len()));
-                lens.push(t.len());
-            }
-            let batch = TokenBatch {
-                ids: &ids,
-                lens: &lens,
-                len,
-            };
-            let states = self.encoder.forward(batch);
-            let out = self.head_pass(&states, batch, None);
-            tandem_nn::kernels::recycle(states);
-            for (row, &i) in out.chunks_exact(self.dim).zip(chunk) {
+        let tokens: Vec<Vec<u32>> = tokens.into_iter().map(|t| t.0).collect();
+        Ok(Embedded {
+            vectors: self.embed_all(&tokens, progress),
+            truncated,
+            empty,
+        })
+    }
+
+    /// The batches [`Embedder::embed_all`] embeds `tokens` in (indices
+    /// into `tokens`): the model's batch size each, longest first, ties in
+    /// input order. A fixed batching for fixed input, so the same texts
+    /// give the same bits.
+    pub fn batches(&self, tokens: &[Vec<u32>]) -> Vec<Vec<usize>> {
+        let mut order: Vec<usize> = (0..tokens.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(tokens[i].len()));
+        order.chunks(self.batch).map(<[usize]>::to_vec).collect()
+    }
+
+    /// The vectors of pre-tokenised texts (`[n, dim]`), embedded in
+    /// [`Embedder::batches`], calling `progress(n)` after each batch of `n`
+    /// texts.
+    pub fn embed_all(&self, tokens: &[Vec<u32>], mut progress: impl FnMut(usize)) -> Vec<f32> {
+        let mut vectors = vec![0.0f32; tokens.len() * self.dim];
+        for chunk in self.batches(tokens) {
+            let texts: Vec<Vec<u32>> = chunk.iter().map(|&i| tokens[i].clone()).collect();
+            let out = self.embed_tokens(&texts);
+            for (row, &i) in out.chunks_exact(self.dim).zip(&chunk) {
                 vectors[i * self.dim..(i + 1) * self.dim].copy_from_slice(row);
             }
             progress(chunk.len());
         }
-        Ok(Embedded {
-            vectors,
-            truncated,
-            empty,
-        })
+        vectors
     }
 
     /// Pools the token states of `batch` (`[B * len, hidden]`), runs the

@@ -10,6 +10,7 @@ mod dir;
 mod embedder;
 mod error;
 pub mod job;
+pub mod mine;
 mod objective;
 pub mod pairs;
 mod pooling;
@@ -17,7 +18,7 @@ mod save;
 pub mod split;
 mod train;
 
-pub use batches::TrainSet;
+pub use batches::{MineTexts, TrainSet};
 pub use corpus::{Corpus, Ids};
 pub use dir::{DenseModule, ModelDir};
 pub use embedder::{EmbedOptions, Embedded, Embedder};

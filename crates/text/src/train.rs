@@ -138,7 +138,9 @@ impl Embedder {
             len,
         };
         let states = self.encoder.forward_seeded(batch, seeds);
-        self.head_pass(&states, batch, None)
+        let out = self.head_pass(&states, batch, None);
+        tandem_nn::kernels::recycle(states);
+        out
     }
 
     /// The vectors of pre-tokenised texts (`[n, dim]`) and what the backward

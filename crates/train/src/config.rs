@@ -194,8 +194,9 @@ pub struct TrainConfig {
     /// Dense: hard negatives per query from the data (each example's
     /// first ones are drawn from all it has).
     pub negatives: usize,
-    /// Dense: GradCache mini-batch, texts per forward pass (0: off).
-    pub cache_batch: usize,
+    /// Dense: GradCache mini-batch, texts per forward pass (0: off;
+    /// `auto`: the largest that fits `max_rss`).
+    pub cache_batch: CacheBatch,
     /// Dense: a new linear projection head to this many dimensions (0:
     /// none).
     pub head_dim: usize,
@@ -229,6 +230,78 @@ pub struct TrainConfig {
     pub doc_prompt: Option<String>,
     /// Warmup as a fraction of the run's steps (0: `warmup` steps).
     pub warmup_ratio: f64,
+    /// Dense: candidate documents for mined negatives besides the data's
+    /// (a corpus file; empty: a BEIR folder's corpus.jsonl).
+    pub corpus: PathBuf,
+    /// Dense: steps between refreshes of the mined negatives' ranking
+    /// (0: ranked once, with the starting weights).
+    pub refresh_every: u64,
+    /// Dense: steps from a refresh's weights to its use (0:
+    /// `refresh_every`); at most `refresh_every`.
+    pub refresh_lag: u64,
+}
+
+/// A dense run's GradCache mini-batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CacheBatch {
+    /// No GradCache: the whole batch in one pass (written 0).
+    #[default]
+    Off,
+    /// This many texts per forward pass.
+    Texts(usize),
+    /// The largest mini-batch whose activations keep the memory estimate
+    /// under `max_rss` (written `auto`).
+    Auto,
+}
+
+impl std::str::FromStr for CacheBatch {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<CacheBatch, String> {
+        match s.trim() {
+            "auto" => Ok(CacheBatch::Auto),
+            "0" => Ok(CacheBatch::Off),
+            n => n.parse().map(CacheBatch::Texts).map_err(|_| {
+                format!("cache_batch = {s:?}: give a number of texts (0: off) or auto")
+            }),
+        }
+    }
+}
+
+impl std::fmt::Display for CacheBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CacheBatch::Off => f.write_str("0"),
+            CacheBatch::Texts(n) => write!(f, "{n}"),
+            CacheBatch::Auto => f.write_str("auto"),
+        }
+    }
+}
+
+impl Serialize for CacheBatch {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            CacheBatch::Off => s.serialize_u64(0),
+            CacheBatch::Texts(n) => s.serialize_u64(*n as u64),
+            CacheBatch::Auto => s.serialize_str("auto"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for CacheBatch {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<CacheBatch, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(0) => Ok(CacheBatch::Off),
+            Raw::N(n) => Ok(CacheBatch::Texts(n as usize)),
+            Raw::S(s) => s.parse().map_err(serde::de::Error::custom),
+        }
+    }
 }
 
 impl Default for TrainConfig {
@@ -289,7 +362,7 @@ impl Default for TrainConfig {
             text_loss: TextLoss::Mnrl,
             symmetric: false,
             negatives: 1,
-            cache_batch: 0,
+            cache_batch: CacheBatch::Off,
             head_dim: 0,
             gaussian: false,
             freeze_base: false,
@@ -304,6 +377,9 @@ impl Default for TrainConfig {
             query_prompt: None,
             doc_prompt: None,
             warmup_ratio: 0.0,
+            corpus: PathBuf::new(),
+            refresh_every: 0,
+            refresh_lag: 0,
         }
     }
 }
@@ -550,6 +626,30 @@ impl TrainConfig {
                 "iso_cov",
                 "a negative isotropy weight or head_lr".into(),
                 "use weights >= 0",
+            )?;
+            bad(
+                !(self.curriculum.mines() && self.text_loss != TextLoss::Mnrl),
+                "curriculum",
+                format!("text_loss = {} with mined negatives: mined negatives have no teacher scores", self.text_loss),
+                "use --text-loss mnrl with a mining curriculum, or mine offline with `tandem mine --output-format flag` (it writes the mining model's scores)",
+            )?;
+            bad(
+                self.refresh_every == 0 || self.curriculum.mines(),
+                "refresh_every",
+                format!(
+                    "refresh_every = {} without a curriculum that mines",
+                    self.refresh_every
+                ),
+                "give a --curriculum such as \"0:none;1-2:4@0.6-0.95\", or drop --refresh-every",
+            )?;
+            bad(
+                self.refresh_lag <= self.refresh_every,
+                "refresh_lag",
+                format!(
+                    "refresh_lag = {} is more than refresh_every = {}",
+                    self.refresh_lag, self.refresh_every
+                ),
+                "use a lag of at most refresh_every (0 means refresh_every)",
             )?;
             bad(
                 self.distill_temperature > 0.0,

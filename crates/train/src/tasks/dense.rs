@@ -21,12 +21,14 @@ use tandem_nn::kernels::Precision;
 use tandem_nn::Params;
 use tandem_text::beir::{Beir, Ranking};
 use tandem_text::{
-    read_examples, EmbedOptions, Embedder, MainLoss, Objective, PairFormat, StepStats, TrainSet,
+    read_examples, Corpus, EmbedOptions, Embedder, MainLoss, Objective, PairFormat, StepStats,
+    TrainSet,
 };
 
+use super::refresh::{RefreshState, Refresher, Schedule, MINED_FILE, PENDING_FILE};
 use super::vector::ORDER;
 use crate::checkpoint::Loaded;
-use crate::config::{TextLoss, TrainConfig};
+use crate::config::{CacheBatch, TextLoss, TrainConfig};
 use crate::harness::{Micro, Scores, Snapshot, Stream, Task, Tested, TrainLine};
 use crate::memory::Estimate;
 use crate::TrainError;
@@ -53,6 +55,9 @@ pub struct DenseState {
     data_sha256: String,
     /// The base model's fingerprint.
     base_model: String,
+    /// The mined negatives' rankings.
+    #[serde(default)]
+    refresh: RefreshState,
 }
 
 /// Sums of the step statistics since the last `train` line.
@@ -100,6 +105,78 @@ pub struct DenseTask<'a> {
     order: (usize, Vec<Vec<usize>>),
     data_sha256: String,
     window: Window,
+    /// The rankings mined negatives are drawn from (when the curriculum
+    /// mines).
+    refresh: Option<Refresher>,
+    /// Memory per text in a forward pass with activations, and the bytes
+    /// the run holds besides them (see [`DenseTask::estimate`]).
+    footprint: Footprint,
+}
+
+/// What the memory estimate of a dense run is made of.
+#[derive(Debug, Clone, Copy)]
+struct Footprint {
+    /// Activations kept per text: about 14 x hidden floats per token and
+    /// layer (inputs, q/k/v, attention output, both norms' inputs, the
+    /// feed-forward's pre-activation of 4 x hidden).
+    per_text: u64,
+    /// Texts of a micro-batch: queries, positives, data and mined negatives.
+    texts: u64,
+    /// Tokens of every distinct training text and corpus document.
+    tokens: u64,
+    /// A refresh's copy of the weights (0 without mining).
+    refresh_weights: u64,
+    /// The mined ranking: queries x mine_pool x (document, score).
+    ranking: u64,
+}
+
+impl Footprint {
+    /// Everything but the activations, with `numel` parameters (weights,
+    /// gradients and AdamW's two moments, as the harness counts them).
+    fn fixed(&self, numel: u64) -> u64 {
+        16 * numel + self.tokens + self.refresh_weights + self.ranking
+    }
+
+    /// `cache_batch = auto`: the largest GradCache mini-batch whose
+    /// activations, with everything else and what the process holds now,
+    /// fit `max_rss`; `None` when the whole batch fits.
+    fn fit(&self, cfg: &TrainConfig, numel: u64) -> Result<Option<usize>, TrainError> {
+        let Some(limit) = cfg.max_rss_bytes()? else {
+            return Err(cfg.invalid_key(
+                "cache_batch",
+                "cache_batch = auto sizes the GradCache mini-batch to the memory limit, and there is none".to_string(),
+                "give --max-rss (e.g. 4G), or a number of texts (--cache-batch 16)",
+            ));
+        };
+        let now = crate::memory::rss_bytes().unwrap_or(0);
+        let room = limit.saturating_sub(self.fixed(numel) + now);
+        let fits = room / self.per_text.max(1);
+        if fits == 0 {
+            return Err(cfg.invalid_key(
+                "max_rss",
+                format!(
+                    "max_rss {} leaves no room for the activations of one text ({}; the rest of the run needs {}, and {} is in use)",
+                    crate::memory::format_size(limit),
+                    crate::memory::format_size(self.per_text),
+                    crate::memory::format_size(self.fixed(numel)),
+                    crate::memory::format_size(now)
+                ),
+                "raise --max-rss, or lower --max-length",
+            ));
+        }
+        if fits >= self.texts {
+            eprintln!(
+                "cache_batch = auto: the whole batch ({} texts) fits max_rss; no GradCache",
+                self.texts
+            );
+            return Ok(None);
+        }
+        eprintln!(
+            "cache_batch = auto: GradCache mini-batches of {fits} texts fit max_rss {}",
+            crate::memory::format_size(limit)
+        );
+        Ok(Some(fits as usize))
+    }
 }
 
 /// SHA-256 over the files at `paths` (names and bytes).
@@ -132,34 +209,49 @@ fn model_prompt(model: &Embedder, given: &Option<String>, names: &[&str]) -> Str
     })
 }
 
+/// The model `cfg` trains, as it starts: loaded, with the new head (at its
+/// initial weights) and the normalisation and precision asked for.
+fn fresh_model(cfg: &TrainConfig) -> Result<Embedder, TrainError> {
+    let precision: Precision = cfg.precision.parse().map_err(|_| {
+        cfg.invalid_key(
+            "precision",
+            format!("precision = {:?}", cfg.precision),
+            "use f32 or bf16",
+        )
+    })?;
+    let mut model = Embedder::load(
+        &cfg.model,
+        EmbedOptions {
+            batch: cfg.batch.max(16),
+            max_length: (cfg.max_length > 0).then_some(cfg.max_length),
+            precision,
+        },
+    )
+    .map_err(text_err)?;
+    if cfg.head_dim > 0 {
+        model.add_head(cfg.head_dim, HEAD.seed(cfg.seed, 0));
+    }
+    if cfg.gaussian {
+        model.set_normalize(false);
+    }
+    model.set_precision(precision);
+    Ok(model)
+}
+
+/// A fresh model carrying `params` (the layout of [`fresh_model`]'s).
+fn model_with(cfg: &TrainConfig, params: &Params) -> Result<Embedder, TrainError> {
+    let mut m = fresh_model(cfg)?;
+    m.params_mut().clone_from(params);
+    m.sync();
+    Ok(m)
+}
+
 impl<'a> DenseTask<'a> {
     /// The task `cfg` describes: the model loaded, the data read and
     /// tokenised, every setting checked. Build it after
     /// [`Harness::new`](crate::harness::Harness::new).
     pub fn new(cfg: &'a TrainConfig) -> Result<DenseTask<'a>, TrainError> {
-        let precision: Precision = cfg.precision.parse().map_err(|_| {
-            cfg.invalid_key(
-                "precision",
-                format!("precision = {:?}", cfg.precision),
-                "use f32 or bf16",
-            )
-        })?;
-        let mut model = Embedder::load(
-            &cfg.model,
-            EmbedOptions {
-                batch: cfg.batch.max(16),
-                max_length: (cfg.max_length > 0).then_some(cfg.max_length),
-                precision,
-            },
-        )
-        .map_err(text_err)?;
-        if cfg.head_dim > 0 {
-            model.add_head(cfg.head_dim, HEAD.seed(cfg.seed, 0));
-        }
-        if cfg.gaussian {
-            model.set_normalize(false);
-        }
-        model.set_precision(precision);
+        let model = fresh_model(cfg)?;
         let format: PairFormat = cfg.format.parse().map_err(|e: String| {
             cfg.invalid_key(
                 "format",
@@ -172,7 +264,20 @@ impl<'a> DenseTask<'a> {
             model_prompt(&model, &cfg.query_prompt, &["query"]),
             model_prompt(&model, &cfg.doc_prompt, &["document", "passage", "corpus"]),
         );
-        let train = TrainSet::new(&examples, &model, &prompts.0, &prompts.1).map_err(text_err)?;
+        // mined negatives come from the data's documents and the corpus
+        let corpus = match (&cfg.corpus, cfg.curriculum.mines()) {
+            (_, false) => Vec::new(),
+            (c, true) if !c.as_os_str().is_empty() => {
+                Corpus::read(c, "text").map_err(text_err)?.texts
+            }
+            (_, true) if cfg.data.is_dir() => {
+                let path = &Beir::paths(&cfg.data, &cfg.train_split)[0];
+                Corpus::read(path, "text").map_err(text_err)?.texts
+            }
+            (_, true) => Vec::new(),
+        };
+        let train =
+            TrainSet::new(&examples, &corpus, &model, &prompts.0, &prompts.1).map_err(text_err)?;
         let micro = train.len().div_ceil(cfg.batch) as u64;
         let steps_per_epoch = micro / cfg.accum as u64;
         if steps_per_epoch == 0 || train.len() < 2 {
@@ -243,24 +348,89 @@ impl<'a> DenseTask<'a> {
                 "add a head with --head-dim N, or train the encoder (no --freeze-base)",
             ));
         }
-        let eval_dir = if cfg.eval_data.as_os_str().is_empty() {
-            cfg.data.clone()
+        // training data that is not a BEIR folder evaluates nothing unless
+        // --eval-data names one
+        let eval_dir = if !cfg.eval_data.as_os_str().is_empty() {
+            Some(&cfg.eval_data)
+        } else if cfg.data.is_dir() {
+            Some(&cfg.data)
         } else {
-            cfg.eval_data.clone()
+            None
         };
         let open = |split: &str| -> Result<Option<Beir>, TrainError> {
-            if split.is_empty() {
-                return Ok(None);
+            match eval_dir {
+                Some(dir) if !split.is_empty() => {
+                    Beir::open(dir, split).map(Some).map_err(text_err)
+                }
+                _ => Ok(None),
             }
-            Beir::open(&eval_dir, split).map(Some).map_err(text_err)
         };
         let (val, test) = (open(&cfg.val_split)?, open(&cfg.test_split)?);
-        let files: Vec<PathBuf> = if cfg.data.is_dir() {
+        let mut files: Vec<PathBuf> = if cfg.data.is_dir() {
             Beir::paths(&cfg.data, &cfg.train_split).to_vec()
         } else {
             vec![cfg.data.clone()]
         };
+        if cfg.curriculum.mines() && !cfg.corpus.as_os_str().is_empty() {
+            files.push(cfg.corpus.clone());
+        }
         let ranking = Ranking::from_similarity(similarity, model.normalizes());
+        let mined = cfg
+            .curriculum
+            .phases()
+            .iter()
+            .filter_map(|p| p.band.map(|b| b.count))
+            .max()
+            .unwrap_or(0);
+        let texts = train.mine_texts();
+        let footprint = Footprint {
+            per_text: model.max_len() as u64
+                * (model.params().len() as u64 / 16).max(1)
+                * 14
+                * model.encoder().hidden() as u64
+                * 4,
+            texts: cfg.batch as u64 * (2 + (cfg.negatives + mined) as u64),
+            tokens: 4 * texts
+                .queries
+                .iter()
+                .chain(texts.docs.iter())
+                .map(|t| t.len() as u64)
+                .sum::<u64>(),
+            refresh_weights: if mined > 0 {
+                model.params().numel() as u64 * 4
+            } else {
+                0
+            },
+            ranking: if mined > 0 {
+                texts.queries.len() as u64 * cfg.mine_pool as u64 * 8
+            } else {
+                0
+            },
+        };
+        let cache_batch = match cfg.cache_batch {
+            CacheBatch::Off => None,
+            CacheBatch::Texts(n) => Some(n),
+            CacheBatch::Auto => footprint.fit(cfg, model.params().numel() as u64)?,
+        };
+        let refresh = cfg.curriculum.mines().then(|| {
+            let lag = if cfg.refresh_lag > 0 {
+                cfg.refresh_lag
+            } else {
+                cfg.refresh_every
+            };
+            let mut steps = steps_per_epoch * cfg.epochs as u64;
+            if cfg.max_steps > 0 {
+                steps = steps.min(cfg.max_steps);
+            }
+            let schedule = Schedule::new(
+                &cfg.curriculum,
+                cfg.refresh_every,
+                lag,
+                steps,
+                steps_per_epoch,
+            );
+            Refresher::new(schedule, train.mine_texts().clone(), cfg.mine_pool)
+        });
         Ok(DenseTask {
             cfg,
             model,
@@ -269,7 +439,7 @@ impl<'a> DenseTask<'a> {
                 loss,
                 similarity,
                 isotropy,
-                cache_batch: (cfg.cache_batch > 0).then_some(cfg.cache_batch),
+                cache_batch,
                 train_encoder: !cfg.freeze_base,
             },
             prompts,
@@ -280,6 +450,8 @@ impl<'a> DenseTask<'a> {
             order: (usize::MAX, Vec::new()),
             data_sha256: sha256_files(&files)?,
             window: Window::default(),
+            refresh,
+            footprint,
         })
     }
 
@@ -334,7 +506,7 @@ impl<'a> DenseTask<'a> {
         );
         s += &format!(
             "## Settings\n\n- loss: {} (temperature {}, symmetric {}), hard negatives {}, GradCache mini-batch {}\n- batch {} x accum {}, epochs {}, lr {} (heads {}), warmup {}, weight decay {}, clip {}\n- max length {}, precision {}, head {}, gaussian {}, freeze_base {}\n- isotropy: covariance {}, SIGReg {}, std {} (target {})\n- similarity: {}\n\n",
-            cfg.text_loss, cfg.tau, cfg.symmetric, cfg.negatives, cfg.cache_batch,
+            cfg.text_loss, cfg.tau, cfg.symmetric, cfg.negatives, self.objective.cache_batch.unwrap_or(0),
             cfg.batch, cfg.accum, cfg.epochs, cfg.lr, if cfg.head_lr > 0.0 { cfg.head_lr } else { cfg.lr },
             if cfg.warmup_ratio > 0.0 { format!("{} of the steps", cfg.warmup_ratio) } else { format!("{} steps", cfg.warmup) },
             cfg.weight_decay, cfg.clip, self.model.max_len(), cfg.precision, cfg.head_dim, cfg.gaussian, cfg.freeze_base,
@@ -389,22 +561,21 @@ impl Task for DenseTask<'_> {
     }
 
     fn estimate(&self, estimate: &mut Estimate) {
-        // Activations kept per text: about 14 x hidden floats per token and
-        // layer (inputs, q/k/v, attention output, both norms' inputs, the
-        // feed-forward's pre-activation of 4 x hidden).
-        let hidden = self.model.encoder().hidden() as u64;
-        let layers = (self.model.params().len() as u64 / 16).max(1);
-        let len = self.model.max_len() as u64;
-        let texts = match self.cfg.cache_batch {
-            0 => self.cfg.batch as u64 * (2 + self.cfg.negatives as u64),
-            mb => mb as u64,
-        };
+        let f = &self.footprint;
+        let texts = self
+            .objective
+            .cache_batch
+            .map_or(f.texts, |mb| (mb as u64).min(f.texts));
         estimate.add(
             "activations (texts x length x layers x 14 x hidden x 4 B)",
-            texts * len * layers * 14 * hidden * 4,
+            texts * f.per_text,
         );
-        let tokens: u64 = self.train.len() as u64 * 3 * len;
-        estimate.add("tokenised training texts", tokens * 4);
+        estimate.add("tokenised training texts and corpus", f.tokens);
+        if f.refresh_weights > 0 {
+            estimate
+                .add("refresh: a copy of the weights", f.refresh_weights)
+                .add("refresh: the mined ranking", f.ranking);
+        }
     }
 
     fn shrink_keys(&self) -> &'static [&'static str] {
@@ -444,7 +615,11 @@ impl Task for DenseTask<'_> {
     }
 
     fn with_workers<R>(&mut self, train: impl FnOnce(&mut Self) -> R) -> R {
-        train(self)
+        // the refresh worker is the Refresher's: stopped and joined when
+        // it drops, here or when the task unwinds
+        let r = train(self);
+        self.refresh = None;
+        r
     }
 
     fn micro_step(&mut self, at: &Micro<'_>, grads: &mut Params) -> Result<f64, TrainError> {
@@ -456,8 +631,34 @@ impl Task for DenseTask<'_> {
         let in_epoch =
             (at.step - at.epoch as u64 * self.steps_per_epoch) as usize * at.accum + at.index;
         let ids = &self.order.1[in_epoch];
+        if at.index == 0 {
+            if let Some(r) = &mut self.refresh {
+                let current = self.model.params();
+                if let Some(line) = r.at_step(at.step, || model_with(cfg, current))? {
+                    at.progress.say(line);
+                }
+            }
+        }
+        let band = cfg.curriculum.band(at.epoch);
         let mut rng = DRAW.rng(cfg.seed, at.global);
-        let batch = self.train.batch(ids, cfg.negatives, &mut rng);
+        let refresh = &mut self.refresh;
+        let b = ids.len() as u64;
+        let batch = self.train.batch(
+            ids,
+            cfg.negatives,
+            &mut rng,
+            |slot, query, positive| match (band, refresh.as_mut()) {
+                (Some(band), Some(r)) => r.mine(
+                    band,
+                    query,
+                    positive,
+                    cfg.seed,
+                    at.global * b + slot as u64,
+                    at.step,
+                ),
+                _ => Vec::new(),
+            },
+        );
         let t = Instant::now();
         let stats = self.objective.step(
             &self.model,
@@ -489,6 +690,17 @@ impl Task for DenseTask<'_> {
         line.set("pos_distance", w.positive_distance / n);
         line.set("candidates", w.candidates / n);
         line.set("tokens_per_s", w.padded_tokens / w.seconds.max(1e-9));
+        if let Some(r) = &mut self.refresh {
+            let st = std::mem::take(&mut r.stats);
+            if st.batches > 0.0 {
+                line.set("mined_fill", st.fill / st.batches);
+                line.set("staleness", st.staleness / st.batches);
+            }
+            if let Some(s) = st.last_s {
+                line.set("refresh_s", s);
+            }
+            line.set("refresh_wait_s", st.wait_s);
+        }
     }
 
     fn validates(&self) -> bool {
@@ -512,16 +724,22 @@ impl Task for DenseTask<'_> {
     }
 
     fn snapshot(&self) -> Snapshot<DenseState> {
+        let (refresh, files) = self
+            .refresh
+            .as_ref()
+            .map(Refresher::snapshot)
+            .unwrap_or_default();
         Snapshot {
             state: DenseState {
                 data_sha256: self.data_sha256.clone(),
                 base_model: self.model.fingerprint().to_string(),
+                refresh,
             },
-            files: Vec::new(),
+            files,
         }
     }
 
-    fn restore(&mut self, state: DenseState, _checkpoint: &Loaded) -> Result<(), TrainError> {
+    fn restore(&mut self, state: DenseState, checkpoint: &Loaded) -> Result<(), TrainError> {
         if state.data_sha256 != self.data_sha256 {
             return Err(TrainError::Checkpoint {
                 path: self.cfg.data.clone(),
@@ -535,6 +753,31 @@ impl Task for DenseTask<'_> {
                 problem: "the model differs from the one this run started from".into(),
                 fix: "point --model at the run's base model, or pass --force to start over".into(),
             });
+        }
+        if let Some(r) = &mut self.refresh {
+            let has = |name: &str| checkpoint.names().any(|n| n == name);
+            let mined = if has(MINED_FILE) {
+                Some(checkpoint.file(MINED_FILE)?)
+            } else {
+                None
+            };
+            let pending = if has(PENDING_FILE) {
+                let mut m = fresh_model(self.cfg)?;
+                let path = checkpoint.dir.join(PENDING_FILE);
+                m.params_mut()
+                    .load_safetensors(&path, checkpoint.file(PENDING_FILE)?)
+                    .map_err(|e| TrainError::Message(e.to_string()))?;
+                m.sync();
+                Some(m)
+            } else {
+                None
+            };
+            r.restore(&state.refresh, mined, pending)
+                .map_err(|problem| TrainError::Checkpoint {
+                    path: checkpoint.dir.clone(),
+                    problem,
+                    fix: "resume from an earlier checkpoint (move this one away), or pass --force to start over".into(),
+                })?;
         }
         Ok(())
     }
@@ -560,5 +803,44 @@ impl Task for DenseTask<'_> {
             scores,
             baselines: Vec::new(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_batch_auto_fits_the_memory_limit() {
+        const MB: u64 = 1 << 20;
+        let f = Footprint {
+            per_text: MB,
+            texts: 96,
+            tokens: 3 * MB,
+            refresh_weights: 0,
+            ranking: 0,
+        };
+        let numel = 1_000_000;
+        let cfg = |max_rss: String| TrainConfig {
+            max_rss,
+            ..TrainConfig::default()
+        };
+        let now = crate::memory::rss_bytes().unwrap_or(0);
+        // room for about 40 texts besides what the run and the process hold
+        let limit = now + f.fixed(numel) + 40 * MB;
+        let got = f.fit(&cfg(format!("{limit}")), numel).unwrap().unwrap();
+        assert!((30..=40).contains(&got), "{got} texts");
+        assert_eq!(f.fit(&cfg("64G".into()), numel).unwrap(), None, "all fits");
+        let small = format!("{}", now + f.fixed(numel) / 2);
+        assert!(f
+            .fit(&cfg(small), numel)
+            .unwrap_err()
+            .to_string()
+            .contains("no room"));
+        assert!(f
+            .fit(&cfg(String::new()), numel)
+            .unwrap_err()
+            .to_string()
+            .contains("--max-rss"));
     }
 }

@@ -5,9 +5,11 @@
 //!   two-tower retriever (`task = "retriever"`, `tandem train`) or a
 //!   next-vector model (`task = "lvm"`, `tandem lvm train`).
 //! * [`dense`]: a Hugging Face text encoder fine-tuned on text pairs
-//!   (`task = "dense"`, `tandem train --task dense`).
+//!   (`task = "dense"`, `tandem train --task dense`), with [`refresh`]:
+//!   its mined negatives, ranked again in the background as it trains.
 
 pub mod dense;
+pub mod refresh;
 pub mod vector;
 
 use tandem_data::Dataset;
