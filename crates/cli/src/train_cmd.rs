@@ -318,6 +318,10 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     refresh_every: Option<u64>,
+    /// Dense: dropout in training: config (the model's config.json, as transformers trains), off, or one probability for every site [default: config].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dropout: Option<String>,
     /// Dense: steps from a refresh's weights to its use; 0 = --refresh-every [default: 0].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]

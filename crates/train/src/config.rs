@@ -239,6 +239,10 @@ pub struct TrainConfig {
     /// Dense: steps from a refresh's weights to its use (0:
     /// `refresh_every`); at most `refresh_every`.
     pub refresh_lag: u64,
+    /// Dense: dropout in training passes: `config` (the model's
+    /// config.json, as transformers trains), `off`, or one probability for
+    /// every site.
+    pub dropout: String,
 }
 
 /// A dense run's GradCache mini-batch.
@@ -380,6 +384,7 @@ impl Default for TrainConfig {
             corpus: PathBuf::new(),
             refresh_every: 0,
             refresh_lag: 0,
+            dropout: "config".into(),
         }
     }
 }

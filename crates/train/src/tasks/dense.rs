@@ -21,8 +21,8 @@ use tandem_nn::kernels::Precision;
 use tandem_nn::Params;
 use tandem_text::beir::{Beir, Ranking};
 use tandem_text::{
-    read_examples, Corpus, EmbedOptions, Embedder, MainLoss, Objective, PairFormat, StepStats,
-    TrainSet,
+    read_examples, Corpus, Dropout, EmbedOptions, Embedder, MainLoss, Objective, PairFormat,
+    StepStats, TrainSet,
 };
 
 use super::refresh::{RefreshState, Refresher, Schedule, MINED_FILE, PENDING_FILE};
@@ -235,7 +235,24 @@ fn fresh_model(cfg: &TrainConfig) -> Result<Embedder, TrainError> {
         model.set_normalize(false);
     }
     model.set_precision(precision);
+    model.set_dropout(dropout(cfg)?);
     Ok(model)
+}
+
+/// The `dropout` setting: `config`, `off` or a probability in `[0, 1)`.
+fn dropout(cfg: &TrainConfig) -> Result<Dropout, TrainError> {
+    match cfg.dropout.trim() {
+        "config" => Ok(Dropout::Config),
+        "off" => Ok(Dropout::Off),
+        p => match p.parse::<f32>() {
+            Ok(r) if (0.0..1.0).contains(&r) => Ok(Dropout::Rate(r)),
+            _ => Err(cfg.invalid_key(
+                "dropout",
+                format!("dropout = {:?}", cfg.dropout),
+                "use config (the model's rates), off, or a probability in [0, 1) such as 0.1",
+            )),
+        },
+    }
 }
 
 /// A fresh model carrying `params` (the layout of [`fresh_model`]'s).
@@ -505,11 +522,11 @@ impl<'a> DenseTask<'a> {
             ))
         );
         s += &format!(
-            "## Settings\n\n- loss: {} (temperature {}, symmetric {}), hard negatives {}, GradCache mini-batch {}\n- batch {} x accum {}, epochs {}, lr {} (heads {}), warmup {}, weight decay {}, clip {}\n- max length {}, precision {}, head {}, gaussian {}, freeze_base {}\n- isotropy: covariance {}, SIGReg {}, std {} (target {})\n- similarity: {}\n\n",
+            "## Settings\n\n- loss: {} (temperature {}, symmetric {}), hard negatives {}, GradCache mini-batch {}\n- batch {} x accum {}, epochs {}, lr {} (heads {}), warmup {}, weight decay {}, clip {}\n- max length {}, precision {}, dropout {}, head {}, gaussian {}, freeze_base {}\n- isotropy: covariance {}, SIGReg {}, std {} (target {})\n- similarity: {}\n\n",
             cfg.text_loss, cfg.tau, cfg.symmetric, cfg.negatives, self.objective.cache_batch.unwrap_or(0),
             cfg.batch, cfg.accum, cfg.epochs, cfg.lr, if cfg.head_lr > 0.0 { cfg.head_lr } else { cfg.lr },
             if cfg.warmup_ratio > 0.0 { format!("{} of the steps", cfg.warmup_ratio) } else { format!("{} steps", cfg.warmup) },
-            cfg.weight_decay, cfg.clip, self.model.max_len(), cfg.precision, cfg.head_dim, cfg.gaussian, cfg.freeze_base,
+            cfg.weight_decay, cfg.clip, self.model.max_len(), cfg.precision, cfg.dropout, cfg.head_dim, cfg.gaussian, cfg.freeze_base,
             cfg.iso_cov, cfg.iso_sigreg, cfg.iso_std, cfg.std_target, self.ranking.name()
         );
         if !scores.is_empty() {
