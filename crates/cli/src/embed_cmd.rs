@@ -330,17 +330,8 @@ pub fn run_beir(a: BeirArgs) -> anyhow::Result<()> {
     let beir = Beir::open(&a.data, &a.split)?;
     let corpus = &beir.corpus;
     let embedder = a.model.load()?;
-    let pick = |given: &Option<String>, names: &[&str]| -> String {
-        given.clone().unwrap_or_else(|| {
-            names
-                .iter()
-                .find_map(|n| embedder.dir().prompts.get(*n))
-                .cloned()
-                .unwrap_or_default()
-        })
-    };
-    let query_prompt = pick(&a.query_prompt, &["query"]);
-    let doc_prompt = pick(&a.doc_prompt, &["document", "passage", "corpus"]);
+    let (query_prompt, doc_prompt) =
+        embedder.prompts(a.query_prompt.as_deref(), a.doc_prompt.as_deref());
 
     // the corpus bank, cached by model, corpus and settings
     let corpus_fp = job::file_fingerprint(&corpus_path)?;

@@ -199,17 +199,8 @@ pub fn run(a: MineArgs) -> anyhow::Result<()> {
         None => None,
     };
     let model = a.model.load()?;
-    let pick = |given: &Option<String>, names: &[&str]| -> String {
-        given.clone().unwrap_or_else(|| {
-            names
-                .iter()
-                .find_map(|n| model.dir().prompts.get(*n))
-                .cloned()
-                .unwrap_or_default()
-        })
-    };
-    let query_prompt = pick(&a.query_prompt, &["query"]);
-    let doc_prompt = pick(&a.doc_prompt, &["document", "passage", "corpus"]);
+    let (query_prompt, doc_prompt) =
+        model.prompts(a.query_prompt.as_deref(), a.doc_prompt.as_deref());
 
     // queries in first-appearance order, each with its positives; the
     // corpus first, then the positives it lacks (sentence-transformers'

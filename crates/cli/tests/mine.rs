@@ -29,21 +29,32 @@ fn read_lines(path: &Path) -> Vec<Value> {
         .collect()
 }
 
-fn mine(model: &Path, out: &Path, settings: &[&str]) {
-    tandem()
-        .arg("mine")
+/// `tandem mine` of the fixture pairs with `model` into `out`, candidates
+/// from the fixture corpus (or `corpus`).
+fn mine_in(model: &Path, out: &Path, corpus: &Path, settings: &[&str]) -> Command {
+    let mut c = tandem();
+    c.arg("mine")
         .arg("--model")
         .arg(model)
         .arg("--data")
         .arg(fixtures().join("pairs.jsonl"))
         .arg("--corpus")
-        .arg(fixtures().join("corpus.jsonl"))
+        .arg(corpus)
         .arg("--out")
         .arg(out)
-        .args(["--scores", "--threads", "2"])
-        .args(settings)
-        .assert()
-        .success();
+        .args(["--threads", "2"])
+        .args(settings);
+    c
+}
+
+fn mine_cmd(model: &Path, out: &Path, settings: &[&str]) -> Command {
+    mine_in(model, out, &fixtures().join("corpus.jsonl"), settings)
+}
+
+fn mine(model: &Path, out: &Path, settings: &[&str]) {
+    let mut s = vec!["--scores"];
+    s.extend_from_slice(settings);
+    mine_cmd(model, out, &s).assert().success();
 }
 
 /// The rows of `got` are those of `want`: same keys in the same order,
@@ -124,14 +135,7 @@ fn mines_what_sentence_transformers_mines() {
         "two positives at most"
     );
     assert_eq!(report["counts"]["queries"], 40);
-    tandem()
-        .arg("mine")
-        .arg("--model")
-        .arg(&model)
-        .arg("--data")
-        .arg(fixtures().join("pairs.jsonl"))
-        .arg("--out")
-        .arg(&absolute)
+    mine_cmd(&model, &absolute, &[])
         .assert()
         .failure()
         .stderr(contains("exists; fix: pass --force"));
@@ -142,20 +146,21 @@ fn mined_flag_lines_train_with_distillation_and_bad_settings_fail() {
     let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../text/tests/fixtures/bert");
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("flag.jsonl");
-    tandem()
-        .arg("mine")
-        .arg("--model")
-        .arg(&model)
-        .arg("--data")
-        .arg(fixtures().join("pairs.jsonl"))
-        .arg("--corpus")
-        .arg(fixtures().join("corpus.jsonl"))
-        .arg("--out")
-        .arg(&out)
-        .args(["--output-format", "flag", "--sampling", "random"])
-        .args(["--num-negatives", "2", "--range-max", "30", "--seed", "7"])
-        .assert()
-        .success();
+    let flag = |seed: &'static str| {
+        [
+            "--output-format",
+            "flag",
+            "--sampling",
+            "random",
+            "--num-negatives",
+            "2",
+            "--range-max",
+            "30",
+            "--seed",
+            seed,
+        ]
+    };
+    mine_cmd(&model, &out, &flag("7")).assert().success();
     let lines = read_lines(&out);
     assert_eq!(lines.len(), 45, "one line per pair");
     for l in &lines {
@@ -177,20 +182,7 @@ fn mined_flag_lines_train_with_distillation_and_bad_settings_fail() {
     let again = dir.path().join("again.jsonl");
     let other = dir.path().join("other.jsonl");
     for (path, seed) in [(&again, "7"), (&other, "8")] {
-        tandem()
-            .arg("mine")
-            .arg("--model")
-            .arg(&model)
-            .arg("--data")
-            .arg(fixtures().join("pairs.jsonl"))
-            .arg("--corpus")
-            .arg(fixtures().join("corpus.jsonl"))
-            .arg("--out")
-            .arg(path)
-            .args(["--output-format", "flag", "--sampling", "random"])
-            .args(["--num-negatives", "2", "--range-max", "30", "--seed", seed])
-            .assert()
-            .success();
+        mine_cmd(&model, path, &flag(seed)).assert().success();
     }
     assert_eq!(read_lines(&again), lines);
     assert_ne!(read_lines(&other), lines);
@@ -208,36 +200,21 @@ fn mined_flag_lines_train_with_distillation_and_bad_settings_fail() {
         .success();
     // bad settings: one error naming the fix, nothing written
     let bad = dir.path().join("bad.jsonl");
-    tandem()
-        .arg("mine")
-        .arg("--model")
-        .arg(&model)
-        .arg("--data")
-        .arg(fixtures().join("pairs.jsonl"))
-        .arg("--out")
-        .arg(&bad)
-        .args([
-            "--range-min",
-            "5",
-            "--range-max",
-            "6",
-            "--num-negatives",
-            "3",
-        ])
+    let settings = [
+        "--range-min",
+        "5",
+        "--range-max",
+        "6",
+        "--num-negatives",
+        "3",
+    ];
+    mine_cmd(&model, &bad, &settings)
         .assert()
         .failure()
         .stderr(contains("only 1 candidates remain").and(contains("--range-max")));
     assert!(!bad.exists());
-    tandem()
-        .arg("mine")
-        .arg("--model")
-        .arg(&model)
-        .arg("--data")
-        .arg(fixtures().join("pairs.jsonl"))
-        .arg("--corpus")
-        .arg(dir.path().join("missing.jsonl"))
-        .arg("--out")
-        .arg(&bad)
+    let missing = dir.path().join("missing.jsonl");
+    mine_in(&model, &bad, &missing, &[])
         .assert()
         .failure()
         .stderr(contains("missing.jsonl"));

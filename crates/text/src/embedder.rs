@@ -293,6 +293,25 @@ impl Embedder {
         })
     }
 
+    /// The prompts to put before queries and documents: `query` and
+    /// `document` as given, else the model's prompt named `query`, and its
+    /// first of `document`, `passage` and `corpus` (empty when it has none).
+    pub fn prompts(&self, query: Option<&str>, document: Option<&str>) -> (String, String) {
+        let pick = |given: Option<&str>, names: &[&str]| {
+            given.map(str::to_string).unwrap_or_else(|| {
+                names
+                    .iter()
+                    .find_map(|n| self.dir.prompts.get(*n))
+                    .cloned()
+                    .unwrap_or_default()
+            })
+        };
+        (
+            pick(query, &["query"]),
+            pick(document, &["document", "passage", "corpus"]),
+        )
+    }
+
     /// The batches [`Embedder::embed_all`] embeds `tokens` in (indices
     /// into `tokens`): the model's batch size each, longest first, ties in
     /// input order. A fixed batching for fixed input, so the same texts

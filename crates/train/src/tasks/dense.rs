@@ -198,17 +198,6 @@ fn text_err(e: tandem_text::TextError) -> TrainError {
     TrainError::Message(e.to_string())
 }
 
-/// The model's prompt of the first of `names` it has.
-fn model_prompt(model: &Embedder, given: &Option<String>, names: &[&str]) -> String {
-    given.clone().unwrap_or_else(|| {
-        names
-            .iter()
-            .find_map(|n| model.dir().prompts.get(*n))
-            .cloned()
-            .unwrap_or_default()
-    })
-}
-
 /// The model `cfg` trains, as it starts: loaded, with the new head (at its
 /// initial weights) and the normalisation and precision asked for.
 fn fresh_model(cfg: &TrainConfig) -> Result<Embedder, TrainError> {
@@ -277,10 +266,7 @@ impl<'a> DenseTask<'a> {
             )
         })?;
         let examples = read_examples(&cfg.data, format, &cfg.train_split).map_err(text_err)?;
-        let prompts = (
-            model_prompt(&model, &cfg.query_prompt, &["query"]),
-            model_prompt(&model, &cfg.doc_prompt, &["document", "passage", "corpus"]),
-        );
+        let prompts = model.prompts(cfg.query_prompt.as_deref(), cfg.doc_prompt.as_deref());
         // mined negatives come from the data's documents and the corpus
         let corpus = match (&cfg.corpus, cfg.curriculum.mines()) {
             (_, false) => Vec::new(),
