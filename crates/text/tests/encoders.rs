@@ -317,3 +317,26 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+#[test]
+fn every_encoder_counts_its_layers_as_its_config_says() {
+    for name in [
+        "bert",
+        "roberta",
+        "xlm-roberta",
+        "mpnet",
+        "t5",
+        "modernbert",
+    ] {
+        let dir = fixture(name);
+        let cfg: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap())
+                .unwrap();
+        let want = cfg["num_hidden_layers"]
+            .as_u64()
+            .or(cfg["num_layers"].as_u64())
+            .unwrap() as usize;
+        let e = Embedder::load(&dir, EmbedOptions::default()).unwrap();
+        assert_eq!(e.encoder().layers(), want, "{name}");
+    }
+}

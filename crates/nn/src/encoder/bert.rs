@@ -83,6 +83,11 @@ const HIDDEN: usize = 0;
 const ATTENTION: usize = 1;
 
 impl PostNorm {
+    /// The number of layers.
+    pub(super) fn len(&self) -> usize {
+        self.layers.len()
+    }
+
     /// Loads `num_hidden_layers` layers named as `names` says (relative to
     /// `encoder.layer.{i}`).
     pub(super) fn load(
@@ -437,6 +442,10 @@ impl Encoder for Bert {
 
     fn hidden(&self) -> usize {
         self.hidden
+    }
+
+    fn layers(&self) -> usize {
+        self.layers.len()
     }
 
     fn vocab_size(&self) -> usize {

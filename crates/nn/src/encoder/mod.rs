@@ -201,6 +201,8 @@ pub trait Encoder: Send + Sync {
     fn model_type(&self) -> &str;
     /// The width of the hidden states.
     fn hidden(&self) -> usize;
+    /// The number of layers (transformer blocks).
+    fn layers(&self) -> usize;
     /// The number of token ids the embedding table covers.
     fn vocab_size(&self) -> usize;
     /// The longest sequence the model can take (its position table), if it

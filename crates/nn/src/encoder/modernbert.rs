@@ -340,6 +340,10 @@ impl Encoder for ModernBert {
         self.hidden
     }
 
+    fn layers(&self) -> usize {
+        self.layers.len()
+    }
+
     fn vocab_size(&self) -> usize {
         self.vocab
     }

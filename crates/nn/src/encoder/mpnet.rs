@@ -113,6 +113,10 @@ impl Encoder for MpNet {
         self.hidden
     }
 
+    fn layers(&self) -> usize {
+        self.layers.len()
+    }
+
     fn vocab_size(&self) -> usize {
         self.vocab
     }

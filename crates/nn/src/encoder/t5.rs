@@ -389,6 +389,10 @@ impl Encoder for T5 {
         self.d_model
     }
 
+    fn layers(&self) -> usize {
+        self.blocks.len()
+    }
+
     fn vocab_size(&self) -> usize {
         self.vocab
     }

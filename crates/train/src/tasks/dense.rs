@@ -388,7 +388,7 @@ impl<'a> DenseTask<'a> {
         let texts = train.mine_texts();
         let footprint = Footprint {
             per_text: model.max_len() as u64
-                * (model.params().len() as u64 / 16).max(1)
+                * model.encoder().layers() as u64
                 * 14
                 * model.encoder().hidden() as u64
                 * 4,
