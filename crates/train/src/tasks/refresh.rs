@@ -6,7 +6,9 @@
 //! depend only on the steps, never on timing. Generation `s` (a multiple of
 //! `every`, or 0) is a copy of the weights at the start of step `s`; its
 //! ranking becomes the one mined from at step `s + lag` (generation 0, the
-//! starting weights, at once). If the worker has not finished by then, the
+//! starting weights, from the first step that mines: ranked in the
+//! background during the curriculum's first `none` epochs, if it has
+//! any). If the worker has not finished by then, the
 //! training thread embeds the remaining batches itself beside it: it never
 //! waits longer than one batch of the worker's, and every batch is embedded
 //! the same way whoever embeds it, so the ranking is the same bits.
@@ -47,6 +49,8 @@ pub struct Schedule {
     pub lag: u64,
     /// The generations made (their steps), ascending.
     pub needed: BTreeSet<u64>,
+    /// The first step that mines (generation 0 is used from it).
+    pub first_mining: u64,
 }
 
 impl Schedule {
@@ -61,16 +65,17 @@ impl Schedule {
         steps_per_epoch: u64,
     ) -> Schedule {
         let lag = lag.min(every);
-        let used_from = |s: u64| if s == 0 { 0 } else { s + lag };
-        let mut gens = vec![0];
-        if every > 0 {
-            gens.extend((1..).map(|k| k * every).take_while(|&s| s < steps));
-        }
         let mines = |t: u64| {
             curriculum
                 .band((t / steps_per_epoch.max(1)) as usize)
                 .is_some()
         };
+        let first_mining = (0..steps).find(|&t| mines(t)).unwrap_or(steps);
+        let used_from = |s: u64| if s == 0 { first_mining } else { s + lag };
+        let mut gens = vec![0];
+        if every > 0 {
+            gens.extend((1..).map(|k| k * every).take_while(|&s| s < steps));
+        }
         let needed = gens
             .iter()
             .enumerate()
@@ -80,13 +85,18 @@ impl Schedule {
             })
             .map(|(_, &s)| s)
             .collect();
-        Schedule { every, lag, needed }
+        Schedule {
+            every,
+            lag,
+            needed,
+            first_mining,
+        }
     }
 
     /// The step from which generation `s` is mined from.
     pub fn used_from(&self, s: u64) -> u64 {
         if s == 0 {
-            0
+            self.first_mining
         } else {
             s + self.lag
         }
@@ -480,9 +490,11 @@ mod tests {
             BTreeSet::from([10, 20, 30]),
             "15..25, 25..35, 35..40"
         );
-        // refresh_every 0: the starting weights' ranking, when anything mines
+        // refresh_every 0: the starting weights' ranking, when anything
+        // mines, made while the `none` epochs train
         let s = Schedule::new(&c, 0, 0, 40, 10);
         assert_eq!(s.needed, BTreeSet::from([0]));
+        assert_eq!(s.used_from(0), 20);
         let none = Curriculum::none();
         assert!(Schedule::new(&none, 10, 10, 40, 10).needed.is_empty());
         // mining from the start: generation 0 at once
