@@ -2,7 +2,6 @@
 //! with a model as sentence-transformers' `mine_hard_negatives` mines them,
 //! written as JSON lines that `tandem train --task dense` reads.
 
-use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -13,7 +12,7 @@ use serde_json::{json, Value};
 use tandem_io::Overwrite;
 use tandem_text::beir::Beir;
 use tandem_text::mine::{candidates, MineSettings, Sampling};
-use tandem_text::{job, read_examples, Corpus, PairFormat};
+use tandem_text::{job, read_examples, Corpus, Interner, PairFormat};
 
 use crate::embed_cmd::ModelArgs;
 
@@ -108,25 +107,6 @@ pub struct MineArgs {
     pub force: bool,
 }
 
-/// Distinct texts in first-appearance order.
-#[derive(Default)]
-struct Texts {
-    texts: Vec<String>,
-    index: HashMap<String, u32>,
-}
-
-impl Texts {
-    fn id(&mut self, t: &str) -> u32 {
-        if let Some(&i) = self.index.get(t) {
-            return i;
-        }
-        self.texts.push(t.to_string());
-        self.index
-            .insert(t.to_string(), self.texts.len() as u32 - 1);
-        self.texts.len() as u32 - 1
-    }
-}
-
 /// Quantiles and moments of `v`, as sentence-transformers prints them.
 fn summary(v: &[f32]) -> Value {
     if v.is_empty() {
@@ -205,7 +185,7 @@ pub fn run(a: MineArgs) -> anyhow::Result<()> {
     // queries in first-appearance order, each with its positives; the
     // corpus first, then the positives it lacks (sentence-transformers'
     // `dict.fromkeys(corpus + positives)`)
-    let (mut queries, mut docs) = (Texts::default(), Texts::default());
+    let (mut queries, mut docs) = (Interner::default(), Interner::default());
     if let Some(c) = &corpus_file {
         for t in Corpus::read(c, "text")?.texts {
             docs.id(&t);
@@ -213,12 +193,12 @@ pub fn run(a: MineArgs) -> anyhow::Result<()> {
     }
     let mut positives: Vec<Vec<u32>> = Vec::new();
     for e in &examples.examples {
-        let q = queries.id(&e.query) as usize;
+        let q = queries.id(&e.query);
         if q == positives.len() {
             positives.push(Vec::new());
         }
         for p in &e.positives {
-            let d = docs.id(p);
+            let d = docs.id(p) as u32;
             if !positives[q].contains(&d) {
                 positives[q].push(d);
             }

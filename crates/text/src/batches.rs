@@ -47,15 +47,17 @@ pub struct TrainSet {
     pub truncated: usize,
 }
 
-/// Interns texts: the index of each distinct text.
-#[derive(Default)]
-struct Interner {
+/// Distinct texts in first-appearance order, each with its index.
+#[derive(Debug, Default)]
+pub struct Interner {
     index: HashMap<String, usize>,
-    texts: Vec<String>,
+    /// The texts, in the order they were first seen.
+    pub texts: Vec<String>,
 }
 
 impl Interner {
-    fn id(&mut self, text: &str) -> usize {
+    /// The index of `text`, added if new.
+    pub fn id(&mut self, text: &str) -> usize {
         if let Some(&i) = self.index.get(text) {
             return i;
         }

@@ -18,7 +18,7 @@ mod save;
 pub mod split;
 mod train;
 
-pub use batches::{MineTexts, TrainSet};
+pub use batches::{Interner, MineTexts, TrainSet};
 pub use corpus::{Corpus, Ids};
 pub use dir::{DenseModule, ModelDir};
 pub use embedder::{EmbedOptions, Embedded, Embedder};

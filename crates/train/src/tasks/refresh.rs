@@ -374,7 +374,6 @@ impl Refresher {
     /// the positive's score; `draw` indexes the random stream
     /// ([`STREAM`]), `seed` is the run's. Counts the fill and staleness at
     /// `step`.
-    #[allow(clippy::too_many_arguments)]
     pub fn mine(
         &mut self,
         band: Band,
