@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use tandem_bank::{Bank, Dtype, Overwrite};
 use tandem_text::beir::{Beir, Ranking};
 use tandem_text::job::{self, EmbedJob, Shard};
-use tandem_text::{Corpus, EmbedOptions, Embedder, Precision};
+use tandem_text::{Corpus, EmbedOptions, Embedder, Precision, Tower, Towers};
 
 /// Element type of a written bank.
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -55,20 +55,50 @@ pub struct ModelArgs {
     pub threads: usize,
 }
 
+/// A tower of a model with separate query and document towers.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum TowerArg {
+    /// The query tower (sentence-transformers' `encode_query`).
+    Query,
+    /// The document tower (`encode_document`).
+    Document,
+}
+
+impl From<TowerArg> for Tower {
+    fn from(t: TowerArg) -> Tower {
+        match t {
+            TowerArg::Query => Tower::Query,
+            TowerArg::Document => Tower::Document,
+        }
+    }
+}
+
 impl ModelArgs {
-    pub(crate) fn load(&self) -> anyhow::Result<Embedder> {
+    fn options(&self) -> anyhow::Result<EmbedOptions> {
         set_threads(self.threads);
         if self.batch == 0 {
             bail!("--batch 0: pass at least 1");
         }
-        Ok(Embedder::load(
-            &self.model,
-            EmbedOptions {
-                batch: self.batch,
-                max_length: self.max_length,
-                precision: self.precision,
-            },
-        )?)
+        Ok(EmbedOptions {
+            batch: self.batch,
+            max_length: self.max_length,
+            precision: self.precision,
+        })
+    }
+
+    /// The model, or its tower `tower` when it has two (refused without
+    /// one).
+    pub(crate) fn load(&self, tower: Option<Tower>) -> anyhow::Result<Embedder> {
+        let opts = self.options()?;
+        Ok(match tower {
+            Some(t) => Embedder::load_tower(&self.model, opts, t)?,
+            None => Embedder::load(&self.model, opts)?,
+        })
+    }
+
+    /// The model's query and document towers (one for both, or two).
+    pub(crate) fn load_towers(&self) -> anyhow::Result<Towers> {
+        Ok(Towers::load(&self.model, self.options()?)?)
     }
 
     fn settings(&self) -> Value {
@@ -150,6 +180,10 @@ pub struct EmbedArgs {
     pub field: String,
     #[command(flatten)]
     pub prompt: PromptArgs,
+    /// Which tower embeds, for a model with separate query and document
+    /// towers (a sentence-transformers Router); refused without it there.
+    #[arg(long, value_enum)]
+    pub tower: Option<TowerArg>,
     /// Element type of the bank.
     #[arg(long, value_enum, default_value = "float32")]
     pub dtype: BankDtype,
@@ -193,11 +227,14 @@ pub fn run_embed(a: EmbedArgs) -> anyhow::Result<()> {
             a.input.display()
         );
     }
-    let embedder = a.model.load()?;
+    let embedder = a.model.load(a.tower.map(Tower::from))?;
     let prompt = a.prompt.resolve(&embedder)?;
     let input_fingerprint = job::file_fingerprint(&a.input)?;
     let mut settings = a.model.settings();
     settings["field"] = json!(a.field);
+    if let Some(t) = embedder.dir().tower {
+        settings["tower"] = json!(t.route());
+    }
     let report = EmbedJob {
         embedder: &embedder,
         corpus: &corpus,
@@ -329,9 +366,10 @@ pub fn run_beir(a: BeirArgs) -> anyhow::Result<()> {
     }
     let beir = Beir::open(&a.data, &a.split)?;
     let corpus = &beir.corpus;
-    let embedder = a.model.load()?;
+    let towers = a.model.load_towers()?;
+    let embedder = towers.document();
     let (query_prompt, doc_prompt) =
-        embedder.prompts(a.query_prompt.as_deref(), a.doc_prompt.as_deref());
+        towers.prompts(a.query_prompt.as_deref(), a.doc_prompt.as_deref());
 
     // the corpus bank, cached by model, corpus and settings
     let corpus_fp = job::file_fingerprint(&corpus_path)?;
@@ -369,7 +407,7 @@ pub fn run_beir(a: BeirArgs) -> anyhow::Result<()> {
         eprintln!("corpus: cached embeddings {}", bank_path.display());
     } else {
         EmbedJob {
-            embedder: &embedder,
+            embedder,
             corpus,
             input: &corpus_path,
             input_fingerprint: &corpus_fp,
@@ -404,10 +442,10 @@ pub fn run_beir(a: BeirArgs) -> anyhow::Result<()> {
 
     let t_q = Instant::now();
     let qsel = &beir.queries;
-    let qv = embedder.embed(&qsel.texts, &query_prompt, |_| {})?;
+    let qv = towers.query().embed(&qsel.texts, &query_prompt, |_| {})?;
     let query_s = t_q.elapsed().as_secs_f64();
 
-    let ranking = Ranking::of(&embedder);
+    let ranking = Ranking::of(towers.query());
     let k = a.k.min(bank.rows());
     let t_s = Instant::now();
     let hits = beir.search(&bank, &qv.vectors, ranking, k, a.ignore_identical_ids)?;
@@ -424,7 +462,7 @@ pub fn run_beir(a: BeirArgs) -> anyhow::Result<()> {
         "queries": qsel.len(),
         "documents": bank.rows(),
         "metrics": metrics,
-        "model": { "path": a.model.model, "fingerprint": embedder.fingerprint(), "model_type": embedder.model_type(), "max_length": embedder.max_len() },
+        "model": { "path": a.model.model, "fingerprint": towers.fingerprint(), "model_type": embedder.model_type(), "max_length": embedder.max_len(), "separate_towers": towers.separate() },
         "settings": settings,
         "metric": ranking.name(),
         "k": k,

@@ -188,7 +188,8 @@ pub fn run(a: FromTextArgs) -> anyhow::Result<()> {
             );
         }
     }
-    let embedder = a.model.load()?;
+    // a model with two towers embeds documents with its document tower
+    let embedder = a.model.load(Some(tandem_text::Tower::Document))?;
     let prompt = a.prompt.resolve(&embedder)?;
     let chunker = match a.chunk_tokens {
         Some(n) => {

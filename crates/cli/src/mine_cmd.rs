@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use tandem_io::Overwrite;
 use tandem_text::beir::Beir;
 use tandem_text::mine::{candidates, MineSettings, Sampling};
-use tandem_text::{job, read_examples, Corpus, Interner, PairFormat};
+use tandem_text::{job, read_examples, Corpus, Embedder, Interner, PairFormat};
 
 use crate::embed_cmd::ModelArgs;
 
@@ -178,7 +178,7 @@ pub fn run(a: MineArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let model = a.model.load()?;
+    let model = a.model.load_towers()?;
     let (query_prompt, doc_prompt) =
         model.prompts(a.query_prompt.as_deref(), a.doc_prompt.as_deref());
 
@@ -228,16 +228,17 @@ pub fn run(a: MineArgs) -> anyhow::Result<()> {
         bail!("{problem}; change --num-negatives, --range-min or --range-max");
     }
 
-    let tokenize = |texts: &[String], prompt: &str| -> anyhow::Result<Vec<Vec<u32>>> {
-        let prompted: Vec<String> = texts.iter().map(|t| format!("{prompt}{t}")).collect();
-        Ok(model
-            .tokenize(&prompted)?
-            .into_iter()
-            .map(|t| t.0)
-            .collect())
-    };
-    let q_tokens = tokenize(&queries.texts, &query_prompt)?;
-    let d_tokens = tokenize(&docs.texts, &doc_prompt)?;
+    let tokenize =
+        |tower: &Embedder, texts: &[String], prompt: &str| -> anyhow::Result<Vec<Vec<u32>>> {
+            let prompted: Vec<String> = texts.iter().map(|t| format!("{prompt}{t}")).collect();
+            Ok(tower
+                .tokenize(&prompted)?
+                .into_iter()
+                .map(|t| t.0)
+                .collect())
+        };
+    let q_tokens = tokenize(model.query(), &queries.texts, &query_prompt)?;
+    let d_tokens = tokenize(model.document(), &docs.texts, &doc_prompt)?;
     eprintln!(
         "mine: {} queries ({} pairs), {} candidate documents, range {}..{}, {} negatives ({})",
         q_tokens.len(),
@@ -382,7 +383,7 @@ pub fn run(a: MineArgs) -> anyhow::Result<()> {
             "num_negatives": settings.num_negatives, "sampling": settings.sampling.to_string(),
             "output_format": format!("{:?}", a.output_format).to_lowercase(),
             "query_prompt": query_prompt, "doc_prompt": doc_prompt, "seed": a.seed,
-            "batch": a.model.batch, "max_length": model.max_len(), "precision": a.model.precision.name(),
+            "batch": a.model.batch, "max_length": model.query().max_len(), "precision": a.model.precision.name(),
         },
         "counts": {
             "queries": q_tokens.len(), "pairs": pos_scores.len(), "documents": d_tokens.len(),

@@ -266,6 +266,10 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     freeze_base: Option<bool>,
+    /// Dense: separate query and document towers, each starting from --model and trained apart, saved as a sentence-transformers Router (a model saved with two towers trains two anyway) [default: false].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    separate_towers: Option<bool>,
     /// Dense: learning rate of the heads; 0 = --lr [default: 0].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]

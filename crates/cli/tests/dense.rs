@@ -217,7 +217,9 @@ fn dense_sigkill_at_random_moments_then_resume_is_bitwise_identical() {
 /// Mined negatives refreshed in the background every 3 steps from the
 /// 5,183 SciFact documents (a refresh takes longer than the steps it
 /// overlaps, so kills land in refreshes and the training thread finishes
-/// them): the same bits after SIGKILLs as a straight run.
+/// them), with separate query and document towers (whose weights a
+/// refresh copies and a checkpoint keeps): the same bits after SIGKILLs
+/// as a straight run.
 #[test]
 fn dense_refreshed_negatives_survive_sigkill_bitwise() {
     let dir = tempfile::tempdir().unwrap();
@@ -246,8 +248,11 @@ fn dense_refreshed_negatives_survive_sigkill_bitwise() {
         "4",
         "--batch",
         "8",
+        "--separate-towers",
+        "true",
     ];
     let runs = sigkill_then_resume_is_bitwise(dir.path(), &data, &extra);
+    assert!(runs.join("model/router_config.json").is_file());
     let lines = metrics(&runs);
     let train: Vec<&Value> = lines.iter().filter(|v| v["kind"] == "train").collect();
     let fill = |v: &Value| v["mined_fill"].as_f64();
@@ -257,6 +262,124 @@ fn dense_refreshed_negatives_survive_sigkill_bitwise() {
     );
     assert!(train.iter().any(|v| v["staleness"].as_f64() >= Some(2.0)));
     assert!(train.iter().any(|v| v["refresh_s"].as_f64() > Some(0.0)));
+}
+
+/// Separate query and document towers: both learn, apart; the saved model
+/// is a sentence-transformers Router that `tandem beir` scores as the run
+/// did, and `tandem embed` embeds with the tower asked for.
+#[test]
+fn dense_separate_towers_train_apart_and_save_a_router() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(data) = pairs(dir.path()) else {
+        eprintln!("skipped: ../shared/data is absent");
+        return;
+    };
+    let run = dir.path().join("run");
+    let extra = [
+        "--separate-towers",
+        "true",
+        "--head-dim",
+        "8",
+        "--freeze-base",
+        "true",
+        "--cache-batch",
+        "5",
+        "--test-split",
+        "test",
+    ];
+    tandem()
+        .args(run_args(&data, &run, &extra))
+        .assert()
+        .success();
+    let model = run.join("model");
+    for f in [
+        "modules.json",
+        "router_config.json",
+        "query_0_Transformer/model.safetensors",
+        "query_0_Transformer/tokenizer.json",
+        "query_2_Dense/model.safetensors",
+        "document_1_Pooling/config.json",
+        "document_2_Dense/model.safetensors",
+        "1_Normalize",
+    ] {
+        assert!(model.join(f).exists(), "{f} in the saved model");
+    }
+    // a frozen base: only the heads moved, each its own way
+    let base = std::fs::read(fixture_model().join("model.safetensors")).unwrap();
+    for t in ["query", "document"] {
+        let enc =
+            std::fs::read(model.join(format!("{t}_0_Transformer/model.safetensors"))).unwrap();
+        assert_eq!(
+            tensors(&enc, "embeddings.word_embeddings.weight"),
+            tensors(&base, "embeddings.word_embeddings.weight"),
+            "{t}: the frozen encoder changed"
+        );
+    }
+    let head = |t: &str| {
+        let b = std::fs::read(model.join(format!("{t}_2_Dense/model.safetensors"))).unwrap();
+        tensors(&b, "linear.weight")
+    };
+    assert_ne!(
+        head("query"),
+        head("document"),
+        "the towers' heads are the same"
+    );
+
+    // tandem beir scores the saved model as the run's test line did
+    let test = metrics(&run)
+        .into_iter()
+        .find(|v| v["kind"] == "test")
+        .expect("a test line");
+    let out = tandem()
+        .args(["beir", "--split", "test", "--json", "--model"])
+        .arg(&model)
+        .arg("--data")
+        .arg(&data)
+        .arg("--out")
+        .arg(dir.path().join("test.run"))
+        .assert()
+        .success();
+    let summary: Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    assert_eq!(summary["model"]["separate_towers"], true);
+    let (a, b) = (
+        summary["metrics"]["ndcg@10"].as_f64().unwrap(),
+        test["ndcg@10"].as_f64().unwrap(),
+    );
+    assert!((a - b).abs() < 1e-6, "beir {a} vs the run's test {b}");
+
+    // tandem embed needs a tower, and the two embed differently
+    let texts = dir.path().join("texts.txt");
+    std::fs::write(&texts, "protein folding\nmean pooling\n").unwrap();
+    let embed = |tower: Option<&str>, out: &str| {
+        let mut c = tandem();
+        c.args(["embed", "--model"])
+            .arg(&model)
+            .arg("--input")
+            .arg(&texts)
+            .arg("--out")
+            .arg(dir.path().join(out));
+        if let Some(t) = tower {
+            c.args(["--tower", t]);
+        }
+        c.assert()
+    };
+    embed(None, "none.npy")
+        .failure()
+        .stderr(contains("--tower"));
+    assert!(!dir.path().join("none.npy").exists());
+    embed(Some("query"), "q.npy").success();
+    embed(Some("document"), "d.npy").success();
+    let (q, d) = (
+        std::fs::read(dir.path().join("q.npy")).unwrap(),
+        std::fs::read(dir.path().join("d.npy")).unwrap(),
+    );
+    assert_ne!(q, d);
+}
+
+/// The raw bytes of tensor `name` in safetensors `bytes`.
+fn tensors(bytes: &[u8], name: &str) -> Vec<u8> {
+    let st = safetensors::SafeTensors::deserialize(bytes).unwrap();
+    st.tensor(name).unwrap().data().to_vec()
 }
 
 /// Runs `extra` straight, then again with SIGKILLs at random moments and
@@ -333,11 +456,28 @@ fn sigkill_then_resume_is_bitwise(dir: &Path, data: &Path, extra: &[&str]) -> Pa
             .collect()
     };
     assert_eq!(vals(&straight), vals(&killed));
-    assert_eq!(
-        std::fs::read(straight.join("model/model.safetensors")).unwrap(),
-        std::fs::read(killed.join("model/model.safetensors")).unwrap()
-    );
+    let saved = weight_files(&straight.join("model"));
+    assert!(!saved.is_empty());
+    assert_eq!(saved, weight_files(&killed.join("model")));
     straight
+}
+
+/// Every `.safetensors` file under `dir` (its path inside `dir`, then its
+/// bytes), in path order.
+fn weight_files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = entry.path();
+        if p.is_dir() {
+            for (rel, bytes) in weight_files(&p) {
+                out.push((Path::new(&entry.file_name()).join(rel), bytes));
+            }
+        } else if p.extension().is_some_and(|e| e == "safetensors") {
+            out.push((PathBuf::from(entry.file_name()), std::fs::read(&p).unwrap()));
+        }
+    }
+    out.sort();
+    out
 }
 
 #[test]

@@ -159,6 +159,32 @@ impl Params {
         }
     }
 
+    /// Moves the tensors from `at` on into a new set (their values are
+    /// not copied), leaving the first `at`; `prefix` is removed from the
+    /// names of the moved tensors that start with it.
+    ///
+    /// # Panics
+    ///
+    /// When `at` is past the end.
+    pub fn split_off(&mut self, at: usize, prefix: &str) -> Params {
+        let mut items = self.items.split_off(at);
+        for p in &mut items {
+            if let Some(rest) = p.name.strip_prefix(prefix) {
+                p.name = rest.to_string();
+            }
+        }
+        Params { items }
+    }
+
+    /// Moves the tensors of `other` to the end of this set (their values
+    /// are not copied), `prefix` put before their names.
+    pub fn append(&mut self, prefix: &str, other: Params) {
+        self.items.extend(other.items.into_iter().map(|p| Param {
+            name: format!("{prefix}{}", p.name),
+            ..p
+        }));
+    }
+
     /// The L2 norm over every value (f64 accumulation).
     pub fn norm(&self) -> f64 {
         self.items
@@ -274,6 +300,32 @@ pub fn fingerprint(params: &Params) -> u64 {
 mod tests {
     use super::*;
     use rand::SeedableRng;
+
+    #[test]
+    fn split_off_and_append_move_tensors_and_their_names() {
+        let mut rng = ChaCha8Rng::seed_from_u64(2);
+        let mut p = Params::default();
+        p.uniform("a", &[2], 0.5, &mut rng);
+        p.uniform("b", &[3], 0.5, &mut rng);
+        let mut q = Params::default();
+        q.uniform("a", &[4], 0.5, &mut rng);
+        let whole = {
+            let mut w = p.clone();
+            w.extend_prefixed("doc.", &q);
+            w
+        };
+        let data = q.iter().next().unwrap().data.as_ptr();
+        p.append("doc.", q.clone());
+        assert_eq!(p, whole);
+        let back = p.split_off(2, "doc.");
+        assert_eq!(back, q);
+        assert_eq!(p.len(), 2);
+        // moved, not copied
+        let mut r = Params::default();
+        let moved = q;
+        r.append("x.", moved);
+        assert_eq!(r.iter().next().unwrap().data.as_ptr(), data);
+    }
 
     #[test]
     fn safetensors_round_trip_and_mismatch_errors() {

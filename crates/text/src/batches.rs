@@ -10,7 +10,7 @@ use std::sync::Arc;
 use rand::seq::SliceRandom;
 use rand::Rng;
 
-use crate::{Embedder, Examples, TextBatch, TextError};
+use crate::{Embedder, Examples, TextBatch, TextError, Towers};
 
 /// One example by text index.
 #[derive(Debug, Clone)]
@@ -68,13 +68,14 @@ impl Interner {
 }
 
 impl TrainSet {
-    /// Tokenises the examples for `model`, queries prefixed with
+    /// Tokenises the examples for `towers` (queries with the query tower's
+    /// tokenizer, documents with the document tower's), queries prefixed with
     /// `query_prompt` and documents with `doc_prompt`; the documents of
     /// `corpus` join the examples' (candidates for mined negatives).
     pub fn new(
         examples: &Examples,
         corpus: &[String],
-        model: &Embedder,
+        towers: &Towers,
         query_prompt: &str,
         doc_prompt: &str,
     ) -> Result<TrainSet, TextError> {
@@ -97,15 +98,17 @@ impl TrainSet {
         for it in &items {
             positives[it.query].extend(it.positives.iter().copied());
         }
-        let tokenize =
-            |texts: &[String], prompt: &str| -> Result<(Vec<Vec<u32>>, usize), TextError> {
-                let prompted: Vec<String> = texts.iter().map(|t| format!("{prompt}{t}")).collect();
-                let tokens = model.tokenize(&prompted)?;
-                let cut = tokens.iter().filter(|t| t.1).count();
-                Ok((tokens.into_iter().map(|t| t.0).collect(), cut))
-            };
-        let (queries, cq) = tokenize(&qs.texts, query_prompt)?;
-        let (docs, cd) = tokenize(&ds.texts, doc_prompt)?;
+        let tokenize = |model: &Embedder,
+                        texts: &[String],
+                        prompt: &str|
+         -> Result<(Vec<Vec<u32>>, usize), TextError> {
+            let prompted: Vec<String> = texts.iter().map(|t| format!("{prompt}{t}")).collect();
+            let tokens = model.tokenize(&prompted)?;
+            let cut = tokens.iter().filter(|t| t.1).count();
+            Ok((tokens.into_iter().map(|t| t.0).collect(), cut))
+        };
+        let (queries, cq) = tokenize(towers.query(), &qs.texts, query_prompt)?;
+        let (docs, cd) = tokenize(towers.document(), &ds.texts, doc_prompt)?;
         let sorted = positives
             .iter()
             .map(|p| {
@@ -282,9 +285,9 @@ mod tests {
         }
     }
 
-    fn model() -> Embedder {
+    fn model() -> Towers {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bert");
-        Embedder::load(&dir, EmbedOptions::default()).unwrap()
+        Towers::load(&dir, EmbedOptions::default()).unwrap()
     }
 
     #[test]

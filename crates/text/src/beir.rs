@@ -11,7 +11,7 @@ use tandem_eval::{evaluate, EvalOptions, Measure, Qrels, Run};
 use tandem_nn::contrastive::Similarity;
 use tandem_search::{Flat, Hit, Index, Metric};
 
-use crate::{Corpus, Embedder, TextError};
+use crate::{Corpus, Embedder, TextError, Towers};
 
 /// The measures BEIR reports.
 pub const BEIR_MEASURES: &str = "ndcg@10,recall@100,map@100,mrr@10";
@@ -239,19 +239,23 @@ impl Beir {
             .collect())
     }
 
-    /// Embeds the corpus and the queries with `model` (with the prompts)
-    /// and scores the split: the measures, and the 100 best documents of
+    /// Embeds the corpus and the queries with the towers of `towers` (with
+    /// the prompts) and scores the split: the measures, and the 100 best documents of
     /// each query.
     pub fn evaluate(
         &self,
-        model: &Embedder,
+        towers: &Towers,
         prompts: (&str, &str),
         ranking: Ranking,
         progress: impl FnMut(usize),
     ) -> Result<(Scores, Vec<Vec<Hit>>), TextError> {
-        let docs = model.embed(&self.corpus.texts, prompts.1, progress)?;
-        let queries = model.embed(&self.queries.texts, prompts.0, |_| {})?;
-        let bank = Bank::from_f32(docs.vectors, model.dim());
+        let docs = towers
+            .document()
+            .embed(&self.corpus.texts, prompts.1, progress)?;
+        let queries = towers
+            .query()
+            .embed(&self.queries.texts, prompts.0, |_| {})?;
+        let bank = Bank::from_f32(docs.vectors, towers.dim());
         let hits = self.search(&bank, &queries.vectors, ranking, 100, false)?;
         let run = self.run(&hits)?;
         Ok((self.metrics(&run)?, hits))

@@ -63,6 +63,9 @@ pub struct ModelDir {
     pub default_prompt_name: Option<String>,
     /// `similarity_fn_name` (`cosine`, `dot`, ...), when given.
     pub similarity: Option<String>,
+    /// The tower read, when the model has separate query and document
+    /// towers.
+    pub tower: Option<Tower>,
     /// A SHA-256 over every file that shapes the output but the weights
     /// (which [`ModelDir::fingerprint`] adds, from bytes read once).
     pub files_sha256: String,
@@ -122,12 +125,154 @@ fn weights_file(dir: &Path) -> Result<PathBuf, TextError> {
 }
 
 /// The module types of `modules.json` that tandem runs.
-const MODULES: &[&str] = &["Transformer", "Pooling", "Dense", "Normalize"];
+const MODULES: &[&str] = &["Transformer", "Pooling", "Dense", "Normalize", "Router"];
+
+/// One tower of a model with separate query and document towers (a
+/// sentence-transformers `Router` with `query` and `document` routes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tower {
+    /// The `query` route.
+    Query,
+    /// The `document` route.
+    Document,
+}
+
+impl Tower {
+    /// The route's name in `router_config.json`.
+    pub fn route(self) -> &'static str {
+        match self {
+            Tower::Query => "query",
+            Tower::Document => "document",
+        }
+    }
+}
+
+/// The modules of `path` in order (their short type and folder), a
+/// Router's route `tower` in its place, and whether there was a Router.
+fn module_list(
+    path: &Path,
+    tower: Option<Tower>,
+) -> Result<(Vec<(String, PathBuf)>, bool), TextError> {
+    let modules_path = path.join("modules.json");
+    if !modules_path.is_file() {
+        return Ok((Vec::new(), false));
+    }
+    let modules = read_json(&modules_path)?;
+    let list = modules.as_array().ok_or_else(|| {
+        TextError::file(
+            &modules_path,
+            "not a JSON list",
+            "restore the file from the model's source",
+        )
+    })?;
+    let mut out = Vec::new();
+    let mut routed = false;
+    for m in list {
+        let ty = m.get("type").and_then(Value::as_str).unwrap_or("");
+        let short = ty.rsplit('.').next().unwrap_or(ty);
+        let dir = path.join(m.get("path").and_then(Value::as_str).unwrap_or(""));
+        if short == "Router" {
+            let Some(tower) = tower else {
+                return Err(TextError::file(
+                    &modules_path,
+                    "the model has separate query and document towers (a Router module)",
+                    "pick one: tandem embed --tower query|document (tandem beir, mine and train use both)",
+                ));
+            };
+            routed = true;
+            out.extend(route(&dir, tower)?);
+            continue;
+        }
+        if !MODULES.contains(&short) {
+            return Err(TextError::file(
+                &modules_path,
+                format!("module type {ty:?} is not supported"),
+                format!(
+                    "use a model made of the modules tandem runs: {}",
+                    MODULES.join(", ")
+                ),
+            ));
+        }
+        out.push((short.to_string(), dir));
+    }
+    Ok((out, routed))
+}
+
+/// The modules of a Router's route `tower`, from `router_config.json`
+/// (`types`: module id to type; `structure`: route to module ids; each
+/// module in the folder named by its id).
+fn route(dir: &Path, tower: Tower) -> Result<Vec<(String, PathBuf)>, TextError> {
+    let path = dir.join("router_config.json");
+    let config = read_json(&path)?;
+    let bad = |what: String| {
+        TextError::file(
+            &path,
+            what,
+            "restore the model directory from its source (sentence-transformers' Router.save writes it)",
+        )
+    };
+    let ids = config
+        .get("structure")
+        .and_then(|s| s.get(tower.route()))
+        .and_then(Value::as_array)
+        .ok_or_else(|| bad(format!("no route {:?} in \"structure\"", tower.route())))?;
+    let mut out = Vec::new();
+    for id in ids {
+        let id = id.as_str().ok_or_else(|| {
+            bad(format!(
+                "a module id of route {:?} is not a string",
+                tower.route()
+            ))
+        })?;
+        if id.contains("..") || Path::new(id).is_absolute() {
+            return Err(bad(format!("module id {id:?} leaves the model directory")));
+        }
+        let ty = config
+            .get("types")
+            .and_then(|t| t.get(id))
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad(format!("module {id:?} has no type in \"types\"")))?;
+        let short = ty.rsplit('.').next().unwrap_or(ty);
+        if !MODULES[..4].contains(&short) {
+            return Err(TextError::file(
+                &path,
+                format!(
+                    "module type {ty:?} (route {:?}) is not supported",
+                    tower.route()
+                ),
+                format!(
+                    "use a model made of the modules tandem runs: {}",
+                    MODULES[..4].join(", ")
+                ),
+            ));
+        }
+        out.push((short.to_string(), dir.join(id)));
+    }
+    Ok(out)
+}
 
 impl ModelDir {
     /// Reads the directory: every file is checked before any weight is
-    /// built.
+    /// built. A model with separate query and document towers is refused
+    /// (see [`ModelDir::open_tower`]).
     pub fn open(path: &Path) -> Result<ModelDir, TextError> {
+        ModelDir::read(path, None)
+    }
+
+    /// Reads tower `tower` of the directory: a model with separate query
+    /// and document towers gives the modules of that route (then those
+    /// after the Router), any other model its one tower.
+    pub fn open_tower(path: &Path, tower: Tower) -> Result<ModelDir, TextError> {
+        ModelDir::read(path, Some(tower))
+    }
+
+    /// Whether the model has separate query and document towers (a Router
+    /// in `modules.json`).
+    pub fn has_towers(path: &Path) -> Result<bool, TextError> {
+        Ok(module_list(path, Some(Tower::Query))?.1)
+    }
+
+    fn read(path: &Path, tower: Option<Tower>) -> Result<ModelDir, TextError> {
         if !path.is_dir() {
             return Err(TextError::file(
                 path,
@@ -140,36 +285,13 @@ impl ModelDir {
         let mut dense_dirs = Vec::new();
         let mut normalize = false;
         let modules_path = path.join("modules.json");
-        let has_modules = modules_path.is_file();
-        if has_modules {
-            let modules = read_json(&modules_path)?;
-            let list = modules.as_array().ok_or_else(|| {
-                TextError::file(
-                    &modules_path,
-                    "not a JSON list",
-                    "restore the file from the model's source",
-                )
-            })?;
-            for m in list {
-                let ty = m.get("type").and_then(Value::as_str).unwrap_or("");
-                let short = ty.rsplit('.').next().unwrap_or(ty);
-                let dir = path.join(m.get("path").and_then(Value::as_str).unwrap_or(""));
-                match short {
-                    "Transformer" => transformer = dir,
-                    "Pooling" => pooling_dir = Some(dir),
-                    "Dense" => dense_dirs.push(dir),
-                    "Normalize" => normalize = true,
-                    _ => {
-                        return Err(TextError::file(
-                            &modules_path,
-                            format!("module type {ty:?} is not supported"),
-                            format!(
-                                "use a model made of the modules tandem runs: {}",
-                                MODULES.join(", ")
-                            ),
-                        ))
-                    }
-                }
+        let (modules, routed) = module_list(path, tower)?;
+        for (kind, dir) in modules {
+            match kind.as_str() {
+                "Transformer" => transformer = dir,
+                "Pooling" => pooling_dir = Some(dir),
+                "Dense" => dense_dirs.push(dir),
+                _ => normalize = true,
             }
         }
         let config_path = transformer.join("config.json");
@@ -247,6 +369,7 @@ impl ModelDir {
         let mut files: Vec<PathBuf> = vec![config_path, tokenizer.clone()];
         for p in [
             modules_path,
+            path.join("router_config.json"),
             transformer.join("sentence_bert_config.json"),
             st_path,
         ] {
@@ -276,6 +399,7 @@ impl ModelDir {
             prompts,
             default_prompt_name,
             similarity,
+            tower: routed.then_some(tower).flatten(),
             files_sha256,
         })
     }

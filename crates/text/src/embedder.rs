@@ -9,7 +9,7 @@ use tandem_nn::encoder::{self, Encoder, Tensors, TokenBatch};
 use tandem_nn::kernels::{Activation, Dense, Precision};
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
-use crate::dir::ModelDir;
+use crate::dir::{ModelDir, Tower};
 use crate::TextError;
 
 /// How to embed.
@@ -99,9 +99,26 @@ impl std::fmt::Debug for Embedder {
 
 impl Embedder {
     /// Loads the model in `path`, checking the directory, the config
-    /// against the tensors and the tokenizer against the vocabulary.
+    /// against the tensors and the tokenizer against the vocabulary. A
+    /// model with separate query and document towers is refused: see
+    /// [`Embedder::load_tower`] and [`Towers`](crate::Towers).
     pub fn load(path: &Path, opts: EmbedOptions) -> Result<Embedder, TextError> {
-        let dir = ModelDir::open(path)?;
+        Embedder::from_dir(ModelDir::open(path)?, opts)
+    }
+
+    /// Loads tower `tower` of the model in `path` (the model itself when it
+    /// has a single tower).
+    pub fn load_tower(
+        path: &Path,
+        opts: EmbedOptions,
+        tower: Tower,
+    ) -> Result<Embedder, TextError> {
+        Embedder::from_dir(ModelDir::open_tower(path, tower)?, opts)
+    }
+
+    fn from_dir(dir: ModelDir, opts: EmbedOptions) -> Result<Embedder, TextError> {
+        let path = dir.path.clone();
+        let path = path.as_path();
         let config_path = dir.transformer.join("config.json");
         // the weights are read once: for their fingerprint and their tensors
         let bytes = std::fs::read(&dir.weights).map_err(|e| {

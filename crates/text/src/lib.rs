@@ -16,11 +16,12 @@ pub mod pairs;
 mod pooling;
 mod save;
 pub mod split;
+mod towers;
 mod train;
 
 pub use batches::{Interner, MineTexts, TrainSet};
 pub use corpus::{Corpus, Ids};
-pub use dir::{DenseModule, ModelDir};
+pub use dir::{DenseModule, ModelDir, Tower};
 pub use embedder::{EmbedOptions, Embedded, Embedder};
 pub use error::TextError;
 pub use objective::{MainLoss, Objective, StepStats, TextBatch};
@@ -28,4 +29,5 @@ pub use pairs::{read_documents, read_examples, Document, Example, Examples, Pair
 pub use pooling::{Mode, Pooling};
 pub use tandem_nn::encoder::Dropout;
 pub use tandem_nn::kernels::Precision;
+pub use towers::{Joined, TowerGrads, Towers, DOCUMENT};
 pub use train::Pass;

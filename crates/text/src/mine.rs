@@ -18,7 +18,7 @@ use rand::{Rng, SeedableRng};
 use tandem_bank::Bank;
 use tandem_search::{Flat, Hit, Index, Metric, SearchError};
 
-use crate::{Embedder, TextError};
+use crate::{TextError, Towers};
 
 /// For each query, its nearest documents by cosine with its positives left
 /// out, and the cosine of each of its positives.
@@ -41,22 +41,22 @@ fn unit_rows(v: &mut [f32], dim: usize) {
     }
 }
 
-/// Embeds `queries` and `docs` (token ids, prompts included) with `model`
-/// and ranks them ([`rank`]). `progress(n)` is called after each embedded
+/// Embeds `queries` and `docs` (token ids, prompts included) with the
+/// query and document towers of `towers` and ranks them ([`rank`]). `progress(n)` is called after each embedded
 /// batch of `n` texts (documents first, then queries).
 pub fn candidates(
-    model: &Embedder,
+    towers: &Towers,
     queries: &[Vec<u32>],
     docs: &[Vec<u32>],
     positives: &[Vec<u32>],
     k: usize,
     mut progress: impl FnMut(usize),
 ) -> Result<Candidates, TextError> {
-    let d = model.embed_all(docs, &mut progress);
-    let q = model.embed_all(queries, &mut progress);
-    rank(model.dim(), d, q, positives, k).map_err(|e| {
+    let d = towers.document().embed_all(docs, &mut progress);
+    let q = towers.query().embed_all(queries, &mut progress);
+    rank(towers.dim(), d, q, positives, k).map_err(|e| {
         TextError::file(
-            model.dir().path.as_path(),
+            towers.query().dir().path.as_path(),
             format!("mining search failed: {e}"),
             "check the model's vectors",
         )

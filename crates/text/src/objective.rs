@@ -18,9 +18,8 @@
 
 use tandem_nn::contrastive::{Distill, Isotropy, IsotropyStats, LossValue, Mnrl, Similarity};
 use tandem_nn::kernels::split_seed;
-use tandem_nn::Params;
 
-use crate::Embedder;
+use crate::{Embedder, Tower, TowerGrads, Towers};
 
 /// Tags the dropout seeds derived from a step's seed (`"dropout"`).
 const DROPOUT: u64 = 0x0064_726f_706f_7574;
@@ -91,18 +90,18 @@ pub struct StepStats {
 
 impl Objective {
     /// Runs the step: adds `grad_scale` times the gradient of the loss into
-    /// `grads` (the layout of [`Embedder::params`]). `seed` (mixed into
-    /// SIGReg's own) draws SIGReg's directions and the dropout masks: vary
-    /// it per step.
+    /// `grads` (each tower's in the layout of its parameters). `seed` (mixed
+    /// into SIGReg's own) draws SIGReg's directions and the dropout masks:
+    /// vary it per step.
     pub fn step(
         &self,
-        model: &Embedder,
+        towers: &Towers,
         batch: &TextBatch,
         grad_scale: f32,
         seed: u64,
-        grads: &mut Params,
+        grads: &mut TowerGrads<'_>,
     ) -> StepStats {
-        let dim = model.dim();
+        let dim = towers.dim();
         let (b, m) = (batch.queries.len(), batch.docs.len());
         // one dropout seed per text: queries, then documents
         let seeds: Vec<u64> = (0..(b + m) as u64)
@@ -112,11 +111,17 @@ impl Objective {
         match self.cache_batch {
             None => {
                 let train = self.train_encoder;
-                let (q, qpass) = model.forward_train(&batch.queries, train, Some(qseeds));
-                let (d, dpass) = model.forward_train(&batch.docs, train, Some(dseeds));
+                let (q, qpass) = towers
+                    .query()
+                    .forward_train(&batch.queries, train, Some(qseeds));
+                let (d, dpass) = towers
+                    .document()
+                    .forward_train(&batch.docs, train, Some(dseeds));
                 let (stats, dq, dd) = self.loss(batch, &q, &d, dim, grad_scale, seed);
-                model.backward(qpass, &dq, grads);
-                model.backward(dpass, &dd, grads);
+                towers.query().backward(qpass, &dq, grads.of(Tower::Query));
+                towers
+                    .document()
+                    .backward(dpass, &dd, grads.of(Tower::Document));
                 stats
             }
             Some(mb) => {
@@ -124,7 +129,7 @@ impl Objective {
                 // the first pass draws the masks of the second: the same
                 // seeds, and none for a frozen encoder (which runs as in
                 // inference in the second)
-                let embed = |texts: &[Vec<u32>], seeds: &[u64]| -> Vec<f32> {
+                let embed = |model: &Embedder, texts: &[Vec<u32>], seeds: &[u64]| -> Vec<f32> {
                     texts
                         .chunks(mb)
                         .zip(seeds.chunks(mb))
@@ -133,13 +138,19 @@ impl Objective {
                         })
                         .collect()
                 };
-                let (q, d) = (embed(&batch.queries, qseeds), embed(&batch.docs, dseeds));
+                let q = embed(towers.query(), &batch.queries, qseeds);
+                let d = embed(towers.document(), &batch.docs, dseeds);
                 let (stats, dq, dd) = self.loss(batch, &q, &d, dim, grad_scale, seed);
-                for (texts, s, g) in [(&batch.queries, qseeds, &dq), (&batch.docs, dseeds, &dd)] {
+                let sides = [
+                    (Tower::Query, &batch.queries, qseeds, &dq),
+                    (Tower::Document, &batch.docs, dseeds, &dd),
+                ];
+                for (tower, texts, s, g) in sides {
+                    let model = towers.tower(tower);
                     let chunks = texts.chunks(mb).zip(s.chunks(mb)).zip(g.chunks(mb * dim));
                     for ((c, sc), gc) in chunks {
                         let (_, pass) = model.forward_train(c, self.train_encoder, Some(sc));
-                        model.backward(pass, gc, grads);
+                        model.backward(pass, gc, grads.of(tower));
                     }
                 }
                 debug_assert_eq!((q.len(), d.len()), (b * dim, m * dim));

@@ -10,7 +10,9 @@ use serde_json::{json, Value};
 use tandem_nn::encoder::Tensors;
 use tandem_nn::Params;
 
+use crate::dir::Tower;
 use crate::embedder::Embedder;
+use crate::towers::Towers;
 use crate::TextError;
 
 /// Files of the transformer's folder that travel with the weights (its
@@ -49,56 +51,129 @@ fn write_json(path: &Path, v: &Value) -> Result<(), TextError> {
     write(path, text.as_bytes())
 }
 
+/// Writes a model directory at `out` (which must not exist) with `write`:
+/// into `out.partial`, renamed when complete.
+fn save_dir(
+    out: &Path,
+    write: impl FnOnce(&Path) -> Result<(), TextError>,
+) -> Result<(), TextError> {
+    if out.exists() {
+        return Err(TextError::file(
+            out,
+            "already exists",
+            "remove it or choose another output folder",
+        ));
+    }
+    let tmp = out.with_extension("partial");
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
+    }
+    std::fs::create_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
+    write(&tmp)?;
+    std::fs::rename(&tmp, out).map_err(|e| io(out, e))
+}
+
+/// A module of `modules.json` or of a Router's route: its folder and its
+/// sentence-transformers type.
+type Module = (String, &'static str);
+
+const TRANSFORMER: &str = "sentence_transformers.models.Transformer";
+const POOLING: &str = "sentence_transformers.models.Pooling";
+const DENSE: &str = "sentence_transformers.models.Dense";
+const NORMALIZE: &str = "sentence_transformers.models.Normalize";
+const ROUTER: &str = "sentence_transformers.models.Router";
+
+/// Writes `modules.json` (`modules`, then Normalize when `normalize`),
+/// the sentence-transformers config of `model` and the model card.
+fn write_top(
+    dir: &Path,
+    model: &Embedder,
+    mut modules: Vec<Module>,
+    normalize: bool,
+    card: &str,
+    similarity: &str,
+) -> Result<(), TextError> {
+    if normalize {
+        let folder = format!("{}_Normalize", modules.len());
+        std::fs::create_dir_all(dir.join(&folder)).map_err(|e| io(&dir.join(&folder), e))?;
+        modules.push((folder, NORMALIZE));
+    }
+    let list: Vec<Value> = modules
+        .iter()
+        .enumerate()
+        .map(|(i, (path, ty))| json!({"idx": i, "name": i.to_string(), "path": path, "type": ty}))
+        .collect();
+    write_json(&dir.join("modules.json"), &Value::Array(list))?;
+    let sim = if normalize { "cosine" } else { similarity };
+    write_json(
+        &dir.join("config_sentence_transformers.json"),
+        &json!({
+            "__version__": {"tandem": env!("CARGO_PKG_VERSION")},
+            "prompts": model.dir.prompts,
+            "default_prompt_name": model.dir.default_prompt_name,
+            "similarity_fn_name": sim,
+        }),
+    )?;
+    write(&dir.join("README.md"), card.as_bytes())
+}
+
 impl Embedder {
     /// Writes the model to the directory `out` (created; it must not exist:
     /// the files are written to `out.partial` and renamed when complete),
     /// with `card` as its README.md. The similarity is `cosine` when the
     /// vectors are normalised, else `similarity` (`dot` or `euclidean`).
     pub fn save(&self, out: &Path, card: &str, similarity: &str) -> Result<(), TextError> {
-        if out.exists() {
-            return Err(TextError::file(
-                out,
-                "already exists",
-                "remove it or choose another output folder",
-            ));
-        }
-        let tmp = out.with_extension("partial");
-        if tmp.exists() {
-            std::fs::remove_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
-        }
-        std::fs::create_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
-        self.write_all(&tmp, card, similarity)?;
-        std::fs::rename(&tmp, out).map_err(|e| io(out, e))
+        save_dir(out, |dir| {
+            let modules = self.write_modules(dir, "")?;
+            write_top(dir, self, modules, self.normalize, card, similarity)
+        })
     }
 
-    fn write_all(&self, dir: &Path, card: &str, similarity: &str) -> Result<(), TextError> {
+    /// Writes the transformer (in `dir` itself when `prefix` is empty, as
+    /// sentence-transformers puts it, else in `{prefix}0_Transformer`),
+    /// then the Pooling and Dense modules in `{prefix}{index}_{type}`
+    /// folders; returns them in order.
+    fn write_modules(&self, dir: &Path, prefix: &str) -> Result<Vec<Module>, TextError> {
         let src = &self.dir.transformer;
         let entries = std::fs::read_dir(src).map_err(|e| {
             TextError::file(src, format!("cannot list ({e})"), "check its permissions")
         })?;
+        let tf = if prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{prefix}0_Transformer")
+        };
+        let tdir = dir.join(&tf);
+        std::fs::create_dir_all(&tdir).map_err(|e| io(&tdir, e))?;
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             if entry.path().is_file() && travels(&name) {
-                std::fs::copy(entry.path(), dir.join(&name))
-                    .map_err(|e| io(&dir.join(&name), e))?;
+                std::fs::copy(entry.path(), tdir.join(&name))
+                    .map_err(|e| io(&tdir.join(&name), e))?;
             }
         }
-        write(&dir.join("model.safetensors"), &self.encoder_safetensors()?)?;
+        write(
+            &tdir.join("model.safetensors"),
+            &self.encoder_safetensors()?,
+        )?;
+        write_json(
+            &tdir.join("sentence_bert_config.json"),
+            &json!({"max_seq_length": self.max_len(), "do_lower_case": self.dir.lower_case}),
+        )?;
+        let mut modules = vec![(tf, TRANSFORMER)];
 
-        let mut modules = vec![
-            json!({"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"}),
-            json!({"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}),
-        ];
         let hidden = self.encoder.hidden();
         let mut pooling = json!({"word_embedding_dimension": hidden});
         for mode in crate::Mode::ALL {
             pooling[mode.config_key()] = json!(self.dir.pooling.modes.contains(&mode));
         }
         pooling["include_prompt"] = json!(true);
-        write_json(&dir.join("1_Pooling/config.json"), &pooling)?;
+        let folder = format!("{prefix}1_Pooling");
+        write_json(&dir.join(&folder).join("config.json"), &pooling)?;
+        modules.push((folder, POOLING));
         let p = self.params();
         for (k, h) in self.heads.iter().enumerate() {
-            let folder = format!("{}_Dense", 2 + k);
+            let folder = format!("{prefix}{}_Dense", 2 + k);
             let w = p
                 .get(&format!("{}.linear.weight", h.name))
                 .expect("every head has a weight");
@@ -121,34 +196,9 @@ impl Embedder {
                 &dir.join(&folder).join("model.safetensors"),
                 &t.to_safetensors(&HashMap::new()),
             )?;
-            modules.push(
-                json!({"idx": 2 + k, "name": (2 + k).to_string(), "path": folder,
-                "type": "sentence_transformers.models.Dense"}),
-            );
+            modules.push((folder, DENSE));
         }
-        if self.normalize {
-            let k = 2 + self.heads.len();
-            let folder = format!("{k}_Normalize");
-            std::fs::create_dir_all(dir.join(&folder)).map_err(|e| io(&dir.join(&folder), e))?;
-            modules.push(json!({"idx": k, "name": k.to_string(), "path": folder,
-                "type": "sentence_transformers.models.Normalize"}));
-        }
-        write_json(&dir.join("modules.json"), &Value::Array(modules))?;
-        write_json(
-            &dir.join("sentence_bert_config.json"),
-            &json!({"max_seq_length": self.max_len(), "do_lower_case": self.dir.lower_case}),
-        )?;
-        let sim = if self.normalize { "cosine" } else { similarity };
-        write_json(
-            &dir.join("config_sentence_transformers.json"),
-            &json!({
-                "__version__": {"tandem": env!("CARGO_PKG_VERSION")},
-                "prompts": self.dir.prompts,
-                "default_prompt_name": self.dir.default_prompt_name,
-                "similarity_fn_name": sim,
-            }),
-        )?;
-        write(&dir.join("README.md"), card.as_bytes())
+        Ok(modules)
     }
 
     /// The transformer's tensors as transformers names them (no
@@ -191,6 +241,49 @@ impl Embedder {
         }
         let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
         Ok(t.to_safetensors(&meta))
+    }
+}
+
+impl Towers {
+    /// Writes the model to the directory `out` as [`Embedder::save`] does.
+    /// Separate towers are written as sentence-transformers writes a
+    /// `Router.for_query_document` model: `router_config.json` with the
+    /// `query` and `document` routes, each tower's modules in
+    /// `query_*` / `document_*` folders, then Normalize after the Router.
+    pub fn save(&self, out: &Path, card: &str, similarity: &str) -> Result<(), TextError> {
+        if !self.separate() {
+            return self.query().save(out, card, similarity);
+        }
+        save_dir(out, |dir| {
+            let mut types = serde_json::Map::new();
+            let mut structure = serde_json::Map::new();
+            for tower in [Tower::Query, Tower::Document] {
+                let route = tower.route();
+                let modules = self.tower(tower).write_modules(dir, &format!("{route}_"))?;
+                for (path, ty) in &modules {
+                    types.insert(path.clone(), json!(ty));
+                }
+                let ids: Vec<&String> = modules.iter().map(|m| &m.0).collect();
+                structure.insert(route.to_string(), json!(ids));
+            }
+            write_json(
+                &dir.join("router_config.json"),
+                &json!({
+                    "types": types,
+                    "structure": structure,
+                    "parameters": {"default_route": "document", "allow_empty_key": true},
+                }),
+            )?;
+            let q = self.query();
+            write_top(
+                dir,
+                q,
+                vec![(String::new(), ROUTER)],
+                q.normalize,
+                card,
+                similarity,
+            )
+        })
     }
 }
 

@@ -359,9 +359,9 @@ fn dropout_masks_do_not_depend_on_padding_or_place() {
 #[test]
 fn gradcache_gives_the_uncached_gradient() {
     use tandem_nn::contrastive::{Isotropy, Mnrl, Similarity};
-    use tandem_text::{MainLoss, Objective, TextBatch};
-    let mut e = Embedder::load(&fixture("bert"), EmbedOptions::default()).unwrap();
-    let texts = |v: &[&str]| tokens(&e, v);
+    use tandem_text::{Joined, MainLoss, Objective, TextBatch, TowerGrads, Towers, DOCUMENT};
+    let mut e = Towers::shared(Embedder::load(&fixture("bert"), EmbedOptions::default()).unwrap());
+    let texts = |v: &[&str]| tokens(e.query(), v);
     let queries = texts(&["protein folding", "mean pooling", "cafe", "numbers 42"]);
     let docs = texts(&[
         "Protein folding is determined by the amino acid sequence.",
@@ -381,34 +381,84 @@ fn gradcache_gives_the_uncached_gradient() {
         hidden,
         ..TextBatch::default()
     };
-    let run = |e: &Embedder, cache: Option<usize>, similarity, seed| {
-        let obj = Objective {
-            loss: MainLoss::Contrastive(Mnrl {
-                scale: 20.0,
-                symmetric: true,
-                similarity,
-            }),
+    let objective = |cache: Option<usize>, similarity| Objective {
+        loss: MainLoss::Contrastive(Mnrl {
+            scale: 20.0,
+            symmetric: true,
             similarity,
-            isotropy: vec![
-                (Isotropy::Covariance, 0.1),
-                (
-                    Isotropy::SigReg {
-                        projections: 8,
-                        seed: 3,
-                    },
-                    0.05,
-                ),
-            ],
-            cache_batch: cache,
-            train_encoder: true,
-        };
-        let mut g = e.params().zeros_like();
-        let stats = obj.step(e, &batch, 0.5, seed, &mut g);
+        }),
+        similarity,
+        isotropy: vec![
+            (Isotropy::Covariance, 0.1),
+            (
+                Isotropy::SigReg {
+                    projections: 8,
+                    seed: 3,
+                },
+                0.05,
+            ),
+        ],
+        cache_batch: cache,
+        train_encoder: true,
+    };
+    let step = |j: &mut Joined, cache: Option<usize>, similarity, seed| {
+        let mut g = j.params().zeros_like();
+        let stats = j.with_grads(&mut g, |t, grads| {
+            objective(cache, similarity).step(t, &batch, 0.5, seed, grads)
+        });
+        (stats, g)
+    };
+
+    // separate towers that start as copies of the model: their two
+    // gradients sum to the shared model's (its weights serve both sides)
+    let mut shared = Joined::new(Towers::shared(
+        Embedder::load(&fixture("bert"), EmbedOptions::default()).unwrap(),
+    ));
+    let mut apart =
+        Joined::new(Towers::load_separate(&fixture("bert"), EmbedOptions::default()).unwrap());
+    let n = shared.params().len();
+    assert_eq!(apart.params().len(), 2 * n);
+    for cache in [None, Some(3)] {
+        let (s1, g1) = step(&mut shared, cache, Similarity::Dot, 1);
+        let (s2, g2) = step(&mut apart, cache, Similarity::Dot, 1);
+        assert!((s1.loss - s2.loss).abs() < 1e-6, "{s1:?} vs {s2:?}");
+        let (q, d): (Vec<_>, Vec<_>) = g2.iter().enumerate().partition(|(i, _)| *i < n);
+        for ((a, (_, gq)), (_, gd)) in g1.iter().zip(q).zip(d) {
+            assert_eq!(gd.name, format!("{DOCUMENT}{}", a.name));
+            let sum: Vec<f32> = gq.data.iter().zip(&gd.data).map(|(x, y)| x + y).collect();
+            let err = rel_l2(&sum, &a.data);
+            assert!(
+                err < 1e-5,
+                "{cache:?}: {}: towers' sum off by {err:.2e}",
+                a.name
+            );
+        }
+        // both towers learn, and differently
+        assert!(g2.iter().skip(n).any(|p| p.data.iter().any(|v| *v != 0.0)));
+        assert_ne!(
+            g2.iter().next().unwrap().data,
+            g2.iter().nth(n).unwrap().data
+        );
+    }
+    // the joined tensors go back where they were
+    let before = apart.params().clone();
+    apart.with(|t| assert_eq!(t.query().params().len(), n));
+    assert_eq!(apart.params(), &before);
+
+    let run = |t: &Towers, cache: Option<usize>, similarity, seed| {
+        let mut g = t.query().params().zeros_like();
+        let stats = objective(cache, similarity).step(
+            t,
+            &batch,
+            0.5,
+            seed,
+            &mut TowerGrads::shared(&mut g),
+        );
         (stats, g)
     };
     let mut without = Vec::new();
     for dropout in [Dropout::Off, Dropout::Rate(0.2)] {
-        e.set_dropout(dropout);
+        e.each_mut().for_each(|m| m.set_dropout(dropout));
         for similarity in [Similarity::Dot, Similarity::NegL2] {
             let (full, gf) = run(&e, None, similarity, 1);
             let (cached, gc) = run(&e, Some(3), similarity, 1);
@@ -487,5 +537,60 @@ fn saved_model_loads_back_and_embeds_the_same() {
         assert!(out.join("README.md").is_file());
         let err = e.save(&out, "", "cosine").unwrap_err().to_string();
         assert!(err.contains("already exists"), "{err}");
+    }
+}
+
+/// Separate towers are saved as sentence-transformers' Router writes
+/// them, load back as two towers and embed the same; a model with two
+/// towers is refused where one is needed, and each tower loads alone.
+#[test]
+fn separate_towers_save_as_a_router_and_load_back() {
+    use tandem_text::{Joined, Tower, Towers};
+    let tmp = tempfile::tempdir().unwrap();
+    let texts: Vec<String> = ["retrieval", "Protein folding is determined."]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    for name in ["bert", "modernbert"] {
+        let mut towers = Towers::load_separate(&fixture(name), EmbedOptions::default()).unwrap();
+        for (i, e) in towers.each_mut().enumerate() {
+            e.add_head(6, i as u64);
+        }
+        // the towers drift apart as training would move them
+        let mut j = Joined::new(towers);
+        let half = j.params().len() / 2;
+        for (i, p) in j.params_mut().iter_mut().enumerate() {
+            let f = if i < half { 1.01 } else { 0.98 };
+            p.data.iter_mut().for_each(|v| *v *= f);
+        }
+        j.sync();
+        let towers = j.into_towers();
+        let out = tmp.path().join(name);
+        towers.save(&out, "# card\n", "cosine").unwrap();
+        assert!(out.join("router_config.json").is_file());
+        assert!(out.join("query_0_Transformer/model.safetensors").is_file());
+        assert!(out.join("document_2_Dense/model.safetensors").is_file());
+        let back = Towers::load(&out, EmbedOptions::default()).unwrap();
+        assert!(back.separate(), "{name}");
+        for tower in [Tower::Query, Tower::Document] {
+            let (a, b) = (
+                towers.tower(tower).embed(&texts, "", |_| {}).unwrap(),
+                back.tower(tower).embed(&texts, "", |_| {}).unwrap(),
+            );
+            assert_eq!(a.vectors, b.vectors, "{name} {tower:?}");
+            let alone = Embedder::load_tower(&out, EmbedOptions::default(), tower).unwrap();
+            assert_eq!(alone.embed(&texts, "", |_| {}).unwrap().vectors, a.vectors);
+        }
+        let q = back.query().embed(&texts, "", |_| {}).unwrap().vectors;
+        let d = back.document().embed(&texts, "", |_| {}).unwrap().vectors;
+        assert_ne!(q, d, "{name}: the towers are the same");
+        assert_ne!(back.fingerprint(), towers.query().fingerprint());
+        let err = Embedder::load(&out, EmbedOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("modules.json") && err.contains("--tower"),
+            "{err}"
+        );
     }
 }

@@ -206,6 +206,10 @@ pub struct TrainConfig {
     pub gaussian: bool,
     /// Dense: train the heads only (the encoder frozen).
     pub freeze_base: bool,
+    /// Dense: a query tower and a document tower with weights of their
+    /// own (both start from `model`; a model saved with two towers has
+    /// them anyway), saved as a sentence-transformers Router.
+    pub separate_towers: bool,
     /// Dense: the learning rate of the heads after the pooling (0: `lr`).
     pub head_lr: f32,
     /// Dense: f32 or bf16 matrix products in the forward passes.
@@ -370,6 +374,7 @@ impl Default for TrainConfig {
             head_dim: 0,
             gaussian: false,
             freeze_base: false,
+            separate_towers: false,
             head_lr: 0.0,
             precision: "f32".into(),
             distill_temperature: 1.0,

@@ -21,8 +21,8 @@ use tandem_nn::kernels::Precision;
 use tandem_nn::Params;
 use tandem_text::beir::{Beir, Ranking};
 use tandem_text::{
-    read_examples, Corpus, Dropout, EmbedOptions, Embedder, MainLoss, Objective, PairFormat,
-    StepStats, TrainSet,
+    read_examples, Corpus, Dropout, EmbedOptions, Joined, MainLoss, Objective, PairFormat,
+    StepStats, Towers, TrainSet,
 };
 
 use super::refresh::{RefreshState, Refresher, Schedule, MINED_FILE, PENDING_FILE};
@@ -40,11 +40,12 @@ const DRAW: Stream = Stream {
     name: "draw",
     index: "micro-batch",
 };
-/// A new projection head's initialisation (index 0).
+/// A new projection head's initialisation (index: the tower, 0 for the
+/// query tower or the only one, 1 for a separate document tower).
 const HEAD: Stream = Stream {
     id: 6,
     name: "head",
-    index: "0",
+    index: "tower",
 };
 const STREAMS: [Stream; 3] = [ORDER, DRAW, HEAD];
 
@@ -93,7 +94,11 @@ impl Window {
 /// A dense text retriever being fine-tuned.
 pub struct DenseTask<'a> {
     cfg: &'a TrainConfig,
-    model: Embedder,
+    /// The towers (one, or a query and a document tower) as one parameter
+    /// set.
+    model: Joined,
+    /// The base model's fingerprint.
+    base_model: String,
     train: TrainSet,
     objective: Objective,
     prompts: (String, String),
@@ -198,9 +203,10 @@ fn text_err(e: tandem_text::TextError) -> TrainError {
     TrainError::Message(e.to_string())
 }
 
-/// The model `cfg` trains, as it starts: loaded, with the new head (at its
-/// initial weights) and the normalisation and precision asked for.
-fn fresh_model(cfg: &TrainConfig) -> Result<Embedder, TrainError> {
+/// The model `cfg` trains, as it starts: loaded (two towers when asked or
+/// when the model has them), with the new heads (at their initial
+/// weights) and the normalisation and precision asked for.
+fn fresh_model(cfg: &TrainConfig) -> Result<Towers, TrainError> {
     let precision: Precision = cfg.precision.parse().map_err(|_| {
         cfg.invalid_key(
             "precision",
@@ -208,24 +214,29 @@ fn fresh_model(cfg: &TrainConfig) -> Result<Embedder, TrainError> {
             "use f32 or bf16",
         )
     })?;
-    let mut model = Embedder::load(
-        &cfg.model,
-        EmbedOptions {
-            batch: cfg.batch.max(16),
-            max_length: (cfg.max_length > 0).then_some(cfg.max_length),
-            precision,
-        },
-    )
+    let opts = EmbedOptions {
+        batch: cfg.batch.max(16),
+        max_length: (cfg.max_length > 0).then_some(cfg.max_length),
+        precision,
+    };
+    let mut towers = if cfg.separate_towers {
+        Towers::load_separate(&cfg.model, opts)
+    } else {
+        Towers::load(&cfg.model, opts)
+    }
     .map_err(text_err)?;
-    if cfg.head_dim > 0 {
-        model.add_head(cfg.head_dim, HEAD.seed(cfg.seed, 0));
+    let dropout = dropout(cfg)?;
+    for (i, model) in towers.each_mut().enumerate() {
+        if cfg.head_dim > 0 {
+            model.add_head(cfg.head_dim, HEAD.seed(cfg.seed, i as u64));
+        }
+        if cfg.gaussian {
+            model.set_normalize(false);
+        }
+        model.set_precision(precision);
+        model.set_dropout(dropout);
     }
-    if cfg.gaussian {
-        model.set_normalize(false);
-    }
-    model.set_precision(precision);
-    model.set_dropout(dropout(cfg)?);
-    Ok(model)
+    Ok(towers)
 }
 
 /// The `dropout` setting: `config`, `off` or a probability in `[0, 1)`.
@@ -244,12 +255,13 @@ fn dropout(cfg: &TrainConfig) -> Result<Dropout, TrainError> {
     }
 }
 
-/// A fresh model carrying `params` (the layout of [`fresh_model`]'s).
-fn model_with(cfg: &TrainConfig, params: &Params) -> Result<Embedder, TrainError> {
-    let mut m = fresh_model(cfg)?;
+/// A fresh model carrying `params` (the layout of [`Joined::params`] for
+/// [`fresh_model`]'s towers).
+fn model_with(cfg: &TrainConfig, params: &Params) -> Result<Towers, TrainError> {
+    let mut m = Joined::new(fresh_model(cfg)?);
     m.params_mut().clone_from(params);
     m.sync();
-    Ok(m)
+    Ok(m.into_towers())
 }
 
 impl<'a> DenseTask<'a> {
@@ -257,7 +269,8 @@ impl<'a> DenseTask<'a> {
     /// tokenised, every setting checked. Build it after
     /// [`Harness::new`](crate::harness::Harness::new).
     pub fn new(cfg: &'a TrainConfig) -> Result<DenseTask<'a>, TrainError> {
-        let model = fresh_model(cfg)?;
+        let towers = fresh_model(cfg)?;
+        let base_model = towers.fingerprint();
         let format: PairFormat = cfg.format.parse().map_err(|e: String| {
             cfg.invalid_key(
                 "format",
@@ -266,7 +279,7 @@ impl<'a> DenseTask<'a> {
             )
         })?;
         let examples = read_examples(&cfg.data, format, &cfg.train_split).map_err(text_err)?;
-        let prompts = model.prompts(cfg.query_prompt.as_deref(), cfg.doc_prompt.as_deref());
+        let prompts = towers.prompts(cfg.query_prompt.as_deref(), cfg.doc_prompt.as_deref());
         // mined negatives come from the data's documents and the corpus
         let corpus = match (&cfg.corpus, cfg.curriculum.mines()) {
             (_, false) => Vec::new(),
@@ -280,7 +293,8 @@ impl<'a> DenseTask<'a> {
             (_, true) => Vec::new(),
         };
         let train =
-            TrainSet::new(&examples, &corpus, &model, &prompts.0, &prompts.1).map_err(text_err)?;
+            TrainSet::new(&examples, &corpus, &towers, &prompts.0, &prompts.1).map_err(text_err)?;
+        let model = Joined::new(towers);
         let micro = train.len().div_ceil(cfg.batch) as u64;
         let steps_per_epoch = micro / cfg.accum as u64;
         if steps_per_epoch == 0 || train.len() < 2 {
@@ -344,7 +358,7 @@ impl<'a> DenseTask<'a> {
                 cfg.iso_std,
             ));
         }
-        if cfg.freeze_base && model.params().len() == model.encoder_tensors() {
+        if cfg.freeze_base && !(0..model.params().len()).any(|i| model.is_head(i)) {
             return Err(cfg.invalid_key(
                 "freeze_base",
                 "freeze_base with no head after the pooling leaves nothing to train".to_string(),
@@ -377,7 +391,7 @@ impl<'a> DenseTask<'a> {
         if cfg.curriculum.mines() && !cfg.corpus.as_os_str().is_empty() {
             files.push(cfg.corpus.clone());
         }
-        let ranking = Ranking::from_similarity(similarity, model.normalizes());
+        let ranking = Ranking::from_similarity(similarity, model.query().normalizes());
         let mined = cfg
             .curriculum
             .phases()
@@ -387,10 +401,10 @@ impl<'a> DenseTask<'a> {
             .unwrap_or(0);
         let texts = train.mine_texts();
         let footprint = Footprint {
-            per_text: model.max_len() as u64
-                * model.encoder().layers() as u64
+            per_text: model.query().max_len() as u64
+                * model.query().encoder().layers() as u64
                 * 14
-                * model.encoder().hidden() as u64
+                * model.query().encoder().hidden() as u64
                 * 4,
             texts: cfg.batch as u64 * (2 + (cfg.negatives + mined) as u64),
             tokens: 4 * texts
@@ -437,6 +451,7 @@ impl<'a> DenseTask<'a> {
         Ok(DenseTask {
             cfg,
             model,
+            base_model,
             train,
             objective: Objective {
                 loss,
@@ -458,21 +473,20 @@ impl<'a> DenseTask<'a> {
         })
     }
 
-    /// Scores the model on a BEIR split (the corpus embedded with the
-    /// current weights).
-    fn score(&self, beir: &Beir, what: &str, progress: bool) -> Result<Scores, TrainError> {
-        let bar = if progress {
-            tandem_io::progress(beir.corpus.len() as u64, what)
+    /// Scores the model on the test split (`what` = `test`) or the
+    /// validation split, the corpus embedded with the current weights.
+    fn score(&mut self, what: &str) -> Result<Scores, TrainError> {
+        let beir = if what == "test" {
+            &self.test
         } else {
-            indicatif::ProgressBar::hidden()
+            &self.val
         };
-        let (scores, hits) = beir
-            .evaluate(
-                &self.model,
-                (&self.prompts.0, &self.prompts.1),
-                self.ranking,
-                |n| bar.inc(n as u64),
-            )
+        let beir = beir.as_ref().expect("scored only when the split exists");
+        let bar = tandem_io::progress(beir.corpus.len() as u64, what);
+        let (prompts, ranking) = (&self.prompts, self.ranking);
+        let (scores, hits) = self
+            .model
+            .with(|t| beir.evaluate(t, (&prompts.0, &prompts.1), ranking, |n| bar.inc(n as u64)))
             .map_err(text_err)?;
         bar.finish_and_clear();
         if what == "test" {
@@ -494,7 +508,7 @@ impl<'a> DenseTask<'a> {
             cfg.out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
             env!("CARGO_PKG_VERSION"),
             cfg.model.display(),
-            self.model.model_type()
+            self.model.query().model_type()
         );
         s += &format!(
             "## Data\n\n- training: `{}` (split `{}`), {} examples\n- evaluation: {}\n\n",
@@ -508,11 +522,11 @@ impl<'a> DenseTask<'a> {
             ))
         );
         s += &format!(
-            "## Settings\n\n- loss: {} (temperature {}, symmetric {}), hard negatives {}, GradCache mini-batch {}\n- batch {} x accum {}, epochs {}, lr {} (heads {}), warmup {}, weight decay {}, clip {}\n- max length {}, precision {}, dropout {}, head {}, gaussian {}, freeze_base {}\n- isotropy: covariance {}, SIGReg {}, std {} (target {})\n- similarity: {}\n\n",
+            "## Settings\n\n- loss: {} (temperature {}, symmetric {}), hard negatives {}, GradCache mini-batch {}\n- batch {} x accum {}, epochs {}, lr {} (heads {}), warmup {}, weight decay {}, clip {}\n- max length {}, precision {}, dropout {}, head {}, gaussian {}, freeze_base {}, separate towers {}\n- isotropy: covariance {}, SIGReg {}, std {} (target {})\n- similarity: {}\n\n",
             cfg.text_loss, cfg.tau, cfg.symmetric, cfg.negatives, self.objective.cache_batch.unwrap_or(0),
             cfg.batch, cfg.accum, cfg.epochs, cfg.lr, if cfg.head_lr > 0.0 { cfg.head_lr } else { cfg.lr },
             if cfg.warmup_ratio > 0.0 { format!("{} of the steps", cfg.warmup_ratio) } else { format!("{} steps", cfg.warmup) },
-            cfg.weight_decay, cfg.clip, self.model.max_len(), cfg.precision, cfg.dropout, cfg.head_dim, cfg.gaussian, cfg.freeze_base,
+            cfg.weight_decay, cfg.clip, self.model.query().max_len(), cfg.precision, cfg.dropout, cfg.head_dim, cfg.gaussian, cfg.freeze_base, self.model.separate(),
             cfg.iso_cov, cfg.iso_sigreg, cfg.iso_std, cfg.std_target, self.ranking.name()
         );
         if !scores.is_empty() {
@@ -522,7 +536,12 @@ impl<'a> DenseTask<'a> {
             }
             s += "\n";
         }
-        s += "## Use\n\n```python\nfrom sentence_transformers import SentenceTransformer\nmodel = SentenceTransformer(\"PATH\")\n```\n";
+        s += "## Use\n\n```python\nfrom sentence_transformers import SentenceTransformer\nmodel = SentenceTransformer(\"PATH\")\n";
+        if self.model.separate() {
+            // a Router routes by task: encode() alone takes the document tower
+            s += "queries = model.encode_query([\"a question\"])\ndocuments = model.encode_document([\"a passage\"])\n";
+        }
+        s += "```\n";
         s
     }
 }
@@ -535,8 +554,8 @@ impl Task for DenseTask<'_> {
             "{}: {} ({}, {} dims) on {} ({} examples)",
             self.cfg.command(),
             self.cfg.model.display(),
-            self.model.model_type(),
-            self.model.dim(),
+            self.model.query().model_type(),
+            self.model.query().dim(),
             self.cfg.data.display(),
             self.train.len()
         )
@@ -594,14 +613,10 @@ impl Task for DenseTask<'_> {
     }
 
     fn weights_metadata(&self) -> HashMap<String, String> {
-        HashMap::from([(
-            "base_model".to_string(),
-            self.model.fingerprint().to_string(),
-        )])
+        HashMap::from([("base_model".to_string(), self.base_model.clone())])
     }
 
     fn lr_scales(&self) -> Vec<f32> {
-        let enc = self.model.encoder_tensors();
         let head = if self.cfg.head_lr > 0.0 {
             self.cfg.head_lr / self.cfg.lr
         } else {
@@ -609,7 +624,7 @@ impl Task for DenseTask<'_> {
         };
         let base = if self.cfg.freeze_base { 0.0 } else { 1.0 };
         (0..self.model.params().len())
-            .map(|i| if i < enc { base } else { head })
+            .map(|i| if self.model.is_head(i) { head } else { base })
             .collect()
     }
 
@@ -663,13 +678,16 @@ impl Task for DenseTask<'_> {
             },
         );
         let t = Instant::now();
-        let stats = self.objective.step(
-            &self.model,
-            &batch,
-            at.grad_scale(),
-            DRAW.seed(cfg.seed, at.global),
-            grads,
-        );
+        let objective = &self.objective;
+        let stats = self.model.with_grads(grads, |towers, grads| {
+            objective.step(
+                towers,
+                &batch,
+                at.grad_scale(),
+                DRAW.seed(cfg.seed, at.global),
+                grads,
+            )
+        });
         let tokens: usize = batch.queries.iter().chain(&batch.docs).map(Vec::len).sum();
         self.window.add(&stats, tokens, t.elapsed().as_secs_f64());
         if !stats.loss.is_finite() {
@@ -711,19 +729,15 @@ impl Task for DenseTask<'_> {
     }
 
     fn validate(&mut self) -> Result<Scores, TrainError> {
-        let val = self.val.as_ref().expect("validates() said so");
-        self.score(val, "validate", true)
+        self.score("validate")
     }
 
     fn baselines(&mut self) -> Result<Vec<(String, Scores)>, TrainError> {
         // the base model, before any step
-        match &self.val {
-            Some(val) => Ok(vec![(
-                "base model".into(),
-                self.score(val, "baseline", true)?,
-            )]),
-            None => Ok(Vec::new()),
+        if self.val.is_none() {
+            return Ok(Vec::new());
         }
+        Ok(vec![("base model".into(), self.score("baseline")?)])
     }
 
     fn snapshot(&self) -> Snapshot<DenseState> {
@@ -735,7 +749,7 @@ impl Task for DenseTask<'_> {
         Snapshot {
             state: DenseState {
                 data_sha256: self.data_sha256.clone(),
-                base_model: self.model.fingerprint().to_string(),
+                base_model: self.base_model.clone(),
                 refresh,
             },
             files,
@@ -750,7 +764,7 @@ impl Task for DenseTask<'_> {
                 fix: "point --data at the run's data, or pass --force to start the run over".into(),
             });
         }
-        if state.base_model != self.model.fingerprint() {
+        if state.base_model != self.base_model {
             return Err(TrainError::Checkpoint {
                 path: self.cfg.model.clone(),
                 problem: "the model differs from the one this run started from".into(),
@@ -765,13 +779,13 @@ impl Task for DenseTask<'_> {
                 None
             };
             let pending = if has(PENDING_FILE) {
-                let mut m = fresh_model(self.cfg)?;
+                let mut m = Joined::new(fresh_model(self.cfg)?);
                 let path = checkpoint.dir.join(PENDING_FILE);
                 m.params_mut()
                     .load_safetensors(&path, checkpoint.file(PENDING_FILE)?)
                     .map_err(|e| TrainError::Message(e.to_string()))?;
                 m.sync();
-                Some(m)
+                Some(m.into_towers())
             } else {
                 None
             };
@@ -786,9 +800,10 @@ impl Task for DenseTask<'_> {
     }
 
     fn finish(&mut self) -> Result<Tested, TrainError> {
-        let scores = match &self.test {
-            Some(test) => self.score(test, "test", true)?,
-            None => Vec::new(),
+        let scores = if self.test.is_some() {
+            self.score("test")?
+        } else {
+            Vec::new()
         };
         let out = self.cfg.out.join("model");
         if out.exists() {
@@ -799,8 +814,9 @@ impl Task for DenseTask<'_> {
         } else {
             "dot"
         };
+        let card = self.card(&scores);
         self.model
-            .save(&out, &self.card(&scores), similarity)
+            .with(|t| t.save(&out, &card, similarity))
             .map_err(text_err)?;
         Ok(Tested {
             scores,

@@ -29,7 +29,7 @@ use std::time::Instant;
 use rand::seq::index::sample;
 use serde::{Deserialize, Serialize};
 use tandem_text::mine::{in_band, rank, Candidates};
-use tandem_text::{Embedder, MineTexts};
+use tandem_text::{MineTexts, Towers};
 
 use crate::curriculum::{Band, Curriculum};
 use crate::miner::STREAM;
@@ -110,7 +110,7 @@ type Vectors = Option<Result<Vec<f32>, String>>;
 struct Job {
     /// Its step.
     step: u64,
-    model: Embedder,
+    model: Towers,
     texts: MineTexts,
     pool: usize,
     /// Batches of text indices: documents, then queries offset by the
@@ -127,11 +127,12 @@ struct Job {
 }
 
 impl Job {
-    fn new(step: u64, model: Embedder, texts: &MineTexts, pool: usize) -> Job {
+    fn new(step: u64, model: Towers, texts: &MineTexts, pool: usize) -> Job {
         let nd = texts.docs.len();
-        let mut batches = model.batches(&texts.docs);
+        let mut batches = model.document().batches(&texts.docs);
         batches.extend(
             model
+                .query()
                 .batches(&texts.queries)
                 .into_iter()
                 .map(|b| b.into_iter().map(|i| i + nd).collect()),
@@ -171,8 +172,14 @@ impl Job {
                     }
                 })
                 .collect();
+            // a batch holds documents only or queries only
+            let tower = if batch[0] < nd {
+                self.model.document()
+            } else {
+                self.model.query()
+            };
             let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                self.model.embed_tokens(&tokens)
+                tower.embed_tokens(&tokens)
             }))
             .map_err(|p| {
                 p.downcast_ref::<String>()
@@ -305,7 +312,7 @@ impl Refresher {
 
     /// Starts generation `step` from `model` (a copy of the weights of that
     /// step) on the worker.
-    fn submit(&mut self, step: u64, model: Embedder) {
+    fn submit(&mut self, step: u64, model: Towers) {
         let job = Arc::new(Job::new(step, model, &self.texts, self.pool));
         let worker = self.worker.get_or_insert_with(Worker::start);
         if let Some(tx) = &worker.jobs {
@@ -322,7 +329,7 @@ impl Refresher {
     pub fn at_step(
         &mut self,
         step: u64,
-        snapshot: impl FnOnce() -> Result<Embedder, TrainError>,
+        snapshot: impl FnOnce() -> Result<Towers, TrainError>,
     ) -> Result<Option<String>, TrainError> {
         let mut said = self.use_due(step)?;
         if self.schedule.needed.contains(&step) && self.pending.is_none() {
@@ -416,7 +423,7 @@ impl Refresher {
         if let Some(j) = &self.pending {
             files.push((
                 PENDING_FILE.to_string(),
-                j.model.params().to_safetensors(&Default::default()),
+                j.model.joined_params().to_safetensors(&Default::default()),
             ));
         }
         (
@@ -435,7 +442,7 @@ impl Refresher {
         &mut self,
         state: &RefreshState,
         mined: Option<&[u8]>,
-        pending: Option<Embedder>,
+        pending: Option<Towers>,
     ) -> Result<(), String> {
         self.active = match (state.active, mined) {
             (Some(step), Some(bytes)) => {
