@@ -19,14 +19,20 @@ Modes (--mode):
            triplets; and tandem's in-training negatives (1 per query drawn from the 10 best below
            95% of the positive's score): ranked once with the base model, and refreshed every
            epoch in the background.
+  towers   the quality recipe with separate query and document towers: tandem --separate-towers
+           true, and sentence-transformers' Router.for_query_document (two Transformer + mean
+           Pooling routes, then Normalize) trained with router_mapping anchor->query,
+           positive->document; test scores with encode_query / encode_document.
   load     loads a model tandem saved (--model DIR) with SentenceTransformer(DIR) and compares its
-           embeddings of 256 texts with `tandem embed`'s: minimum cosine (must be >= 0.9999).
+           embeddings of 256 texts with `tandem embed`'s: minimum cosine (must be >= 0.9999); a
+           model with two towers is compared tower by tower (encode_query vs --tower query,
+           encode_document vs --tower document).
 
 The sentence-transformers side runs in this process under `env -u OPENBLAS_CORETYPE -u
 OPENBLAS_L2_SIZE` (set by the orchestrator for the reference only), torch with its default
 kernels (threadpoolctl prints them). Results go to bench/out/dense_vs_st.json.
 
-Usage: bench/dense_vs_st.sh --mode speed|quality|load [--steps N] [--epochs N] [--model DIR]
+Usage: bench/dense_vs_st.sh --mode speed|quality|negatives|towers|load [--steps N] [--epochs N] [--model DIR]
 """
 
 from __future__ import annotations
@@ -70,8 +76,21 @@ def beir_pairs(folder: Path, split: str) -> list[tuple[str, str]]:
     return sorted(pairs)
 
 
-def st_train(pairs, steps: int | None, epochs: int, bf16: bool, threads: int, out: Path):
-    """sentence-transformers' trainer; returns (model, seconds per step after the first `skip`)."""
+def st_towers():
+    """all-MiniLM-L6-v2 as two towers: sentence-transformers' Router.for_query_document."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.models import Normalize, Pooling, Router, Transformer
+
+    def route():
+        t = Transformer(str(MINILM), max_seq_length=256)
+        return [t, Pooling(t.get_word_embedding_dimension(), "mean")]
+
+    return SentenceTransformer(modules=[Router.for_query_document(route(), route()), Normalize()], device="cpu")
+
+
+def st_train(pairs, steps: int | None, epochs: int, bf16: bool, threads: int, out: Path, towers: bool = False):
+    """sentence-transformers' trainer (with two towers: the Router of `st_towers`, anchors routed
+    to the query tower and positives to the document tower); returns (model, seconds per step)."""
     import torch
     from datasets import Dataset
     from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
@@ -80,8 +99,11 @@ def st_train(pairs, steps: int | None, epochs: int, bf16: bool, threads: int, ou
     from transformers import TrainerCallback
 
     torch.set_num_threads(threads)
-    model = SentenceTransformer(str(MINILM), device="cpu")
-    model.max_seq_length = 256
+    if towers:
+        model = st_towers()
+    else:
+        model = SentenceTransformer(str(MINILM), device="cpu")
+        model.max_seq_length = 256
     columns = ["anchor", "positive", "negative"][: len(pairs[0])]
     ds = Dataset.from_dict({c: [p[i] for p in pairs] for i, c in enumerate(columns)})
     times = []
@@ -110,6 +132,7 @@ def st_train(pairs, steps: int | None, epochs: int, bf16: bool, threads: int, ou
         save_strategy="no",
         report_to="none",
         dataloader_num_workers=0,
+        **({"router_mapping": {"anchor": "query", "positive": "document", "negative": "document"}} if towers else {}),
     )
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=ds, loss=losses.MultipleNegativesRankingLoss(model), callbacks=[Clock()])
     trainer.train()
@@ -130,8 +153,8 @@ def st_scores(model, folder: Path, split: str) -> dict:
         qrels.setdefault(p[0], {})[p[1]] = int(p[2])
     qids = [q for q in queries if q in qrels]
     texts = [(d.get("title", "") + " " + d["text"]).strip() if d.get("title") else d["text"] for d in corpus]
-    d = model.encode(texts, batch_size=32, normalize_embeddings=True, convert_to_numpy=True)
-    q = model.encode([queries[x] for x in qids], batch_size=32, normalize_embeddings=True, convert_to_numpy=True)
+    d = model.encode_document(texts, batch_size=32, normalize_embeddings=True, convert_to_numpy=True)
+    q = model.encode_query([queries[x] for x in qids], batch_size=32, normalize_embeddings=True, convert_to_numpy=True)
     s = q @ d.T
     run = {}
     for i, qid in enumerate(qids):
@@ -160,7 +183,7 @@ def threads_info() -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--mode", choices=["speed", "quality", "negatives", "load"], required=True)
+    ap.add_argument("--mode", choices=["speed", "quality", "negatives", "towers", "load"], required=True)
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--skip", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=3)
@@ -200,19 +223,21 @@ def main() -> None:
         if best_st and best_t:
             result["ratio_best"] = best_t / best_st
             print(f"tandem best / sentence-transformers best: {result['ratio_best']:.2f}x")
-    elif a.mode == "quality":
+    elif a.mode in ("quality", "towers"):
         folder = SHARED / "scifact-beir"
+        towers = a.mode == "towers"
         if "st" in sides:
             pairs = beir_pairs(folder, "train")
             t0 = time.perf_counter()
-            model, times = st_train(pairs, None, a.epochs, False, a.threads, tmp / "st")
+            model, times = st_train(pairs, None, a.epochs, False, a.threads, tmp / "st", towers)
             result["st_train_s"] = time.perf_counter() - t0
             result["st_steps"] = len(times)
             result["st_test"] = st_scores(model, folder, "test")
             print(f"sentence-transformers: {result['st_test']} ({len(times)} steps, {result['st_train_s']:.0f} s)", flush=True)
         if "tandem" in sides:
             t0 = time.perf_counter()
-            m = tandem_train(folder, tmp / "tandem", ["--epochs", str(a.epochs)], a.threads)
+            extra = ["--separate-towers", "true"] if towers else []
+            m = tandem_train(folder, tmp / "tandem", ["--epochs", str(a.epochs), *extra], a.threads)
             result["tandem_train_s"] = time.perf_counter() - t0
             result["tandem_test"] = next(x for x in m if x.get("kind") == "test")
             print(f"tandem: ndcg@10 {result['tandem_test']['ndcg@10']:.4f} recall@100 {result['tandem_test']['recall@100']:.4f} ({result['tandem_train_s']:.0f} s)", flush=True)
@@ -262,18 +287,26 @@ def main() -> None:
 
         texts = [json.loads(l)["text"] for l in (SHARED / "reference" / "minilm-parity.jsonl").read_text().splitlines() if l.strip()]
         st = SentenceTransformer(str(a.model), device="cpu")
-        want = st.encode(texts, batch_size=32, convert_to_numpy=True)
         inp = tmp / "texts.txt"
         inp.write_text("".join(t.replace("\n", " ") + "\n" for t in texts))
-        out = tmp / "v.npy"
-        subprocess.run([str(BIN), "embed", "--model", str(a.model), "--input", str(inp), "--out", str(out), "--dtype", "float32"], check=True, stderr=subprocess.DEVNULL)
-        got = np.load(out)
-        cos = (got * want).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(want, axis=1)
-        result["min_cosine"] = float(cos.min())
+        # a model with two towers: each against its sentence-transformers route
+        sides = [("query", st.encode_query), ("document", st.encode_document)] if (a.model / "router_config.json").is_file() else [(None, st.encode)]
         result["model"] = str(a.model)
-        print(f"SentenceTransformer({a.model}) vs tandem embed: min cosine {cos.min():.7f} over {len(texts)} texts")
-        if cos.min() < 0.9999:
-            sys.exit(f"the saved model embeds differently in sentence-transformers (min cosine {cos.min()})")
+        for tower, encode in sides:
+            want = encode(texts, batch_size=32, convert_to_numpy=True)
+            out = tmp / f"{tower or 'model'}.npy"
+            cmd = [str(BIN), "embed", "--model", str(a.model), "--input", str(inp), "--out", str(out), "--dtype", "float32"]
+            if tower:
+                # encode_query / encode_document put the route's prompt first (may be empty)
+                cmd += ["--tower", tower, "--prompt", st.prompts.get(tower, "")]
+            subprocess.run(cmd, check=True, stderr=subprocess.DEVNULL)
+            got = np.load(out)
+            cos = (got * want).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(want, axis=1)
+            result[f"min_cosine_{tower or 'model'}"] = float(cos.min())
+            what = f"{encode.__name__} vs tandem embed --tower {tower}" if tower else "vs tandem embed"
+            print(f"SentenceTransformer({a.model}) {what}: min cosine {cos.min():.7f} over {len(texts)} texts")
+            if cos.min() < 0.9999:
+                sys.exit(f"the saved model embeds differently in sentence-transformers (min cosine {cos.min()})")
     out = REPO / "bench" / "out"
     out.mkdir(exist_ok=True)
     (out / f"dense_vs_st-{a.mode}.json").write_text(json.dumps(result, indent=2))

@@ -5,6 +5,7 @@
 #   bench/dense_vs_st.sh --mode speed [--steps 12]      steps/s on MS MARCO 5k pairs, f32 and bf16
 #   bench/dense_vs_st.sh --mode quality [--epochs 3]    SciFact train -> test nDCG@10, both sides
 #   bench/dense_vs_st.sh --mode negatives [--epochs 3]  the same with mined / refreshed hard negatives
+#   bench/dense_vs_st.sh --mode towers [--epochs 3]     the same with separate query / document towers
 #   bench/dense_vs_st.sh --mode load --model RUN/model  SentenceTransformer(RUN/model) vs tandem embed
 # Other flags: --threads T (default 2), --sides st,tandem, --no-build. Results also go to
 # bench/out/dense_vs_st-<mode>.json. Run it on an otherwise idle machine.
@@ -20,7 +21,7 @@ while [ $# -gt 0 ]; do
         --mode|--steps|--skip|--epochs|--model|--sides)
             [ $# -ge 2 ] || { echo "bench/dense_vs_st.sh: $1 needs a value" >&2; exit 2; }
             args+=("$1" "$2"); shift 2 ;;
-        -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
         *) echo "bench/dense_vs_st.sh: unknown flag $1; see --help" >&2; exit 2 ;;
     esac
 done

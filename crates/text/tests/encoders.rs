@@ -340,3 +340,32 @@ fn every_encoder_counts_its_layers_as_its_config_says() {
         assert_eq!(e.encoder().layers(), want, "{name}");
     }
 }
+
+/// A model with separate query and document towers as
+/// sentence-transformers writes it (`Router.for_query_document`: each
+/// route its own transformer, pooling and Dense, then Normalize): tandem
+/// embeds queries and documents as `encode_query` / `encode_document` do.
+#[test]
+fn router_towers_embed_as_sentence_transformers_routes_do() {
+    use tandem_text::{Tower, Towers};
+    let dir = fixture("router");
+    let mut g = Golden::load(&dir);
+    let texts = g.texts();
+    let towers = Towers::load(&dir, EmbedOptions::default()).unwrap();
+    assert!(towers.separate());
+    assert_eq!(towers.dim(), 16);
+    for tower in [Tower::Query, Tower::Document] {
+        let want = g.tensor(tower.route());
+        let got = towers
+            .tower(tower)
+            .embed(&texts, "", |_| {})
+            .unwrap()
+            .vectors;
+        let err = rel_diff(&got, &want);
+        assert!(err < 1e-5, "{tower:?}: off by {err:.2e}");
+    }
+    assert_ne!(
+        towers.query().embed(&texts, "", |_| {}).unwrap().vectors,
+        towers.document().embed(&texts, "", |_| {}).unwrap().vectors
+    );
+}
