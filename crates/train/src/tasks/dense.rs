@@ -551,11 +551,16 @@ impl Task for DenseTask<'_> {
 
     fn describe(&self) -> String {
         format!(
-            "{}: {} ({}, {} dims) on {} ({} examples)",
+            "{}: {} ({}, {} dims{}) on {} ({} examples)",
             self.cfg.command(),
             self.cfg.model.display(),
             self.model.query().model_type(),
             self.model.query().dim(),
+            if self.model.separate() {
+                ", separate query and document towers"
+            } else {
+                ""
+            },
             self.cfg.data.display(),
             self.train.len()
         )
