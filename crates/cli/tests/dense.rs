@@ -46,6 +46,17 @@ fn pairs(dir: &Path) -> Option<PathBuf> {
     Some(out)
 }
 
+/// A temporary folder holding the pairs of [`pairs`], or `None` (and a
+/// line saying the test is skipped) without `../shared`.
+fn setup() -> Option<(tempfile::TempDir, PathBuf)> {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(data) = pairs(dir.path()) else {
+        eprintln!("skipped: ../shared/data is absent");
+        return None;
+    };
+    Some((dir, data))
+}
+
 fn run_args(data: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
     let mut a: Vec<String> = [
         "train",
@@ -104,9 +115,7 @@ fn final_weights(run: &Path) -> (Vec<u8>, Vec<u8>) {
 
 #[test]
 fn dense_run_validates_tests_and_saves_a_sentence_transformers_model() {
-    let dir = tempfile::tempdir().unwrap();
-    let Some(data) = pairs(dir.path()) else {
-        eprintln!("skipped: ../shared/data is absent");
+    let Some((dir, data)) = setup() else {
         return;
     };
     let run = dir.path().join("run");
@@ -194,9 +203,7 @@ fn dense_run_validates_tests_and_saves_a_sentence_transformers_model() {
 
 #[test]
 fn dense_sigkill_at_random_moments_then_resume_is_bitwise_identical() {
-    let dir = tempfile::tempdir().unwrap();
-    let Some(data) = pairs(dir.path()) else {
-        eprintln!("skipped: ../shared/data is absent");
+    let Some((dir, data)) = setup() else {
         return;
     };
     let extra = [
@@ -222,9 +229,7 @@ fn dense_sigkill_at_random_moments_then_resume_is_bitwise_identical() {
 /// as a straight run.
 #[test]
 fn dense_refreshed_negatives_survive_sigkill_bitwise() {
-    let dir = tempfile::tempdir().unwrap();
-    let Some(data) = pairs(dir.path()) else {
-        eprintln!("skipped: ../shared/data is absent");
+    let Some((dir, data)) = setup() else {
         return;
     };
     let corpus = tandem_io::shared_data(env!("CARGO_MANIFEST_DIR"))
@@ -269,9 +274,7 @@ fn dense_refreshed_negatives_survive_sigkill_bitwise() {
 /// did, and `tandem embed` embeds with the tower asked for.
 #[test]
 fn dense_separate_towers_train_apart_and_save_a_router() {
-    let dir = tempfile::tempdir().unwrap();
-    let Some(data) = pairs(dir.path()) else {
-        eprintln!("skipped: ../shared/data is absent");
+    let Some((dir, data)) = setup() else {
         return;
     };
     let run = dir.path().join("run");

@@ -369,3 +369,42 @@ fn router_towers_embed_as_sentence_transformers_routes_do() {
         towers.document().embed(&texts, "", |_| {}).unwrap().vectors
     );
 }
+
+/// A damaged Router directory gets one error naming `router_config.json`
+/// and what is wrong with it.
+#[test]
+fn damaged_router_config_is_refused_clearly() {
+    use tandem_text::Towers;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("router");
+    copy_dir(&fixture("router"), &dir);
+    let good = std::fs::read_to_string(dir.join("router_config.json")).unwrap();
+    for (from, to, says) in [
+        ("\"document\": [", "\"passage\": [", "no route \"document\""),
+        (
+            "pooling.Pooling\"",
+            "pooling.WeightedLayerPooling\"",
+            "is not supported",
+        ),
+        (
+            "\"query_0_Transformer\",\n",
+            "\"../query_0_Transformer\",\n",
+            "leaves the model directory",
+        ),
+    ] {
+        assert!(good.contains(from), "{from}");
+        std::fs::write(dir.join("router_config.json"), good.replacen(from, to, 1)).unwrap();
+        let e = Towers::load(&dir, EmbedOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("router_config.json") && e.contains(says),
+            "{says}: {e}"
+        );
+    }
+    std::fs::remove_file(dir.join("router_config.json")).unwrap();
+    let e = Towers::load(&dir, EmbedOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("router_config.json"), "{e}");
+}
