@@ -31,7 +31,11 @@ pub fn is_multi_vector(path: &Path) -> bool {
 
 /// Writes the offsets of a multi-vector bank (`documents + 1` values from
 /// 0) as an int64 `.npy`, atomically.
-pub fn write_offsets(path: &Path, offsets: &[usize], overwrite: Overwrite) -> Result<(), BankError> {
+pub fn write_offsets(
+    path: &Path,
+    offsets: &[usize],
+    overwrite: Overwrite,
+) -> Result<(), BankError> {
     let header = crate::npy::header_bytes(crate::format::Elem::I64, &[offsets.len()]);
     tandem_io::write_atomic(path, overwrite, |w| {
         w.write_all(&header)?;
@@ -118,6 +122,11 @@ impl MultiBank {
     /// The token matrix.
     pub fn tokens(&self) -> &Bank {
         &self.tokens
+    }
+
+    /// The token matrix, the offsets and ids dropped.
+    pub fn into_tokens(self) -> Bank {
+        self.tokens
     }
 
     /// `documents + 1` offsets into the token rows, from 0.

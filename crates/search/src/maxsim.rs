@@ -191,7 +191,10 @@ mod tests {
         // query: (1,0),(0,1) -> doc 0: 2, doc 1: 1.4, doc 2: 0, doc 3: 2 (tie: lower first)
         let q = [1.0, 0.0, 0.0, 1.0, 0.0, 1.0];
         let hits = m.search(&q, &[0, 2, 3], 4, |_| {}).unwrap();
-        assert_eq!(hits[0], vec![(0, 2.0), (3, 2.0), (1, 0.6f32 + 0.8), (2, 0.0)]);
+        assert_eq!(
+            hits[0],
+            vec![(0, 2.0), (3, 2.0), (1, 0.6f32 + 0.8), (2, 0.0)]
+        );
         assert_eq!(hits[1][..2], [(0, 1.0), (3, 1.0)]);
     }
 
