@@ -68,7 +68,7 @@ impl<'a> MaxSim<'a> {
         progress: impl Fn(usize) + Sync,
     ) -> Result<Vec<Vec<Hit>>, SearchError> {
         let dim = self.bank.dim();
-        if queries.len() % dim != 0 {
+        if !queries.len().is_multiple_of(dim) {
             return Err(SearchError::QueryDim {
                 len: queries.len(),
                 dim,
