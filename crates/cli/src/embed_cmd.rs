@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use tandem_bank::{Bank, Dtype, Overwrite};
 use tandem_text::beir::{Beir, Ranking};
 use tandem_text::job::{self, EmbedJob, Shard};
-use tandem_text::{Corpus, EmbedOptions, Embedder, Precision, Tower, Towers};
+use tandem_text::{ColBert, Corpus, EmbedOptions, Embedder, Precision, Side, Tower, Towers};
 
 /// Element type of a written bank.
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -101,6 +101,15 @@ impl ModelArgs {
         Ok(Towers::load(&self.model, self.options()?)?)
     }
 
+    /// The model as a ColBERT when its directory is one (PyLate's
+    /// settings), or when `colbert` insists (refused for a dense model).
+    pub(crate) fn load_colbert(&self, colbert: bool) -> anyhow::Result<Option<ColBert>> {
+        if !colbert && !ColBert::is_colbert(&self.model)? {
+            return Ok(None);
+        }
+        Ok(Some(ColBert::load(&self.model, self.options()?)?))
+    }
+
     fn settings(&self) -> Value {
         json!({ "batch": self.batch, "precision": self.precision.name() })
     }
@@ -184,9 +193,15 @@ pub struct EmbedArgs {
     /// towers (a sentence-transformers Router); refused without it there.
     #[arg(long, value_enum)]
     pub tower: Option<TowerArg>,
-    /// Element type of the bank.
-    #[arg(long, value_enum, default_value = "float32")]
-    pub dtype: BankDtype,
+    /// Element type of the bank [default: float32; float16 for a
+    /// multi-vector bank].
+    #[arg(long, value_enum)]
+    pub dtype: Option<BankDtype>,
+    /// Write a multi-vector bank (token vectors, `<stem>.offsets.npy`
+    /// beside) with a ColBERT model; chosen by itself when the model
+    /// directory is a ColBERT, refused for a dense model.
+    #[arg(long)]
+    pub colbert: bool,
     /// Embed part i of n equal parts of the rows (e.g. 0/4); join the parts
     /// with `tandem bank merge`.
     #[arg(long)]
@@ -213,6 +228,7 @@ pub fn run_embed(a: EmbedArgs) -> anyhow::Result<()> {
         a.out.clone(),
         job::ids_path(&a.out),
         job::sidecar_path(&a.out),
+        tandem_bank::offsets_path(&a.out),
     ];
     let early = if job::partial_dir(&a.out).is_dir() {
         Overwrite::Allow
@@ -227,26 +243,43 @@ pub fn run_embed(a: EmbedArgs) -> anyhow::Result<()> {
             a.input.display()
         );
     }
-    let embedder = a.model.load(a.tower.map(Tower::from))?;
-    let prompt = a.prompt.resolve(&embedder)?;
+    let colbert = a.model.load_colbert(a.colbert)?;
+    let loaded;
+    let embedder = match &colbert {
+        Some(c) => c.embedder(),
+        None => {
+            loaded = a.model.load(a.tower.map(Tower::from))?;
+            &loaded
+        }
+    };
+    let prompt = a.prompt.resolve(embedder)?;
     let input_fingerprint = job::file_fingerprint(&a.input)?;
     let mut settings = a.model.settings();
     settings["field"] = json!(a.field);
     if let Some(t) = embedder.dir().tower {
         settings["tower"] = json!(t.route());
     }
+    let dtype = a.dtype.map_or(
+        if colbert.is_some() {
+            Dtype::F16
+        } else {
+            Dtype::F32
+        },
+        Dtype::from,
+    );
     let report = EmbedJob {
-        embedder: &embedder,
+        embedder,
         corpus: &corpus,
         input: &a.input,
         input_fingerprint: &input_fingerprint,
         settings,
         prompt: &prompt,
         shard,
-        dtype: a.dtype.into(),
+        dtype,
         out: &a.out,
         overwrite,
         progress: true,
+        colbert: colbert.as_ref(),
     }
     .run()?;
     if a.json {
@@ -258,12 +291,14 @@ pub fn run_embed(a: EmbedArgs) -> anyhow::Result<()> {
             report.rows,
             report.resumed,
             a.out.display(),
-            report.rows,
+            report.tokens,
             report.dim,
             report.seconds,
             rate,
             report.truncated,
-            embedder.max_len(),
+            colbert
+                .as_ref()
+                .map_or(embedder.max_len(), |c| c.config().document_length),
             report.empty
         );
     }
@@ -366,10 +401,20 @@ pub fn run_beir(a: BeirArgs) -> anyhow::Result<()> {
     }
     let beir = Beir::open(&a.data, &a.split)?;
     let corpus = &beir.corpus;
-    let towers = a.model.load_towers()?;
-    let embedder = towers.document();
+    let colbert = a.model.load_colbert(false)?;
+    // a dense model's towers (one for both, or a query and a document tower)
+    let towers = match &colbert {
+        Some(_) => None,
+        None => Some(a.model.load_towers()?),
+    };
+    // the model that embeds the corpus
+    let embedder = match (&colbert, &towers) {
+        (Some(c), _) => c.embedder(),
+        (None, Some(t)) => t.document(),
+        (None, None) => unreachable!("a dense model's towers are loaded"),
+    };
     let (query_prompt, doc_prompt) =
-        towers.prompts(a.query_prompt.as_deref(), a.doc_prompt.as_deref());
+        embedder.prompts(a.query_prompt.as_deref(), a.doc_prompt.as_deref());
 
     // the corpus bank, cached by model, corpus and settings
     let corpus_fp = job::file_fingerprint(&corpus_path)?;
@@ -381,7 +426,8 @@ pub fn run_beir(a: BeirArgs) -> anyhow::Result<()> {
             corpus_fp,
             embedder.max_len(),
             doc_prompt,
-            settings
+            settings,
+            colbert.as_ref().map(|c| format!("{:?}", c.config()))
         ])
         .to_string();
         Sha256::digest(text.as_bytes())
@@ -414,42 +460,90 @@ pub fn run_beir(a: BeirArgs) -> anyhow::Result<()> {
             settings: settings.clone(),
             prompt: &doc_prompt,
             shard: None,
-            dtype: Dtype::F32,
+            dtype: if colbert.is_some() {
+                Dtype::F16
+            } else {
+                Dtype::F32
+            },
             out: &bank_path,
             overwrite: Overwrite::Refuse,
             progress: true,
+            colbert: colbert.as_ref(),
         }
         .run()?;
     }
     let corpus_s = t_corpus.elapsed().as_secs_f64();
-    let bank = Bank::open(
-        &bank_path,
-        &tandem_bank::OpenOptions {
-            key: None,
-            ids: Some(job::ids_path(&bank_path)),
-        },
-    )?;
-    if bank.rows() != corpus.len() || bank.dim() != embedder.dim() {
-        bail!(
-            "{}: {} x {} cached, {} x {} expected; delete it to embed again",
+    let ids = job::ids_path(&bank_path);
+    let stale = |rows: usize, dim: usize| {
+        anyhow::anyhow!(
+            "{}: {rows} x {dim} cached, {} x {} expected; delete it to embed again",
             bank_path.display(),
-            bank.rows(),
-            bank.dim(),
             corpus.len(),
             embedder.dim()
-        );
-    }
-
+        )
+    };
     let t_q = Instant::now();
     let qsel = &beir.queries;
-    let qv = towers.query().embed(&qsel.texts, &query_prompt, |_| {})?;
-    let query_s = t_q.elapsed().as_secs_f64();
-
-    let ranking = Ranking::of(towers.query());
-    let k = a.k.min(bank.rows());
-    let t_s = Instant::now();
-    let hits = beir.search(&bank, &qv.vectors, ranking, k, a.ignore_identical_ids)?;
-    let search_s = t_s.elapsed().as_secs_f64();
+    let (hits, k, docs, metric, queries_truncated, query_s, search_s) = match &colbert {
+        None => {
+            let bank = Bank::open(
+                &bank_path,
+                &tandem_bank::OpenOptions {
+                    key: None,
+                    ids: Some(ids),
+                },
+            )?;
+            if bank.rows() != corpus.len() || bank.dim() != embedder.dim() {
+                return Err(stale(bank.rows(), bank.dim()));
+            }
+            let query = towers.as_ref().map_or(embedder, Towers::query);
+            let qv = query.embed(&qsel.texts, &query_prompt, |_| {})?;
+            let query_s = t_q.elapsed().as_secs_f64();
+            let ranking = Ranking::of(query);
+            let k = a.k.min(bank.rows());
+            let t_s = Instant::now();
+            let hits = beir.search(&bank, &qv.vectors, ranking, k, a.ignore_identical_ids)?;
+            let search_s = t_s.elapsed().as_secs_f64();
+            (
+                hits,
+                k,
+                bank.rows(),
+                ranking.name(),
+                qv.truncated,
+                query_s,
+                search_s,
+            )
+        }
+        Some(c) => {
+            let bank = tandem_bank::MultiBank::open(&bank_path, Some(&ids))?;
+            if bank.docs() != corpus.len() || bank.dim() != c.dim() {
+                return Err(stale(bank.docs(), bank.dim()));
+            }
+            let with: Vec<String> = qsel
+                .texts
+                .iter()
+                .map(|t| format!("{query_prompt}{t}"))
+                .collect();
+            let qv = c.encode(&with, Side::Query, |_| {})?;
+            let query_s = t_q.elapsed().as_secs_f64();
+            let k = a.k.min(bank.docs());
+            let t_s = Instant::now();
+            let bar = tandem_io::progress(bank.docs() as u64, "maxsim");
+            let hits =
+                beir.search_maxsim(&bank, &qv, k, a.ignore_identical_ids, |n| bar.inc(n as u64))?;
+            bar.finish_and_clear();
+            let search_s = t_s.elapsed().as_secs_f64();
+            (
+                hits,
+                k,
+                bank.docs(),
+                "maxsim",
+                qv.truncated,
+                query_s,
+                search_s,
+            )
+        }
+    };
     let text = beir.trec(&hits, "tandem");
     let scores = beir.metrics(&beir.run(&hits)?)?;
     let metrics: serde_json::Map<String, Value> =
@@ -460,18 +554,18 @@ pub fn run_beir(a: BeirArgs) -> anyhow::Result<()> {
         "dataset": a.data,
         "split": a.split,
         "queries": qsel.len(),
-        "documents": bank.rows(),
+        "documents": docs,
         "metrics": metrics,
-        "model": { "path": a.model.model, "fingerprint": towers.fingerprint(), "model_type": embedder.model_type(), "max_length": embedder.max_len(), "separate_towers": towers.separate() },
+        "model": { "path": a.model.model, "fingerprint": towers.as_ref().map_or_else(|| embedder.fingerprint().to_string(), Towers::fingerprint), "model_type": embedder.model_type(), "max_length": embedder.max_len(), "separate_towers": towers.as_ref().is_some_and(Towers::separate) },
         "settings": settings,
-        "metric": ranking.name(),
+        "metric": metric,
         "k": k,
         "ignore_identical_ids": a.ignore_identical_ids,
         "query_prompt": query_prompt,
         "doc_prompt": doc_prompt,
         "corpus_cache": { "path": bank_path, "reused": cached },
         "run": out,
-        "queries_truncated": qv.truncated,
+        "queries_truncated": queries_truncated,
         "seconds": { "corpus": corpus_s, "queries": query_s, "search": search_s, "total": t0.elapsed().as_secs_f64() },
     });
     tandem_io::write_bytes_atomic(
@@ -488,7 +582,7 @@ pub fn run_beir(a: BeirArgs) -> anyhow::Result<()> {
             "{name} ({} split): {} queries, {} documents, {}",
             a.split,
             qsel.len(),
-            bank.rows(),
+            docs,
             embedder.model_type()
         )?;
         for (m, v) in &scores {

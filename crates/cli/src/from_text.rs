@@ -318,6 +318,7 @@ pub fn run(a: FromTextArgs) -> anyhow::Result<()> {
                 out: &bank_path,
                 overwrite: Overwrite::Allow,
                 progress: true,
+                colbert: None,
             }
             .run()?
             .sidecar

@@ -143,6 +143,13 @@ fn refuse_existing(paths: &[&Path], force: bool) -> anyhow::Result<()> {
 }
 
 fn open_bank(path: &Path, key: &Option<String>, ids: &Option<PathBuf>) -> anyhow::Result<Bank> {
+    if tandem_bank::is_multi_vector(path) {
+        anyhow::bail!(
+            "{}: a multi-vector bank (a ColBERT's token vectors, {} beside it), where a dense bank (one vector per document) is needed; search it by MaxSim with tandem beir --model COLBERT_DIR, or embed the corpus with a dense model",
+            path.display(),
+            tandem_bank::offsets_path(path).display()
+        );
+    }
     Ok(Bank::open(
         path,
         &OpenOptions {

@@ -19,6 +19,8 @@ pub enum SearchError {
          the queries must have the bank's dimension {dim}"
     )]
     QueryDim { len: usize, dim: usize },
+    #[error("the query offsets must run from 0 to the {rows} query token rows without going back; give one offset per query plus one")]
+    QueryOffsets { rows: usize },
     #[error("query row {row} holds NaN or Inf; fix or drop that query")]
     NonFiniteQuery { row: usize },
     #[error("{lists} exclusion lists for {queries} queries; give one line per query (an empty line excludes nothing)")]

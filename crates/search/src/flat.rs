@@ -133,7 +133,7 @@ impl<'a> Flat<'a> {
 }
 
 /// `tile[i * nb + j] = q_i . x_j` for queries `q` (nq x dim) and bank rows `x` (nb x dim).
-fn scores(q: &[f32], x: &[f32], dim: usize, tile: &mut [f32]) {
+pub(crate) fn scores(q: &[f32], x: &[f32], dim: usize, tile: &mut [f32]) {
     let (nq, nb) = (q.len() / dim, x.len() / dim);
     debug_assert_eq!(tile.len(), nq * nb);
     // SAFETY: dst is nq x nb row-major (row stride nb), lhs is nq x dim

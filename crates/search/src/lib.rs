@@ -7,6 +7,8 @@
 //! * [`Hnsw`]: approximate search through usearch's HNSW graph, built from a
 //!   bank, saved, loaded or memory-mapped, guarded by a JSON sidecar that ties
 //!   the index to the bank it was built from.
+//! * [`MaxSim`]: exact late-interaction (ColBERT) search over a
+//!   [`tandem_bank::MultiBank`], documents scored by MaxSim.
 //!
 //! Results are `(bank row, score)` pairs, best first; ties are broken by the
 //! lower row. Scores are inner products, or cosine similarities.
@@ -14,6 +16,7 @@
 mod error;
 mod flat;
 mod hnsw;
+mod maxsim;
 mod topk;
 
 use std::fmt;
@@ -22,6 +25,7 @@ use std::str::FromStr;
 pub use error::SearchError;
 pub use flat::Flat;
 pub use hnsw::{sidecar_path, BankFingerprint, Hnsw, HnswParams, HnswSidecar, Scalar};
+pub use maxsim::{MaxSim, BLOCK_TOKENS};
 
 /// One search result: `(bank row, score)`. Lists of hits are best first.
 pub type Hit = (u32, f32);

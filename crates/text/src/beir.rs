@@ -6,12 +6,12 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use tandem_bank::Bank;
+use tandem_bank::{Bank, MultiBank};
 use tandem_eval::{evaluate, EvalOptions, Measure, Qrels, Run};
 use tandem_nn::contrastive::Similarity;
-use tandem_search::{Flat, Hit, Index, Metric};
+use tandem_search::{Flat, Hit, Index, MaxSim, Metric};
 
-use crate::{Corpus, Embedder, TextError, Towers};
+use crate::{Corpus, Embedder, MultiVectors, TextError, Towers};
 
 /// The measures BEIR reports.
 pub const BEIR_MEASURES: &str = "ndcg@10,recall@100,map@100,mrr@10";
@@ -127,6 +127,56 @@ impl Beir {
         })
     }
 
+    /// The corpus rows each query may not return: its own id's, under
+    /// `ignore_identical_ids` (BEIR's), else none.
+    fn exclusions(&self, ignore_identical_ids: bool) -> Vec<Vec<u32>> {
+        if !ignore_identical_ids {
+            return Vec::new();
+        }
+        let row_of: std::collections::HashMap<&str, u32> = self
+            .corpus
+            .ids
+            .iter()
+            .enumerate()
+            .map(|(r, id)| (id.as_str(), r as u32))
+            .collect();
+        self.queries
+            .ids
+            .iter()
+            .map(|q| row_of.get(q.as_str()).map(|&r| vec![r]).unwrap_or_default())
+            .collect()
+    }
+
+    /// The best `k` documents of each query by exact MaxSim over a
+    /// multi-vector bank of the corpus, given the queries' token vectors;
+    /// `progress(n)` after each block of `n` documents.
+    pub fn search_maxsim(
+        &self,
+        docs: &MultiBank,
+        queries: &MultiVectors,
+        k: usize,
+        ignore_identical_ids: bool,
+        progress: impl Fn(usize) + Sync,
+    ) -> Result<Vec<Vec<Hit>>, TextError> {
+        let exclude = self.exclusions(ignore_identical_ids);
+        let k = k.min(docs.docs());
+        // one more than asked for, so that dropping a query's own document leaves k
+        let extra = usize::from(ignore_identical_ids && k < docs.docs());
+        let hits = MaxSim::new(docs)
+            .search(&queries.vectors, &queries.offsets, k + extra, progress)
+            .map_err(|e| TextError::file(&self.dir, e.to_string(), "check the model's vectors"))?;
+        Ok(hits
+            .into_iter()
+            .enumerate()
+            .map(|(q, mut h)| {
+                let ex = exclude.get(q).map_or(&[][..], Vec::as_slice);
+                h.retain(|(row, _)| !ex.contains(row));
+                h.truncate(k);
+                h
+            })
+            .collect())
+    }
+
     /// The `k` best corpus rows of each query: the corpus vectors `docs`
     /// (a row per document) and `queries` (`[queries, dim]`) ranked by
     /// `ranking`, a query's own id left out when `ignore_identical_ids`.
@@ -139,22 +189,7 @@ impl Beir {
         ignore_identical_ids: bool,
     ) -> Result<Vec<Vec<Hit>>, TextError> {
         let dim = docs.dim();
-        let exclude: Vec<Vec<u32>> = if ignore_identical_ids {
-            let row_of: std::collections::HashMap<&str, u32> = self
-                .corpus
-                .ids
-                .iter()
-                .enumerate()
-                .map(|(r, id)| (id.as_str(), r as u32))
-                .collect();
-            self.queries
-                .ids
-                .iter()
-                .map(|q| row_of.get(q.as_str()).map(|&r| vec![r]).unwrap_or_default())
-                .collect()
-        } else {
-            Vec::new()
-        };
+        let exclude = self.exclusions(ignore_identical_ids);
         let err = |e: tandem_search::SearchError| {
             TextError::file(&self.dir, e.to_string(), "check the model's vectors")
         };

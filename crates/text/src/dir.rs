@@ -1,7 +1,8 @@
 //! A Hugging Face model directory, with the sentence-transformers layout
 //! when it has one: `modules.json` (Transformer, Pooling, Dense, Normalize),
 //! `sentence_bert_config.json` (`max_seq_length`, `do_lower_case`) and
-//! `config_sentence_transformers.json` (prompts).
+//! `config_sentence_transformers.json` (prompts, and a ColBERT's settings
+//! as PyLate writes them: [`ColbertConfig`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -34,6 +35,134 @@ pub struct DenseModule {
     pub activation_name: String,
 }
 
+/// A ColBERT's settings, as PyLate writes them in
+/// `config_sentence_transformers.json` (its defaults where a key is
+/// absent).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ColbertConfig {
+    /// The token inserted after the first token of a query (`[Q] `; empty:
+    /// none).
+    pub query_prefix: String,
+    /// The same for documents (`[D] `).
+    pub document_prefix: String,
+    /// Tokens per query, prefix included; with query expansion queries are
+    /// padded to it with `[MASK]` tokens.
+    pub query_length: usize,
+    /// The most tokens per document, prefix included.
+    pub document_length: usize,
+    /// Whether the query expansion tokens are attended to (otherwise only
+    /// they attend to the real tokens).
+    pub attend_to_expansion_tokens: bool,
+    /// Whether queries are padded with `[MASK]` tokens to `query_length`
+    /// (their vectors kept).
+    pub do_query_expansion: bool,
+    /// Tokens left out of document vectors (punctuation).
+    pub skiplist_words: Vec<String>,
+}
+
+impl ColbertConfig {
+    /// PyLate's defaults.
+    pub fn pylate() -> ColbertConfig {
+        ColbertConfig {
+            query_prefix: "[Q] ".into(),
+            document_prefix: "[D] ".into(),
+            query_length: 32,
+            document_length: 180,
+            attend_to_expansion_tokens: false,
+            do_query_expansion: true,
+            skiplist_words: "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"
+                .chars()
+                .map(String::from)
+                .collect(),
+        }
+    }
+
+    /// The settings of a `config_sentence_transformers.json` (at `path`),
+    /// when it describes a ColBERT (`model_type` `ColBERT`, or PyLate's
+    /// keys).
+    fn read(v: &Value, path: &Path) -> Result<Option<ColbertConfig>, TextError> {
+        const KEYS: [&str; 7] = [
+            "query_prefix",
+            "document_prefix",
+            "query_length",
+            "document_length",
+            "attend_to_expansion_tokens",
+            "do_query_expansion",
+            "skiplist_words",
+        ];
+        let is_colbert = v.get("model_type").and_then(Value::as_str) == Some("ColBERT")
+            || KEYS.iter().any(|k| v.get(*k).is_some());
+        if !is_colbert {
+            return Ok(None);
+        }
+        let bad = |k: &str, what: &str| {
+            TextError::file(
+                path,
+                format!("{k:?} is not {what}"),
+                "restore the file as PyLate saved it",
+            )
+        };
+        let mut c = ColbertConfig::pylate();
+        let text = |k: &str, into: &mut String| -> Result<(), TextError> {
+            match v.get(k) {
+                None | Some(Value::Null) => Ok(()),
+                Some(Value::String(s)) => {
+                    *into = s.clone();
+                    Ok(())
+                }
+                Some(_) => Err(bad(k, "a string")),
+            }
+        };
+        text("query_prefix", &mut c.query_prefix)?;
+        text("document_prefix", &mut c.document_prefix)?;
+        let count = |k: &str, into: &mut usize| -> Result<(), TextError> {
+            match v.get(k) {
+                None | Some(Value::Null) => Ok(()),
+                Some(n) => match n.as_u64() {
+                    Some(n) if n >= 1 => {
+                        *into = n as usize;
+                        Ok(())
+                    }
+                    _ => Err(bad(k, "a positive integer")),
+                },
+            }
+        };
+        count("query_length", &mut c.query_length)?;
+        count("document_length", &mut c.document_length)?;
+        let flag = |k: &str, into: &mut bool| -> Result<(), TextError> {
+            match v.get(k) {
+                None | Some(Value::Null) => Ok(()),
+                Some(Value::Bool(b)) => {
+                    *into = *b;
+                    Ok(())
+                }
+                Some(_) => Err(bad(k, "true or false")),
+            }
+        };
+        flag(
+            "attend_to_expansion_tokens",
+            &mut c.attend_to_expansion_tokens,
+        )?;
+        flag("do_query_expansion", &mut c.do_query_expansion)?;
+        match v.get("skiplist_words") {
+            None | Some(Value::Null) => {}
+            Some(Value::Array(words)) => {
+                c.skiplist_words = words
+                    .iter()
+                    .map(|w| w.as_str().map(str::to_string))
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or_else(|| bad("skiplist_words", "a list of strings"))?;
+            }
+            Some(_) => return Err(bad("skiplist_words", "a list of strings")),
+        }
+        // PyLate: without query expansion nothing is attended to beyond the text
+        if !c.do_query_expansion {
+            c.attend_to_expansion_tokens = false;
+        }
+        Ok(Some(c))
+    }
+}
+
 /// Everything read from a model directory, before the weights are built.
 #[derive(Debug)]
 pub struct ModelDir {
@@ -61,11 +190,18 @@ pub struct ModelDir {
     pub prompts: BTreeMap<String, String>,
     /// The prompt used when none is asked for.
     pub default_prompt_name: Option<String>,
-    /// `similarity_fn_name` (`cosine`, `dot`, ...), when given.
+    /// `similarity_fn_name` (`cosine`, `dot`, `MaxSim`, ...), when given.
     pub similarity: Option<String>,
     /// The tower read, when the model has separate query and document
     /// towers.
     pub tower: Option<Tower>,
+    /// A ColBERT's settings, when the directory is one (see
+    /// [`ColbertConfig`]).
+    pub colbert: Option<ColbertConfig>,
+    /// `mask_token` and `unk_token` of `tokenizer_config.json`, when given.
+    pub mask_token: Option<String>,
+    /// See `mask_token`.
+    pub unk_token: Option<String>,
     /// A SHA-256 over every file that shapes the output but the weights
     /// (which [`ModelDir::fingerprint`] adds, from bytes read once).
     pub files_sha256: String,
@@ -334,8 +470,10 @@ impl ModelDir {
         let mut prompts = BTreeMap::new();
         let mut default_prompt_name = None;
         let mut similarity = None;
+        let mut colbert = None;
         let st_path = path.join("config_sentence_transformers.json");
         if let Some(v) = read_json_opt(&st_path)? {
+            colbert = ColbertConfig::read(&v, &st_path)?;
             if let Some(map) = v.get("prompts").and_then(Value::as_object) {
                 for (k, p) in map {
                     if let Some(p) = p.as_str() {
@@ -353,6 +491,14 @@ impl ModelDir {
                 .map(str::to_string);
         }
 
+        let tok_config = read_json_opt(&transformer.join("tokenizer_config.json"))?;
+        let special = |k: &str| {
+            let v = tok_config.as_ref()?.get(k)?;
+            v.as_str()
+                .or_else(|| v.get("content").and_then(Value::as_str))
+                .map(str::to_string)
+        };
+        let (mask_token, unk_token) = (special("mask_token"), special("unk_token"));
         let pooling = match &pooling_dir {
             Some(dir) => {
                 let p = dir.join("config.json");
@@ -377,6 +523,11 @@ impl ModelDir {
                 files.push(p);
             }
         }
+        // a ColBERT's expansion token is named there
+        let tok_config_path = transformer.join("tokenizer_config.json");
+        if colbert.is_some() && tok_config_path.is_file() {
+            files.push(tok_config_path);
+        }
         if let Some(dir) = &pooling_dir {
             files.push(dir.join("config.json"));
         }
@@ -400,6 +551,9 @@ impl ModelDir {
             default_prompt_name,
             similarity,
             tower: routed.then_some(tower).flatten(),
+            colbert,
+            mask_token,
+            unk_token,
             files_sha256,
         })
     }
@@ -435,6 +589,13 @@ fn read_dense(dir: &Path) -> Result<DenseModule, TextError> {
             })
     };
     let (inp, out) = (get("in_features")?, get("out_features")?);
+    if c.get("use_residual").and_then(Value::as_bool) == Some(true) {
+        return Err(TextError::file(
+            &cp,
+            "use_residual true (PyLate's residual Dense) is not supported yet",
+            "use a model whose Dense modules have use_residual false",
+        ));
+    }
     let bias = c.get("bias").and_then(Value::as_bool).unwrap_or(true);
     let act_name = c
         .get("activation_function")

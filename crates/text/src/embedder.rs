@@ -74,7 +74,7 @@ pub(crate) struct HeadTape {
 /// the pooling, all in one `Params`.
 pub struct Embedder {
     pub(crate) dir: ModelDir,
-    tokenizer: Tokenizer,
+    pub(crate) tokenizer: Tokenizer,
     pub(crate) encoder: Box<dyn Encoder>,
     pub(crate) heads: Vec<Head>,
     /// The number of the encoder's own tensors (the heads' follow).
@@ -365,13 +365,32 @@ impl Embedder {
         mut tape: Option<&mut HeadTape>,
     ) -> Vec<f32> {
         let hidden = self.encoder.hidden();
-        let (len, p) = (batch.len, self.encoder.params());
+        let len = batch.len;
         let width = self.dir.pooling.width(hidden);
         let mut x = vec![0.0f32; batch.rows() * width];
         for (b, out) in x.chunks_exact_mut(width).enumerate() {
             let real = &states[b * len * hidden..(b * len + batch.lens[b]) * hidden];
             self.dir.pooling.pool(real, hidden, out);
         }
+        let mut x = self.heads_forward(x, tape.as_deref_mut());
+        if let Some(t) = tape {
+            t.unnormalised = x.clone();
+        }
+        if self.normalize {
+            l2_normalize_rows(&mut x, self.dim);
+        }
+        x
+    }
+
+    /// Runs the heads (the Dense modules) over the rows of `x`, one vector
+    /// each (pooled vectors, or a ColBERT's token states); keeps each
+    /// head's input and pre-activation output in `tape` when given.
+    pub(crate) fn heads_forward(
+        &self,
+        mut x: Vec<f32>,
+        mut tape: Option<&mut HeadTape>,
+    ) -> Vec<f32> {
+        let p = self.encoder.params();
         let mut next = Vec::new();
         for h in &self.heads {
             h.dense.forward(p, &x, &mut next);
@@ -382,17 +401,17 @@ impl Embedder {
             h.activation.apply(&mut next);
             std::mem::swap(&mut x, &mut next);
         }
-        if let Some(t) = tape {
-            t.unnormalised = x.clone();
-        }
-        if self.normalize {
-            for row in x.chunks_exact_mut(self.dim) {
-                let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
-                for v in row.iter_mut() {
-                    *v /= norm;
-                }
-            }
-        }
         x
+    }
+}
+
+/// Scales each row of `x` (`dim` wide) to unit L2 norm (a zero row stays
+/// zero).
+pub(crate) fn l2_normalize_rows(x: &mut [f32], dim: usize) {
+    for row in x.chunks_exact_mut(dim) {
+        let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+        for v in row.iter_mut() {
+            *v /= norm;
+        }
     }
 }

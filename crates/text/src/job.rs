@@ -3,7 +3,10 @@
 //! finishes, so a killed run resumes at the first missing block when rerun
 //! with the same settings; the final file is assembled from the blocks and
 //! is byte-identical to an uninterrupted run's. `--shard i/n` embeds one
-//! contiguous part of the rows; [`merge`] joins the parts.
+//! contiguous part of the rows; [`merge`] joins the parts. With a ColBERT
+//! the bank is a multi-vector one (the documents' token vectors, their
+//! offsets beside them: [`tandem_bank::MultiBank`]), with the same blocks,
+//! resume and shards.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -13,7 +16,7 @@ use sha2::{Digest, Sha256};
 use tandem_bank::Dtype;
 use tandem_io::Overwrite;
 
-use crate::{Corpus, Embedder, TextError};
+use crate::{ColBert, ColbertConfig, Corpus, Embedder, Side, TextError};
 
 /// Rows per saved block.
 pub const BLOCK: usize = 1024;
@@ -96,13 +99,20 @@ pub struct EmbedJob<'a> {
     pub overwrite: Overwrite,
     /// Whether to draw a progress bar.
     pub progress: bool,
+    /// A ColBERT (over `embedder`): the bank is then a multi-vector bank,
+    /// the documents' token vectors with their offsets
+    /// ([`tandem_bank::MultiBank`]).
+    pub colbert: Option<&'a ColBert>,
 }
 
 /// What an embedding run did.
 #[derive(Debug, Clone)]
 pub struct EmbedReport {
-    /// Rows in the output.
+    /// Rows in the output (documents; a multi-vector bank has `tokens`
+    /// token rows for them).
     pub rows: usize,
+    /// Token vectors written (multi-vector banks; `rows` otherwise).
+    pub tokens: usize,
     /// Their width.
     pub dim: usize,
     /// Rows found already embedded in `<out>.partial/`.
@@ -240,6 +250,7 @@ impl EmbedJob<'_> {
             "max_length": self.embedder.max_len(),
             "prompt": self.prompt,
             "settings": self.settings,
+            "colbert": self.colbert.map(|c| colbert_json(c.config())),
         });
         let partial = partial_dir(out);
         let job_file = partial.join("job.json");
@@ -265,11 +276,11 @@ impl EmbedJob<'_> {
         } else {
             self.overwrite
         };
-        check_outputs(
-            &[out.to_path_buf(), ids_file.clone(), sidecar_file.clone()],
-            &inputs,
-            overwrite,
-        )?;
+        let mut outs = vec![out.to_path_buf(), ids_file.clone(), sidecar_file.clone()];
+        if self.colbert.is_some() {
+            outs.push(tandem_bank::offsets_path(out));
+        }
+        check_outputs(&outs, &inputs, overwrite)?;
         if !started {
             std::fs::create_dir_all(&partial).map_err(|e| io_err(&partial, e))?;
             tandem_io::write_bytes_atomic(
@@ -281,12 +292,30 @@ impl EmbedJob<'_> {
         }
         let blocks = rows.div_ceil(BLOCK);
         let block_file = |b: usize| partial.join(format!("block-{b:06}.f32"));
+        // a multi-vector block's token count per document
+        let counts_file = |b: usize| partial.join(format!("block-{b:06}.counts"));
         let block_rows =
             |b: usize| (range.start + b * BLOCK)..(range.start + ((b + 1) * BLOCK).min(rows));
+        let read_counts = |b: usize| -> Option<Vec<usize>> {
+            let bytes = std::fs::read(counts_file(b)).ok()?;
+            (bytes.len() == block_rows(b).len() * 4).then(|| {
+                bytes
+                    .chunks_exact(4)
+                    .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as usize)
+                    .collect()
+            })
+        };
         let done: Vec<bool> = (0..blocks)
             .map(|b| {
+                let vectors = match self.colbert {
+                    None => block_rows(b).len(),
+                    Some(_) => match read_counts(b) {
+                        Some(c) => c.iter().sum(),
+                        None => return false,
+                    },
+                };
                 std::fs::metadata(block_file(b))
-                    .is_ok_and(|m| m.len() as usize == block_rows(b).len() * dim * 4)
+                    .is_ok_and(|m| m.len() as usize == vectors * dim * 4)
             })
             .collect();
         let resumed: usize = (0..blocks)
@@ -301,33 +330,62 @@ impl EmbedJob<'_> {
         });
         let t0 = Instant::now();
         let (mut truncated, mut empty) = (0usize, 0usize);
+        let tick = |n: usize| {
+            if let Some(bar) = &bar {
+                bar.inc(n as u64);
+            }
+        };
         for (b, &done) in done.iter().enumerate() {
             let r = block_rows(b);
+            let with: Vec<String> = self.corpus.texts[r.clone()]
+                .iter()
+                .map(|t| format!("{}{t}", self.prompt))
+                .collect();
             if done {
                 // counted again from the tokens, which are cheap
-                let part = &self.corpus.texts[r.clone()];
-                let with: Vec<String> =
-                    part.iter().map(|t| format!("{}{t}", self.prompt)).collect();
-                truncated += self
-                    .embedder
-                    .tokenize(&with)?
-                    .iter()
-                    .filter(|(_, t)| *t)
-                    .count();
-                empty += part.iter().filter(|t| t.trim().is_empty()).count();
+                truncated += match self.colbert {
+                    None => self
+                        .embedder
+                        .tokenize(&with)?
+                        .iter()
+                        .filter(|(_, t)| *t)
+                        .count(),
+                    Some(c) => c
+                        .tokenize(&with, Side::Document)?
+                        .iter()
+                        .filter(|t| t.truncated)
+                        .count(),
+                };
+                empty += with.iter().filter(|t| t.trim().is_empty()).count();
                 continue;
             }
-            let e = self
-                .embedder
-                .embed(&self.corpus.texts[r], self.prompt, |n| {
-                    if let Some(bar) = &bar {
-                        bar.inc(n as u64);
-                    }
-                })?;
-            truncated += e.truncated;
-            empty += e.empty;
-            let bytes: Vec<u8> = e.vectors.iter().flat_map(|v| v.to_le_bytes()).collect();
+            let vectors = match self.colbert {
+                None => {
+                    let e = self
+                        .embedder
+                        .embed(&self.corpus.texts[r], self.prompt, tick)?;
+                    truncated += e.truncated;
+                    empty += e.empty;
+                    e.vectors
+                }
+                Some(c) => {
+                    let m = c.encode(&with, Side::Document, tick)?;
+                    truncated += m.truncated;
+                    empty += m.empty;
+                    let counts: Vec<u8> = m
+                        .offsets
+                        .windows(2)
+                        .flat_map(|w| ((w[1] - w[0]) as u32).to_le_bytes())
+                        .collect();
+                    let f = counts_file(b);
+                    tandem_io::write_bytes_atomic(&f, Overwrite::Allow, &counts)
+                        .map_err(|e| io_err(&f, e))?;
+                    m.vectors
+                }
+            };
+            let bytes: Vec<u8> = vectors.iter().flat_map(|v| v.to_le_bytes()).collect();
             let f = block_file(b);
+            // the vectors last: a block is done once they are whole
             tandem_io::write_bytes_atomic(&f, Overwrite::Allow, &bytes)
                 .map_err(|e| io_err(&f, e))?;
         }
@@ -335,7 +393,26 @@ impl EmbedJob<'_> {
             bar.finish_and_clear();
         }
         let seconds = t0.elapsed().as_secs_f64();
-        tandem_bank::write_npy_streamed(out, rows, dim, self.dtype, overwrite, |w| {
+        // a multi-vector bank's offsets, from the blocks' counts
+        let offsets = match self.colbert {
+            None => None,
+            Some(_) => {
+                let mut offsets = vec![0usize];
+                for b in 0..blocks {
+                    let counts = read_counts(b).ok_or_else(|| {
+                        io_err(&counts_file(b), "the block's token counts are missing")
+                    })?;
+                    for n in counts {
+                        offsets.push(offsets.last().expect("not empty") + n);
+                    }
+                }
+                Some(offsets)
+            }
+        };
+        let tokens = offsets
+            .as_ref()
+            .map_or(rows, |o| *o.last().expect("not empty"));
+        tandem_bank::write_npy_streamed(out, tokens, dim, self.dtype, overwrite, |w| {
             for b in 0..blocks {
                 let bytes = std::fs::read(block_file(b))?;
                 let v: Vec<f32> = bytes
@@ -347,6 +424,10 @@ impl EmbedJob<'_> {
             Ok(())
         })
         .map_err(|e| io_err(out, e))?;
+        if let Some(o) = &offsets {
+            let p = tandem_bank::offsets_path(out);
+            tandem_bank::write_offsets(&p, o, overwrite).map_err(|e| io_err(&p, e))?;
+        }
         let mut ids = self.corpus.ids[range.clone()].join("\n");
         ids.push('\n');
         tandem_io::write_bytes_atomic(&ids_file, overwrite, ids.as_bytes())
@@ -373,6 +454,11 @@ impl EmbedJob<'_> {
             "ids": ids_file.file_name().map(|n| n.to_string_lossy().into_owned()),
             "truncated": truncated,
             "empty": empty,
+            "multi_vector": self.colbert.map(|c| json!({
+                "tokens": tokens,
+                "offsets": tandem_bank::offsets_path(out).file_name().map(|n| n.to_string_lossy().into_owned()),
+                "colbert": colbert_json(c.config()),
+            })),
             "resumed_rows": resumed,
             "seconds": seconds,
             "texts_per_second": if seconds > 0.0 { embedded as f64 / seconds } else { 0.0 },
@@ -386,6 +472,7 @@ impl EmbedJob<'_> {
         std::fs::remove_dir_all(&partial).map_err(|e| io_err(&partial, e))?;
         Ok(EmbedReport {
             rows,
+            tokens,
             dim,
             resumed,
             truncated,
@@ -394,6 +481,19 @@ impl EmbedJob<'_> {
             sidecar,
         })
     }
+}
+
+/// A ColBERT's settings as the sidecar records them.
+fn colbert_json(c: &ColbertConfig) -> Value {
+    json!({
+        "query_prefix": c.query_prefix,
+        "document_prefix": c.document_prefix,
+        "query_length": c.query_length,
+        "document_length": c.document_length,
+        "attend_to_expansion_tokens": c.attend_to_expansion_tokens,
+        "do_query_expansion": c.do_query_expansion,
+        "skiplist_words": c.skiplist_words,
+    })
 }
 
 /// Joins banks written by `tandem embed --shard i/n` of one job, given in
@@ -432,6 +532,9 @@ pub fn merge(parts: &[PathBuf], out: &Path, overwrite: Overwrite) -> Result<Valu
     let total = first["input"]["rows"].as_u64().unwrap_or(0) as usize;
     let mut next = 0usize;
     let mut banks = Vec::new();
+    // a multi-vector bank's offsets, shifted part after part
+    let multi = !first["multi_vector"].is_null();
+    let mut offsets = vec![0usize];
     let mut ids = String::new();
     let (mut truncated, mut empty) = (0u64, 0u64);
     for p in parts {
@@ -457,22 +560,34 @@ pub fn merge(parts: &[PathBuf], out: &Path, overwrite: Overwrite) -> Result<Valu
             ));
         }
         next = b;
-        let bank = tandem_bank::Bank::open(
-            p,
-            &tandem_bank::OpenOptions {
-                key: None,
-                ids: Some(ids_path(p)),
-            },
-        )
-        .map_err(|e| TextError::file(p, e.to_string(), "rerun that shard"))?;
-        if bank.rows() != b - a {
+        let rerun =
+            |e: tandem_bank::BankError| TextError::file(p, e.to_string(), "rerun that shard");
+        let (bank, docs, part_ids) = if multi {
+            let m = tandem_bank::MultiBank::open(p, Some(&ids_path(p))).map_err(rerun)?;
+            let base = *offsets.last().expect("not empty");
+            offsets.extend(m.offsets()[1..].iter().map(|o| base + o));
+            let part_ids = m.ids().unwrap_or_default().to_vec();
+            (m.into_tokens(), part_ids.len(), part_ids)
+        } else {
+            let bank = tandem_bank::Bank::open(
+                p,
+                &tandem_bank::OpenOptions {
+                    key: None,
+                    ids: Some(ids_path(p)),
+                },
+            )
+            .map_err(rerun)?;
+            let part_ids = bank.ids().unwrap_or_default().to_vec();
+            (bank, part_ids.len(), part_ids)
+        };
+        if docs != b - a {
             return Err(TextError::file(
                 p,
-                format!("has {} rows, its sidecar says {}", bank.rows(), b - a),
+                format!("has {docs} rows, its sidecar says {}", b - a),
                 "rerun that shard",
             ));
         }
-        for id in bank.ids().unwrap_or_default() {
+        for id in &part_ids {
             ids.push_str(id);
             ids.push('\n');
         }
@@ -489,7 +604,12 @@ pub fn merge(parts: &[PathBuf], out: &Path, overwrite: Overwrite) -> Result<Valu
     }
     let dim = banks[0].dim();
     let dtype = banks[0].dtype();
-    tandem_bank::write_npy_streamed(out, total, dim, dtype, overwrite, |w| {
+    let rows_out = if multi {
+        *offsets.last().expect("not empty")
+    } else {
+        total
+    };
+    tandem_bank::write_npy_streamed(out, rows_out, dim, dtype, overwrite, |w| {
         for bank in &banks {
             let mut at = 0;
             while at < bank.rows() {
@@ -501,9 +621,16 @@ pub fn merge(parts: &[PathBuf], out: &Path, overwrite: Overwrite) -> Result<Valu
         Ok(())
     })
     .map_err(|e| io_err(out, e))?;
+    if multi {
+        let p = tandem_bank::offsets_path(out);
+        tandem_bank::write_offsets(&p, &offsets, overwrite).map_err(|e| io_err(&p, e))?;
+    }
     tandem_io::write_bytes_atomic(&ids_file, overwrite, ids.as_bytes())
         .map_err(|e| io_err(&ids_file, e))?;
     let mut sidecar = first.clone();
+    if multi {
+        sidecar["multi_vector"]["tokens"] = json!(rows_out);
+    }
     sidecar["rows"] = json!([0, total]);
     sidecar["shard"] = Value::Null;
     sidecar["truncated"] = json!(truncated);

@@ -5,6 +5,7 @@
 
 mod batches;
 pub mod beir;
+mod colbert;
 mod corpus;
 mod dir;
 mod embedder;
@@ -20,8 +21,9 @@ mod towers;
 mod train;
 
 pub use batches::{Interner, MineTexts, TrainSet};
+pub use colbert::{ColBert, ColbertTokens, MultiVectors, Side};
 pub use corpus::{Corpus, Ids};
-pub use dir::{DenseModule, ModelDir, Tower};
+pub use dir::{ColbertConfig, DenseModule, ModelDir, Tower};
 pub use embedder::{EmbedOptions, Embedded, Embedder};
 pub use error::TextError;
 pub use objective::{MainLoss, Objective, StepStats, TextBatch};

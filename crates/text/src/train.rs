@@ -25,7 +25,7 @@ pub struct Pass {
 }
 
 /// Pads token sequences into one batch: `(ids, lens, len)`.
-fn pad(tokens: &[Vec<u32>]) -> (Vec<u32>, Vec<usize>, usize) {
+pub(crate) fn pad(tokens: &[Vec<u32>]) -> (Vec<u32>, Vec<usize>, usize) {
     let len = tokens.iter().map(Vec::len).max().unwrap_or(1).max(1);
     let mut ids = Vec::with_capacity(tokens.len() * len);
     for t in tokens {
@@ -136,6 +136,7 @@ impl Embedder {
             ids: &ids,
             lens: &lens,
             len,
+            pad_rows: false,
         };
         let states = self.encoder.forward_seeded(batch, seeds);
         let out = self.head_pass(&states, batch, None);
@@ -160,6 +161,7 @@ impl Embedder {
             ids: &ids,
             lens: &lens,
             len,
+            pad_rows: false,
         };
         let (states, tape) = if train_encoder {
             let (s, t) = self.encoder.forward_train(batch, seeds);
@@ -225,6 +227,7 @@ impl Embedder {
             ids: &pass.ids,
             lens: &pass.lens,
             len,
+            pad_rows: false,
         };
         self.encoder.backward(batch, tape, &mut dstates, grads);
     }

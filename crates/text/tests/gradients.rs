@@ -65,6 +65,7 @@ fn check(name: &str) {
         ids: &ids,
         lens: &lens,
         len,
+        pad_rows: false,
     };
     let e = Embedder::load(&dir, EmbedOptions::default()).unwrap();
     let enc = e.encoder();

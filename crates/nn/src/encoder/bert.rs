@@ -165,6 +165,7 @@ impl PostNorm {
             len: batch.len,
             heads: self.heads,
             head_dim: h / self.heads,
+            pad_rows: batch.pad_rows,
         };
         (shape, 1.0 / ((h / self.heads) as f32).sqrt())
     }

@@ -47,6 +47,10 @@ pub struct TokenBatch<'a> {
     pub lens: &'a [usize],
     /// The padded length.
     pub len: usize,
+    /// Whether the padding positions get states too, their queries
+    /// attending to the real tokens ([`crate::kernels::AttnShape::pad_rows`]):
+    /// ColBERT's query expansion tokens that are not attended to.
+    pub pad_rows: bool,
 }
 
 impl TokenBatch<'_> {

@@ -472,6 +472,7 @@ impl ModernBert {
             len: batch.len,
             heads: self.heads,
             head_dim,
+            pad_rows: batch.pad_rows,
         };
         (shape, 1.0 / (head_dim as f32).sqrt())
     }

@@ -294,6 +294,7 @@ impl T5 {
             len: batch.len,
             heads: self.heads,
             head_dim: self.d_kv,
+            pad_rows: batch.pad_rows,
         }
     }
 

@@ -18,10 +18,26 @@ pub struct Tensors {
     prefix: String,
 }
 
+/// A LayerNorm's `gamma` / `beta` under the names transformers gives them
+/// on loading (`weight` / `bias`): original BERT checkpoints, and what
+/// transformers 5.0 to 5.3 write for BERT.
+fn legacy_name(name: String) -> String {
+    for (old, new) in [
+        ("LayerNorm.gamma", "LayerNorm.weight"),
+        ("LayerNorm.beta", "LayerNorm.bias"),
+    ] {
+        if let Some(stem) = name.strip_suffix(old) {
+            return format!("{stem}{new}");
+        }
+    }
+    name
+}
+
 impl Tensors {
     /// Reads a safetensors file; float32, float16 and bfloat16 tensors are
     /// kept (as float32), others (integer buffers such as `position_ids`)
-    /// are skipped.
+    /// are skipped. LayerNorm `gamma` / `beta` are renamed `weight` /
+    /// `bias`, as transformers does.
     pub fn read(path: &Path) -> Result<Tensors, NnError> {
         let bytes = std::fs::read(path).map_err(|e| {
             NnError::weights(
@@ -60,7 +76,7 @@ impl Tensors {
                     .collect(),
                 _ => continue,
             };
-            map.insert(name, (view.shape().to_vec(), values));
+            map.insert(legacy_name(name), (view.shape().to_vec(), values));
         }
         Ok(Tensors {
             path: path.to_path_buf(),

@@ -50,6 +50,11 @@ pub struct AttnShape {
     pub heads: usize,
     /// Width of a head.
     pub head_dim: usize,
+    /// Whether the rows of padding are computed too, as queries over the
+    /// real tokens (as transformers does under an attention mask), rather
+    /// than left zero: ColBERT's query expansion tokens when they are not
+    /// attended to. The backward pass ignores them either way.
+    pub pad_rows: bool,
 }
 
 /// Softmax attention. `qkv` holds a row of `stride` floats per token (`[B *
@@ -61,7 +66,8 @@ pub struct AttnShape {
 /// a window is given (local attention). With `drop`, the probabilities of
 /// head `h` go through the masks of [`Site::Probs`] (token position `i`,
 /// feature `j`) before they weigh the values. `out` (`[B * L, heads *
-/// head_dim]`) gets the heads side by side; rows of padding get zeros.
+/// head_dim]`) gets the heads side by side; rows of padding get zeros, or
+/// with `shape.pad_rows` their queries' attention over the real tokens.
 #[allow(clippy::too_many_arguments)]
 pub fn attention(
     out: &mut [f32],
@@ -80,6 +86,7 @@ pub fn attention(
         len,
         heads,
         head_dim: dh,
+        pad_rows,
     } = shape;
     let width = heads * dh;
     assert_eq!(out.len(), batch * len * width, "attention output size");
@@ -90,17 +97,25 @@ pub fn attention(
     }
     let one = |b: usize, out: &mut [f32]| {
         let n = lens[b];
+        // query rows: the real tokens, or every row with `pad_rows`
+        let m = if pad_rows { len } else { n };
         let rows = &qkv[b * len * stride..(b + 1) * len * stride];
-        let (mut s, mut o) = (scratch_zeroed(n * n), scratch_zeroed(n * dh));
+        let (mut s, mut o) = (scratch_zeroed(m * n), scratch_zeroed(m * dh));
         out.fill(0.0);
         for h in 0..heads {
-            let at = |which: usize| Mat::strided(&rows[offsets[which] + h * dh..], n, dh, stride);
+            let at = |which: usize, r: usize| {
+                Mat::strided(&rows[offsets[which] + h * dh..], r, dh, stride)
+            };
             // s = q k^T, one product per head
-            matmul_on(&mut s, at(0), at(1).t(), 0.0, 1);
+            matmul_on(&mut s, at(0, m), at(1, n).t(), 0.0, 1);
             for (i, row) in s.chunks_exact_mut(n).enumerate() {
                 let bias = bias.map(|bias| &bias[(h * len + i) * len..(h * len + i) * len + n]);
                 let (lo, hi) = match window {
-                    Some(w) => (i.saturating_sub(w), (i + w + 1).min(n)),
+                    // a row of padding may have no real token in its window
+                    Some(w) => {
+                        let hi = (i + w + 1).min(n);
+                        (i.saturating_sub(w).min(hi), hi)
+                    }
                     None => (0, n),
                 };
                 softmax_row(row, scale, bias, lo, hi);
@@ -109,7 +124,7 @@ pub fn attention(
                 }
             }
             // o = p v
-            matmul_on(&mut o, Mat::new(&s, n, n), at(2), 0.0, 1);
+            matmul_on(&mut o, Mat::new(&s, m, n), at(2, n), 0.0, 1);
             for (dst, src) in out.chunks_exact_mut(width).zip(o.chunks_exact(dh)) {
                 dst[h * dh..(h + 1) * dh].copy_from_slice(src);
             }
@@ -154,6 +169,7 @@ pub fn attention_backward(
         len,
         heads,
         head_dim: dh,
+        ..
     } = shape;
     let width = heads * dh;
     assert_eq!(dqkv.len(), qkv.len(), "attention gradient size");
@@ -406,6 +422,7 @@ mod tests {
             len,
             heads: 1,
             head_dim: d,
+            pad_rows: false,
         };
         let mut out = vec![9.0; 2 * len * d];
         attention(
@@ -458,6 +475,7 @@ mod tests {
             len,
             heads: 1,
             head_dim: d,
+            pad_rows: false,
         };
         let (lens, seeds) = ([len], [9]);
         let rate = crate::kernels::Rate::new(0.5);
@@ -494,6 +512,7 @@ mod tests {
             len,
             heads,
             head_dim: d,
+            pad_rows: false,
         };
         let offsets = [0, width, 2 * width];
         let qkv: Vec<f32> = (0..2 * len * stride)

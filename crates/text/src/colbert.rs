@@ -1,0 +1,342 @@
+//! ColBERT models as PyLate writes them: a transformer, Dense modules
+//! applied to every token state, and per-token L2 normalisation, with the
+//! settings of [`ColbertConfig`]. The rules are PyLate's (`ColBERT.tokenize`
+//! and `ColBERT.encode`):
+//!
+//! - a text is stripped (and lower-cased when `do_lower_case`), tokenised
+//!   with its special tokens and truncated to the length less one; the
+//!   prefix token (`[Q] ` / `[D] `, an added token of `tokenizer.json`) is
+//!   then inserted after the first token;
+//! - with query expansion a query is padded to `query_length` with the
+//!   `[MASK]` token; the expansion tokens are attended to only with
+//!   `attend_to_expansion_tokens`, but every query token keeps its vector;
+//! - a document keeps the vectors of its tokens that are not in the
+//!   skiplist (punctuation; a skiplist word the vocabulary lacks stands for
+//!   the unknown token, as `convert_tokens_to_ids` maps it).
+
+use std::path::Path;
+
+use tandem_nn::encoder::TokenBatch;
+use tokenizers::models::ModelWrapper;
+use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+
+use crate::dir::ColbertConfig;
+use crate::embedder::l2_normalize_rows;
+use crate::train::pad;
+use crate::{EmbedOptions, Embedder, TextError};
+
+/// Which side of the MaxSim a text is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// `[Q] `, expanded to `query_length`.
+    Query,
+    /// `[D] `, truncated to `document_length`, skiplist dropped.
+    Document,
+}
+
+/// A text's tokens as the encoder gets them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColbertTokens {
+    /// The ids, expansion tokens included.
+    pub ids: Vec<u32>,
+    /// The tokens attended to (the first `attended` of `ids`).
+    pub attended: usize,
+    /// Whether the text was cut to the length.
+    pub truncated: bool,
+}
+
+/// Token vectors of a list of texts.
+#[derive(Debug, Clone)]
+pub struct MultiVectors {
+    /// `[tokens, dim]`, text after text in input order.
+    pub vectors: Vec<f32>,
+    /// Text `i` has rows `offsets[i]..offsets[i + 1]` (`texts + 1`
+    /// entries, from 0).
+    pub offsets: Vec<usize>,
+    /// Texts cut to the length.
+    pub truncated: usize,
+    /// Texts that were empty (or only whitespace).
+    pub empty: usize,
+}
+
+/// A loaded ColBERT.
+pub struct ColBert {
+    embedder: Embedder,
+    config: ColbertConfig,
+    query_tok: Tokenizer,
+    doc_tok: Tokenizer,
+    query_prefix: Option<u32>,
+    document_prefix: Option<u32>,
+    /// The query expansion token (`[MASK]`).
+    expansion: u32,
+    /// Sorted ids of the skiplist.
+    skiplist: Vec<u32>,
+}
+
+impl std::fmt::Debug for ColBert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ColBert")
+            .field("embedder", &self.embedder)
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl ColBert {
+    /// Whether the directory at `path` is a ColBERT (PyLate's settings in
+    /// its `config_sentence_transformers.json`).
+    pub fn is_colbert(path: &Path) -> Result<bool, TextError> {
+        Ok(crate::ModelDir::open(path)?.colbert.is_some())
+    }
+
+    /// Loads the ColBERT in `path`; `opts.max_length` replaces the
+    /// directory's `document_length` when given.
+    pub fn load(path: &Path, opts: EmbedOptions) -> Result<ColBert, TextError> {
+        let dir = crate::ModelDir::open(path)?;
+        let st_config = path.join("config_sentence_transformers.json");
+        let Some(mut config) = dir.colbert.clone() else {
+            return Err(TextError::file(
+                &st_config,
+                "not a ColBERT: config_sentence_transformers.json has no model_type \"ColBERT\" nor PyLate's query_prefix / query_length settings",
+                "load a ColBERT directory saved by PyLate (or drop --colbert for a dense model)",
+            ));
+        };
+        if let Some(m) = opts.max_length {
+            config.document_length = m;
+        }
+        let longest = config.query_length.max(config.document_length);
+        let embedder = Embedder::load(
+            path,
+            EmbedOptions {
+                max_length: Some(longest),
+                ..opts
+            },
+        )?;
+        let dir = embedder.dir();
+        let tok_path = dir.tokenizer.clone();
+        let id_of = |token: &str| embedder.tokenizer.token_to_id(token);
+        let prefix = |p: &str, key: &str| -> Result<Option<u32>, TextError> {
+            if p.is_empty() {
+                return Ok(None);
+            }
+            id_of(p).map(Some).ok_or_else(|| {
+                TextError::file(
+                    &tok_path,
+                    format!("the {key} {p:?} is not a token of the tokenizer"),
+                    "use the tokenizer.json PyLate saved with the model (it adds the prefixes as tokens)",
+                )
+            })
+        };
+        let query_prefix = prefix(&config.query_prefix, "query_prefix")?;
+        let document_prefix = prefix(&config.document_prefix, "document_prefix")?;
+        let expansion = match dir
+            .mask_token
+            .as_deref()
+            .and_then(id_of)
+            .or_else(|| ["[MASK]", "<mask>"].into_iter().find_map(id_of))
+        {
+            Some(id) => id,
+            None if !config.do_query_expansion => 0,
+            None => {
+                return Err(TextError::file(
+                    &tok_path,
+                    "no mask token ([MASK] or <mask>) to expand queries with",
+                    "use a masked-language-model tokenizer, or set do_query_expansion to false in config_sentence_transformers.json",
+                ))
+            }
+        };
+        let unk = dir
+            .unk_token
+            .as_deref()
+            .and_then(id_of)
+            .or_else(|| unknown_id(&embedder.tokenizer));
+        let mut skiplist: Vec<u32> = config
+            .skiplist_words
+            .iter()
+            .filter_map(|w| id_of(w).or(unk))
+            .collect();
+        skiplist.sort_unstable();
+        skiplist.dedup();
+        let truncating = |len: usize, prefixed: bool| -> Result<Tokenizer, TextError> {
+            let mut t = embedder.tokenizer.clone();
+            let max_length = len - usize::from(prefixed);
+            t.with_truncation(Some(TruncationParams {
+                max_length,
+                strategy: TruncationStrategy::LongestFirst,
+                stride: 0,
+                direction: TruncationDirection::Right,
+            }))
+            .map_err(|e| {
+                TextError::file(
+                    &tok_path,
+                    format!("cannot truncate to {max_length} tokens ({e})"),
+                    "set query_length and document_length to 3 or more",
+                )
+            })?;
+            Ok(t)
+        };
+        for (key, len) in [
+            ("query_length", config.query_length),
+            ("document_length", config.document_length),
+        ] {
+            if len < 3 {
+                return Err(TextError::file(
+                    &st_config,
+                    format!("{key} {len} leaves no room for text"),
+                    format!("set {key} to 3 or more"),
+                ));
+            }
+        }
+        let query_tok = truncating(config.query_length, query_prefix.is_some())?;
+        let doc_tok = truncating(config.document_length, document_prefix.is_some())?;
+        Ok(ColBert {
+            embedder,
+            config,
+            query_tok,
+            doc_tok,
+            query_prefix,
+            document_prefix,
+            expansion,
+            skiplist,
+        })
+    }
+
+    /// The model under the ColBERT settings.
+    pub fn embedder(&self) -> &Embedder {
+        &self.embedder
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> &ColbertConfig {
+        &self.config
+    }
+
+    /// The width of the token vectors.
+    pub fn dim(&self) -> usize {
+        self.embedder.dim()
+    }
+
+    /// The tokens of `texts` on `side`, as PyLate builds them.
+    pub fn tokenize(&self, texts: &[String], side: Side) -> Result<Vec<ColbertTokens>, TextError> {
+        let (tok, prefix) = match side {
+            Side::Query => (&self.query_tok, self.query_prefix),
+            Side::Document => (&self.doc_tok, self.document_prefix),
+        };
+        let lower = self.embedder.dir().lower_case;
+        let inputs: Vec<String> = texts
+            .iter()
+            .map(|t| {
+                let t = t.trim();
+                if lower {
+                    t.to_lowercase()
+                } else {
+                    t.to_string()
+                }
+            })
+            .collect();
+        let enc = tok.encode_batch(inputs, true).map_err(|e| {
+            TextError::file(
+                &self.embedder.dir().tokenizer,
+                format!("cannot tokenise ({e})"),
+                "check the input text",
+            )
+        })?;
+        let expand = side == Side::Query && self.config.do_query_expansion;
+        Ok(enc
+            .into_iter()
+            .map(|e| {
+                let mut ids = e.get_ids().to_vec();
+                if let Some(p) = prefix {
+                    ids.insert(ids.len().min(1), p);
+                }
+                let mut attended = ids.len();
+                if expand {
+                    ids.resize(ids.len().max(self.config.query_length), self.expansion);
+                    if self.config.attend_to_expansion_tokens {
+                        attended = ids.len();
+                    }
+                }
+                ColbertTokens {
+                    ids,
+                    attended,
+                    truncated: !e.get_overflowing().is_empty(),
+                }
+            })
+            .collect())
+    }
+
+    /// The token vectors of `texts` on `side`, calling `progress(n)` after
+    /// each batch of `n` texts.
+    pub fn encode(
+        &self,
+        texts: &[String],
+        side: Side,
+        mut progress: impl FnMut(usize),
+    ) -> Result<MultiVectors, TextError> {
+        let tokens = self.tokenize(texts, side)?;
+        let dim = self.dim();
+        let ids: Vec<Vec<u32>> = tokens.iter().map(|t| t.ids.clone()).collect();
+        let mut per_text: Vec<Vec<f32>> = vec![Vec::new(); texts.len()];
+        let hidden = self.embedder.encoder.hidden();
+        for chunk in self.embedder.batches(&ids) {
+            let rows: Vec<Vec<u32>> = chunk.iter().map(|&i| ids[i].clone()).collect();
+            let (padded, _, len) = pad(&rows);
+            let lens: Vec<usize> = chunk.iter().map(|&i| tokens[i].attended).collect();
+            let batch = TokenBatch {
+                ids: &padded,
+                lens: &lens,
+                len,
+                pad_rows: chunk.iter().any(|&i| tokens[i].attended < ids[i].len()),
+            };
+            let states = self.embedder.encoder.forward(batch);
+            // the states of the tokens that keep a vector, text after text
+            let mut kept = Vec::new();
+            let mut counts = Vec::with_capacity(chunk.len());
+            for (b, &i) in chunk.iter().enumerate() {
+                let before = kept.len();
+                for (t, &id) in ids[i].iter().enumerate() {
+                    if side == Side::Document && self.skiplist.binary_search(&id).is_ok() {
+                        continue;
+                    }
+                    let r = b * len + t;
+                    kept.extend_from_slice(&states[r * hidden..(r + 1) * hidden]);
+                }
+                counts.push((kept.len() - before) / hidden);
+            }
+            tandem_nn::kernels::recycle(states);
+            let mut out = self.embedder.heads_forward(kept, None);
+            l2_normalize_rows(&mut out, dim);
+            let mut at = 0;
+            for (&i, &n) in chunk.iter().zip(&counts) {
+                per_text[i] = out[at * dim..(at + n) * dim].to_vec();
+                at += n;
+            }
+            progress(chunk.len());
+        }
+        let mut offsets = Vec::with_capacity(texts.len() + 1);
+        offsets.push(0);
+        let mut vectors = Vec::with_capacity(per_text.iter().map(Vec::len).sum());
+        for v in per_text {
+            vectors.extend_from_slice(&v);
+            offsets.push(vectors.len() / dim);
+        }
+        Ok(MultiVectors {
+            vectors,
+            offsets,
+            truncated: tokens.iter().filter(|t| t.truncated).count(),
+            empty: texts.iter().filter(|t| t.trim().is_empty()).count(),
+        })
+    }
+}
+
+/// The unknown token's id of the tokenizer's model, when it names one
+/// (a Unigram model's is found through `tokenizer_config.json` only).
+fn unknown_id(t: &Tokenizer) -> Option<u32> {
+    let name = match t.get_model() {
+        ModelWrapper::WordPiece(m) => Some(m.unk_token.clone()),
+        ModelWrapper::BPE(m) => m.unk_token.clone(),
+        ModelWrapper::WordLevel(m) => Some(m.unk_token.clone()),
+        ModelWrapper::Unigram(_) => None,
+    };
+    name.and_then(|n| t.token_to_id(&n))
+}
