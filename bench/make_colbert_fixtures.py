@@ -13,8 +13,11 @@ Writes:
         before `ColBERT(dir)` (PyLate's defaults: 128-d projection without bias, [Q] / [D] prefixes
         added as tokens, query_length 32 with [MASK] expansion not attended to, document_length
         180, punctuation skiplist).
-    crates/text/tests/fixtures/colbert-minilm/        golden.json / golden.safetensors of that model
-        (the test finds the model with tandem_io::real_model and skips without it).
+    crates/text/tests/fixtures/colbert-minilm/        golden.json / golden.safetensors of that model,
+        and overlay/: every file of that model but its weights, and added_rows.safetensors (the
+        word-embedding rows PyLate adds for [Q] / [D]; every other tensor is all-MiniLM-L6-v2's, bit
+        for bit, which the script checks). The test rebuilds the model from the real MiniLM and
+        the overlay, so CI checks PyLate's defaults too.
 
 Goldens: the first 8 queries and the first 8 documents of ../shared/data/scifact-beir (documents as
 title + " " + text, as tandem's Corpus reads them) plus edge texts (empty, punctuation only, a long
@@ -111,6 +114,27 @@ def build(src: Path, dest: Path, **kw) -> models.ColBERT:
     return models.ColBERT(str(dest), device="cpu")
 
 
+def overlay(model_dir: Path, minilm: Path, out: Path) -> None:
+    """The files that turn all-MiniLM-L6-v2 into `model_dir` (see the module docstring)."""
+    from safetensors.numpy import load_file, save_file
+    import numpy as np
+
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.copytree(model_dir, out, ignore=shutil.ignore_patterns("model.safetensors", "README.md"))
+    shutil.copy(model_dir / "1_Dense" / "model.safetensors", out / "1_Dense" / "model.safetensors")
+    new, base = load_file(str(model_dir / "model.safetensors")), load_file(str(minilm / "model.safetensors"))
+    legacy = lambda n: n.replace(".gamma", ".weight").replace(".beta", ".bias")
+    base = {legacy(k): v for k, v in base.items()}
+    word = "embeddings.word_embeddings.weight"
+    for k, v in new.items():
+        k = legacy(k)
+        if k != word:
+            assert np.array_equal(v, base[k]), k
+    rows = base[word].shape[0]
+    assert np.array_equal(new[word][:rows], base[word])
+    save_file({"rows": np.ascontiguousarray(new[word][rows:])}, str(out / "added_rows.safetensors"))
+
+
 def main() -> None:
     mb = FIXTURES / "colbert-modernbert"
     model = build(FIXTURES / "modernbert", mb, embedding_size=16, query_length=24,
@@ -122,6 +146,7 @@ def main() -> None:
     dest = REPO / "target" / "models" / "colbert-minilm-l6-v2"
     model = build(minilm, dest)
     golden(model, FIXTURES / "colbert-minilm")
+    overlay(dest, minilm, FIXTURES / "colbert-minilm" / "overlay")
     print(mb, dest, FIXTURES / "colbert-minilm")
 
 

@@ -129,26 +129,58 @@ fn modernbert_colbert_matches_pylate() {
     parity(&dir, &dir);
 }
 
-/// The ColBERT PyLate builds from all-MiniLM-L6-v2 (its tokenizer gains
-/// `[Q] ` / `[D] `, so its weights are not the MiniLM files'): only where
-/// `bench/make_colbert_fixtures.py` has written it into `target/models`
-/// (CI has no Python; the ModernBERT fixture above runs everywhere).
+/// The ColBERT PyLate builds from all-MiniLM-L6-v2 with its defaults
+/// (query expansion not attended to), rebuilt in `dir` from the real
+/// MiniLM and the committed overlay: every file of PyLate's directory but
+/// the weights, and the two word-embedding rows it adds for `[Q] ` / `[D] `
+/// (its other tensors are MiniLM's, bit for bit:
+/// `bench/make_colbert_fixtures.py` checks it).
+fn minilm_colbert(dir: &Path) -> Option<PathBuf> {
+    let base = tandem_io::real_model(env!("CARGO_MANIFEST_DIR"), "all-MiniLM-L6-v2")?;
+    let overlay = fixtures().join("colbert-minilm/overlay");
+    let out = dir.join("colbert-minilm-l6-v2");
+    for rel in [
+        "config.json",
+        "config_sentence_transformers.json",
+        "modules.json",
+        "sentence_bert_config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "1_Dense/config.json",
+        "1_Dense/model.safetensors",
+    ] {
+        std::fs::create_dir_all(out.join(rel).parent().unwrap()).unwrap();
+        std::fs::copy(overlay.join(rel), out.join(rel)).unwrap();
+    }
+    let mut added = Tensors::read(&overlay.join("added_rows.safetensors")).unwrap();
+    let (rows_shape, rows) = added.take_raw("rows").unwrap();
+    let mut minilm = Tensors::read(&base.join("model.safetensors")).unwrap();
+    let mut names = minilm.names();
+    names.sort();
+    let mut params = tandem_nn::Params::default();
+    for name in names {
+        let (mut shape, mut data) = minilm.take_raw(&name).unwrap();
+        if name == "embeddings.word_embeddings.weight" {
+            assert_eq!(shape[1], rows_shape[1]);
+            shape[0] += rows_shape[0];
+            data.extend_from_slice(&rows);
+        }
+        params.push(&name, &shape, data);
+    }
+    std::fs::write(
+        out.join("model.safetensors"),
+        params.to_safetensors(&Default::default()),
+    )
+    .unwrap();
+    Some(out)
+}
+
 #[test]
 fn minilm_colbert_matches_pylate() {
-    let name = "colbert-minilm-l6-v2";
-    let model = match std::env::var_os("TANDEM_MODELS") {
-        Some(dir) => PathBuf::from(dir).join(name),
-        None => Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../target/models")
-            .join(name),
-    };
-    if !model.is_dir() {
-        eprintln!(
-            "skipping: {} not built (bench/make_colbert_fixtures.py)",
-            model.display()
-        );
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(model) = minilm_colbert(tmp.path()) else {
         return;
-    }
+    };
     parity(&model, &fixtures().join("colbert-minilm"));
 }
 
