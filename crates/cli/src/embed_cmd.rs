@@ -190,7 +190,9 @@ pub struct EmbedArgs {
     #[command(flatten)]
     pub prompt: PromptArgs,
     /// Which tower embeds, for a model with separate query and document
-    /// towers (a sentence-transformers Router); refused without it there.
+    /// towers (a sentence-transformers Router; refused without it there),
+    /// or which side for a ColBERT (query: the query prefix and [MASK]
+    /// expansion, for `tandem search` by MaxSim; default document).
     #[arg(long, value_enum)]
     pub tower: Option<TowerArg>,
     /// Element type of the bank [default: float32; float16 for a
@@ -259,6 +261,11 @@ pub fn run_embed(a: EmbedArgs) -> anyhow::Result<()> {
     if let Some(t) = embedder.dir().tower {
         settings["tower"] = json!(t.route());
     }
+    // a ColBERT embeds queries (prefix, [MASK] expansion) or documents
+    let side = match a.tower {
+        Some(TowerArg::Query) => Side::Query,
+        _ => Side::Document,
+    };
     let dtype = a.dtype.map_or(
         if colbert.is_some() {
             Dtype::F16
@@ -279,7 +286,7 @@ pub fn run_embed(a: EmbedArgs) -> anyhow::Result<()> {
         out: &a.out,
         overwrite,
         progress: true,
-        colbert: colbert.as_ref(),
+        colbert: colbert.as_ref().map(|c| (c, side)),
     }
     .run()?;
     if a.json {
@@ -468,7 +475,7 @@ pub fn run_beir(a: BeirArgs) -> anyhow::Result<()> {
             out: &bank_path,
             overwrite: Overwrite::Refuse,
             progress: true,
-            colbert: colbert.as_ref(),
+            colbert: colbert.as_ref().map(|c| (c, Side::Document)),
         }
         .run()?;
     }

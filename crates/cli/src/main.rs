@@ -13,6 +13,7 @@ mod embed_cmd;
 mod eval_cmd;
 mod from_text;
 mod generate_cmd;
+mod maxsim_cmd;
 mod mine_cmd;
 mod search_cmd;
 mod train_cmd;

@@ -66,7 +66,9 @@ pub struct BuildArgs {
     after_help = "EXCLUDE FILE: one line per query, in query order, holding whitespace-separated \
 bank row numbers (0-based) - or doc ids when --ids is given - that must never be returned for \
 that query; an empty line excludes nothing.\n\nOUTPUTS: the TREC run (--out) and <out>.meta.json \
-with the configuration, timings and queries/s."
+with the configuration, timings and queries/s.\n\nMULTI-VECTOR BANKS: when --bank holds a ColBERT's \
+document token vectors (tandem embed with a ColBERT) and --queries its query token vectors \
+(tandem embed --tower query), the search is exact MaxSim."
 )]
 pub struct SearchArgs {
     /// The bank: .npy, .npz, .safetensors or .fvecs.
@@ -117,14 +119,14 @@ pub struct SearchArgs {
 }
 
 /// Sets the size of rayon's global pool; must run before anything uses rayon.
-fn set_threads(threads: usize) {
+pub(crate) fn set_threads(threads: usize) {
     if threads > 0 {
         std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
     }
 }
 
 /// The number of worker threads rayon runs with (its documented rule).
-fn worker_threads() -> usize {
+pub(crate) fn worker_threads() -> usize {
     std::env::var("RAYON_NUM_THREADS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -133,7 +135,7 @@ fn worker_threads() -> usize {
 }
 
 /// Fails early, before any work, when an output exists and --force is absent.
-fn refuse_existing(paths: &[&Path], force: bool) -> anyhow::Result<()> {
+pub(crate) fn refuse_existing(paths: &[&Path], force: bool) -> anyhow::Result<()> {
     for p in paths {
         if !force && p.exists() {
             return Err(tandem_io::WriteError::Exists(p.to_path_buf()).into());
@@ -145,7 +147,7 @@ fn refuse_existing(paths: &[&Path], force: bool) -> anyhow::Result<()> {
 fn open_bank(path: &Path, key: &Option<String>, ids: &Option<PathBuf>) -> anyhow::Result<Bank> {
     if tandem_bank::is_multi_vector(path) {
         anyhow::bail!(
-            "{}: a multi-vector bank (a ColBERT's token vectors, {} beside it), where a dense bank (one vector per document) is needed; search it by MaxSim with tandem beir --model COLBERT_DIR, or embed the corpus with a dense model",
+            "{}: a multi-vector bank (a ColBERT's token vectors, {} beside it), where a dense bank (one vector per document) is needed; search it by MaxSim with tandem search (queries from tandem embed --model COLBERT_DIR --tower query) or tandem beir --model COLBERT_DIR, or embed the corpus with a dense model",
             path.display(),
             tandem_bank::offsets_path(path).display()
         );
@@ -249,6 +251,9 @@ pub(crate) fn write_hits<W: std::io::Write>(
 }
 
 pub fn run_search(a: SearchArgs) -> anyhow::Result<()> {
+    if tandem_bank::is_multi_vector(&a.bank) || tandem_bank::is_multi_vector(&a.queries) {
+        return crate::maxsim_cmd::run(a);
+    }
     set_threads(a.threads);
     let meta_path = {
         let mut s = a.out.as_os_str().to_owned();

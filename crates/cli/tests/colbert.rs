@@ -91,3 +91,135 @@ fn embeds_a_multi_vector_bank_and_merges_its_shards() {
     let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
     assert!(err.contains("not a ColBERT"), "{err}");
 }
+
+/// Documents embedded as documents, queries as queries (`--tower query`:
+/// the query prefix and [MASK] expansion), then `tandem search` ranks by
+/// exact MaxSim: the run is the brute-force MaxSim ranking of the two
+/// banks, and the dense/multi-vector mix-ups are refused.
+#[test]
+fn search_ranks_query_tokens_against_documents_by_maxsim() {
+    let dir = tempfile::tempdir().unwrap();
+    let docs_in = dir.path().join("docs.jsonl");
+    let texts = [
+        "Protein folding is determined by the amino acid sequence.",
+        "Mean pooling averages the token vectors of a sentence.",
+        "The cafe served coffee and cake.",
+        "In 2019, 42.5% of 1,000 patients improved after treatment.",
+        "Late interaction keeps one vector per token.",
+    ];
+    let lines: Vec<String> = texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| format!("{{\"_id\": \"doc{i}\", \"text\": \"{t}\"}}"))
+        .collect();
+    std::fs::write(&docs_in, lines.join("\n") + "\n").unwrap();
+    let q_in = dir.path().join("queries.jsonl");
+    std::fs::write(
+        &q_in,
+        "{\"_id\": \"q1\", \"text\": \"how do proteins fold\"}\n{\"_id\": \"q2\", \"text\": \"token vectors\"}\n",
+    )
+    .unwrap();
+    let embed = |input: &Path, out: &Path, extra: &[&str]| {
+        tandem()
+            .args(["embed", "--model"])
+            .arg(model())
+            .arg("--input")
+            .arg(input)
+            .arg("--out")
+            .arg(out)
+            .args(extra)
+            .assert()
+            .success();
+    };
+    let (docs, queries) = (dir.path().join("d.npy"), dir.path().join("q.npy"));
+    embed(&docs_in, &docs, &["--dtype", "float32"]);
+    embed(&q_in, &queries, &["--tower", "query", "--dtype", "float32"]);
+    let run = dir.path().join("run.trec");
+    tandem()
+        .args(["search", "--k", "5", "--bank"])
+        .arg(&docs)
+        .arg("--queries")
+        .arg(&queries)
+        .arg("--out")
+        .arg(&run)
+        .assert()
+        .success();
+
+    // the brute-force MaxSim of the two banks
+    let d = MultiBank::open(&docs, Some(&docs.with_extension("ids.txt"))).unwrap();
+    let q = MultiBank::open(&queries, Some(&queries.with_extension("ids.txt"))).unwrap();
+    let (dv, qv, dim) = (d.tokens().to_f32_vec(), q.tokens().to_f32_vec(), d.dim());
+    let row = |v: &[f32], r: usize| v[r * dim..(r + 1) * dim].to_vec();
+    let text = std::fs::read_to_string(&run).unwrap();
+    for (qi, qid) in ["q1", "q2"].iter().enumerate() {
+        let mut want: Vec<(f64, usize)> = (0..d.docs())
+            .map(|j| {
+                let s: f64 = q
+                    .doc_rows(qi)
+                    .map(|a| {
+                        d.doc_rows(j)
+                            .map(|b| {
+                                row(&qv, a)
+                                    .iter()
+                                    .zip(row(&dv, b))
+                                    .map(|(x, y)| f64::from(*x) * f64::from(y))
+                                    .sum::<f64>()
+                            })
+                            .fold(f64::MIN, f64::max)
+                    })
+                    .sum();
+                (s, j)
+            })
+            .collect();
+        want.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        let got: Vec<(String, f64)> = text
+            .lines()
+            .filter(|l| l.starts_with(&format!("{qid} ")))
+            .map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f[2].to_string(), f[4].parse().unwrap())
+            })
+            .collect();
+        assert_eq!(got.len(), 5);
+        for ((id, score), (s, j)) in got.iter().zip(&want) {
+            assert_eq!(id, &format!("doc{j}"), "{qid}: {got:?} vs {want:?}");
+            assert!((score - s).abs() < 1e-4, "{qid}: {score} vs {s}");
+        }
+    }
+    // query tokens are expanded to the query length; documents are not
+    assert!(q.doc_rows(0).len() > "how do proteins fold".split(' ').count() + 3);
+
+    // a dense query bank against token vectors, and flags that do not apply
+    let dense = dir.path().join("dense.npy");
+    let zeros = vec![0.0f32; 2 * dim];
+    tandem_bank::write_npy(
+        &dense,
+        2,
+        dim,
+        tandem_bank::Vectors::F32(&zeros),
+        tandem_io::Overwrite::Refuse,
+    )
+    .unwrap();
+    let out = dir.path().join("x.trec");
+    tandem()
+        .args(["search", "--bank"])
+        .arg(&docs)
+        .arg("--queries")
+        .arg(&dense)
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .failure()
+        .stderr(predicates::str::contains("--tower query"));
+    tandem()
+        .args(["search", "--metric", "cosine", "--bank"])
+        .arg(&docs)
+        .arg("--queries")
+        .arg(&queries)
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .failure()
+        .stderr(predicates::str::contains("--metric"));
+    assert!(!out.exists());
+}

@@ -34,6 +34,16 @@ pub enum Side {
     Document,
 }
 
+impl Side {
+    /// `query` or `document`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Side::Query => "query",
+            Side::Document => "document",
+        }
+    }
+}
+
 /// A text's tokens as the encoder gets them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ColbertTokens {

@@ -99,10 +99,10 @@ pub struct EmbedJob<'a> {
     pub overwrite: Overwrite,
     /// Whether to draw a progress bar.
     pub progress: bool,
-    /// A ColBERT (over `embedder`): the bank is then a multi-vector bank,
-    /// the documents' token vectors with their offsets
-    /// ([`tandem_bank::MultiBank`]).
-    pub colbert: Option<&'a ColBert>,
+    /// A ColBERT (over `embedder`) and the side the texts are on: the bank
+    /// is then a multi-vector bank, the texts' token vectors with their
+    /// offsets ([`tandem_bank::MultiBank`]).
+    pub colbert: Option<(&'a ColBert, Side)>,
 }
 
 /// What an embedding run did.
@@ -250,7 +250,7 @@ impl EmbedJob<'_> {
             "max_length": self.embedder.max_len(),
             "prompt": self.prompt,
             "settings": self.settings,
-            "colbert": self.colbert.map(|c| colbert_json(c.config())),
+            "colbert": self.colbert.map(|(c, side)| json!({"config": colbert_json(c.config()), "side": side.name()})),
         });
         let partial = partial_dir(out);
         let job_file = partial.join("job.json");
@@ -350,8 +350,8 @@ impl EmbedJob<'_> {
                         .iter()
                         .filter(|(_, t)| *t)
                         .count(),
-                    Some(c) => c
-                        .tokenize(&with, Side::Document)?
+                    Some((c, side)) => c
+                        .tokenize(&with, side)?
                         .iter()
                         .filter(|t| t.truncated)
                         .count(),
@@ -368,8 +368,8 @@ impl EmbedJob<'_> {
                     empty += e.empty;
                     e.vectors
                 }
-                Some(c) => {
-                    let m = c.encode(&with, Side::Document, tick)?;
+                Some((c, side)) => {
+                    let m = c.encode(&with, side, tick)?;
                     truncated += m.truncated;
                     empty += m.empty;
                     let counts: Vec<u8> = m
@@ -454,10 +454,11 @@ impl EmbedJob<'_> {
             "ids": ids_file.file_name().map(|n| n.to_string_lossy().into_owned()),
             "truncated": truncated,
             "empty": empty,
-            "multi_vector": self.colbert.map(|c| json!({
+            "multi_vector": self.colbert.map(|(c, side)| json!({
                 "tokens": tokens,
                 "offsets": tandem_bank::offsets_path(out).file_name().map(|n| n.to_string_lossy().into_owned()),
                 "colbert": colbert_json(c.config()),
+                "side": side.name(),
             })),
             "resumed_rows": resumed,
             "seconds": seconds,
