@@ -9,14 +9,24 @@ matrix, plus isotropic noise (0.1 of the signal scale), L2-normalised;
 queries drawn the same way. Seeded, written as .npy under bench/out/ and reused when present.
 
 Measured, with THREADS threads for both engines:
-  * exact: faiss IndexFlatIP vs tandem Flat, k = 100 and k = 500, queries/s
-    (best of REPS runs over all queries);
+  * exact: faiss IndexFlatIP vs tandem Flat (its default, the reduced-precision
+    scan with an exact float32 rescore, and --precision f32), k = 100 and
+    k = 500, queries/s: both sides time the wall clock around one search call
+    over all queries with the same k and threads, best of REPS, after the same
+    warm-up; the ids of every engine are compared with faiss's;
   * HNSW (M, efConstruction): faiss IndexHNSWFlat vs tandem Hnsw (usearch),
     build time, and for each ef in EFS queries/s and recall@100 against the
     engine's own exact result; the smallest ef reaching recall >= 0.99 is
     reported for each.
 Everything printed comes from the measurements; results also go to
 bench/out/results.json.
+
+faiss-cpu's bundled OpenBLAS picks its sgemm kernel from OPENBLAS_CORETYPE
+(and sizes blocks from OPENBLAS_L2_SIZE); machines that set them for other
+tools get a slower faiss. Both are removed from this process's environment
+before faiss is imported (the faiss side only: the tandem binary gets the
+original environment), and the faiss version and the BLAS kernel it runs
+(threadpoolctl) are printed.
 """
 
 import argparse
@@ -91,9 +101,39 @@ def first_reaching(rows, target=0.99):
     return min(ok, key=lambda r: r["ef"]) if ok else None
 
 
+# Read by OpenBLAS when it is loaded: removed for the reference (faiss) side only.
+OPENBLAS_TUNING = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+
+
+def blas_info():
+    """The BLAS / OpenMP libraries loaded in this process, as threadpoolctl sees them."""
+    from threadpoolctl import threadpool_info
+
+    keys = ("user_api", "internal_api", "version", "architecture", "num_threads", "threading_layer", "filepath")
+    return [{k: i.get(k) for k in keys} for i in threadpool_info()]
+
+
+def compare_ids(x, q, ref, path):
+    """Compares an engine's ids (uint32, nq x k, written at path) with faiss's
+    (ref). Returns the number of queries whose id lists are identical, and the
+    largest difference, over the other queries, between the float64 scores of
+    the two lists rank by rank (a near-tie swapped by float32 rounding shows
+    as ~1e-7; a wrong result as much more)."""
+    got = np.fromfile(path, dtype=np.uint32).reshape(ref.shape).astype(np.int64)
+    same = (got == ref).all(axis=1)
+    worst = 0.0
+    for i in np.flatnonzero(~same):
+        qi = q[i].astype(np.float64)
+        a = x[got[i]].astype(np.float64) @ qi
+        b = x[ref[i]].astype(np.float64) @ qi
+        worst = max(worst, float(np.abs(a - b).max()))
+    return int(same.sum()), worst
+
+
 def main():
     a = parse()
-    import faiss  # imported after OMP_NUM_THREADS is set by the wrapper
+    saved = {v: os.environ.pop(v) for v in OPENBLAS_TUNING if v in os.environ}
+    import faiss  # imported after OMP_NUM_THREADS is set by the wrapper and the OpenBLAS tuning is removed
 
     faiss.omp_set_num_threads(a.threads)
     bank_p, q_p = generate(a)
@@ -104,24 +144,32 @@ def main():
     # faiss exact
     flat = faiss.IndexFlatIP(a.dim)
     flat.add(x)
-    flat.search(q[:64], 100)  # warm-up
-    faiss_flat, exact100 = [], None
+    flat.search(q[:64], 100)  # warm-up, as the tandem binary does; loads the BLAS
+    blas = blas_info()
+    results["config"] |= {"numpy": np.__version__, "blas": blas, "openblas_tuning_removed": saved}
+    print(f"faiss {faiss.__version__}, numpy {np.__version__}; removed for faiss: {saved or 'nothing'}", flush=True)
+    for b in blas:
+        print(f"  {b['internal_api']} {b['version']} kernel={b['architecture']} threads={b['num_threads']} ({b['filepath']})", flush=True)
+    faiss_flat, faiss_ids = [], {}
     for k in (100, 500):
         secs, (_, ids) = best_of(a.reps, lambda: flat.search(q, k))
         faiss_flat.append({"engine": "faiss", "index": "IndexFlatIP", "k": k, "seconds": secs, "qps": nq / secs})
-        if k == 100:
-            exact100 = ids
+        faiss_ids[k] = ids
         print(json.dumps(faiss_flat[-1]), flush=True)
+    exact100 = faiss_ids[100]
     del flat
 
-    # tandem exact (+ HNSW): one process, JSON lines on stdout
+    # tandem exact (+ HNSW): one process, JSON lines on stdout, the original environment
     cmd = [a.bin, bank_p, q_p, str(a.threads), "100,500", str(a.reps)]
     if not a.skip_hnsw:
         cmd += [str(a.m), str(a.ef_construction), a.efs, a.tandem_scalars]
     print("$", " ".join(cmd), flush=True)
-    proc = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True)
+    env = os.environ | saved | {"BENCH_IDS": f"{a.out}/tandem_ids"}
+    proc = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True, env=env)
     tandem = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     for t in tandem:
+        if t["index"] == "flat":
+            t["identical_queries"], t["max_score_gap"] = compare_ids(x, q, faiss_ids[t["k"]], t.pop("ids"))
         print(json.dumps(t), flush=True)
     tandem_flat = [t for t in tandem if t["index"] == "flat"]
     tandem_hnsw = [t for t in tandem if t["index"] == "hnsw"]
@@ -146,10 +194,15 @@ def main():
     with open(f"{a.out}/results.json", "w") as f:
         json.dump(results, f, indent=2)
 
-    print(f"\n== exact search, {a.rows} x {a.dim} float32, {nq} queries, {a.threads} threads ==")
-    print(f"{'k':>5} {'faiss qps':>10} {'tandem qps':>11} {'ratio':>6}")
-    for fr, tr in zip(faiss_flat, tandem_flat):
-        print(f"{fr['k']:>5} {fr['qps']:>10.1f} {tr['qps']:>11.1f} {tr['qps'] / fr['qps']:>6.2f}")
+    print(f"\n== exact search, {a.rows} x {a.dim} float32, {nq} queries, {a.threads} threads, best of {a.reps} ==")
+    print(f"faiss {faiss.__version__} IndexFlatIP, BLAS " + ", ".join(f"{b['internal_api']} {b['architecture']}" for b in blas if b["user_api"] == "blas"))
+    print(f"{'k':>5} {'faiss qps':>10} {'tandem':>22} {'qps':>9} {'ratio':>6} {'identical ids':>14}")
+    for fr in faiss_flat:
+        for tr in (t for t in tandem_flat if t["k"] == fr["k"]):
+            ident = f"{tr['identical_queries']}/{nq}"
+            print(f"{fr['k']:>5} {fr['qps']:>10.1f} {tr['precision'] + ' (' + tr['kernel'] + ')':>22} {tr['qps']:>9.1f} "
+                  f"{tr['qps'] / fr['qps']:>6.2f} {ident:>14}"
+                  + (f"  (others differ by f64 score <= {tr['max_score_gap']:.1e})" if tr["identical_queries"] < nq else ""))
     if not a.skip_hnsw:
         print(f"\n== HNSW, M {a.m}, efConstruction {a.ef_construction}, k 100 ==")
         print(f"{'engine':>7} {'scalar':>6} {'ef':>5} {'build s':>8} {'qps':>9} {'recall@100':>10}")

@@ -1,0 +1,297 @@
+//! Exact top-k from a fast approximate scan.
+//!
+//! Every exact result of [`crate::Flat`] is ranked by one *canonical* score: the
+//! float32 [`dot`] of the query (normalised first for cosine, as a float32
+//! vector) and the bank row, summed in one fixed order, times the row's
+//! inverse norm for cosine. It does not depend on the CPU, the scan kernel, the
+//! batch of queries or the number of threads.
+//!
+//! A scan kernel (float32 `gemm`, or the int8 kernel of [`crate::int8`]) gives
+//! each (query, row) pair an approximate score `r` and a bound `beta` proven to
+//! hold: `|T - r| <= beta`, `T` being the canonical score. Per query,
+//! [`Candidates`] keeps the k best lower ends `r - beta` (their k-th is the
+//! *floor*: the k-th best canonical score is at least the floor, since k rows
+//! reach it) and every row whose upper end `r + beta` reaches the floor; a
+//! row below the floor cannot be in the top-k. [`finish`] rescores the
+//! survivors canonically and keeps the best k (score, then lower row).
+//!
+//! The bound. With `y` the row as scored (the row, or for cosine the row times
+//! its inverse norm), `x~` and `q~` what the kernel multiplies (the int8
+//! values times their scales; for `gemm` the float32 values themselves), and
+//! `Q >= |q|, |q~|`, `N >= |y|, |x~|`, `E >= |y - x~|`, `Eq >= |q - q~|`:
+//!
+//! * `q.y - q~.x~ = q.(y - x~) + (q - q~).x~`, so `|q.y - q~.x~| <= Q E + Eq N`
+//!   (Cauchy-Schwarz);
+//! * the canonical score and a float32 `gemm` score are each within
+//!   `gamma(dim + 2) Q N` of `q.y` (`gamma(n) = n u / (1 - n u)`, `u = 2^-24`,
+//!   every product goes through at most `dim + 2` roundings, whatever the
+//!   order; the `+ 2` is cosine's multiply by the inverse norm), plus
+//!   `(2 dim + 4) 2^-149` for results that fall below the normal range;
+//! * the int8 kernel's integer dot product is exact; scaling it to `r` is three
+//!   roundings, `3 u Q N`;
+//! * computing `r - beta`, `r + beta` is one rounding each, at most
+//!   `u (|r| + beta)`, `|r| <= Q N`; computing `beta` itself is three
+//!   roundings, `3 u beta`.
+//!
+//! So `beta = A E + B N + abs` with `A = Q (1 + 2^-20)`,
+//! `B = (Eq + c Q)(1 + 2^-20)`, `c = scans * gamma(dim + 2) + 8 u` and
+//! `abs = (4 dim + 64) 2^-149` covers everything: the factor `1 + 2^-20`
+//! exceeds the relative roundings of `beta` and of `r +- beta` (`4u < 2^-20`),
+//! and `8 u Q N` the roundings proportional to `|r|`. All of `A`, `B`, `E`, `N`
+//! are computed in float64 and rounded up to float32.
+
+use crate::topk::{merge, TopK};
+use crate::{hit_order, Hit};
+
+/// Unit roundoff of float32.
+const U: f64 = 1.0 / (1u64 << 24) as f64;
+/// The smallest positive float32 (subnormal), as float64.
+const TINY: f64 = 1.401_298_464_324_817e-45;
+/// Relative slack of every bound: more than the roundings of computing it in float32.
+const SLACK: f64 = 1.0 + 1.0 / (1u64 << 20) as f64;
+
+/// The smallest float32 at or above `x` (`x >= 0`; infinity past float32's range).
+pub(crate) fn up(x: f64) -> f32 {
+    let f = x as f32;
+    if (f as f64) < x {
+        f.next_up()
+    } else {
+        f
+    }
+}
+
+/// `n u / (1 - n u)`: bounds the relative error of a sum of `n` roundings.
+fn gamma(n: usize) -> f64 {
+    let nu = n as f64 * U;
+    if nu < 0.5 {
+        nu / (1.0 - nu)
+    } else {
+        f64::INFINITY
+    }
+}
+
+/// The canonical float32 dot product: 16 running sums (element `i` goes to
+/// sum `i % 16`) added in a fixed tree. Plain multiplies and adds, no fused
+/// multiply-add, so every platform computes the same bits.
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
+    const LANES: usize = 16;
+    debug_assert_eq!(a.len(), b.len());
+    let mut acc = [0f32; LANES];
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for l in 0..LANES {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    for (l, (x, y)) in ra.iter().zip(rb).enumerate() {
+        acc[l] += x * y;
+    }
+    let mut width = LANES / 2;
+    while width > 0 {
+        for l in 0..width {
+            acc[l] += acc[l + width];
+        }
+        width /= 2;
+    }
+    acc[0]
+}
+
+/// Euclidean norm in float64 (float32 inputs: every square is exact).
+pub(crate) fn norm64(v: impl IntoIterator<Item = f64>) -> f64 {
+    v.into_iter().map(|a| a * a).sum::<f64>().sqrt()
+}
+
+/// An upper bound on a float64 norm computed from exact terms by [`norm64`]
+/// (its own roundings are below `1e-9` relative for any realistic dimension).
+pub(crate) fn norm_up(n: f64) -> f32 {
+    up(n * (1.0 + 1e-9))
+}
+
+/// One query's bound coefficients: `beta = a E + b N + abs` (module docs).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Coef {
+    pub(crate) a: f32,
+    pub(crate) b: f32,
+}
+
+impl Coef {
+    /// `q_norm >= |q|, |q~|`, `q_err >= |q - q~|`; `scans`: how many float32
+    /// dot products of `dim` terms stand between the approximate score and the
+    /// canonical one (1 for the int8 kernel: the canonical score; 2 for `gemm`).
+    pub(crate) fn new(q_norm: f64, q_err: f64, dim: usize, scans: usize) -> Coef {
+        let c = scans as f64 * gamma(dim + 2) + 8.0 * U;
+        Coef {
+            a: up(q_norm * SLACK),
+            b: up((q_err + c * q_norm) * SLACK),
+        }
+    }
+}
+
+/// The absolute part of every bound: underflow below float32's normal range.
+pub(crate) fn abs_term(dim: usize) -> f32 {
+    up((4 * dim + 64) as f64 * TINY)
+}
+
+/// One query's candidates in one part of the bank (module docs).
+#[derive(Debug)]
+pub(crate) struct Candidates {
+    /// The best k lower ends; its threshold is the floor.
+    low: TopK,
+    /// (row, upper end) of every row that reached the floor when offered.
+    rows: Vec<Hit>,
+    /// Drop rows under the floor when `rows` grows to this.
+    prune_at: usize,
+}
+
+impl Candidates {
+    pub(crate) fn new(k: usize) -> Candidates {
+        Candidates {
+            low: TopK::new(k),
+            rows: Vec::new(),
+            prune_at: 2 * k + 1024,
+        }
+    }
+
+    /// Rows whose upper end is below this cannot be in the top-k.
+    #[inline(always)]
+    pub(crate) fn floor(&self) -> f32 {
+        self.low.threshold()
+    }
+
+    /// Offers a row with approximate score `r` and bound `beta`. NaN ends (an
+    /// overflowed bound) keep the row and leave the floor alone.
+    #[inline]
+    pub(crate) fn offer(&mut self, row: u32, r: f32, beta: f32) {
+        let (lo, hi) = (r - beta, r + beta);
+        if !reaches(hi, self.floor()) {
+            return;
+        }
+        if lo > self.floor() {
+            self.low.push(row, lo);
+        }
+        self.rows.push((row, hi));
+        if self.rows.len() >= self.prune_at {
+            let floor = self.floor();
+            self.rows.retain(|c| reaches(c.1, floor));
+            self.prune_at = self.prune_at.max(2 * self.rows.len());
+        }
+    }
+}
+
+/// Whether an upper end `hi` reaches `floor`; a NaN end (an overflowed bound) does.
+#[inline(always)]
+fn reaches(hi: f32, floor: f32) -> bool {
+    hi >= floor || hi.is_nan()
+}
+
+/// Offers one query's scores `r` of rows `r0..` with bounds `beta` to its
+/// candidates, skipping excluded rows (`excl` sorted). Sixteen upper ends at a
+/// time are compared with the floor; only a lane that reaches it is looked at.
+#[inline]
+pub(crate) fn collect(r: &[f32], beta: &[f32], r0: u32, c: &mut Candidates, excl: &[u32]) {
+    const W: usize = 16;
+    let mut floor = c.floor();
+    for (chunk, (rs, bs)) in r.chunks(W).zip(beta.chunks(W)).enumerate() {
+        let reach = rs
+            .iter()
+            .zip(bs)
+            .fold(false, |any, (&s, &b)| any | reaches(s + b, floor));
+        if !reach {
+            continue;
+        }
+        for (j, (&s, &b)) in rs.iter().zip(bs).enumerate() {
+            let row = r0 + (chunk * W + j) as u32;
+            if reaches(s + b, floor) && excl.binary_search(&row).is_err() {
+                c.offer(row, s, b);
+                floor = c.floor();
+            }
+        }
+    }
+}
+
+/// The exact top-k of one query from its candidates in every part of the bank:
+/// survivors of the overall floor, rescored by `score` (the canonical score),
+/// best first, ties to the lower row.
+pub(crate) fn finish(parts: Vec<Candidates>, k: usize, score: impl Fn(u32) -> f32) -> Vec<Hit> {
+    let mut lows = Vec::with_capacity(parts.len());
+    let mut rows = Vec::with_capacity(parts.len());
+    for p in parts {
+        lows.push(p.low.into_sorted());
+        rows.push(p.rows);
+    }
+    let lows = merge(lows, k);
+    let floor = if lows.len() == k {
+        lows[k - 1].1
+    } else {
+        f32::NEG_INFINITY
+    };
+    let mut hits: Vec<Hit> = rows
+        .into_iter()
+        .flatten()
+        .filter(|c| reaches(c.1, floor))
+        .map(|(row, _)| (row, score(row)))
+        .collect();
+    hits.sort_unstable_by(hit_order);
+    hits.truncate(k);
+    hits
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn up_never_rounds_down() {
+        for x in [0.0, 1e-50, TINY * 3.5, 0.1, 1.0 / 3.0, 1e38, 1e39] {
+            let f = up(x);
+            assert!(f as f64 >= x, "{x}");
+        }
+        assert_eq!(up(0.5), 0.5);
+        assert_eq!(up(1e39), f32::INFINITY);
+    }
+
+    #[test]
+    fn dot_is_the_fixed_order_sum() {
+        let a: Vec<f32> = (0..37).map(|i| (i as f32 * 0.37).sin()).collect();
+        let b: Vec<f32> = (0..37).map(|i| (i as f32 * 1.3).cos()).collect();
+        let mut acc = [0f32; 16];
+        for i in 0..37 {
+            acc[i % 16] += a[i] * b[i];
+        }
+        for w in [8, 4, 2, 1] {
+            for l in 0..w {
+                acc[l] += acc[l + w];
+            }
+        }
+        assert_eq!(dot(&a, &b).to_bits(), acc[0].to_bits());
+        assert_eq!(dot(&[], &[]), 0.0);
+    }
+
+    #[test]
+    fn candidates_keep_every_row_that_can_reach_the_top() {
+        // Rows 0..100 with scores i, bound 10, row 98 excluded: the top 3
+        // are 99, 97, 96; the floor is 96 - 10 = 86, so rows 76.. survive.
+        let mut c = Candidates::new(3);
+        let r: Vec<f32> = (0..100).map(|i| i as f32).collect();
+        collect(&r, &[10.0; 100], 0, &mut c, &[98]);
+        assert!(c.rows.iter().all(|h| h.0 != 98));
+        let hits = finish(vec![c], 3, |row| row as f32);
+        assert_eq!(hits, vec![(99, 99.0), (97, 97.0), (96, 96.0)]);
+        let mut parts = vec![Candidates::new(2), Candidates::new(2)];
+        collect(&r[..50], &[0.5; 50], 0, &mut parts[0], &[]);
+        collect(&r[50..], &[0.5; 50], 50, &mut parts[1], &[]);
+        assert_eq!(parts[0].rows.len(), 50, "the floor starts at -inf");
+        // The overall floor is 98 - 0.5: rows 97.. survive; ties go to the lower row.
+        assert_eq!(finish(parts, 2, |_| 1.0), vec![(97, 1.0), (98, 1.0)]);
+    }
+
+    #[test]
+    fn an_infinite_bound_keeps_the_row() {
+        let mut c = Candidates::new(1);
+        c.offer(0, 5.0, 0.0);
+        c.offer(1, f32::INFINITY, f32::INFINITY);
+        assert_eq!(c.rows.len(), 2);
+        assert_eq!(finish(vec![c], 1, |r| r as f32), vec![(1, 1.0)]);
+    }
+}
