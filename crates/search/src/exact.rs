@@ -72,8 +72,27 @@ fn gamma(n: usize) -> f64 {
 
 /// The canonical float32 dot product: 16 running sums (element `i` goes to
 /// sum `i % 16`) added in a fixed tree. Plain multiplies and adds, no fused
-/// multiply-add, so every platform computes the same bits.
+/// multiply-add, so every platform computes the same bits; with AVX-512 the
+/// 16 sums are one register (the same operations, lane by lane).
 pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512 F (checked just above).
+        return unsafe { dot_avx512(a, b) };
+    }
+    dot_lanes(a, b)
+}
+
+/// [`dot`] compiled for AVX-512: LLVM keeps the 16 sums in one register
+/// without reassociating anything, so the bits are [`dot_lanes`]'s.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn dot_avx512(a: &[f32], b: &[f32]) -> f32 {
+    dot_lanes(a, b)
+}
+
+#[inline(always)]
+fn dot_lanes(a: &[f32], b: &[f32]) -> f32 {
     const LANES: usize = 16;
     debug_assert_eq!(a.len(), b.len());
     let mut acc = [0f32; LANES];
@@ -210,9 +229,28 @@ pub(crate) fn collect(r: &[f32], beta: &[f32], r0: u32, c: &mut Candidates, excl
     }
 }
 
-/// The exact top-k of one query from its candidates in every part of the bank:
-/// survivors of the overall floor, rescored by `score` (the canonical score),
-/// best first, ties to the lower row.
+/// A hit ordered worst first, so that a max-heap's top is the worst kept.
+#[derive(Debug, PartialEq)]
+struct Worst(Hit);
+
+impl Eq for Worst {}
+
+impl PartialOrd for Worst {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Worst {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        hit_order(&self.0, &other.0)
+    }
+}
+
+/// The exact top-k of one query from its candidates in every part of the bank.
+/// The survivors of the overall floor are rescored by `score` (the canonical
+/// score) from the highest upper end down, until the next upper end is below
+/// the k-th best score so far; best first, ties to the lower row.
 pub(crate) fn finish(parts: Vec<Candidates>, k: usize, score: impl Fn(u32) -> f32) -> Vec<Hit> {
     let mut lows = Vec::with_capacity(parts.len());
     let mut rows = Vec::with_capacity(parts.len());
@@ -226,14 +264,27 @@ pub(crate) fn finish(parts: Vec<Candidates>, k: usize, score: impl Fn(u32) -> f3
     } else {
         f32::NEG_INFINITY
     };
-    let mut hits: Vec<Hit> = rows
+    let mut cands: Vec<Hit> = rows
         .into_iter()
         .flatten()
         .filter(|c| reaches(c.1, floor))
-        .map(|(row, _)| (row, score(row)))
         .collect();
+    cands.sort_unstable_by(hit_order);
+    let mut best = std::collections::BinaryHeap::with_capacity(k + 1);
+    for (row, hi) in cands {
+        if best.len() == k {
+            let Worst((_, kth)) = best.peek().expect("k >= 1");
+            if !reaches(hi, *kth) {
+                break;
+            }
+        }
+        best.push(Worst((row, score(row))));
+        if best.len() > k {
+            best.pop();
+        }
+    }
+    let mut hits: Vec<Hit> = best.into_iter().map(|w| w.0).collect();
     hits.sort_unstable_by(hit_order);
-    hits.truncate(k);
     hits
 }
 
@@ -265,6 +316,7 @@ mod tests {
             }
         }
         assert_eq!(dot(&a, &b).to_bits(), acc[0].to_bits());
+        assert_eq!(dot_lanes(&a, &b).to_bits(), acc[0].to_bits());
         assert_eq!(dot(&[], &[]), 0.0);
     }
 
