@@ -24,9 +24,13 @@ bench/out/results.json.
 faiss-cpu's bundled OpenBLAS picks its sgemm kernel from OPENBLAS_CORETYPE
 (and sizes blocks from OPENBLAS_L2_SIZE); machines that set them for other
 tools get a slower faiss. Both are removed from this process's environment
-before faiss is imported (the faiss side only: the tandem binary gets the
-original environment), and the faiss version and the BLAS kernel it runs
-(threadpoolctl) are printed.
+before numpy and faiss are imported (the faiss side only: the tandem binary
+gets the original environment), and the faiss version and the BLAS kernel it
+runs (threadpoolctl) are printed. OpenBLAS's own choice is not always its
+fastest kernel: on a CPU newer than the bundled OpenBLAS (faiss-cpu 1.15.1
+bundles 0.3.15, which takes AMD Zen 5 for a "Barcelona", SSE only)
+--faiss-coretype NAME (e.g. SkylakeX, Haswell) sets OPENBLAS_CORETYPE for
+the faiss side, to compare against the best kernel as well.
 """
 
 import argparse
@@ -36,7 +40,12 @@ import subprocess
 import sys
 import time
 
-import numpy as np
+# Read by OpenBLAS when it is loaded: removed for the reference (faiss) side
+# only, before numpy or faiss loads an OpenBLAS; the tandem binary gets them back.
+OPENBLAS_TUNING = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+SAVED = {v: os.environ.pop(v) for v in OPENBLAS_TUNING if v in os.environ}
+
+import numpy as np  # noqa: E402
 
 LATENT = 64
 NOISE = 0.1
@@ -55,6 +64,8 @@ def parse():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tandem-scalars", default="f32,f16", help="element types of the tandem HNSW graphs to build")
     p.add_argument("--skip-hnsw", action="store_true")
+    p.add_argument("--faiss-coretype", default=None,
+                   help="OPENBLAS_CORETYPE for faiss's OpenBLAS (default: unset, OpenBLAS's own choice)")
     p.add_argument("--bin", default="target/release/examples/bench_search")
     p.add_argument("--out", default="bench/out")
     return p.parse_args()
@@ -101,10 +112,6 @@ def first_reaching(rows, target=0.99):
     return min(ok, key=lambda r: r["ef"]) if ok else None
 
 
-# Read by OpenBLAS when it is loaded: removed for the reference (faiss) side only.
-OPENBLAS_TUNING = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
-
-
 def blas_info():
     """The BLAS / OpenMP libraries loaded in this process, as threadpoolctl sees them."""
     from threadpoolctl import threadpool_info
@@ -132,7 +139,9 @@ def compare_ids(x, q, ref, path):
 
 def main():
     a = parse()
-    saved = {v: os.environ.pop(v) for v in OPENBLAS_TUNING if v in os.environ}
+    saved = SAVED
+    if a.faiss_coretype:
+        os.environ["OPENBLAS_CORETYPE"] = a.faiss_coretype
     import faiss  # imported after OMP_NUM_THREADS is set by the wrapper and the OpenBLAS tuning is removed
 
     faiss.omp_set_num_threads(a.threads)
@@ -146,8 +155,10 @@ def main():
     flat.add(x)
     flat.search(q[:64], 100)  # warm-up, as the tandem binary does; loads the BLAS
     blas = blas_info()
-    results["config"] |= {"numpy": np.__version__, "blas": blas, "openblas_tuning_removed": saved}
-    print(f"faiss {faiss.__version__}, numpy {np.__version__}; removed for faiss: {saved or 'nothing'}", flush=True)
+    results["config"] |= {"numpy": np.__version__, "blas": blas, "openblas_tuning_removed": saved,
+                          "faiss_coretype": a.faiss_coretype}
+    print(f"faiss {faiss.__version__}, numpy {np.__version__}; removed for faiss: {saved or 'nothing'}; "
+          f"OPENBLAS_CORETYPE for faiss: {a.faiss_coretype or 'unset'}", flush=True)
     for b in blas:
         print(f"  {b['internal_api']} {b['version']} kernel={b['architecture']} threads={b['num_threads']} ({b['filepath']})", flush=True)
     faiss_flat, faiss_ids = [], {}
@@ -164,7 +175,7 @@ def main():
     if not a.skip_hnsw:
         cmd += [str(a.m), str(a.ef_construction), a.efs, a.tandem_scalars]
     print("$", " ".join(cmd), flush=True)
-    env = os.environ | saved | {"BENCH_IDS": f"{a.out}/tandem_ids"}
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"} | saved | {"BENCH_IDS": f"{a.out}/tandem_ids"}
     proc = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True, env=env)
     tandem = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     for t in tandem:
@@ -195,7 +206,7 @@ def main():
         json.dump(results, f, indent=2)
 
     print(f"\n== exact search, {a.rows} x {a.dim} float32, {nq} queries, {a.threads} threads, best of {a.reps} ==")
-    print(f"faiss {faiss.__version__} IndexFlatIP, BLAS " + ", ".join(f"{b['internal_api']} {b['architecture']}" for b in blas if b["user_api"] == "blas"))
+    print(f"faiss {faiss.__version__} IndexFlatIP, BLAS " + ", ".join(f"{b['internal_api']} {b['architecture']}" for b in blas if b["user_api"] == "blas" and "faiss" in (b["filepath"] or "")))
     print(f"{'k':>5} {'faiss qps':>10} {'tandem':>22} {'qps':>9} {'ratio':>6} {'identical ids':>14}")
     for fr in faiss_flat:
         for tr in (t for t in tandem_flat if t["k"] == fr["k"]):

@@ -40,6 +40,8 @@
 //! and `8 u Q N` the roundings proportional to `|r|`. All of `A`, `B`, `E`, `N`
 //! are computed in float64 and rounded up to float32.
 
+use rayon::prelude::*;
+
 use crate::topk::{merge, TopK};
 use crate::{hit_order, Hit};
 
@@ -229,29 +231,9 @@ pub(crate) fn collect(r: &[f32], beta: &[f32], r0: u32, c: &mut Candidates, excl
     }
 }
 
-/// A hit ordered worst first, so that a max-heap's top is the worst kept.
-#[derive(Debug, PartialEq)]
-struct Worst(Hit);
-
-impl Eq for Worst {}
-
-impl PartialOrd for Worst {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Worst {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        hit_order(&self.0, &other.0)
-    }
-}
-
-/// The exact top-k of one query from its candidates in every part of the bank.
-/// The survivors of the overall floor are rescored by `score` (the canonical
-/// score) from the highest upper end down, until the next upper end is below
-/// the k-th best score so far; best first, ties to the lower row.
-pub(crate) fn finish(parts: Vec<Candidates>, k: usize, score: impl Fn(u32) -> f32) -> Vec<Hit> {
+/// The rows of one query that survive the overall floor: the k-th best lower
+/// end over its candidates in every part of the bank.
+pub(crate) fn survivors(parts: Vec<Candidates>, k: usize) -> Vec<u32> {
     let mut lows = Vec::with_capacity(parts.len());
     let mut rows = Vec::with_capacity(parts.len());
     for p in parts {
@@ -264,27 +246,43 @@ pub(crate) fn finish(parts: Vec<Candidates>, k: usize, score: impl Fn(u32) -> f3
     } else {
         f32::NEG_INFINITY
     };
-    let mut cands: Vec<Hit> = rows
-        .into_iter()
+    rows.into_iter()
         .flatten()
         .filter(|c| reaches(c.1, floor))
+        .map(|c| c.0)
+        .collect()
+}
+
+/// The exact top-k of every query from its survivors: each (query, row) pair
+/// rescored by `score` (the canonical score), best first, ties to the lower
+/// row. The pairs are taken in bank order, so the bank is read in one sweep
+/// however many queries share a row.
+pub(crate) fn rescore(
+    survivors: Vec<Vec<u32>>,
+    k: usize,
+    score: impl Fn(usize, u32) -> f32 + Sync,
+) -> Vec<Vec<Hit>> {
+    let mut pairs: Vec<u64> = survivors
+        .iter()
+        .enumerate()
+        .flat_map(|(q, rows)| rows.iter().map(move |&r| ((r as u64) << 32) | q as u64))
         .collect();
-    cands.sort_unstable_by(hit_order);
-    let mut best = std::collections::BinaryHeap::with_capacity(k + 1);
-    for (row, hi) in cands {
-        if best.len() == k {
-            let Worst((_, kth)) = best.peek().expect("k >= 1");
-            if !reaches(hi, *kth) {
-                break;
-            }
-        }
-        best.push(Worst((row, score(row))));
-        if best.len() > k {
-            best.pop();
-        }
+    pairs.par_sort_unstable();
+    let scores: Vec<f32> = pairs
+        .par_iter()
+        .map(|&p| score(p as u32 as usize, (p >> 32) as u32))
+        .collect();
+    let mut hits: Vec<Vec<Hit>> = survivors
+        .iter()
+        .map(|rows| Vec::with_capacity(rows.len()))
+        .collect();
+    for (&p, &s) in pairs.iter().zip(&scores) {
+        hits[p as u32 as usize].push(((p >> 32) as u32, s));
     }
-    let mut hits: Vec<Hit> = best.into_iter().map(|w| w.0).collect();
-    hits.sort_unstable_by(hit_order);
+    hits.par_iter_mut().for_each(|h| {
+        h.sort_unstable_by(hit_order);
+        h.truncate(k);
+    });
     hits
 }
 
@@ -328,14 +326,24 @@ mod tests {
         let r: Vec<f32> = (0..100).map(|i| i as f32).collect();
         collect(&r, &[10.0; 100], 0, &mut c, &[98]);
         assert!(c.rows.iter().all(|h| h.0 != 98));
-        let hits = finish(vec![c], 3, |row| row as f32);
-        assert_eq!(hits, vec![(99, 99.0), (97, 97.0), (96, 96.0)]);
+        let rows = survivors(vec![c], 3);
+        assert!(
+            rows.iter().all(|&r| r >= 76) && rows.len() == 23,
+            "{rows:?}"
+        );
+        let hits = rescore(vec![rows], 3, |_, row| row as f32);
+        assert_eq!(hits, vec![vec![(99, 99.0), (97, 97.0), (96, 96.0)]]);
         let mut parts = vec![Candidates::new(2), Candidates::new(2)];
         collect(&r[..50], &[0.5; 50], 0, &mut parts[0], &[]);
         collect(&r[50..], &[0.5; 50], 50, &mut parts[1], &[]);
         assert_eq!(parts[0].rows.len(), 50, "the floor starts at -inf");
         // The overall floor is 98 - 0.5: rows 97.. survive; ties go to the lower row.
-        assert_eq!(finish(parts, 2, |_| 1.0), vec![(97, 1.0), (98, 1.0)]);
+        let rows = survivors(parts, 2);
+        assert_eq!(rows, vec![97, 98, 99]);
+        assert_eq!(
+            rescore(vec![rows], 2, |_, _| 1.0),
+            vec![vec![(97, 1.0), (98, 1.0)]]
+        );
     }
 
     #[test]
@@ -344,6 +352,10 @@ mod tests {
         c.offer(0, 5.0, 0.0);
         c.offer(1, f32::INFINITY, f32::INFINITY);
         assert_eq!(c.rows.len(), 2);
-        assert_eq!(finish(vec![c], 1, |r| r as f32), vec![(1, 1.0)]);
+        let rows = survivors(vec![c], 1);
+        assert_eq!(
+            rescore(vec![rows], 1, |_, r| r as f32),
+            vec![vec![(1, 1.0)]]
+        );
     }
 }

@@ -19,7 +19,7 @@
 use rayon::prelude::*;
 use tandem_bank::{Bank, Vectors};
 
-use crate::exact::{abs_term, collect, dot, finish, norm64, norm_up, Candidates, Coef};
+use crate::exact::{abs_term, collect, dot, norm64, norm_up, rescore, survivors, Candidates, Coef};
 use crate::int8::{self, Int8Bank, Int8Queries, Unit};
 use crate::{check_request, sorted_exclusions, Hit, Index, Metric, Precision, SearchError};
 
@@ -336,7 +336,7 @@ impl Index for Flat<'_> {
                 }
             })
             .collect();
-        // Every query's candidates from every run, rescored.
+        // Every query's candidates from every run, its survivors rescored.
         let mut per_query: Vec<Vec<Candidates>> =
             (0..nq).map(|_| Vec::with_capacity(runs)).collect();
         for (&(qb, _), part) in units.iter().zip(parts) {
@@ -344,10 +344,12 @@ impl Index for Flat<'_> {
                 per_query[qb * QUERY_BLOCK + i].push(c);
             }
         }
-        Ok(per_query
+        let survivors = per_query
             .into_par_iter()
-            .zip(q.par_chunks_exact(dim))
-            .map(|(parts, q)| finish(parts, k, |row| self.score(q, row)))
-            .collect())
+            .map(|parts| survivors(parts, k))
+            .collect();
+        Ok(rescore(survivors, k, |i, row| {
+            self.score(&q[i * dim..(i + 1) * dim], row)
+        }))
     }
 }
