@@ -180,9 +180,14 @@ def main():
     tandem = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     for t in tandem:
         if t["index"] == "flat":
-            t["identical_queries"], t["max_score_gap"] = compare_ids(x, q, faiss_ids[t["k"]], t.pop("ids"))
+            t["identical_queries"], t["max_score_gap"] = compare_ids(x, q, faiss_ids[t["k"]], t["ids"])
         print(json.dumps(t), flush=True)
     tandem_flat = [t for t in tandem if t["index"] == "flat"]
+    for k in (100, 500):
+        auto, f32 = (next(t for t in tandem_flat if t["k"] == k and t["precision"] == p) for p in ("auto", "f32"))
+        same = (np.fromfile(auto["ids"], dtype=np.uint32) == np.fromfile(f32["ids"], dtype=np.uint32)).all()
+        auto["same_ids_as_f32"] = bool(same)
+        print(f"tandem k={k}: --precision auto ({auto['kernel']}) and f32 ids identical: {bool(same)}", flush=True)
     tandem_hnsw = [t for t in tandem if t["index"] == "hnsw"]
 
     # faiss HNSW
