@@ -131,6 +131,8 @@ pub(crate) fn norm_up(n: f64) -> f32 {
 
 /// One query's bound coefficients: `beta = a E + b N + abs` (module docs).
 #[derive(Debug, Clone, Copy)]
+// `a` is read only by the x86_64 int8 kernel.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) struct Coef {
     pub(crate) a: f32,
     pub(crate) b: f32,

@@ -48,28 +48,35 @@ pub(crate) fn bank_name(bank: &Bank) -> String {
         .map_or_else(|| "in-memory bank".to_string(), |p| p.display().to_string())
 }
 
+/// `f(row, x)` for every bank row `x`: one parallel pass over the bank.
+fn per_row(bank: &Bank, f: impl Fn(usize, &[f32]) -> f32 + Sync) -> Vec<f32> {
+    let (rows, dim) = (bank.rows(), bank.dim());
+    let blocks: Vec<Vec<f32>> = (0..rows.div_ceil(BANK_BLOCK))
+        .into_par_iter()
+        .map(|b| {
+            let r0 = b * BANK_BLOCK;
+            let block = bank.rows_f32(r0, ((b + 1) * BANK_BLOCK).min(rows));
+            block
+                .chunks_exact(dim)
+                .enumerate()
+                .map(|(i, x)| f(r0 + i, x))
+                .collect()
+        })
+        .collect();
+    blocks.concat()
+}
+
 /// Checks that the bank is addressable by `u32` rows and holds only finite
 /// numbers; returns each row's Euclidean norm. One parallel pass over the bank.
 pub(crate) fn row_norms(bank: &Bank) -> Result<Vec<f32>, SearchError> {
-    let (rows, dim) = (bank.rows(), bank.dim());
+    let rows = bank.rows();
     if rows > u32::MAX as usize {
         return Err(SearchError::TooManyRows {
             bank: bank_name(bank),
             rows,
         });
     }
-    let blocks: Vec<Vec<f32>> = (0..rows.div_ceil(BANK_BLOCK))
-        .into_par_iter()
-        .map(|b| {
-            let (r0, r1) = (b * BANK_BLOCK, ((b + 1) * BANK_BLOCK).min(rows));
-            let block = bank.rows_f32(r0, r1);
-            block
-                .chunks_exact(dim)
-                .map(|x| x.iter().map(|v| v * v).sum::<f32>().sqrt())
-                .collect()
-        })
-        .collect();
-    let norms: Vec<f32> = blocks.concat();
+    let norms = per_row(bank, |_, x| x.iter().map(|v| v * v).sum::<f32>().sqrt());
     if let Some(row) = norms.iter().position(|n| !n.is_finite()) {
         return Err(SearchError::NonFiniteBank {
             bank: bank_name(bank),
@@ -81,23 +88,10 @@ pub(crate) fn row_norms(bank: &Bank) -> Result<Vec<f32>, SearchError> {
 
 /// Upper bounds on `|x * inv_norms[row]|` (`inv_norms` empty: 1) for every row.
 fn bound_norms(bank: &Bank, inv_norms: &[f32]) -> Vec<f32> {
-    let (rows, dim) = (bank.rows(), bank.dim());
-    let blocks: Vec<Vec<f32>> = (0..rows.div_ceil(BANK_BLOCK))
-        .into_par_iter()
-        .map(|b| {
-            let r0 = b * BANK_BLOCK;
-            let block = bank.rows_f32(r0, ((b + 1) * BANK_BLOCK).min(rows));
-            block
-                .chunks_exact(dim)
-                .enumerate()
-                .map(|(i, x)| {
-                    let inv = inv_norms.get(r0 + i).map_or(1.0, |&n| n as f64);
-                    norm_up(norm64(x.iter().map(|&v| v as f64 * inv)))
-                })
-                .collect()
-        })
-        .collect();
-    blocks.concat()
+    per_row(bank, |row, x| {
+        let inv = inv_norms.get(row).map_or(1.0, |&n| n as f64);
+        norm_up(norm64(x.iter().map(|&v| v as f64 * inv)))
+    })
 }
 
 impl<'a> Flat<'a> {

@@ -85,6 +85,8 @@ fn round(y: &[f64], codes: &mut [i8]) -> Option<Rounded> {
 
 /// The bank, rounded and packed for the kernel.
 #[derive(Debug)]
+// Read only by the x86_64 kernel; elsewhere `available()` is false and it is never built.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) struct Int8Bank {
     rows: usize,
     /// Dimension rounded up to a multiple of 4 (zero-padded), over 4.
@@ -166,6 +168,8 @@ impl Int8Bank {
 
 /// Queries rounded and packed for the kernel.
 #[derive(Debug)]
+// Read only by the x86_64 kernel; elsewhere `available()` is false and it is never built.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) struct Int8Queries {
     /// Per group of [`QUERY_GROUP`] queries (zero-padded): `words` x 8 words,
     /// the 4 bytes `a + 128` of each query side by side.
@@ -205,6 +209,8 @@ impl Int8Queries {
 
 /// One unit of work for [`scan`]: queries `q0..q1` (q0 a multiple of
 /// [`QUERY_GROUP`]) against bank rows `r0..r1` (r0 a multiple of 32).
+// Read only by the x86_64 kernel; elsewhere `available()` is false and it is never built.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) struct Unit<'a> {
     pub(crate) q0: usize,
     pub(crate) q1: usize,
