@@ -159,33 +159,43 @@ pub(crate) fn abs_term(dim: usize) -> f32 {
 /// One query's candidates in one part of the bank (module docs).
 #[derive(Debug)]
 pub(crate) struct Candidates {
-    /// The best k lower ends; its threshold is the floor.
+    k: usize,
+    /// The best k lower ends; its threshold is a floor.
     low: TopK,
+    /// The k-th best canonical score of `exact` (-inf until there are k): also a floor.
+    kth: f32,
     /// (row, upper end) of every row that reached the floor when offered.
     rows: Vec<Hit>,
-    /// Drop rows under the floor when `rows` grows to this.
-    prune_at: usize,
+    /// The best k rows rescored so far, when `rows` outgrew what pruning can
+    /// keep in bounds (many rows tied at the floor).
+    exact: Vec<Hit>,
 }
 
 impl Candidates {
     pub(crate) fn new(k: usize) -> Candidates {
         Candidates {
+            k,
             low: TopK::new(k),
+            kth: f32::NEG_INFINITY,
             rows: Vec::new(),
-            prune_at: 2 * k + 1024,
+            exact: Vec::new(),
         }
     }
 
-    /// Rows whose upper end is below this cannot be in the top-k.
+    /// Rows whose upper end is below this cannot be in the top-k: the k-th
+    /// canonical score is at least the k-th lower end, and at least the k-th
+    /// of any k rows already rescored.
     #[inline(always)]
     pub(crate) fn floor(&self) -> f32 {
-        self.low.threshold()
+        self.low.threshold().max(self.kth)
     }
 
     /// Offers a row with approximate score `r` and bound `beta`. NaN ends (an
-    /// overflowed bound) keep the row and leave the floor alone.
+    /// overflowed bound) keep the row and leave the floor alone. When pruning
+    /// rows under the floor cannot keep `rows` within `2k + 8192` (rows tied
+    /// at the floor), they are rescored by `score` and only the best k kept.
     #[inline]
-    pub(crate) fn offer(&mut self, row: u32, r: f32, beta: f32) {
+    pub(crate) fn offer(&mut self, row: u32, r: f32, beta: f32, score: &dyn Fn(u32) -> f32) {
         let (lo, hi) = (r - beta, r + beta);
         if !reaches(hi, self.floor()) {
             return;
@@ -194,10 +204,19 @@ impl Candidates {
             self.low.push(row, lo);
         }
         self.rows.push((row, hi));
-        if self.rows.len() >= self.prune_at {
+        let cap = 2 * self.k + 8192;
+        if self.rows.len() >= cap {
             let floor = self.floor();
             self.rows.retain(|c| reaches(c.1, floor));
-            self.prune_at = self.prune_at.max(2 * self.rows.len());
+            if 2 * self.rows.len() >= cap {
+                self.exact
+                    .extend(self.rows.drain(..).map(|(row, _)| (row, score(row))));
+                self.exact.sort_unstable_by(hit_order);
+                self.exact.truncate(self.k);
+                if self.exact.len() == self.k {
+                    self.kth = self.exact[self.k - 1].1;
+                }
+            }
         }
     }
 }
@@ -212,7 +231,14 @@ fn reaches(hi: f32, floor: f32) -> bool {
 /// candidates, skipping excluded rows (`excl` sorted). Sixteen upper ends at a
 /// time are compared with the floor; only a lane that reaches it is looked at.
 #[inline]
-pub(crate) fn collect(r: &[f32], beta: &[f32], r0: u32, c: &mut Candidates, excl: &[u32]) {
+pub(crate) fn collect(
+    r: &[f32],
+    beta: &[f32],
+    r0: u32,
+    c: &mut Candidates,
+    excl: &[u32],
+    score: &dyn Fn(u32) -> f32,
+) {
     const W: usize = 16;
     let mut floor = c.floor();
     for (chunk, (rs, bs)) in r.chunks(W).zip(beta.chunks(W)).enumerate() {
@@ -226,21 +252,24 @@ pub(crate) fn collect(r: &[f32], beta: &[f32], r0: u32, c: &mut Candidates, excl
         for (j, (&s, &b)) in rs.iter().zip(bs).enumerate() {
             let row = r0 + (chunk * W + j) as u32;
             if reaches(s + b, floor) && excl.binary_search(&row).is_err() {
-                c.offer(row, s, b);
+                c.offer(row, s, b, score);
                 floor = c.floor();
             }
         }
     }
 }
 
-/// The rows of one query that survive the overall floor: the k-th best lower
-/// end over its candidates in every part of the bank.
+/// The rows of one query that survive the overall floor (the k-th best lower
+/// end over its candidates in every part of the bank), and those it already
+/// rescored (rescored again with the others: the same bits).
 pub(crate) fn survivors(parts: Vec<Candidates>, k: usize) -> Vec<u32> {
     let mut lows = Vec::with_capacity(parts.len());
     let mut rows = Vec::with_capacity(parts.len());
+    let mut exact = Vec::new();
     for p in parts {
         lows.push(p.low.into_sorted());
         rows.push(p.rows);
+        exact.extend(p.exact.into_iter().map(|h| h.0));
     }
     let lows = merge(lows, k);
     let floor = if lows.len() == k {
@@ -252,6 +281,7 @@ pub(crate) fn survivors(parts: Vec<Candidates>, k: usize) -> Vec<u32> {
         .flatten()
         .filter(|c| reaches(c.1, floor))
         .map(|c| c.0)
+        .chain(exact)
         .collect()
 }
 
@@ -326,7 +356,7 @@ mod tests {
         // are 99, 97, 96; the floor is 96 - 10 = 86, so rows 76.. survive.
         let mut c = Candidates::new(3);
         let r: Vec<f32> = (0..100).map(|i| i as f32).collect();
-        collect(&r, &[10.0; 100], 0, &mut c, &[98]);
+        collect(&r, &[10.0; 100], 0, &mut c, &[98], &|row| row as f32);
         assert!(c.rows.iter().all(|h| h.0 != 98));
         let rows = survivors(vec![c], 3);
         assert!(
@@ -336,8 +366,8 @@ mod tests {
         let hits = rescore(vec![rows], 3, |_, row| row as f32);
         assert_eq!(hits, vec![vec![(99, 99.0), (97, 97.0), (96, 96.0)]]);
         let mut parts = vec![Candidates::new(2), Candidates::new(2)];
-        collect(&r[..50], &[0.5; 50], 0, &mut parts[0], &[]);
-        collect(&r[50..], &[0.5; 50], 50, &mut parts[1], &[]);
+        collect(&r[..50], &[0.5; 50], 0, &mut parts[0], &[], &|_| 1.0);
+        collect(&r[50..], &[0.5; 50], 50, &mut parts[1], &[], &|_| 1.0);
         assert_eq!(parts[0].rows.len(), 50, "the floor starts at -inf");
         // The overall floor is 98 - 0.5: rows 97.. survive; ties go to the lower row.
         let rows = survivors(parts, 2);
@@ -349,10 +379,28 @@ mod tests {
     }
 
     #[test]
+    fn rows_tied_at_the_floor_are_rescored_not_hoarded() {
+        // 100,000 rows with the same approximate score: no floor can prune
+        // them; the candidates stay bounded and keep the lowest rows.
+        let mut c = Candidates::new(3);
+        for row in 0..100_000 {
+            c.offer(row, 1.0, 0.5, &|_| 1.0);
+            assert!(c.rows.len() < 2 * 3 + 8192);
+        }
+        assert_eq!(c.exact, vec![(0, 1.0), (1, 1.0), (2, 1.0)]);
+        assert_eq!(c.floor(), 1.0);
+        let rows = survivors(vec![c], 3);
+        assert_eq!(
+            rescore(vec![rows], 3, |_, _| 1.0),
+            vec![vec![(0, 1.0), (1, 1.0), (2, 1.0)]]
+        );
+    }
+
+    #[test]
     fn an_infinite_bound_keeps_the_row() {
         let mut c = Candidates::new(1);
-        c.offer(0, 5.0, 0.0);
-        c.offer(1, f32::INFINITY, f32::INFINITY);
+        c.offer(0, 5.0, 0.0, &|r| r as f32);
+        c.offer(1, f32::INFINITY, f32::INFINITY, &|r| r as f32);
         assert_eq!(c.rows.len(), 2);
         let rows = survivors(vec![c], 1);
         assert_eq!(

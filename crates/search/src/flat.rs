@@ -207,7 +207,10 @@ impl<'a> Flat<'a> {
                     .zip(norms)
                     .for_each(|(beta, &n)| *beta = b * n + abs);
                 let excl: &[u32] = exclude.get(q0 + i).map_or(&[], |v| v.as_slice());
-                collect(t, &beta[..nb], r0 as u32, c, excl);
+                let q = &q[i * dim..(i + 1) * dim];
+                collect(t, &beta[..nb], r0 as u32, c, excl, &|row| {
+                    self.score(q, row)
+                });
             }
         }
         cands
@@ -315,6 +318,7 @@ impl Index for Flat<'_> {
                             r1: (blocks.end * BANK_BLOCK).min(rows),
                             exclude: &exclude,
                             abs: abs_term(dim),
+                            score: &|i, row| self.score(&q[i * dim..(i + 1) * dim], row),
                         };
                         int8::scan(bank, queries, &unit, &mut cands);
                         cands

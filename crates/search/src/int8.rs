@@ -220,6 +220,8 @@ pub(crate) struct Unit<'a> {
     pub(crate) exclude: &'a [Vec<u32>],
     /// The absolute part of every bound.
     pub(crate) abs: f32,
+    /// The canonical score of (query number, row), for rows tied at a floor.
+    pub(crate) score: &'a (dyn Fn(usize, u32) -> f32 + Sync),
 }
 
 /// Scans one unit, offering every row to `cands` (one per query `q0..q1`).
@@ -323,6 +325,7 @@ mod kernel {
                         row0 as u32,
                         &mut cands[i - unit.q0],
                         excl,
+                        &|row| (unit.score)(i, row),
                     );
                 }
             }

@@ -305,3 +305,27 @@ fn the_fast_scan_runs_where_the_cpu_has_it_and_thread_counts_agree() {
         assert_eq!(run(threads, Precision::F32), one);
     }
 }
+
+#[test]
+fn thousands_of_rows_tied_at_the_k_th_score() {
+    // 20,000 copies of one row among a few others: every copy ties at the
+    // k-th score, so the scans rescore them as they go (their candidates
+    // would otherwise hold every copy); the lowest rows win.
+    let mut rng = ChaCha8Rng::seed_from_u64(6);
+    let dim = 16;
+    let base = gaussian(dim, &mut rng);
+    let mut x: Vec<f32> = gaussian(7 * dim, &mut rng);
+    for _ in 0..20_000 {
+        x.extend_from_slice(&base);
+    }
+    x.extend(gaussian(5 * dim, &mut rng));
+    let mut q = base.clone();
+    q.extend(gaussian(dim, &mut rng));
+    // One thread: two runs of ~10,000 rows each, past the candidates' cap.
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    let kernel = pool.install(|| check(&x, dim, false, &q, 12, &[vec![8, 9], vec![]]));
+    assert_eq!(kernel, fast());
+}
