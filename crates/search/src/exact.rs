@@ -229,7 +229,7 @@ fn reaches(hi: f32, floor: f32) -> bool {
 
 /// Offers one query's scores `r` of rows `r0..` with bounds `beta` to its
 /// candidates, skipping excluded rows (`excl` sorted). Sixteen upper ends at a
-/// time are compared with the floor; only a lane that reaches it is looked at.
+/// time are compared with the floor; only the lanes that reach it are looked at.
 #[inline]
 pub(crate) fn collect(
     r: &[f32],
@@ -242,14 +242,18 @@ pub(crate) fn collect(
     const W: usize = 16;
     let mut floor = c.floor();
     for (chunk, (rs, bs)) in r.chunks(W).zip(beta.chunks(W)).enumerate() {
-        let reach = rs
+        // One bit per lane that reaches the floor; only those are looked at.
+        let mut reach = rs
             .iter()
             .zip(bs)
-            .fold(false, |any, (&s, &b)| any | reaches(s + b, floor));
-        if !reach {
-            continue;
-        }
-        for (j, (&s, &b)) in rs.iter().zip(bs).enumerate() {
+            .enumerate()
+            .fold(0u32, |m, (j, (&s, &b))| {
+                m | ((reaches(s + b, floor) as u32) << j)
+            });
+        while reach != 0 {
+            let j = reach.trailing_zeros() as usize;
+            reach &= reach - 1;
+            let (s, b) = (rs[j], bs[j]);
             let row = r0 + (chunk * W + j) as u32;
             if reaches(s + b, floor) && excl.binary_search(&row).is_err() {
                 c.offer(row, s, b, score);
