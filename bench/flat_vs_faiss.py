@@ -9,14 +9,28 @@ matrix, plus isotropic noise (0.1 of the signal scale), L2-normalised;
 queries drawn the same way. Seeded, written as .npy under bench/out/ and reused when present.
 
 Measured, with THREADS threads for both engines:
-  * exact: faiss IndexFlatIP vs tandem Flat, k = 100 and k = 500, queries/s
-    (best of REPS runs over all queries);
+  * exact: faiss IndexFlatIP vs tandem Flat (its default, the reduced-precision
+    scan with an exact float32 rescore, and --precision f32), k = 100 and
+    k = 500, queries/s: both sides time the wall clock around one search call
+    over all queries with the same k and threads, best of REPS, after the same
+    warm-up; the ids of every engine are compared with faiss's;
   * HNSW (M, efConstruction): faiss IndexHNSWFlat vs tandem Hnsw (usearch),
     build time, and for each ef in EFS queries/s and recall@100 against the
     engine's own exact result; the smallest ef reaching recall >= 0.99 is
     reported for each.
 Everything printed comes from the measurements; results also go to
 bench/out/results.json.
+
+faiss-cpu's bundled OpenBLAS picks its sgemm kernel from OPENBLAS_CORETYPE
+(and sizes blocks from OPENBLAS_L2_SIZE); machines that set them for other
+tools get a slower faiss. Both are removed from this process's environment
+before numpy and faiss are imported (the faiss side only: the tandem binary
+gets the original environment), and the faiss version and the BLAS kernel it
+runs (threadpoolctl) are printed. OpenBLAS's own choice is not always its
+fastest kernel: on a CPU newer than the bundled OpenBLAS (faiss-cpu 1.15.1
+bundles 0.3.15, which takes AMD Zen 5 for a "Barcelona", SSE only)
+--faiss-coretype NAME (e.g. SkylakeX, Haswell) sets OPENBLAS_CORETYPE for
+the faiss side, to compare against the best kernel as well.
 """
 
 import argparse
@@ -26,7 +40,12 @@ import subprocess
 import sys
 import time
 
-import numpy as np
+# Read by OpenBLAS when it is loaded: removed for the reference (faiss) side
+# only, before numpy or faiss loads an OpenBLAS; the tandem binary gets them back.
+OPENBLAS_TUNING = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+SAVED = {v: os.environ.pop(v) for v in OPENBLAS_TUNING if v in os.environ}
+
+import numpy as np  # noqa: E402
 
 LATENT = 64
 NOISE = 0.1
@@ -45,6 +64,8 @@ def parse():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tandem-scalars", default="f32,f16", help="element types of the tandem HNSW graphs to build")
     p.add_argument("--skip-hnsw", action="store_true")
+    p.add_argument("--faiss-coretype", default=None,
+                   help="OPENBLAS_CORETYPE for faiss's OpenBLAS (default: unset, OpenBLAS's own choice)")
     p.add_argument("--bin", default="target/release/examples/bench_search")
     p.add_argument("--out", default="bench/out")
     return p.parse_args()
@@ -91,9 +112,37 @@ def first_reaching(rows, target=0.99):
     return min(ok, key=lambda r: r["ef"]) if ok else None
 
 
+def blas_info():
+    """The BLAS / OpenMP libraries loaded in this process, as threadpoolctl sees them."""
+    from threadpoolctl import threadpool_info
+
+    keys = ("user_api", "internal_api", "version", "architecture", "num_threads", "threading_layer", "filepath")
+    return [{k: i.get(k) for k in keys} for i in threadpool_info()]
+
+
+def compare_ids(x, q, ref, path):
+    """Compares an engine's ids (uint32, nq x k, written at path) with faiss's
+    (ref). Returns the number of queries whose id lists are identical, and the
+    largest difference, over the other queries, between the float64 scores of
+    the two lists rank by rank (a near-tie swapped by float32 rounding shows
+    as ~1e-7; a wrong result as much more)."""
+    got = np.fromfile(path, dtype=np.uint32).reshape(ref.shape).astype(np.int64)
+    same = (got == ref).all(axis=1)
+    worst = 0.0
+    for i in np.flatnonzero(~same):
+        qi = q[i].astype(np.float64)
+        a = x[got[i]].astype(np.float64) @ qi
+        b = x[ref[i]].astype(np.float64) @ qi
+        worst = max(worst, float(np.abs(a - b).max()))
+    return int(same.sum()), worst
+
+
 def main():
     a = parse()
-    import faiss  # imported after OMP_NUM_THREADS is set by the wrapper
+    saved = SAVED
+    if a.faiss_coretype:
+        os.environ["OPENBLAS_CORETYPE"] = a.faiss_coretype
+    import faiss  # imported after OMP_NUM_THREADS is set by the wrapper and the OpenBLAS tuning is removed
 
     faiss.omp_set_num_threads(a.threads)
     bank_p, q_p = generate(a)
@@ -104,26 +153,41 @@ def main():
     # faiss exact
     flat = faiss.IndexFlatIP(a.dim)
     flat.add(x)
-    flat.search(q[:64], 100)  # warm-up
-    faiss_flat, exact100 = [], None
+    flat.search(q[:64], 100)  # warm-up, as the tandem binary does; loads the BLAS
+    blas = blas_info()
+    results["config"] |= {"numpy": np.__version__, "blas": blas, "openblas_tuning_removed": saved,
+                          "faiss_coretype": a.faiss_coretype}
+    print(f"faiss {faiss.__version__}, numpy {np.__version__}; removed for faiss: {saved or 'nothing'}; "
+          f"OPENBLAS_CORETYPE for faiss: {a.faiss_coretype or 'unset'}", flush=True)
+    for b in blas:
+        print(f"  {b['internal_api']} {b['version']} kernel={b['architecture']} threads={b['num_threads']} ({b['filepath']})", flush=True)
+    faiss_flat, faiss_ids = [], {}
     for k in (100, 500):
         secs, (_, ids) = best_of(a.reps, lambda: flat.search(q, k))
         faiss_flat.append({"engine": "faiss", "index": "IndexFlatIP", "k": k, "seconds": secs, "qps": nq / secs})
-        if k == 100:
-            exact100 = ids
+        faiss_ids[k] = ids
         print(json.dumps(faiss_flat[-1]), flush=True)
+    exact100 = faiss_ids[100]
     del flat
 
-    # tandem exact (+ HNSW): one process, JSON lines on stdout
+    # tandem exact (+ HNSW): one process, JSON lines on stdout, the original environment
     cmd = [a.bin, bank_p, q_p, str(a.threads), "100,500", str(a.reps)]
     if not a.skip_hnsw:
         cmd += [str(a.m), str(a.ef_construction), a.efs, a.tandem_scalars]
     print("$", " ".join(cmd), flush=True)
-    proc = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True)
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"} | saved | {"BENCH_IDS": f"{a.out}/tandem_ids"}
+    proc = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True, env=env)
     tandem = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     for t in tandem:
+        if t["index"] == "flat":
+            t["identical_queries"], t["max_score_gap"] = compare_ids(x, q, faiss_ids[t["k"]], t["ids"])
         print(json.dumps(t), flush=True)
     tandem_flat = [t for t in tandem if t["index"] == "flat"]
+    for k in (100, 500):
+        auto, f32 = (next(t for t in tandem_flat if t["k"] == k and t["precision"] == p) for p in ("auto", "f32"))
+        same = (np.fromfile(auto["ids"], dtype=np.uint32) == np.fromfile(f32["ids"], dtype=np.uint32)).all()
+        auto["same_ids_as_f32"] = bool(same)
+        print(f"tandem k={k}: --precision auto ({auto['kernel']}) and f32 ids identical: {bool(same)}", flush=True)
     tandem_hnsw = [t for t in tandem if t["index"] == "hnsw"]
 
     # faiss HNSW
@@ -146,10 +210,15 @@ def main():
     with open(f"{a.out}/results.json", "w") as f:
         json.dump(results, f, indent=2)
 
-    print(f"\n== exact search, {a.rows} x {a.dim} float32, {nq} queries, {a.threads} threads ==")
-    print(f"{'k':>5} {'faiss qps':>10} {'tandem qps':>11} {'ratio':>6}")
-    for fr, tr in zip(faiss_flat, tandem_flat):
-        print(f"{fr['k']:>5} {fr['qps']:>10.1f} {tr['qps']:>11.1f} {tr['qps'] / fr['qps']:>6.2f}")
+    print(f"\n== exact search, {a.rows} x {a.dim} float32, {nq} queries, {a.threads} threads, best of {a.reps} ==")
+    print(f"faiss {faiss.__version__} IndexFlatIP, BLAS " + ", ".join(f"{b['internal_api']} {b['architecture']}" for b in blas if b["user_api"] == "blas" and "faiss" in (b["filepath"] or "")))
+    print(f"{'k':>5} {'faiss qps':>10} {'tandem':>22} {'qps':>9} {'ratio':>6} {'identical ids':>14}")
+    for fr in faiss_flat:
+        for tr in (t for t in tandem_flat if t["k"] == fr["k"]):
+            ident = f"{tr['identical_queries']}/{nq}"
+            print(f"{fr['k']:>5} {fr['qps']:>10.1f} {tr['precision'] + ' (' + tr['kernel'] + ')':>22} {tr['qps']:>9.1f} "
+                  f"{tr['qps'] / fr['qps']:>6.2f} {ident:>14}"
+                  + (f"  (others differ by f64 score <= {tr['max_score_gap']:.1e})" if tr["identical_queries"] < nq else ""))
     if not a.skip_hnsw:
         print(f"\n== HNSW, M {a.m}, efConstruction {a.ef_construction}, k 100 ==")
         print(f"{'engine':>7} {'scalar':>6} {'ef':>5} {'build s':>8} {'qps':>9} {'recall@100':>10}")

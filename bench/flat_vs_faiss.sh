@@ -8,12 +8,14 @@ cargo build --release -p tandem-search --example bench_search
 if [ ! -x bench/.venv/bin/python ]; then
     python3 -m venv bench/.venv
 fi
-bench/.venv/bin/python -c "import numpy, faiss" 2>/dev/null || bench/.venv/bin/pip install --quiet numpy faiss-cpu
+bench/.venv/bin/python -c "import numpy, faiss, threadpoolctl" 2>/dev/null || bench/.venv/bin/pip install --quiet numpy faiss-cpu threadpoolctl
 threads=2
 args=("$@")
 for ((i = 0; i < ${#args[@]}; i++)); do
     if [ "${args[$i]}" = "--threads" ]; then threads="${args[$((i + 1))]}"; fi
 done
 # faiss sizes its OpenMP / BLAS pools from these; the script also calls omp_set_num_threads.
+# OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE are removed by the script for the faiss side only
+# (they would pick a slower sgemm kernel than OpenBLAS's own choice for this CPU).
 export OMP_NUM_THREADS="$threads" OPENBLAS_NUM_THREADS="$threads" MKL_NUM_THREADS="$threads"
 exec bench/.venv/bin/python bench/flat_vs_faiss.py "$@"

@@ -8,7 +8,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use tandem_bank::{Bank, OpenOptions};
 use tandem_io::Overwrite;
-use tandem_search::{Flat, Hit, Hnsw, HnswParams, Index, Metric, Scalar};
+use tandem_search::{Flat, Hit, Hnsw, HnswParams, Index, Metric, Precision, Scalar};
 
 /// Queries searched per call (and per progress-bar tick); a multiple of the
 /// exact search's query tile, so results never depend on it.
@@ -101,6 +101,11 @@ pub struct SearchArgs {
     /// Similarity: ip or cosine [default: ip; with --index, the index's metric].
     #[arg(long)]
     pub metric: Option<Metric>,
+    /// Exact search's scan: auto (int8 with AVX512-VNNI where the CPU has it,
+    /// then an exact float32 rescore; an int8 copy of the bank, one byte per
+    /// number, is held beside it) or f32. The results are the same.
+    #[arg(long, default_value_t = Precision::Auto, conflicts_with = "index")]
+    pub precision: Precision,
     /// Rows (or doc ids with --ids) to exclude, one line per query; see below.
     #[arg(long)]
     pub exclude: Option<PathBuf>,
@@ -325,8 +330,12 @@ pub fn run_search(a: SearchArgs) -> anyhow::Result<()> {
             (Box::new(hnsw), meta)
         }
         None => {
-            let flat = Flat::new(&bank, a.metric.unwrap_or(Metric::InnerProduct))?;
-            (Box::new(flat), serde_json::json!({ "kind": "flat" }))
+            let flat =
+                Flat::with_precision(&bank, a.metric.unwrap_or(Metric::InnerProduct), a.precision)?;
+            let meta = serde_json::json!({
+                "kind": "flat", "precision": a.precision.name(), "kernel": flat.kernel(),
+            });
+            (Box::new(flat), meta)
         }
     };
     let prepare_s = t_prep.elapsed().as_secs_f64();

@@ -350,3 +350,54 @@ fn ef_without_an_index_is_refused_not_ignored() {
         .code(2)
         .stderr(predicates::str::contains("--index"));
 }
+
+#[test]
+fn both_precisions_write_the_same_run() {
+    let dir = tempfile::tempdir().unwrap();
+    // 300 rows in 40-D with near-ties: enough for the int8 scan's groups.
+    let data: Vec<f32> = (0..300 * 40)
+        .map(|i| {
+            ((i * 7919 % 1009) as f32 / 1009.0 - 0.5) * if i % 3 == 0 { 1.0 } else { 1.0 + 1e-7 }
+        })
+        .collect();
+    let bank = npy(dir.path(), "bank.npy", 300, 40, &data);
+    let q = npy(dir.path(), "q.npy", 5, 40, &data[40 * 10..40 * 15]);
+    let mut runs = Vec::new();
+    for precision in ["auto", "f32"] {
+        let out = dir.path().join(format!("{precision}.trec"));
+        tandem()
+            .args([
+                "search",
+                "--k",
+                "50",
+                "--metric",
+                "cosine",
+                "--precision",
+                precision,
+                "--bank",
+            ])
+            .arg(&bank)
+            .arg("--queries")
+            .arg(&q)
+            .arg("--out")
+            .arg(&out)
+            .assert()
+            .success();
+        let meta: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join(format!("{precision}.trec.meta.json")))
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(meta["index"]["precision"], precision);
+        runs.push(std::fs::read_to_string(&out).unwrap());
+    }
+    assert_eq!(runs[0], runs[1]);
+    tandem()
+        .args(["search", "--precision", "bf16", "--bank"])
+        .arg(&bank)
+        .arg("--queries")
+        .arg(&q)
+        .assert()
+        .failure()
+        .stderr(contains("unknown precision").and(contains("auto")));
+}

@@ -4,7 +4,10 @@
 //! cargo run --release -p tandem-search --example bench_search -- \
 //!     BANK.npy QUERIES.npy THREADS K1,K2,.. REPS [M EF_CONSTRUCTION EF1,EF2,.. SCALAR1,SCALAR2]
 //! ```
-//! Prints one JSON object per measurement on stdout. With the HNSW arguments,
+//! Prints one JSON object per measurement on stdout. `Flat` is timed with
+//! each precision (`auto`: the int8 scan where the CPU has it, then `f32`);
+//! with `BENCH_IDS=PREFIX` set, each result's ids (uint32, queries x k) go to
+//! `PREFIX_{precision}_k{k}.u32` and the JSON names the file. With the HNSW arguments,
 //! it also builds one HNSW index per scalar type (f32, f16) and reports
 //! recall@K1 against the exact result for each ef.
 
@@ -12,7 +15,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use tandem_bank::{Bank, OpenOptions};
-use tandem_search::{Flat, Hit, Hnsw, HnswParams, Index, Metric, Scalar};
+use tandem_search::{Flat, Hit, Hnsw, HnswParams, Index, Metric, Precision, Scalar};
 
 fn list(s: &str) -> Vec<usize> {
     s.split(',')
@@ -66,20 +69,37 @@ fn main() {
         .expect("first pool");
     let nq = queries.len() / bank.dim();
 
-    let t = Instant::now();
-    let flat = Flat::new(&bank, Metric::InnerProduct).expect("flat");
-    let prep = t.elapsed().as_secs_f64();
-    flat.search(&queries[..bank.dim() * nq.min(64)], ks[0], &[])
-        .expect("warm-up");
+    let ids_prefix = std::env::var("BENCH_IDS").ok();
     let mut exact = Vec::new();
-    for &k in &ks {
-        let (secs, hits) = best_of(reps, || flat.search(&queries, k, &[]).expect("search"));
-        println!(
-            r#"{{"engine":"tandem","index":"flat","k":{k},"threads":{threads},"queries":{nq},"seconds":{secs},"qps":{},"prepare_seconds":{prep}}}"#,
-            nq as f64 / secs
-        );
-        if k == ks[0] {
-            exact = hits;
+    for precision in [Precision::Auto, Precision::F32] {
+        let t = Instant::now();
+        let flat = Flat::with_precision(&bank, Metric::InnerProduct, precision).expect("flat");
+        let prep = t.elapsed().as_secs_f64();
+        flat.search(&queries[..bank.dim() * nq.min(64)], ks[0], &[])
+            .expect("warm-up");
+        for &k in &ks {
+            let (secs, hits) = best_of(reps, || flat.search(&queries, k, &[]).expect("search"));
+            let ids = match &ids_prefix {
+                Some(prefix) => {
+                    let path = format!("{prefix}_{precision}_k{k}.u32");
+                    let bytes: Vec<u8> = hits
+                        .iter()
+                        .flatten()
+                        .flat_map(|h| h.0.to_le_bytes())
+                        .collect();
+                    std::fs::write(&path, bytes).unwrap_or_else(|e| panic!("{path}: {e}"));
+                    format!(r#","ids":"{path}""#)
+                }
+                None => String::new(),
+            };
+            println!(
+                r#"{{"engine":"tandem","index":"flat","precision":"{precision}","kernel":"{}","k":{k},"threads":{threads},"queries":{nq},"seconds":{secs},"qps":{},"prepare_seconds":{prep}{ids}}}"#,
+                flat.kernel(),
+                nq as f64 / secs
+            );
+            if k == ks[0] && precision == Precision::Auto {
+                exact = hits;
+            }
         }
     }
     if args.len() == 9 {

@@ -8,6 +8,8 @@ pub enum SearchError {
     UnknownMetric(String),
     #[error("unknown scalar type {0:?}; use \"f32\" or \"f16\"")]
     UnknownScalar(String),
+    #[error("unknown precision {0:?}; use \"auto\" (int8 scan where the CPU has AVX512-VNNI, exact float32 rescore) or \"f32\"")]
+    UnknownPrecision(String),
     #[error("{bank}: bank row {row} holds a value beyond +-65504, which float16 cannot store; build the index with scalar f32")]
     F16Range { bank: String, row: usize },
     #[error("k must be at least 1; pass --k 1 or more")]

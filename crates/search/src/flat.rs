@@ -1,21 +1,27 @@
-//! Exact search: a blocked matrix multiply with a fused top-k.
+//! Exact search: a fast scan with proven error bounds, then an exact float32
+//! rescore of the rows that can still reach the top-k (see [`crate::exact`]).
 //!
-//! The work is cut into tiles of [`QUERY_BLOCK`] queries x [`BANK_BLOCK`] bank
-//! rows. Each tile's scores are computed with one `gemm` call (AVX-512 kernels
-//! where the CPU has them) into a buffer that stays in cache, and every query's
-//! running top-k scans its row of the tile, rejecting almost every score with
-//! one compare against its current k-th score. Float16 banks are converted one
-//! tile of rows at a time; the bank itself stays float16.
+//! Two scans, chosen when the index is built ([`Precision`]):
 //!
-//! Tile boundaries are fixed multiples of the block sizes, so every score is
-//! computed the same way whatever the number of threads, and the final order
-//! (score, then lower row) is total: results do not depend on the thread count.
+//! * int8 ([`crate::int8`], AVX512-VNNI, the default where the CPU has it):
+//!   the bank is rounded to int8 once, and every score costs a quarter of a
+//!   float32 multiply-add;
+//! * float32: tiles of [`QUERY_BLOCK`] queries x [`BANK_BLOCK`] bank rows, each
+//!   computed with one `gemm` call (AVX-512 kernels where the CPU has them)
+//!   into a buffer that stays in cache, and scanned while it is hot. Float16
+//!   banks are converted one tile of rows at a time; the bank stays float16.
+//!
+//! Either way every query's candidates reject almost every row with one
+//! compare against a floor, and the result is the top-k of the canonical
+//! float32 score, whatever the scan, the CPU, the batch or the number of
+//! threads: ties are broken by the lower row.
 
 use rayon::prelude::*;
 use tandem_bank::{Bank, Vectors};
 
-use crate::topk::{merge, TopK};
-use crate::{check_request, sorted_exclusions, Hit, Index, Metric, SearchError};
+use crate::exact::{abs_term, collect, dot, norm64, norm_up, rescore, survivors, Candidates, Coef};
+use crate::int8::{self, Int8Bank, Int8Queries, Unit};
+use crate::{check_request, sorted_exclusions, Hit, Index, Metric, Precision, SearchError};
 
 /// Queries per tile.
 const QUERY_BLOCK: usize = 256;
@@ -29,6 +35,11 @@ pub struct Flat<'a> {
     metric: Metric,
     /// `1 / |x|` per bank row (0 for a zero row) when the metric is cosine; empty otherwise.
     inv_norms: Vec<f32>,
+    /// The bank rounded for the int8 scan, when it is used.
+    int8: Option<Int8Bank>,
+    /// Without `int8`: an upper bound on `|y|` per row, `y` the row as scored
+    /// (times its inverse norm for cosine). With it: empty (it has its own).
+    norms: Vec<f32>,
 }
 
 /// How a bank is named in messages.
@@ -37,28 +48,35 @@ pub(crate) fn bank_name(bank: &Bank) -> String {
         .map_or_else(|| "in-memory bank".to_string(), |p| p.display().to_string())
 }
 
+/// `f(row, x)` for every bank row `x`: one parallel pass over the bank.
+fn per_row(bank: &Bank, f: impl Fn(usize, &[f32]) -> f32 + Sync) -> Vec<f32> {
+    let (rows, dim) = (bank.rows(), bank.dim());
+    let blocks: Vec<Vec<f32>> = (0..rows.div_ceil(BANK_BLOCK))
+        .into_par_iter()
+        .map(|b| {
+            let r0 = b * BANK_BLOCK;
+            let block = bank.rows_f32(r0, ((b + 1) * BANK_BLOCK).min(rows));
+            block
+                .chunks_exact(dim)
+                .enumerate()
+                .map(|(i, x)| f(r0 + i, x))
+                .collect()
+        })
+        .collect();
+    blocks.concat()
+}
+
 /// Checks that the bank is addressable by `u32` rows and holds only finite
 /// numbers; returns each row's Euclidean norm. One parallel pass over the bank.
 pub(crate) fn row_norms(bank: &Bank) -> Result<Vec<f32>, SearchError> {
-    let (rows, dim) = (bank.rows(), bank.dim());
+    let rows = bank.rows();
     if rows > u32::MAX as usize {
         return Err(SearchError::TooManyRows {
             bank: bank_name(bank),
             rows,
         });
     }
-    let blocks: Vec<Vec<f32>> = (0..rows.div_ceil(BANK_BLOCK))
-        .into_par_iter()
-        .map(|b| {
-            let (r0, r1) = (b * BANK_BLOCK, ((b + 1) * BANK_BLOCK).min(rows));
-            let block = bank.rows_f32(r0, r1);
-            block
-                .chunks_exact(dim)
-                .map(|x| x.iter().map(|v| v * v).sum::<f32>().sqrt())
-                .collect()
-        })
-        .collect();
-    let norms: Vec<f32> = blocks.concat();
+    let norms = per_row(bank, |_, x| x.iter().map(|v| v * v).sum::<f32>().sqrt());
     if let Some(row) = norms.iter().position(|n| !n.is_finite()) {
         return Err(SearchError::NonFiniteBank {
             bank: bank_name(bank),
@@ -68,10 +86,31 @@ pub(crate) fn row_norms(bank: &Bank) -> Result<Vec<f32>, SearchError> {
     Ok(norms)
 }
 
+/// Upper bounds on `|x * inv_norms[row]|` (`inv_norms` empty: 1) for every row.
+fn bound_norms(bank: &Bank, inv_norms: &[f32]) -> Vec<f32> {
+    per_row(bank, |row, x| {
+        let inv = inv_norms.get(row).map_or(1.0, |&n| n as f64);
+        norm_up(norm64(x.iter().map(|&v| v as f64 * inv)))
+    })
+}
+
 impl<'a> Flat<'a> {
-    /// An exact index over `bank`. Checks the bank once (NaN/Inf rows are an
-    /// error) and, for cosine, keeps every row's inverse norm.
+    /// An exact index over `bank` with the fastest exact scan this CPU has
+    /// ([`Precision::Auto`]). Checks the bank once (NaN/Inf rows are an error)
+    /// and, for cosine, keeps every row's inverse norm.
     pub fn new(bank: &'a Bank, metric: Metric) -> Result<Self, SearchError> {
+        Flat::with_precision(bank, metric, Precision::Auto)
+    }
+
+    /// [`Flat::new`] with the scan chosen by `precision`; the results are the
+    /// same either way. [`Precision::Auto`] rounds the bank to int8 once
+    /// (one byte per number, beside the bank) where the CPU has AVX512-VNNI
+    /// and the bank's scales allow it, and scans in float32 otherwise.
+    pub fn with_precision(
+        bank: &'a Bank,
+        metric: Metric,
+        precision: Precision,
+    ) -> Result<Self, SearchError> {
         let norms = row_norms(bank)?;
         let inv_norms = match metric {
             Metric::InnerProduct => Vec::new(),
@@ -80,27 +119,64 @@ impl<'a> Flat<'a> {
                 .map(|&n| if n > 0.0 { 1.0 / n } else { 0.0 })
                 .collect(),
         };
+        let int8 = match precision {
+            Precision::Auto if int8::available() => Int8Bank::new(bank, &inv_norms),
+            _ => None,
+        };
+        let norms = match int8 {
+            Some(_) => Vec::new(),
+            None => bound_norms(bank, &inv_norms),
+        };
         Ok(Flat {
             bank,
             metric,
             inv_norms,
+            int8,
+            norms,
         })
     }
 
-    /// Scans bank blocks `blocks` for the queries `q` (row-major, first query
-    /// has number `q0`), returning each query's top-k within those rows.
-    fn scan(
+    /// The scan in use: `"int8-vnni"` or `"f32"` (a request whose queries the
+    /// int8 scan cannot round is scanned in float32).
+    pub fn kernel(&self) -> &'static str {
+        match self.int8 {
+            Some(_) => "int8-vnni",
+            None => "f32",
+        }
+    }
+
+    /// The bound on `|y|` of every row (see the `norms` field).
+    fn norms(&self) -> &[f32] {
+        self.int8.as_ref().map_or(&self.norms, Int8Bank::norms)
+    }
+
+    /// The canonical score of query `q` (normalised for cosine) and bank row `row`.
+    fn score(&self, q: &[f32], row: u32) -> f32 {
+        let s = dot(q, &self.bank.row_f32(row as usize));
+        match self.metric {
+            Metric::InnerProduct => s,
+            Metric::Cosine => s * self.inv_norms[row as usize],
+        }
+    }
+
+    /// The float32 scan of bank blocks `blocks` for the queries `q` (row-major,
+    /// first query has number `q0`, bound coefficients `coef`): each query's
+    /// candidates within those rows.
+    fn scan_f32(
         &self,
         q: &[f32],
+        coef: &[Coef],
         q0: usize,
         blocks: std::ops::Range<usize>,
         k: usize,
         exclude: &[Vec<u32>],
-    ) -> Vec<Vec<Hit>> {
+    ) -> Vec<Candidates> {
         let (rows, dim) = (self.bank.rows(), self.bank.dim());
         let nq = q.len() / dim;
-        let mut tops: Vec<TopK> = (0..nq).map(|_| TopK::new(k)).collect();
+        let abs = abs_term(dim);
+        let mut cands: Vec<Candidates> = (0..nq).map(|_| Candidates::new(k)).collect();
         let mut tile = vec![0f32; nq * BANK_BLOCK];
+        let mut beta = vec![0f32; BANK_BLOCK];
         let mut converted = match self.bank.vectors() {
             Vectors::F32(_) => Vec::new(),
             Vectors::F16(_) => vec![0f32; BANK_BLOCK * dim],
@@ -123,12 +199,21 @@ impl<'a> Flat<'a> {
                     t.iter_mut().zip(inv).for_each(|(s, n)| *s *= n);
                 }
             }
-            for (i, (t, top)) in tile.chunks_exact(nb).zip(tops.iter_mut()).enumerate() {
+            let norms = &self.norms()[r0..r1];
+            for (i, (t, c)) in tile.chunks_exact(nb).zip(cands.iter_mut()).enumerate() {
+                let b = coef[i].b;
+                beta[..nb]
+                    .iter_mut()
+                    .zip(norms)
+                    .for_each(|(beta, &n)| *beta = b * n + abs);
                 let excl: &[u32] = exclude.get(q0 + i).map_or(&[], |v| v.as_slice());
-                collect(t, r0 as u32, top, excl);
+                let q = &q[i * dim..(i + 1) * dim];
+                collect(t, &beta[..nb], r0 as u32, c, excl, &|row| {
+                    self.score(q, row)
+                });
             }
         }
-        tops.into_iter().map(TopK::into_sorted).collect()
+        cands
     }
 }
 
@@ -161,38 +246,6 @@ pub(crate) fn scores(q: &[f32], x: &[f32], dim: usize, tile: &mut [f32]) {
             false,
             gemm::Parallelism::None,
         );
-    }
-}
-
-/// Offers one query's tile row (scores of rows `r0..`) to its top-k. Sixteen
-/// scores at a time are compared against the threshold; only a lane that beats
-/// it is looked at one by one.
-#[inline]
-fn collect(t: &[f32], r0: u32, top: &mut TopK, excl: &[u32]) {
-    let mut th = top.threshold();
-    let mut offer = |j: usize, s: f32, th: &mut f32| {
-        let row = r0 + j as u32;
-        if excl.binary_search(&row).is_err() {
-            top.push(row, s);
-            *th = top.threshold();
-        }
-    };
-    let mut chunks = t.chunks_exact(16);
-    let mut base = 0;
-    for c in &mut chunks {
-        if c.iter().fold(false, |any, &s| any | (s > th)) {
-            for (j, &s) in c.iter().enumerate() {
-                if s > th {
-                    offer(base + j, s, &mut th);
-                }
-            }
-        }
-        base += 16;
-    }
-    for (j, &s) in chunks.remainder().iter().enumerate() {
-        if s > th {
-            offer(base + j, s, &mut th);
-        }
     }
 }
 
@@ -230,6 +283,15 @@ impl Index for Flat<'_> {
                 }
             }
         }
+        // The int8 scan when the bank and these queries can be rounded.
+        let int8 = self
+            .int8
+            .as_ref()
+            .and_then(|b| Some((b, Int8Queries::new(&q, dim)?)));
+        let coef: Vec<Coef> = q
+            .chunks_exact(dim)
+            .map(|q| Coef::new(norm64(q.iter().map(|&v| v as f64)), 0.0, dim, 2))
+            .collect();
         // Units of work: (query block, run of bank blocks). Enough runs that
         // every thread has work even for a single query block.
         let qblocks = nq.div_ceil(QUERY_BLOCK);
@@ -241,21 +303,51 @@ impl Index for Flat<'_> {
         let units: Vec<(usize, usize)> = (0..qblocks)
             .flat_map(|qb| (0..runs).map(move |r| (qb, r)))
             .collect();
-        let parts: Vec<Vec<Vec<Hit>>> = units
+        let parts: Vec<Vec<Candidates>> = units
             .par_iter()
             .map(|&(qb, r)| {
                 let (q0, q1) = (qb * QUERY_BLOCK, ((qb + 1) * QUERY_BLOCK).min(nq));
                 let blocks = (r * per_run).min(bblocks)..((r + 1) * per_run).min(bblocks);
-                self.scan(&q[q0 * dim..q1 * dim], q0, blocks, k, &exclude)
+                match &int8 {
+                    Some((bank, queries)) => {
+                        let mut cands = (q0..q1).map(|_| Candidates::new(k)).collect::<Vec<_>>();
+                        let unit = Unit {
+                            q0,
+                            q1,
+                            r0: blocks.start * BANK_BLOCK,
+                            r1: (blocks.end * BANK_BLOCK).min(rows),
+                            exclude: &exclude,
+                            abs: abs_term(dim),
+                            score: &|i, row| self.score(&q[i * dim..(i + 1) * dim], row),
+                        };
+                        int8::scan(bank, queries, &unit, &mut cands);
+                        cands
+                    }
+                    None => self.scan_f32(
+                        &q[q0 * dim..q1 * dim],
+                        &coef[q0..q1],
+                        q0,
+                        blocks,
+                        k,
+                        &exclude,
+                    ),
+                }
             })
             .collect();
-        let mut out = Vec::with_capacity(nq);
-        for per_block in parts.chunks(runs) {
-            let n = per_block[0].len();
-            for i in 0..n {
-                out.push(merge(per_block.iter().map(|p| p[i].clone()), k));
+        // Every query's candidates from every run, its survivors rescored.
+        let mut per_query: Vec<Vec<Candidates>> =
+            (0..nq).map(|_| Vec::with_capacity(runs)).collect();
+        for (&(qb, _), part) in units.iter().zip(parts) {
+            for (i, c) in part.into_iter().enumerate() {
+                per_query[qb * QUERY_BLOCK + i].push(c);
             }
         }
-        Ok(out)
+        let survivors = per_query
+            .into_par_iter()
+            .map(|parts| survivors(parts, k))
+            .collect();
+        Ok(rescore(survivors, k, |i, row| {
+            self.score(&q[i * dim..(i + 1) * dim], row)
+        }))
     }
 }

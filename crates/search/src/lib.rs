@@ -2,8 +2,11 @@
 //!
 //! Everything downstream talks to one object-safe trait, [`Index`]:
 //!
-//! * [`Flat`]: exact search, a multi-threaded blocked matrix multiply with a
-//!   fused top-k; float32 and float16 banks (float16 stays float16 in memory).
+//! * [`Flat`]: exact search, a multi-threaded scan with a fused top-k: int8
+//!   (AVX512-VNNI) or float32 (blocked matrix multiply), each score with a
+//!   proven error bound, then an exact float32 rescore of the rows that can
+//!   still reach the top-k; float32 and float16 banks (float16 stays float16
+//!   in memory).
 //! * [`Hnsw`]: approximate search through usearch's HNSW graph, built from a
 //!   bank, saved, loaded or memory-mapped, guarded by a JSON sidecar that ties
 //!   the index to the bank it was built from.
@@ -14,8 +17,10 @@
 //! lower row. Scores are inner products, or cosine similarities.
 
 mod error;
+mod exact;
 mod flat;
 mod hnsw;
+mod int8;
 mod maxsim;
 mod topk;
 
@@ -134,6 +139,44 @@ pub(crate) fn check_request(
     Ok(nq)
 }
 
+/// How [`Flat`] scans the bank. The results are the same either way: the
+/// scan only decides which rows are rescored exactly in float32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Precision {
+    /// The fastest exact scan the CPU has: int8 with AVX512-VNNI, else float32 (`"auto"`).
+    #[default]
+    Auto,
+    /// Float32 only (`"f32"`): no int8 copy of the bank.
+    F32,
+}
+
+impl Precision {
+    /// The name used on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Auto => "auto",
+            Precision::F32 => "f32",
+        }
+    }
+}
+
+impl fmt::Display for Precision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Precision {
+    type Err = SearchError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(Precision::Auto),
+            "f32" | "float32" => Ok(Precision::F32),
+            _ => Err(SearchError::UnknownPrecision(s.to_string())),
+        }
+    }
+}
+
 /// Exclusion lists sorted and deduplicated, so membership is a binary search.
 pub(crate) fn sorted_exclusions(exclude: &[Vec<u32>]) -> Vec<Vec<u32>> {
     exclude
@@ -164,6 +207,18 @@ mod tests {
         let e = "l2".parse::<Metric>().unwrap_err().to_string();
         assert!(
             e.contains("l2") && e.contains("ip") && e.contains("cosine"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn precision_round_trips_through_strings() {
+        for p in [Precision::Auto, Precision::F32] {
+            assert_eq!(p.to_string().parse::<Precision>().unwrap(), p);
+        }
+        let e = "bf16".parse::<Precision>().unwrap_err().to_string();
+        assert!(
+            e.contains("bf16") && e.contains("auto") && e.contains("f32"),
             "{e}"
         );
     }
