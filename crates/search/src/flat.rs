@@ -136,6 +136,18 @@ impl<'a> Flat<'a> {
         })
     }
 
+    /// About the memory [`Flat::with_precision`] holds beside a `rows` x
+    /// `dim` bank: the int8 copy (a byte per number and four numbers per
+    /// row) where [`Precision::Auto`] scans in int8 on this CPU, else the
+    /// rows' norms.
+    pub fn index_bytes(rows: usize, dim: usize, precision: Precision) -> u64 {
+        let rows = rows as u64;
+        match precision {
+            Precision::Auto if int8::available() => rows * (dim.next_multiple_of(4) as u64 + 16),
+            _ => rows * 8,
+        }
+    }
+
     /// The scan in use: `"int8-vnni"` or `"f32"` (a request whose queries the
     /// int8 scan cannot round is scanned in float32).
     pub fn kernel(&self) -> &'static str {

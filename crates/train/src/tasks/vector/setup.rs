@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use tandem_bank::Bank;
 use tandem_data::Dataset;
 use tandem_nn::ModelConfig;
-use tandem_search::{Flat, Hnsw, Index, Metric};
+use tandem_search::{Flat, Hnsw, Index, Metric, Precision};
 
 use crate::config::TrainConfig;
 use crate::encode::eval_depth;
@@ -85,6 +85,16 @@ pub(super) fn estimate(
         bank_bytes,
     );
     e.add(format!("memory queue ({q} x {d} f32)"), q * d * 4 + q * 4);
+    if cfg.mine_index.as_os_str().is_empty() {
+        let precision = exact_mining(cfg);
+        let bytes = Flat::index_bytes(bank.rows(), bank.dim(), precision);
+        let what = if bytes > bank.rows() as u64 * 8 {
+            "an int8 copy of the bank for the exact scan"
+        } else {
+            "row norms"
+        };
+        e.add(format!("mining index ({what})"), bytes);
+    }
     let max_mined = cfg
         .curriculum
         .phases()
@@ -138,6 +148,17 @@ impl DtypeName for Bank {
     }
 }
 
+/// The exact mining index's scan: the fastest (an int8 copy of the bank
+/// where the CPU scans in int8) when the curriculum mines, float32 (no
+/// copy) when the index only checks the bank.
+fn exact_mining(cfg: &TrainConfig) -> Precision {
+    if cfg.curriculum.mines() {
+        Precision::Auto
+    } else {
+        Precision::F32
+    }
+}
+
 /// The index the miner searches: exact cosine search, or the HNSW index
 /// `mine_index` names (checked to be a cosine index over this bank).
 pub(super) fn mining_index<'a>(
@@ -145,10 +166,12 @@ pub(super) fn mining_index<'a>(
     bank: &'a Bank,
 ) -> Result<Box<dyn Index + 'a>, TrainError> {
     if cfg.mine_index.as_os_str().is_empty() {
-        let flat = Flat::new(bank, Metric::Cosine).map_err(|e| TrainError::Invalid {
-            path: bank.path().map(Path::to_path_buf).unwrap_or_default(),
-            problem: e.to_string(),
-            fix: "check the bank with `tandem bank info`".into(),
+        let flat = Flat::with_precision(bank, Metric::Cosine, exact_mining(cfg)).map_err(|e| {
+            TrainError::Invalid {
+                path: bank.path().map(Path::to_path_buf).unwrap_or_default(),
+                problem: e.to_string(),
+                fix: "check the bank with `tandem bank info`".into(),
+            }
         })?;
         return Ok(Box::new(flat));
     }
