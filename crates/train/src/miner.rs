@@ -2,9 +2,11 @@
 //! the anchor (the positive, or the query) lies in the curriculum's band,
 //! near-duplicates of the positive and the context rows left out, sampled
 //! deterministically. `sync` mines in the training thread; `pipelined` mines
-//! in a worker thread one or two micro-batches ahead over a bounded channel.
-//! Both call [`mine`], so they return the same negatives bit for bit, and a
-//! worker that is late is replaced by the same synchronous search.
+//! in a worker thread ahead of training over a bounded channel, a group of
+//! micro-batches in one search (the bank is read once for all of them).
+//! Both call [`mine_many`], and a query's hits do not depend on what it is
+//! searched with, so they return the same negatives bit for bit; a worker
+//! that is late is replaced by the same synchronous search.
 
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::time::{Duration, Instant};
@@ -39,6 +41,9 @@ pub struct MineRequest {
     /// Query vectors (`[B, D]`) when the band is measured against the
     /// query; `None` measures against the positive.
     pub queries: Option<Vec<f32>>,
+    /// The last request of a group: the pipelined worker collects requests
+    /// until one has `flush` set, then mines the group in one search.
+    pub flush: bool,
 }
 
 /// The negatives of one micro-batch.
@@ -92,36 +97,71 @@ pub fn mine(
     s: &MineSettings,
     req: &MineRequest,
 ) -> Result<Mined, TrainError> {
+    let mut m = mine_many(index, bank, s, std::slice::from_ref(req))?;
+    Ok(m.pop().expect("one request, one result"))
+}
+
+/// Mines several micro-batches with one search of all their anchors: the
+/// negatives [`mine`] gives each (a query's hits do not depend on the
+/// others searched with it); the time is shared evenly.
+pub fn mine_many(
+    index: &dyn Index,
+    bank: &Bank,
+    s: &MineSettings,
+    reqs: &[MineRequest],
+) -> Result<Vec<Mined>, TrainError> {
     let t = Instant::now();
     let d = bank.dim();
-    let b = req.positives.len();
-    let anchors: Vec<f32> = match &req.queries {
-        Some(q) => q.clone(),
-        None => req
-            .positives
-            .iter()
-            .flat_map(|&p| bank.row_f32(p as usize).into_owned())
-            .collect(),
-    };
-    let exclude: Vec<Vec<u32>> = req
-        .positives
-        .iter()
-        .zip(&req.contexts)
-        .map(|(&p, ctx)| {
+    let mut anchors: Vec<f32> = Vec::new();
+    let mut exclude: Vec<Vec<u32>> = Vec::new();
+    for req in reqs {
+        match &req.queries {
+            Some(q) => anchors.extend_from_slice(q),
+            None => {
+                for &p in &req.positives {
+                    anchors.extend_from_slice(&bank.row_f32(p as usize));
+                }
+            }
+        }
+        exclude.extend(req.positives.iter().zip(&req.contexts).map(|(&p, ctx)| {
             let mut e: Vec<u32> = ctx.iter().copied().chain([p]).collect();
             e.sort_unstable();
             e.dedup();
             e
+        }));
+    }
+    debug_assert_eq!(anchors.len(), exclude.len() * d);
+    let pool = s.pool.min(bank.rows().saturating_sub(1)).max(1);
+    let hits = if exclude.is_empty() {
+        Vec::new()
+    } else {
+        index
+            .search(&anchors, pool, &exclude)
+            .map_err(|e| TrainError::Invalid {
+                path: bank.path().map(|p| p.to_path_buf()).unwrap_or_default(),
+                problem: format!("mining search failed: {e}"),
+                fix: "check the bank and the mining index".into(),
+            })?
+    };
+    let mut at = 0;
+    let mut out: Vec<Mined> = reqs
+        .iter()
+        .map(|req| {
+            let b = req.positives.len();
+            let m = pick(bank, s, req, &hits[at..at + b]);
+            at += b;
+            m
         })
         .collect();
-    let pool = s.pool.min(bank.rows().saturating_sub(1)).max(1);
-    let hits = index
-        .search(&anchors, pool, &exclude)
-        .map_err(|e| TrainError::Invalid {
-            path: bank.path().map(|p| p.to_path_buf()).unwrap_or_default(),
-            problem: format!("mining search failed: {e}"),
-            fix: "check the bank and the mining index".into(),
-        })?;
+    let secs = t.elapsed().as_secs_f64() / reqs.len().max(1) as f64;
+    out.iter_mut().for_each(|m| m.secs = secs);
+    Ok(out)
+}
+
+/// The negatives of `req` from its examples' `hits`: those in the band
+/// and not near-duplicates of the positive, sampled.
+fn pick(bank: &Bank, s: &MineSettings, req: &MineRequest, hits: &[Vec<(u32, f32)>]) -> Mined {
+    let b = req.positives.len();
     let mut negatives = Vec::with_capacity(b);
     for (i, hits) in hits.iter().enumerate() {
         let pos = unit(&bank.row_f32(req.positives[i] as usize));
@@ -147,12 +187,11 @@ pub fn mine(
         picked.sort_unstable();
         negatives.push(picked);
     }
-    debug_assert_eq!(anchors.len(), b * d);
-    Ok(Mined {
+    Mined {
         micro: req.micro,
         negatives,
-        secs: t.elapsed().as_secs_f64(),
-    })
+        secs: 0.0,
+    }
 }
 
 /// Mining time accounting for the metrics.
@@ -198,7 +237,8 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// Starts the worker in `scope`. `depth` bounds how far ahead it runs.
+    /// Starts the worker in `scope`. `depth` bounds how far ahead it runs;
+    /// a group of requests (up to one with `flush`) must fit in it.
     pub fn start<'scope, 'env>(
         scope: &'scope std::thread::Scope<'scope, 'env>,
         index: &'env (dyn Index + Sync),
@@ -210,24 +250,33 @@ impl Pipeline {
         let (jobs, job_rx) = mpsc::sync_channel::<MineRequest>(depth);
         let (res_tx, results) = mpsc::sync_channel(depth);
         scope.spawn(move || {
+            let mut group = Vec::new();
             for req in job_rx {
+                let flush = req.flush;
+                group.push(req);
+                if !flush {
+                    continue;
+                }
+                let reqs = std::mem::take(&mut group);
                 let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    mine(index, bank, &settings, &req)
+                    mine_many(index, bank, &settings, &reqs)
                 }));
-                let msg = match out {
-                    Ok(Ok(m)) => Ok(m),
-                    Ok(Err(e)) => Err(e.to_string()),
-                    Err(p) => Err(format!(
+                let msgs = match out {
+                    Ok(Ok(ms)) => ms.into_iter().map(Ok).collect(),
+                    Ok(Err(e)) => vec![Err(e.to_string())],
+                    Err(p) => vec![Err(format!(
                         "the mining worker panicked: {}",
                         p.downcast_ref::<String>()
                             .map(String::as_str)
                             .or_else(|| p.downcast_ref::<&str>().copied())
                             .unwrap_or("unknown panic")
-                    )),
+                    ))],
                 };
-                let failed = msg.is_err();
-                if res_tx.send(msg).is_err() || failed {
-                    break;
+                for msg in msgs {
+                    let failed = msg.is_err();
+                    if res_tx.send(msg).is_err() || failed {
+                        return;
+                    }
                 }
             }
         });

@@ -10,7 +10,7 @@ use rand_chacha::ChaCha8Rng;
 use tandem_bank::Bank;
 use tandem_search::{Flat, Hit, Index, Metric, SearchError};
 use tandem_train::curriculum::Band;
-use tandem_train::miner::{mine, MineRequest, MineSettings, MineStats, Pipeline};
+use tandem_train::miner::{mine, mine_many, MineRequest, MineSettings, MineStats, Pipeline};
 
 const D: usize = 16;
 const ROWS: usize = 3000;
@@ -48,6 +48,7 @@ fn requests(n: u64) -> Vec<MineRequest> {
                 .map(|_| (0..3).map(|_| rng.gen_range(0..ROWS as u32)).collect())
                 .collect(),
             queries: None,
+            flush: true,
         })
         .collect()
 }
@@ -222,4 +223,58 @@ fn a_failing_worker_surfaces_its_error_instead_of_placeholders() {
         });
         assert!(err.contains("mining failed") && err.contains(want), "{err}");
     }
+}
+
+/// Micro-batches mined together in one search (groups cut by `flush`, as
+/// the pipelined worker mines them; the positive or the query as the
+/// anchor) get the negatives each gets alone.
+#[test]
+fn grouped_mining_equals_mining_each_alone() {
+    let bank = bank();
+    let index = Flat::new(&bank, Metric::Cosine).unwrap();
+    let mut reqs = requests(10);
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    for r in reqs.iter_mut().skip(5) {
+        // the band against a query vector for half of them
+        r.queries = Some((0..8 * D).map(|_| rng.gen_range(-1.0..1.0)).collect());
+    }
+    let want: Vec<_> = reqs
+        .iter()
+        .map(|r| mine(&index, &bank, &settings(), r).unwrap().negatives)
+        .collect();
+    let all = mine_many(&index, &bank, &settings(), &reqs).unwrap();
+    assert_eq!(
+        all.iter().map(|m| m.negatives.clone()).collect::<Vec<_>>(),
+        want
+    );
+    assert_eq!(
+        all.iter().map(|m| m.micro).collect::<Vec<_>>(),
+        (0..10).collect::<Vec<_>>()
+    );
+    // the pipelined worker, groups of 4, 4 and 2, kept 8 ahead
+    for (i, r) in reqs.iter_mut().enumerate() {
+        r.flush = i % 4 == 3 || i == 9;
+    }
+    let got = std::thread::scope(|s| {
+        let mut p = Pipeline::start(s, &index, &bank, settings(), 8, Duration::from_secs(30));
+        let mut stats = MineStats::default();
+        let mut out = Vec::new();
+        let mut it = reqs.iter().cloned();
+        for r in it.by_ref().take(8) {
+            p.submit(r).unwrap();
+        }
+        for _ in 0..reqs.len() {
+            out.push(
+                p.next(&index, &bank, &settings(), &mut stats)
+                    .unwrap()
+                    .negatives,
+            );
+            if let Some(r) = it.next() {
+                p.submit(r).unwrap();
+            }
+        }
+        assert_eq!(stats.fallbacks, 0);
+        out
+    });
+    assert_eq!(got, want);
 }

@@ -61,8 +61,13 @@ const RANDOM: Stream = Stream {
 };
 const STREAMS: [Stream; 4] = [INIT, ORDER, RANDOM, miner::STREAM];
 
-/// How far ahead the pipelined miner runs, in micro-batches.
-const MINE_DEPTH: usize = 2;
+/// Micro-batches the pipelined miner searches at once (the bank is read
+/// once for all their positives).
+const MINE_GROUP: u64 = 32;
+
+/// How far ahead the pipelined miner runs, in micro-batches: two groups,
+/// so that the next group is mined while this one trains.
+const MINE_DEPTH: usize = 2 * MINE_GROUP as usize;
 
 /// What the checkpoint's `state.json` holds for the task.
 #[derive(Debug, Serialize, Deserialize)]
@@ -238,20 +243,34 @@ impl Setup<'_> {
             .collect()
     }
 
+    /// What to mine for global micro-batch `g` of `total` (`None` when its
+    /// epoch does not mine). Requests are grouped by [`MINE_GROUP`]
+    /// micro-batches (and cut where the run or the mining epochs end): the
+    /// pipelined worker mines a group in one search.
     fn mine_request(
         &self,
         g: u64,
+        total: u64,
         order: &mut (usize, Vec<usize>),
         queries: Option<Vec<f32>>,
     ) -> Option<MineRequest> {
         let band = self.cfg.curriculum.band(self.epoch_of_micro(g))?;
         let exs = self.micro_batch(g, order);
+        let next = g + 1;
+        let flush = next.is_multiple_of(MINE_GROUP)
+            || next >= total
+            || self
+                .cfg
+                .curriculum
+                .band(self.epoch_of_micro(next))
+                .is_none();
         Some(MineRequest {
             micro: g,
             band,
             positives: exs.iter().map(|e| e.target).collect(),
             contexts: exs.iter().map(|e| e.context.to_vec()).collect(),
             queries,
+            flush,
         })
     }
 }
@@ -361,11 +380,13 @@ impl Task for VectorTask<'_> {
         if let Some(ahead) = &mut self.ahead {
             // Keep the worker MINE_DEPTH micro-batches ahead (at most
             // MINE_DEPTH + 1 requests outstanding: fewer than the two
-            // channels and the worker hold, so sending never deadlocks).
+            // channels and the worker hold, so sending never deadlocks),
+            // which covers the rest of this group and the whole next one.
+            let total = at.steps * at.accum as u64;
             let next = ahead.next.get_or_insert(g);
-            let upto = (g + 1 + MINE_DEPTH as u64).min(at.steps * at.accum as u64);
+            let upto = (g + 1 + MINE_DEPTH as u64).min(total);
             while *next < upto {
-                if let Some(req) = setup.mine_request(*next, order, None) {
+                if let Some(req) = setup.mine_request(*next, total, order, None) {
                     ahead.pipeline.submit(req)?;
                 }
                 *next += 1;
@@ -388,7 +409,10 @@ impl Task for VectorTask<'_> {
             (Some(_), Some(ahead)) => Some(ahead.pipeline.next(index, bank, &setup.mine, stats)?),
             (Some(_), None) => {
                 let queries = (cfg.band_anchor == Anchor::Query).then(|| buf.qc.queries().to_vec());
-                let req = setup.mine_request(g, order, queries).expect("band checked");
+                let total = at.steps * at.accum as u64;
+                let req = setup
+                    .mine_request(g, total, order, queries)
+                    .expect("band checked");
                 let t = Instant::now();
                 let m = mine(index, bank, &setup.mine, &req)?;
                 stats.search_secs += m.secs;
