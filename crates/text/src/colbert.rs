@@ -96,6 +96,10 @@ impl ColBert {
     /// Whether the directory at `path` is a ColBERT (PyLate's settings in
     /// its `config_sentence_transformers.json`).
     pub fn is_colbert(path: &Path) -> Result<bool, TextError> {
+        // a model with separate query and document towers is a dense one
+        if crate::ModelDir::has_towers(path)? {
+            return Ok(false);
+        }
         Ok(crate::ModelDir::open(path)?.colbert.is_some())
     }
 
