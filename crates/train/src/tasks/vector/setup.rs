@@ -122,6 +122,13 @@ pub(super) fn estimate(
         "exact search tiles (mining, validation)",
         2 * 256 * 512 * 4 + 2 * 512 * d * 4,
     );
+    let eval_index = Flat::index_bytes(bank.rows(), bank.dim(), Precision::Auto);
+    if eval_index > bank.rows() as u64 * 8 {
+        e.add(
+            "evaluation index (an int8 copy of the bank, while validating)",
+            eval_index,
+        );
+    }
     let depth = eval_depth(&cfg.ks, bank.rows()) as u64;
     e.add(
         "evaluation rankings (2,048 queries at a time, trec_eval bookkeeping)",
