@@ -10,7 +10,9 @@ use tandem_bank::MultiBank;
 use tandem_io::Overwrite;
 use tandem_search::MaxSim;
 
-use crate::search_cmd::{refuse_existing, set_threads, worker_threads, SearchArgs};
+use crate::search_cmd::{
+    check_finite, check_shapes, refuse_existing, set_threads, worker_threads, SearchArgs,
+};
 
 /// Opens `path` as a multi-vector bank, `what` naming it in errors.
 fn open(path: &Path, ids: &Option<PathBuf>, what: &str) -> anyhow::Result<MultiBank> {
@@ -59,34 +61,9 @@ pub fn run(a: SearchArgs) -> anyhow::Result<()> {
     let t_open = Instant::now();
     let bank = open(&a.bank, &a.ids, "the bank")?;
     let queries = open(&a.queries, &a.query_ids, "the queries")?;
-    if queries.dim() != bank.dim() {
-        bail!(
-            "{}: query tokens have dimension {} but the bank {} has dimension {}; embed both with the same ColBERT",
-            a.queries.display(),
-            queries.dim(),
-            a.bank.display(),
-            bank.dim()
-        );
-    }
-    if a.k > bank.docs() {
-        bail!(
-            "--k {} but the bank {} has only {} documents; pass --k {} or less",
-            a.k,
-            a.bank.display(),
-            bank.docs(),
-            bank.docs()
-        );
-    }
+    check_shapes(&a, queries.dim(), bank.dim(), bank.docs(), "documents")?;
     let qv = queries.tokens().to_f32_vec();
-    if let Some(row) = qv
-        .chunks_exact(queries.dim())
-        .position(|q| q.iter().any(|v| !v.is_finite()))
-    {
-        bail!(
-            "{}: query token row {row} holds NaN or Inf; embed the queries again",
-            a.queries.display()
-        );
-    }
+    check_finite(&a.queries, &qv, queries.dim(), "query token row")?;
     let open_s = t_open.elapsed().as_secs_f64();
 
     let t_search = Instant::now();

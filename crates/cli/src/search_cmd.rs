@@ -240,6 +240,46 @@ fn read_exclusions(path: &Path, bank: &Bank, queries: usize) -> anyhow::Result<V
 }
 
 /// Write one query's hits as TREC run lines, naming rows by the bank's doc ids.
+/// Refuses queries of another width than the bank's, and `--k` past the
+/// bank's `rows` (`unit`: rows or documents).
+pub(crate) fn check_shapes(
+    a: &SearchArgs,
+    query_dim: usize,
+    bank_dim: usize,
+    rows: usize,
+    unit: &str,
+) -> anyhow::Result<()> {
+    if query_dim != bank_dim {
+        bail!(
+            "{}: queries have dimension {query_dim} but the bank {} has dimension {bank_dim}; embed both with the same model",
+            a.queries.display(),
+            a.bank.display(),
+        );
+    }
+    if a.k > rows {
+        bail!(
+            "--k {} but the bank {} has only {rows} {unit}; pass --k {rows} or less",
+            a.k,
+            a.bank.display(),
+        );
+    }
+    Ok(())
+}
+
+/// Refuses query vectors holding NaN or Inf (`what` names a row).
+pub(crate) fn check_finite(path: &Path, v: &[f32], dim: usize, what: &str) -> anyhow::Result<()> {
+    if let Some(row) = v
+        .chunks_exact(dim)
+        .position(|q| q.iter().any(|x| !x.is_finite()))
+    {
+        bail!(
+            "{}: {what} {row} holds NaN or Inf; fix or drop that query",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
 pub(crate) fn write_hits<W: std::io::Write>(
     w: &mut W,
     bank: &Bank,
@@ -272,35 +312,10 @@ pub fn run_search(a: SearchArgs) -> anyhow::Result<()> {
     let t_open = Instant::now();
     let bank = open_bank(&a.bank, &a.key, &a.ids)?;
     let queries = open_bank(&a.queries, &a.query_key, &a.query_ids)?;
-    if queries.dim() != bank.dim() {
-        bail!(
-            "{}: queries have dimension {} but the bank {} has dimension {}; embed both with the same model",
-            a.queries.display(),
-            queries.dim(),
-            a.bank.display(),
-            bank.dim()
-        );
-    }
-    if a.k > bank.rows() {
-        bail!(
-            "--k {} but the bank {} has only {} rows; pass --k {} or less",
-            a.k,
-            a.bank.display(),
-            bank.rows(),
-            bank.rows()
-        );
-    }
+    check_shapes(&a, queries.dim(), bank.dim(), bank.rows(), "rows")?;
     let nq = queries.rows();
     let qv = queries.to_f32_vec();
-    if let Some(row) = qv
-        .chunks_exact(queries.dim())
-        .position(|q| q.iter().any(|v| !v.is_finite()))
-    {
-        bail!(
-            "{}: query row {row} holds NaN or Inf; fix or drop that query",
-            a.queries.display()
-        );
-    }
+    check_finite(&a.queries, &qv, queries.dim(), "query row")?;
     let exclude = match &a.exclude {
         Some(p) => read_exclusions(p, &bank, nq)?,
         None => Vec::new(),

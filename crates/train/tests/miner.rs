@@ -102,17 +102,29 @@ fn pipelined_mining_equals_sync_mining() {
         .iter()
         .map(|r| mine(&index, &bank, &settings(), r).unwrap().negatives)
         .collect();
-    let got = std::thread::scope(|s| {
-        let mut p = Pipeline::start(s, &index, &bank, settings(), 2, Duration::from_secs(30));
+    assert_eq!(pipelined(&index, &bank, &reqs, 2, 3), want);
+}
+
+/// The negatives of `reqs` mined by a pipelined worker (channels of
+/// `depth`) kept `ahead` requests ahead, none by the fallback.
+fn pipelined(
+    index: &Flat<'_>,
+    bank: &Bank,
+    reqs: &[MineRequest],
+    depth: usize,
+    ahead: usize,
+) -> Vec<Vec<Vec<u32>>> {
+    std::thread::scope(|s| {
+        let mut p = Pipeline::start(s, index, bank, settings(), depth, Duration::from_secs(30));
         let mut stats = MineStats::default();
         let mut out = Vec::new();
         let mut it = reqs.iter().cloned();
-        for r in it.by_ref().take(3) {
+        for r in it.by_ref().take(ahead) {
             p.submit(r).unwrap();
         }
         for _ in 0..reqs.len() {
             out.push(
-                p.next(&index, &bank, &settings(), &mut stats)
+                p.next(index, bank, &settings(), &mut stats)
                     .unwrap()
                     .negatives,
             );
@@ -122,8 +134,7 @@ fn pipelined_mining_equals_sync_mining() {
         }
         assert_eq!(stats.fallbacks, 0);
         out
-    });
-    assert_eq!(got, want);
+    })
 }
 
 /// An index whose first search is slow.
@@ -255,26 +266,5 @@ fn grouped_mining_equals_mining_each_alone() {
     for (i, r) in reqs.iter_mut().enumerate() {
         r.flush = i % 4 == 3 || i == 9;
     }
-    let got = std::thread::scope(|s| {
-        let mut p = Pipeline::start(s, &index, &bank, settings(), 8, Duration::from_secs(30));
-        let mut stats = MineStats::default();
-        let mut out = Vec::new();
-        let mut it = reqs.iter().cloned();
-        for r in it.by_ref().take(8) {
-            p.submit(r).unwrap();
-        }
-        for _ in 0..reqs.len() {
-            out.push(
-                p.next(&index, &bank, &settings(), &mut stats)
-                    .unwrap()
-                    .negatives,
-            );
-            if let Some(r) = it.next() {
-                p.submit(r).unwrap();
-            }
-        }
-        assert_eq!(stats.fallbacks, 0);
-        out
-    });
-    assert_eq!(got, want);
+    assert_eq!(pipelined(&index, &bank, &reqs, 8, 8), want);
 }
