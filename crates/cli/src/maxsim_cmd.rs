@@ -10,9 +10,7 @@ use tandem_bank::MultiBank;
 use tandem_io::Overwrite;
 use tandem_search::MaxSim;
 
-use crate::search_cmd::{
-    check_finite, check_shapes, refuse_existing, set_threads, worker_threads, SearchArgs,
-};
+use crate::search_cmd::{check_finite, check_shapes, start, worker_threads, SearchArgs};
 
 /// Opens `path` as a multi-vector bank, `what` naming it in errors.
 fn open(path: &Path, ids: &Option<PathBuf>, what: &str) -> anyhow::Result<MultiBank> {
@@ -35,13 +33,7 @@ fn open(path: &Path, ids: &Option<PathBuf>, what: &str) -> anyhow::Result<MultiB
 /// `tandem search` when the bank or the queries are multi-vector: both
 /// must be, from the same model.
 pub fn run(a: SearchArgs) -> anyhow::Result<()> {
-    set_threads(a.threads);
-    let meta_path = {
-        let mut s = a.out.as_os_str().to_owned();
-        s.push(".meta.json");
-        PathBuf::from(s)
-    };
-    refuse_existing(&[&a.out, &meta_path], a.force)?;
+    let meta_path = start(&a)?;
     for (given, flag) in [
         (a.index.is_some(), "--index"),
         (a.exclude.is_some(), "--exclude"),
@@ -54,9 +46,6 @@ pub fn run(a: SearchArgs) -> anyhow::Result<()> {
         if given {
             bail!("{flag} does not apply to a MaxSim search over multi-vector banks; drop it");
         }
-    }
-    if a.k == 0 {
-        bail!("--k 0: ask for at least one hit per query");
     }
     let t_open = Instant::now();
     let bank = open(&a.bank, &a.ids, "the bank")?;

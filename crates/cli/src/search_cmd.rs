@@ -124,7 +124,7 @@ pub struct SearchArgs {
 }
 
 /// Sets the size of rayon's global pool; must run before anything uses rayon.
-pub(crate) fn set_threads(threads: usize) {
+fn set_threads(threads: usize) {
     if threads > 0 {
         std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
     }
@@ -140,7 +140,7 @@ pub(crate) fn worker_threads() -> usize {
 }
 
 /// Fails early, before any work, when an output exists and --force is absent.
-pub(crate) fn refuse_existing(paths: &[&Path], force: bool) -> anyhow::Result<()> {
+fn refuse_existing(paths: &[&Path], force: bool) -> anyhow::Result<()> {
     for p in paths {
         if !force && p.exists() {
             return Err(tandem_io::WriteError::Exists(p.to_path_buf()).into());
@@ -240,6 +240,23 @@ fn read_exclusions(path: &Path, bank: &Bank, queries: usize) -> anyhow::Result<V
 }
 
 /// Write one query's hits as TREC run lines, naming rows by the bank's doc ids.
+/// What every search does first: the thread count, then the outputs
+/// (refused when they exist, before any work) and `--k` checked. Returns
+/// the meta file's path.
+pub(crate) fn start(a: &SearchArgs) -> anyhow::Result<PathBuf> {
+    set_threads(a.threads);
+    let meta_path = {
+        let mut s = a.out.as_os_str().to_owned();
+        s.push(".meta.json");
+        PathBuf::from(s)
+    };
+    refuse_existing(&[&a.out, &meta_path], a.force)?;
+    if a.k == 0 {
+        bail!("--k 0: ask for at least one hit per query");
+    }
+    Ok(meta_path)
+}
+
 /// Refuses queries of another width than the bank's, and `--k` past the
 /// bank's `rows` (`unit`: rows or documents).
 pub(crate) fn check_shapes(
@@ -299,16 +316,7 @@ pub fn run_search(a: SearchArgs) -> anyhow::Result<()> {
     if tandem_bank::is_multi_vector(&a.bank) || tandem_bank::is_multi_vector(&a.queries) {
         return crate::maxsim_cmd::run(a);
     }
-    set_threads(a.threads);
-    let meta_path = {
-        let mut s = a.out.as_os_str().to_owned();
-        s.push(".meta.json");
-        PathBuf::from(s)
-    };
-    refuse_existing(&[&a.out, &meta_path], a.force)?;
-    if a.k == 0 {
-        bail!("--k 0: ask for at least one hit per query");
-    }
+    let meta_path = start(&a)?;
     let t_open = Instant::now();
     let bank = open_bank(&a.bank, &a.key, &a.ids)?;
     let queries = open_bank(&a.queries, &a.query_key, &a.query_ids)?;
