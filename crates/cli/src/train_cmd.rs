@@ -282,6 +282,14 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     distill_temperature: Option<f32>,
+    /// Dense: min-max normalise each query's scores before the KL loss (PyLate's Distillation does) [default: false].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    distill_normalize: Option<bool>,
+    /// ColBERT: temperature of the contrastive loss over MaxSim scores [default: 1, PyLate's].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    colbert_tau: Option<f32>,
     /// Dense: weight of the covariance-to-identity loss [default: 0].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -89,6 +89,117 @@ impl Similarity {
     }
 }
 
+/// Late interaction (ColBERT's MaxSim) between texts of several vectors
+/// each: query `i` has the rows `q_off[i]..q_off[i + 1]` of `q`, document
+/// `j` the rows `d_off[j]..d_off[j + 1]` of `docs` (`dim` wide), and
+/// scores `sum over its rows t of max over the document's rows s of q_t .
+/// d_s` (0 for a document without rows).
+#[derive(Debug, Clone)]
+pub struct MaxSim {
+    /// `[B, M]`.
+    pub scores: Vec<f32>,
+    /// For every query row and document, the document row that won
+    /// (`u32::MAX` for a document without rows).
+    argmax: Vec<u32>,
+    q_off: Vec<usize>,
+    docs: usize,
+}
+
+impl MaxSim {
+    /// The scores of every query against every document. Each query's row
+    /// of scores is computed alone (one product against every document
+    /// row), so memory is that of one query and the result does not depend
+    /// on the thread count.
+    pub fn new(q: &[f32], q_off: &[usize], docs: &[f32], d_off: &[usize], dim: usize) -> MaxSim {
+        use rayon::prelude::*;
+        let (b, m) = (q_off.len() - 1, d_off.len() - 1);
+        let rows = docs.len() / dim;
+        let one = |i: usize| -> (Vec<f32>, Vec<u32>) {
+            let qi = &q[q_off[i] * dim..q_off[i + 1] * dim];
+            let t = qi.len() / dim;
+            let mut g = vec![0.0f32; t * rows];
+            crate::linalg::matmul_on(
+                &mut g,
+                Mat::new(qi, t, dim),
+                Mat::new(docs, rows, dim).t(),
+                0.0,
+                1,
+            );
+            let mut scores = vec![0.0f32; m];
+            let mut arg = vec![u32::MAX; t * m];
+            for (r, row) in g.chunks_exact(rows.max(1)).enumerate().take(t) {
+                for j in 0..m {
+                    let span = d_off[j]..d_off[j + 1];
+                    if span.is_empty() {
+                        continue;
+                    }
+                    let mut best = (span.start, row[span.start]);
+                    for s in span {
+                        if row[s] > best.1 {
+                            best = (s, row[s]);
+                        }
+                    }
+                    arg[r * m + j] = best.0 as u32;
+                    scores[j] += best.1;
+                }
+            }
+            (scores, arg)
+        };
+        let parts: Vec<(Vec<f32>, Vec<u32>)> = if crate::linalg::threads() > 1 && b > 1 {
+            (0..b).into_par_iter().map(one).collect()
+        } else {
+            (0..b).map(one).collect()
+        };
+        let mut scores = Vec::with_capacity(b * m);
+        let mut argmax = Vec::with_capacity(q.len() / dim * m);
+        for (s, a) in parts {
+            scores.extend(s);
+            argmax.extend(a);
+        }
+        MaxSim {
+            scores,
+            argmax,
+            q_off: q_off.to_vec(),
+            docs: m,
+        }
+    }
+
+    /// Adds the gradients of the vectors given `ds` (`[B, M]`), the
+    /// gradient of [`MaxSim::scores`]: each query row gets its winning
+    /// document row, and that row the query row, times the score's
+    /// gradient.
+    pub fn backward(
+        &self,
+        q: &[f32],
+        docs: &[f32],
+        dim: usize,
+        ds: &[f32],
+        dq: &mut [f32],
+        ddocs: &mut [f32],
+    ) {
+        let (m, q_off) = (self.docs, &self.q_off);
+        for i in 0..q_off.len() - 1 {
+            for t in q_off[i]..q_off[i + 1] {
+                let qt = &q[t * dim..(t + 1) * dim];
+                for j in 0..m {
+                    let (s, g) = (self.argmax[t * m + j], ds[i * m + j]);
+                    if s == u32::MAX || g == 0.0 {
+                        continue;
+                    }
+                    let s = s as usize;
+                    let d = &docs[s * dim..(s + 1) * dim];
+                    for (a, v) in dq[t * dim..(t + 1) * dim].iter_mut().zip(d) {
+                        *a += g * v;
+                    }
+                    for (a, v) in ddocs[s * dim..(s + 1) * dim].iter_mut().zip(qt) {
+                        *a += g * v;
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Cross-entropy of each row of `logits` (`[rows, cols]`) against its
 /// `target` column over the columns `shown` allows; returns the summed loss
 /// and the number of rows whose target wins, and turns `logits` into the
@@ -173,13 +284,9 @@ impl Mnrl {
     ) -> LossValue {
         let (b, m) = (q.len() / dim, docs.len() / dim);
         let mut s = self.similarity.scores(q, docs, dim);
-        s.iter_mut().for_each(|v| *v *= self.scale);
-        let (loss, correct) = cross_entropy(&mut s, m, positive, |i, j| {
-            j != positive[i] && !hidden(i, j)
-        });
         let dirs = if self.symmetric { 2.0 } else { 1.0 };
+        let (loss, correct) = self.forward_scores(&mut s, m, positive, &hidden, weight, dirs);
         let k = weight * self.scale / (b as f32 * dirs);
-        s.iter_mut().for_each(|v| *v *= k);
         let mut total = loss / b as f64;
         if self.symmetric {
             // each positive against every query: the transpose of the
@@ -207,6 +314,46 @@ impl Mnrl {
             accuracy: correct as f64 / b as f64,
         }
     }
+
+    /// The loss (one direction) over given scores `s` (`[B, M]`, any
+    /// scoring: ColBERT's MaxSim), turning `s` into `weight` times its
+    /// gradient; the similarity and `symmetric` are not used.
+    pub fn evaluate_scores(
+        &self,
+        s: &mut [f32],
+        m: usize,
+        positive: &[usize],
+        hidden: impl Fn(usize, usize) -> bool,
+        weight: f32,
+    ) -> LossValue {
+        let b = positive.len();
+        let (loss, correct) = self.forward_scores(s, m, positive, &hidden, weight, 1.0);
+        LossValue {
+            loss: f64::from(weight) * loss / b as f64,
+            accuracy: correct as f64 / b as f64,
+        }
+    }
+
+    /// Cross-entropy of the scaled scores `s` towards the positives: the
+    /// summed loss and the queries ranked right; `s` becomes the gradient
+    /// of `weight / dirs` times the mean loss.
+    fn forward_scores(
+        &self,
+        s: &mut [f32],
+        m: usize,
+        positive: &[usize],
+        hidden: &impl Fn(usize, usize) -> bool,
+        weight: f32,
+        dirs: f32,
+    ) -> (f64, usize) {
+        let b = positive.len();
+        s.iter_mut().for_each(|v| *v *= self.scale);
+        let (loss, correct) =
+            cross_entropy(s, m, positive, |i, j| j != positive[i] && !hidden(i, j));
+        let k = weight * self.scale / (b as f32 * dirs);
+        s.iter_mut().for_each(|v| *v *= k);
+        (loss, correct)
+    }
 }
 
 /// The scores of query `i` against its own documents `groups[i]`
@@ -232,6 +379,10 @@ pub enum Distill {
     Kl {
         /// The temperature `T`.
         temperature: f32,
+        /// Min-max normalises each query's student scores first,
+        /// `(s - min) / (max - min + 1e-8)` (PyLate's Distillation with
+        /// `normalize_scores`).
+        normalize: bool,
     },
 }
 
@@ -250,9 +401,25 @@ impl Distill {
         dq: &mut [f32],
         ddocs: &mut [f32],
     ) -> LossValue {
-        let (b, m) = (q.len() / dim, docs.len() / dim);
+        let m = docs.len() / dim;
         let s = similarity.scores(q, docs, dim);
-        let student = group_scores(&s, m, groups);
+        let (value, ds) = self.evaluate_scores(&s, m, groups, teacher, weight);
+        similarity.backward(q, docs, dim, &ds, dq, ddocs);
+        value
+    }
+
+    /// The loss over given scores `s` (`[B, M]`, any scoring: ColBERT's
+    /// MaxSim) and `weight` times its gradient with respect to them.
+    pub fn evaluate_scores(
+        &self,
+        s: &[f32],
+        m: usize,
+        groups: &[Vec<usize>],
+        teacher: &[Vec<f32>],
+        weight: f32,
+    ) -> (LossValue, Vec<f32>) {
+        let b = groups.len();
+        let student = group_scores(s, m, groups);
         let mut ds = vec![0.0f32; b * m];
         let mut loss = 0.0f64;
         match *self {
@@ -269,7 +436,10 @@ impl Distill {
                 }
                 loss /= pairs.max(1) as f64;
             }
-            Distill::Kl { temperature: t } => {
+            Distill::Kl {
+                temperature: t,
+                normalize,
+            } => {
                 let softmax = |v: &[f32]| -> Vec<f32> {
                     let max = v.iter().fold(f32::NEG_INFINITY, |a, &x| a.max(x / t));
                     let e: Vec<f32> = v.iter().map(|x| (x / t - max).exp()).collect();
@@ -277,22 +447,74 @@ impl Distill {
                     e.iter().map(|x| x / z).collect()
                 };
                 for (i, (st, te)) in student.iter().zip(teacher).enumerate() {
-                    let (ps, pt) = (softmax(st), softmax(te));
+                    let norm = normalize.then(|| MinMax::of(st));
+                    let st = norm.as_ref().map_or(st.clone(), |n| n.apply(st));
+                    let (ps, pt) = (softmax(&st), softmax(te));
+                    let mut g = vec![0.0f32; st.len()];
                     for (n, (a, p)) in ps.iter().zip(&pt).enumerate() {
                         if *p > 0.0 {
                             loss += f64::from(p * (p.ln() - a.ln()));
                         }
-                        ds[i * m + groups[i][n]] += (a - p) * t * weight / b as f32;
+                        g[n] = (a - p) * t * weight / b as f32;
+                    }
+                    if let Some(n) = norm {
+                        n.backward(&st, &mut g);
+                    }
+                    for (n, v) in g.into_iter().enumerate() {
+                        ds[i * m + groups[i][n]] += v;
                     }
                 }
                 loss *= f64::from(t * t) / b as f64;
             }
         }
-        similarity.backward(q, docs, dim, &ds, dq, ddocs);
-        LossValue {
+        let value = LossValue {
             loss: f64::from(weight) * loss,
             accuracy: 0.0,
+        };
+        (value, ds)
+    }
+}
+
+/// A min-max normalisation of a list of scores, `(s - min) / (max - min +
+/// 1e-8)`, with the places of its minimum and maximum (the first of ties,
+/// as `torch.max` / `torch.min` report them).
+struct MinMax {
+    min: (usize, f32),
+    max: (usize, f32),
+}
+
+impl MinMax {
+    fn of(s: &[f32]) -> MinMax {
+        let (mut min, mut max) = ((0, s[0]), (0, s[0]));
+        for (i, &v) in s.iter().enumerate() {
+            if v < min.1 {
+                min = (i, v);
+            }
+            if v > max.1 {
+                max = (i, v);
+            }
         }
+        MinMax { min, max }
+    }
+
+    fn range(&self) -> f32 {
+        self.max.1 - self.min.1 + 1e-8
+    }
+
+    fn apply(&self, s: &[f32]) -> Vec<f32> {
+        s.iter().map(|v| (v - self.min.1) / self.range()).collect()
+    }
+
+    /// Turns `g`, the gradient of the normalised scores `y`, into that of
+    /// the scores.
+    fn backward(&self, y: &[f32], g: &mut [f32]) {
+        let r = self.range();
+        let sum: f32 = g.iter().sum();
+        let sum_y: f32 = g.iter().zip(y).map(|(a, b)| a * b).sum();
+        g.iter_mut().for_each(|v| *v /= r);
+        // y = (s - min) / (max - min): through min, -(1 - y) / r; through max, -y / r
+        g[self.min.0] += (sum_y - sum) / r;
+        g[self.max.0] -= sum_y / r;
     }
 }
 
@@ -618,12 +840,89 @@ mod tests {
         let (q, docs) = (data(b, dim, 5), data(m, dim, 6));
         let groups = vec![vec![0, 2, 3], vec![1, 4, 5]];
         let teacher = vec![vec![3.0, 1.0, -0.5], vec![2.0, 2.5, 0.0]];
-        for loss in [Distill::MarginMse, Distill::Kl { temperature: 2.0 }] {
+        let kl = |temperature, normalize| Distill::Kl {
+            temperature,
+            normalize,
+        };
+        for loss in [Distill::MarginMse, kl(2.0, false), kl(1.0, true)] {
             for similarity in [Similarity::Dot, Similarity::NegL2] {
                 check(&q, &docs, &|q, d, dq, dd| {
                     loss.evaluate(similarity, q, d, dim, &groups, &teacher, 0.5, dq, dd)
                         .loss
                 });
+            }
+        }
+    }
+
+    #[test]
+    fn maxsim_losses_match_finite_differences() {
+        let dim = 3;
+        // queries of 2 and 3 rows; documents of 2, 1, 0 (empty) and 3 rows
+        let (q_off, d_off) = (vec![0, 2, 5], vec![0, 2, 3, 3, 6]);
+        let (q, docs) = (data(5, dim, 8), data(6, dim, 9));
+        let m = d_off.len() - 1;
+        let late = |q: &[f32],
+                    d: &[f32],
+                    ds: &dyn Fn(&mut Vec<f32>) -> f64,
+                    dq: &mut [f32],
+                    dd: &mut [f32]| {
+            let ms = MaxSim::new(q, &q_off, d, &d_off, dim);
+            let mut s = ms.scores.clone();
+            let loss = ds(&mut s);
+            ms.backward(q, d, dim, &s, dq, dd);
+            loss
+        };
+        let mnrl = Mnrl {
+            scale: 2.0,
+            symmetric: false,
+            similarity: Similarity::Dot,
+        };
+        check(&q, &docs, &|q, d, dq, dd| {
+            late(
+                q,
+                d,
+                &|s| {
+                    mnrl.evaluate_scores(s, m, &[0, 3], |i, j| i == 1 && j == 2, 0.7)
+                        .loss
+                },
+                dq,
+                dd,
+            )
+        });
+        let groups = vec![vec![0, 1, 3], vec![3, 0, 2]];
+        let teacher = vec![vec![3.0, 1.0, -0.5], vec![2.0, 2.5, 0.0]];
+        for normalize in [false, true] {
+            let kl = Distill::Kl {
+                temperature: 1.0,
+                normalize,
+            };
+            check(&q, &docs, &|q, d, dq, dd| {
+                late(
+                    q,
+                    d,
+                    &|s| {
+                        let (v, g) = kl.evaluate_scores(s, m, &groups, &teacher, 0.5);
+                        *s = g;
+                        v.loss
+                    },
+                    dq,
+                    dd,
+                )
+            });
+        }
+        // the scores themselves: a brute force
+        let ms = MaxSim::new(&q, &q_off, &docs, &d_off, dim);
+        for i in 0..2 {
+            for j in 0..m {
+                let want: f32 = (q_off[i]..q_off[i + 1])
+                    .map(|t| {
+                        (d_off[j]..d_off[j + 1])
+                            .map(|s| dot(&q[t * dim..(t + 1) * dim], &docs[s * dim..(s + 1) * dim]))
+                            .fold(None, |a: Option<f32>, v| Some(a.map_or(v, |a| a.max(v))))
+                            .unwrap_or(0.0)
+                    })
+                    .sum();
+                assert!((ms.scores[i * m + j] - want).abs() < 1e-5, "{i} {j}");
             }
         }
     }

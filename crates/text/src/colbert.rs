@@ -16,12 +16,13 @@
 
 use std::path::Path;
 
-use tandem_nn::encoder::TokenBatch;
+use tandem_nn::encoder::{Tape, TokenBatch};
+use tandem_nn::Params;
 use tokenizers::models::ModelWrapper;
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
 use crate::dir::ColbertConfig;
-use crate::embedder::l2_normalize_rows;
+use crate::embedder::{l2_normalize_rows, HeadTape};
 use crate::train::pad;
 use crate::{EmbedOptions, Embedder, TextError};
 
@@ -220,6 +221,12 @@ impl ColBert {
         &self.embedder
     }
 
+    /// The model under the ColBERT settings, to change (its parameters in
+    /// training; call [`Embedder::sync`] after).
+    pub fn embedder_mut(&mut self) -> &mut Embedder {
+        &mut self.embedder
+    }
+
     /// The settings in force.
     pub fn config(&self) -> &ColbertConfig {
         &self.config
@@ -232,6 +239,24 @@ impl ColBert {
 
     /// The tokens of `texts` on `side`, as PyLate builds them.
     pub fn tokenize(&self, texts: &[String], side: Side) -> Result<Vec<ColbertTokens>, TextError> {
+        Ok(self
+            .tokenize_texts(texts, side)?
+            .into_iter()
+            .map(|(ids, truncated)| ColbertTokens {
+                truncated,
+                ..self.expand(ids, side)
+            })
+            .collect())
+    }
+
+    /// The tokens of `texts` on `side` before query expansion (stripped,
+    /// lower-cased when the model is, truncated, the prefix inserted), and
+    /// whether each text was cut: what training stores per text.
+    pub fn tokenize_texts(
+        &self,
+        texts: &[String],
+        side: Side,
+    ) -> Result<Vec<(Vec<u32>, bool)>, TextError> {
         let (tok, prefix) = match side {
             Side::Query => (&self.query_tok, self.query_prefix),
             Side::Document => (&self.doc_tok, self.document_prefix),
@@ -255,7 +280,6 @@ impl ColBert {
                 "check the input text",
             )
         })?;
-        let expand = side == Side::Query && self.config.do_query_expansion;
         Ok(enc
             .into_iter()
             .map(|e| {
@@ -263,20 +287,96 @@ impl ColBert {
                 if let Some(p) = prefix {
                     ids.insert(ids.len().min(1), p);
                 }
-                let mut attended = ids.len();
-                if expand {
-                    ids.resize(ids.len().max(self.config.query_length), self.expansion);
-                    if self.config.attend_to_expansion_tokens {
-                        attended = ids.len();
-                    }
-                }
-                ColbertTokens {
-                    ids,
-                    attended,
-                    truncated: !e.get_overflowing().is_empty(),
-                }
+                (ids, !e.get_overflowing().is_empty())
             })
             .collect())
+    }
+
+    /// A text's tokens of [`ColBert::tokenize_texts`] as the encoder gets
+    /// them: a query padded to `query_length` with the expansion token
+    /// (attended to or not as configured).
+    pub fn expand(&self, mut ids: Vec<u32>, side: Side) -> ColbertTokens {
+        let mut attended = ids.len();
+        if side == Side::Query && self.config.do_query_expansion {
+            ids.resize(ids.len().max(self.config.query_length), self.expansion);
+            if self.config.attend_to_expansion_tokens {
+                attended = ids.len();
+            }
+        }
+        ColbertTokens {
+            ids,
+            attended,
+            truncated: false,
+        }
+    }
+
+    /// One forward pass over the texts `toks` on `side`: the vectors of
+    /// the tokens that keep one (`[kept, dim]`, text after text), how many
+    /// each text keeps, and, when `train` is given, what the backward pass
+    /// needs (`train` says whether the encoder trains: with `false` it runs
+    /// as in inference and only the heads get gradients). With `seeds` (one
+    /// per text) the encoder drops out as [`Embedder::forward_train`] does.
+    pub(crate) fn forward_tokens(
+        &self,
+        toks: &[ColbertTokens],
+        side: Side,
+        seeds: Option<&[u64]>,
+        train: Option<bool>,
+    ) -> (Vec<f32>, Vec<usize>, Option<ColbertPass>) {
+        let ids: Vec<Vec<u32>> = toks.iter().map(|t| t.ids.clone()).collect();
+        let (padded, _, len) = pad(&ids);
+        let lens: Vec<usize> = toks.iter().map(|t| t.attended).collect();
+        let pad_rows = toks.iter().any(|t| t.attended < t.ids.len());
+        let batch = TokenBatch {
+            ids: &padded,
+            lens: &lens,
+            len,
+            pad_rows,
+        };
+        let encoder = &self.embedder.encoder;
+        let (states, tape) = match train {
+            Some(true) => {
+                let (s, t) = encoder.forward_train(batch, seeds);
+                (s, Some(t))
+            }
+            Some(false) => (encoder.forward(batch), None),
+            None => (encoder.forward_seeded(batch, seeds), None),
+        };
+        // the states of the tokens that keep a vector, text after text
+        let hidden = encoder.hidden();
+        let mut rows = Vec::new();
+        let mut counts = Vec::with_capacity(toks.len());
+        for (b, t) in toks.iter().enumerate() {
+            let before = rows.len();
+            for (pos, &id) in t.ids.iter().enumerate() {
+                if side == Side::Document && self.skiplist.binary_search(&id).is_ok() {
+                    continue;
+                }
+                rows.push(b * len + pos);
+            }
+            counts.push(rows.len() - before);
+        }
+        let mut kept = Vec::with_capacity(rows.len() * hidden);
+        for &r in &rows {
+            kept.extend_from_slice(&states[r * hidden..(r + 1) * hidden]);
+        }
+        tandem_nn::kernels::recycle(states);
+        let mut heads = train.map(|_| HeadTape::default());
+        let mut out = self.embedder.heads_forward(kept, heads.as_mut());
+        if let Some(h) = heads.as_mut() {
+            h.unnormalised = out.clone();
+        }
+        l2_normalize_rows(&mut out, self.dim());
+        let pass = heads.map(|heads| ColbertPass {
+            ids: padded,
+            lens,
+            len,
+            pad_rows,
+            rows,
+            tape,
+            heads,
+        });
+        (out, counts, pass)
     }
 
     /// The token vectors of `texts` on `side`, calling `progress(n)` after
@@ -291,35 +391,9 @@ impl ColBert {
         let dim = self.dim();
         let ids: Vec<Vec<u32>> = tokens.iter().map(|t| t.ids.clone()).collect();
         let mut per_text: Vec<Vec<f32>> = vec![Vec::new(); texts.len()];
-        let hidden = self.embedder.encoder.hidden();
         for chunk in self.embedder.batches(&ids) {
-            let rows: Vec<Vec<u32>> = chunk.iter().map(|&i| ids[i].clone()).collect();
-            let (padded, _, len) = pad(&rows);
-            let lens: Vec<usize> = chunk.iter().map(|&i| tokens[i].attended).collect();
-            let batch = TokenBatch {
-                ids: &padded,
-                lens: &lens,
-                len,
-                pad_rows: chunk.iter().any(|&i| tokens[i].attended < ids[i].len()),
-            };
-            let states = self.embedder.encoder.forward(batch);
-            // the states of the tokens that keep a vector, text after text
-            let mut kept = Vec::new();
-            let mut counts = Vec::with_capacity(chunk.len());
-            for (b, &i) in chunk.iter().enumerate() {
-                let before = kept.len();
-                for (t, &id) in ids[i].iter().enumerate() {
-                    if side == Side::Document && self.skiplist.binary_search(&id).is_ok() {
-                        continue;
-                    }
-                    let r = b * len + t;
-                    kept.extend_from_slice(&states[r * hidden..(r + 1) * hidden]);
-                }
-                counts.push((kept.len() - before) / hidden);
-            }
-            tandem_nn::kernels::recycle(states);
-            let mut out = self.embedder.heads_forward(kept, None);
-            l2_normalize_rows(&mut out, dim);
+            let toks: Vec<ColbertTokens> = chunk.iter().map(|&i| tokens[i].clone()).collect();
+            let (out, counts, _) = self.forward_tokens(&toks, side, None, None);
             let mut at = 0;
             for (&i, &n) in chunk.iter().zip(&counts) {
                 per_text[i] = out[at * dim..(at + n) * dim].to_vec();
@@ -340,6 +414,44 @@ impl ColBert {
             truncated: tokens.iter().filter(|t| t.truncated).count(),
             empty: texts.iter().filter(|t| t.trim().is_empty()).count(),
         })
+    }
+}
+
+/// A training forward pass of a [`ColBert`] over a batch of texts, kept
+/// for its backward pass.
+pub struct ColbertPass {
+    ids: Vec<u32>,
+    lens: Vec<usize>,
+    len: usize,
+    pad_rows: bool,
+    /// The rows of the padded batch whose tokens keep a vector.
+    rows: Vec<usize>,
+    /// `None` when the encoder is frozen.
+    tape: Option<Tape>,
+    heads: HeadTape,
+}
+
+impl ColBert {
+    /// Adds to `grads` (the layout of the model's parameters) the gradient
+    /// of a loss whose gradient with respect to the token vectors of
+    /// `pass` is `dout` (`[kept, dim]`).
+    pub fn backward(&self, pass: ColbertPass, dout: &[f32], grads: &mut Params) {
+        let d = self.embedder.heads_backward(&pass.heads, dout, true, grads);
+        let Some(tape) = pass.tape else { return };
+        let hidden = self.embedder.encoder.hidden();
+        let mut dstates = vec![0.0f32; pass.ids.len() * hidden];
+        for (k, &r) in pass.rows.iter().enumerate() {
+            dstates[r * hidden..(r + 1) * hidden].copy_from_slice(&d[k * hidden..(k + 1) * hidden]);
+        }
+        let batch = TokenBatch {
+            ids: &pass.ids,
+            lens: &pass.lens,
+            len: pass.len,
+            pad_rows: pass.pad_rows,
+        };
+        self.embedder
+            .encoder
+            .backward(batch, tape, &mut dstates, grads);
     }
 }
 

@@ -21,7 +21,7 @@ mod towers;
 mod train;
 
 pub use batches::{Interner, MineTexts, TrainSet};
-pub use colbert::{ColBert, ColbertTokens, MultiVectors, Side};
+pub use colbert::{ColBert, ColbertPass, ColbertTokens, MultiVectors, Side};
 pub use corpus::{Corpus, Ids};
 pub use dir::{ColbertConfig, DenseModule, ModelDir, Tower};
 pub use embedder::{EmbedOptions, Embedded, Embedder};

@@ -16,10 +16,13 @@
 //! text's role and its index in the batch: both GradCache passes see the
 //! same masks, and a resumed run draws those of the first.
 
-use tandem_nn::contrastive::{Distill, Isotropy, IsotropyStats, LossValue, Mnrl, Similarity};
+use tandem_nn::contrastive::{
+    Distill, Isotropy, IsotropyStats, LossValue, MaxSim, Mnrl, Similarity,
+};
 use tandem_nn::kernels::split_seed;
+use tandem_nn::Params;
 
-use crate::{Embedder, Tower, TowerGrads, Towers};
+use crate::{ColBert, ColbertTokens, Embedder, Side, Tower, TowerGrads, Towers};
 
 /// Tags the dropout seeds derived from a step's seed (`"dropout"`).
 const DROPOUT: u64 = 0x0064_726f_706f_7574;
@@ -104,9 +107,7 @@ impl Objective {
         let dim = towers.dim();
         let (b, m) = (batch.queries.len(), batch.docs.len());
         // one dropout seed per text: queries, then documents
-        let seeds: Vec<u64> = (0..(b + m) as u64)
-            .map(|i| split_seed(seed ^ DROPOUT, i))
-            .collect();
+        let seeds = self.seeds(seed, b + m);
         let (qseeds, dseeds) = seeds.split_at(b);
         match self.cache_batch {
             None => {
@@ -157,6 +158,108 @@ impl Objective {
                 stats
             }
         }
+    }
+
+    /// [`Objective::step`] for a ColBERT: queries and documents are token
+    /// vectors (a query expanded as the model is configured), scored by
+    /// MaxSim; GradCache's mini-batches cut the texts as for a dense model.
+    /// The isotropy regularisers and the similarity do not apply.
+    pub fn step_colbert(
+        &self,
+        model: &ColBert,
+        batch: &TextBatch,
+        grad_scale: f32,
+        seed: u64,
+        grads: &mut Params,
+    ) -> StepStats {
+        let b = batch.queries.len();
+        let seeds = self.seeds(seed, b + batch.docs.len());
+        let sides = [
+            (Side::Query, &batch.queries, &seeds[..b]),
+            (Side::Document, &batch.docs, &seeds[b..]),
+        ];
+        let toks = sides.map(|(side, texts, _)| -> Vec<ColbertTokens> {
+            texts
+                .iter()
+                .map(|t| model.expand(t.clone(), side))
+                .collect()
+        });
+        let train = self.train_encoder;
+        let mb = self.cache_batch.unwrap_or(usize::MAX).max(1);
+        // the vectors of every text (without activations when cached) and
+        // the offsets of each text's rows
+        let mut vectors: [(Vec<f32>, Vec<usize>); 2] = Default::default();
+        let mut passes = [Vec::new(), Vec::new()];
+        for (k, (side, _, s)) in sides.iter().enumerate() {
+            let (v, off) = &mut vectors[k];
+            off.push(0);
+            for (c, sc) in toks[k].chunks(mb).zip(s.chunks(mb)) {
+                let keep = self.cache_batch.is_none().then_some(train);
+                let (out, counts, pass) = model.forward_tokens(c, *side, train.then_some(sc), keep);
+                v.extend(out);
+                for n in counts {
+                    off.push(off.last().copied().unwrap_or(0) + n);
+                }
+                passes[k].extend(pass);
+            }
+        }
+        let [(q, q_off), (d, d_off)] = &vectors;
+        let dim = model.dim();
+        let late = MaxSim::new(q, q_off, d, d_off, dim);
+        let m = batch.docs.len();
+        let mut ds = late.scores.clone();
+        let main: LossValue = match self.loss {
+            MainLoss::Contrastive(l) => l.evaluate_scores(
+                &mut ds,
+                m,
+                &batch.positive,
+                |i, j| batch.hidden[i * m + j],
+                grad_scale,
+            ),
+            MainLoss::Distill(l) => {
+                let (v, g) =
+                    l.evaluate_scores(&late.scores, m, &batch.groups, &batch.teacher, grad_scale);
+                ds = g;
+                v
+            }
+        };
+        let (mut dq, mut dd) = (vec![0.0f32; q.len()], vec![0.0f32; d.len()]);
+        late.backward(q, d, dim, &ds, &mut dq, &mut dd);
+        for (k, (side, _, s)) in sides.iter().enumerate() {
+            let (g, off) = (if k == 0 { &dq } else { &dd }, &vectors[k].1);
+            let slice =
+                |i: usize, n: usize| &g[off[i] * dim..off[(i + n).min(off.len() - 1)] * dim];
+            if self.cache_batch.is_none() {
+                for pass in passes[k].drain(..) {
+                    model.backward(pass, slice(0, toks[k].len()), grads);
+                }
+                continue;
+            }
+            // GradCache's second pass: each mini-batch again, with activations
+            for (i, (c, sc)) in toks[k].chunks(mb).zip(s.chunks(mb)).enumerate() {
+                let (_, _, pass) = model.forward_tokens(c, *side, Some(sc), Some(train));
+                let pass = pass.expect("a training pass keeps its tape");
+                model.backward(pass, slice(i * mb, c.len()), grads);
+            }
+        }
+        let shown = batch.hidden.iter().filter(|h| !**h).count();
+        let scale = f64::from(grad_scale);
+        StepStats {
+            loss: main.loss / scale,
+            main: main.loss / scale,
+            accuracy: main.accuracy,
+            isotropy: IsotropyStats::default(),
+            positive_distance: 0.0,
+            candidates: shown as f64 / b.max(1) as f64,
+        }
+    }
+
+    /// One dropout seed per text of a step's batch (`texts` of them:
+    /// queries, then documents).
+    fn seeds(&self, seed: u64, texts: usize) -> Vec<u64> {
+        (0..texts as u64)
+            .map(|i| split_seed(seed ^ DROPOUT, i))
+            .collect()
     }
 
     /// The loss over the vectors `q` and `d` and its gradients with respect

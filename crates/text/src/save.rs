@@ -13,7 +13,7 @@ use tandem_nn::Params;
 use crate::dir::Tower;
 use crate::embedder::Embedder;
 use crate::towers::Towers;
-use crate::TextError;
+use crate::{ColBert, TextError};
 
 /// Files of the transformer's folder that travel with the weights (its
 /// config and every tokenizer file transformers may read).
@@ -82,6 +82,17 @@ const POOLING: &str = "sentence_transformers.models.Pooling";
 const DENSE: &str = "sentence_transformers.models.Dense";
 const NORMALIZE: &str = "sentence_transformers.models.Normalize";
 const ROUTER: &str = "sentence_transformers.models.Router";
+const PYLATE_DENSE: &str = "pylate.models.Dense.Dense";
+
+/// Writes `modules.json`: `modules` in order.
+fn write_module_list(dir: &Path, modules: &[Module]) -> Result<(), TextError> {
+    let list: Vec<Value> = modules
+        .iter()
+        .enumerate()
+        .map(|(i, (path, ty))| json!({"idx": i, "name": i.to_string(), "path": path, "type": ty}))
+        .collect();
+    write_json(&dir.join("modules.json"), &Value::Array(list))
+}
 
 /// Writes `modules.json` (`modules`, then Normalize when `normalize`),
 /// the sentence-transformers config of `model` and the model card.
@@ -98,12 +109,7 @@ fn write_top(
         std::fs::create_dir_all(dir.join(&folder)).map_err(|e| io(&dir.join(&folder), e))?;
         modules.push((folder, NORMALIZE));
     }
-    let list: Vec<Value> = modules
-        .iter()
-        .enumerate()
-        .map(|(i, (path, ty))| json!({"idx": i, "name": i.to_string(), "path": path, "type": ty}))
-        .collect();
-    write_json(&dir.join("modules.json"), &Value::Array(list))?;
+    write_module_list(dir, &modules)?;
     let sim = if normalize { "cosine" } else { similarity };
     write_json(
         &dir.join("config_sentence_transformers.json"),
@@ -134,6 +140,24 @@ impl Embedder {
     /// then the Pooling and Dense modules in `{prefix}{index}_{type}`
     /// folders; returns them in order.
     fn write_modules(&self, dir: &Path, prefix: &str) -> Result<Vec<Module>, TextError> {
+        let mut modules = vec![self.write_transformer(dir, prefix)?];
+        let hidden = self.encoder.hidden();
+        let mut pooling = json!({"word_embedding_dimension": hidden});
+        for mode in crate::Mode::ALL {
+            pooling[mode.config_key()] = json!(self.dir.pooling.modes.contains(&mode));
+        }
+        pooling["include_prompt"] = json!(true);
+        let folder = format!("{prefix}1_Pooling");
+        write_json(&dir.join(&folder).join("config.json"), &pooling)?;
+        modules.push((folder, POOLING));
+        modules.extend(self.write_heads(dir, prefix, 2, DENSE)?);
+        Ok(modules)
+    }
+
+    /// Writes the transformer: its config and tokenizer files, its weights
+    /// and `sentence_bert_config.json` (in `dir` itself when `prefix` is
+    /// empty, else in `{prefix}0_Transformer`).
+    fn write_transformer(&self, dir: &Path, prefix: &str) -> Result<Module, TextError> {
         let src = &self.dir.transformer;
         let entries = std::fs::read_dir(src).map_err(|e| {
             TextError::file(src, format!("cannot list ({e})"), "check its permissions")
@@ -160,33 +184,36 @@ impl Embedder {
             &tdir.join("sentence_bert_config.json"),
             &json!({"max_seq_length": self.max_len(), "do_lower_case": self.dir.lower_case}),
         )?;
-        let mut modules = vec![(tf, TRANSFORMER)];
+        Ok((tf, TRANSFORMER))
+    }
 
-        let hidden = self.encoder.hidden();
-        let mut pooling = json!({"word_embedding_dimension": hidden});
-        for mode in crate::Mode::ALL {
-            pooling[mode.config_key()] = json!(self.dir.pooling.modes.contains(&mode));
-        }
-        pooling["include_prompt"] = json!(true);
-        let folder = format!("{prefix}1_Pooling");
-        write_json(&dir.join(&folder).join("config.json"), &pooling)?;
-        modules.push((folder, POOLING));
+    /// Writes the Dense heads as modules of type `ty`, the first in
+    /// `{prefix}{first}_Dense`.
+    fn write_heads(
+        &self,
+        dir: &Path,
+        prefix: &str,
+        first: usize,
+        ty: &'static str,
+    ) -> Result<Vec<Module>, TextError> {
         let p = self.params();
+        let mut modules = Vec::new();
         for (k, h) in self.heads.iter().enumerate() {
-            let folder = format!("{prefix}{}_Dense", 2 + k);
+            let folder = format!("{prefix}{}_Dense", first + k);
             let w = p
                 .get(&format!("{}.linear.weight", h.name))
                 .expect("every head has a weight");
             let b = p.get(&format!("{}.linear.bias", h.name));
-            write_json(
-                &dir.join(&folder).join("config.json"),
-                &json!({
-                    "in_features": w.shape[1],
-                    "out_features": w.shape[0],
-                    "bias": b.is_some(),
-                    "activation_function": h.activation_name,
-                }),
-            )?;
+            let mut config = json!({
+                "in_features": w.shape[1],
+                "out_features": w.shape[0],
+                "bias": b.is_some(),
+                "activation_function": h.activation_name,
+            });
+            if ty == PYLATE_DENSE {
+                config["use_residual"] = json!(false);
+            }
+            write_json(&dir.join(&folder).join("config.json"), &config)?;
             let mut t = Params::default();
             t.push("linear.weight", &w.shape, w.data.clone());
             if let Some(b) = b {
@@ -196,7 +223,7 @@ impl Embedder {
                 &dir.join(&folder).join("model.safetensors"),
                 &t.to_safetensors(&HashMap::new()),
             )?;
-            modules.push((folder, DENSE));
+            modules.push((folder, ty));
         }
         Ok(modules)
     }
@@ -283,6 +310,42 @@ impl Towers {
                 card,
                 similarity,
             )
+        })
+    }
+}
+
+impl ColBert {
+    /// Writes the model to the directory `out` as PyLate saves a ColBERT
+    /// (created; it must not exist: written to `out.partial` and renamed
+    /// when complete): the transformer at the top, its Dense modules as
+    /// PyLate's `Dense` from `1_Dense`, and the ColBERT settings in force in
+    /// `config_sentence_transformers.json` (the original's other keys
+    /// kept), with `card` as its README.md.
+    pub fn save(&self, out: &Path, card: &str) -> Result<(), TextError> {
+        let e = self.embedder();
+        let src = e.dir.path.join("config_sentence_transformers.json");
+        let mut st: Value = std::fs::read_to_string(&src)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .filter(Value::is_object)
+            .unwrap_or_else(|| json!({}));
+        let c = self.config();
+        st["model_type"] = json!("ColBERT");
+        st["__version__"] = json!({"tandem": env!("CARGO_PKG_VERSION")});
+        st["similarity_fn_name"] = json!("MaxSim");
+        st["query_prefix"] = json!(c.query_prefix);
+        st["document_prefix"] = json!(c.document_prefix);
+        st["query_length"] = json!(c.query_length);
+        st["document_length"] = json!(c.document_length);
+        st["attend_to_expansion_tokens"] = json!(c.attend_to_expansion_tokens);
+        st["skiplist_words"] = json!(c.skiplist_words);
+        st["do_query_expansion"] = json!(c.do_query_expansion);
+        save_dir(out, |dir| {
+            let mut modules = vec![e.write_transformer(dir, "")?];
+            modules.extend(e.write_heads(dir, "", 1, PYLATE_DENSE)?);
+            write_module_list(dir, &modules)?;
+            write_json(&dir.join("config_sentence_transformers.json"), &st)?;
+            write(&dir.join("README.md"), card.as_bytes())
         })
     }
 }

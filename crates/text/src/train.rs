@@ -186,29 +186,7 @@ impl Embedder {
     /// a loss whose gradient with respect to the vectors of `pass` is
     /// `dout` (`[n, dim]`).
     pub fn backward(&self, pass: Pass, dout: &[f32], grads: &mut Params) {
-        let p = self.encoder.params();
-        let mut d = dout.to_vec();
-        if self.normalize {
-            // y = u / |u|: du = (dy - y (y . dy)) / |u|
-            let dim = self.dim;
-            for (g, u) in d
-                .chunks_exact_mut(dim)
-                .zip(pass.heads.unnormalised.chunks_exact(dim))
-            {
-                let norm = u.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
-                let yd: f32 = u.iter().zip(g.iter()).map(|(a, b)| a * b).sum::<f32>() / norm;
-                for (gv, uv) in g.iter_mut().zip(u) {
-                    *gv = (*gv - uv / norm * yd) / norm;
-                }
-            }
-        }
-        let mut dx = Vec::new();
-        for (i, h) in self.heads.iter().enumerate().rev() {
-            h.activation.backward(&pass.heads.steps[2 * i + 1], &mut d);
-            h.dense
-                .backward(p, &pass.heads.steps[2 * i], &d, grads, Some(&mut dx));
-            std::mem::swap(&mut d, &mut dx);
-        }
+        let d = self.heads_backward(&pass.heads, dout, self.normalize, grads);
         let Some(tape) = pass.tape else { return };
         let hidden = self.encoder.hidden();
         let width = self.dir.pooling.width(hidden);
@@ -230,5 +208,42 @@ impl Embedder {
             pad_rows: false,
         };
         self.encoder.backward(batch, tape, &mut dstates, grads);
+    }
+
+    /// The backward pass of the normalisation (when `normalized`) and the
+    /// heads recorded in `heads`: adds the heads' gradients into `grads`
+    /// and returns the gradient of their input, given `dout`, that of the
+    /// output vectors.
+    pub(crate) fn heads_backward(
+        &self,
+        heads: &HeadTape,
+        dout: &[f32],
+        normalized: bool,
+        grads: &mut Params,
+    ) -> Vec<f32> {
+        let p = self.encoder.params();
+        let mut d = dout.to_vec();
+        if normalized {
+            // y = u / |u|: du = (dy - y (y . dy)) / |u|
+            let dim = self.dim;
+            for (g, u) in d
+                .chunks_exact_mut(dim)
+                .zip(heads.unnormalised.chunks_exact(dim))
+            {
+                let norm = u.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+                let yd: f32 = u.iter().zip(g.iter()).map(|(a, b)| a * b).sum::<f32>() / norm;
+                for (gv, uv) in g.iter_mut().zip(u) {
+                    *gv = (*gv - uv / norm * yd) / norm;
+                }
+            }
+        }
+        let mut dx = Vec::new();
+        for (i, h) in self.heads.iter().enumerate().rev() {
+            h.activation.backward(&heads.steps[2 * i + 1], &mut d);
+            h.dense
+                .backward(p, &heads.steps[2 * i], &d, grads, Some(&mut dx));
+            std::mem::swap(&mut d, &mut dx);
+        }
+        d
     }
 }

@@ -595,3 +595,230 @@ fn separate_towers_save_as_a_router_and_load_back() {
         );
     }
 }
+
+/// The ModernBERT ColBERT fixture in a folder of its own, its query
+/// expansion tokens attended to or not.
+fn colbert_variant(tmp: &Path, attend: bool) -> PathBuf {
+    let src = fixture("colbert-modernbert");
+    let dst = tmp.join(format!("colbert-attend-{attend}"));
+    for entry in walk(&src) {
+        let rel = entry.strip_prefix(&src).unwrap();
+        std::fs::create_dir_all(dst.join(rel).parent().unwrap()).unwrap();
+        std::fs::copy(&entry, dst.join(rel)).unwrap();
+    }
+    let st = dst.join("config_sentence_transformers.json");
+    let mut v: Value = serde_json::from_str(&std::fs::read_to_string(&st).unwrap()).unwrap();
+    v["attend_to_expansion_tokens"] = Value::Bool(attend);
+    std::fs::write(&st, v.to_string()).unwrap();
+    dst
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        if e.path().is_dir() {
+            out.extend(walk(&e.path()));
+        } else {
+            out.push(e.path());
+        }
+    }
+    out
+}
+
+/// A ColBERT batch: queries, their positives, one hard negative, query 0
+/// not shown document 4; teacher scores for distillation.
+fn colbert_batch(cb: &tandem_text::ColBert) -> tandem_text::TextBatch {
+    use tandem_text::Side;
+    let tok = |v: &[&str], side| -> Vec<Vec<u32>> {
+        let owned: Vec<String> = v.iter().map(|s| s.to_string()).collect();
+        cb.tokenize_texts(&owned, side)
+            .unwrap()
+            .into_iter()
+            .map(|t| t.0)
+            .collect()
+    };
+    let queries = tok(&["protein folding", "mean pooling", "cafe"], Side::Query);
+    let docs = tok(
+        &[
+            "Protein folding is determined by the amino acid sequence.",
+            "Mean pooling averages the token vectors, of a sentence!",
+            "Café Müller naïve",
+            "an unrelated hard negative about retrieval",
+            "another negative",
+        ],
+        Side::Document,
+    );
+    let (b, m) = (queries.len(), docs.len());
+    let mut hidden = vec![false; b * m];
+    hidden[4] = true;
+    tandem_text::TextBatch {
+        queries,
+        docs,
+        positive: vec![0, 1, 2],
+        hidden,
+        groups: vec![vec![0, 3], vec![1, 4], vec![2, 3]],
+        teacher: vec![vec![2.0, 0.5], vec![1.0, 1.5], vec![0.3, -0.2]],
+    }
+}
+
+/// ColBERT training: the gradient of MaxSim losses (contrastive and
+/// min-max-normalised KL) through the Dense head and the encoder, with
+/// query expansion tokens attended to or not (then only they attend to
+/// the text, and their own gradients flow back through it), matches
+/// central differences; GradCache gives the uncached gradient, with
+/// dropout; a frozen encoder gets none.
+#[test]
+fn colbert_gradients_match_finite_differences_and_gradcache() {
+    use tandem_nn::contrastive::{Distill, Mnrl, Similarity};
+    use tandem_text::{ColBert, MainLoss, Objective};
+    let tmp = tempfile::tempdir().unwrap();
+    let losses = [
+        MainLoss::Contrastive(Mnrl {
+            scale: 1.0,
+            symmetric: false,
+            similarity: Similarity::Dot,
+        }),
+        MainLoss::Distill(Distill::Kl {
+            temperature: 1.0,
+            normalize: true,
+        }),
+    ];
+    for attend in [false, true] {
+        let mut cb = ColBert::load(
+            &colbert_variant(tmp.path(), attend),
+            EmbedOptions::default(),
+        )
+        .unwrap();
+        let batch = colbert_batch(&cb);
+        for loss in losses {
+            let objective = |cache, train_encoder| Objective {
+                loss,
+                similarity: Similarity::Dot,
+                isotropy: Vec::new(),
+                cache_batch: cache,
+                train_encoder,
+            };
+            let step = |cb: &ColBert, cache, train| {
+                let mut g = cb.embedder().params().zeros_like();
+                let s = objective(cache, train).step_colbert(cb, &batch, 0.5, 9, &mut g);
+                (s.loss, g)
+            };
+            let what = format!("attend {attend}, {loss:?}");
+            let (l0, grads) = step(&cb, None, true);
+            // the frozen encoder: the head's gradient only
+            let (_, frozen) = step(&cb, None, false);
+            let enc = cb.embedder().encoder_tensors();
+            for (i, (a, b)) in frozen.iter().zip(grads.iter()).enumerate() {
+                if i < enc {
+                    assert!(a.data.iter().all(|v| *v == 0.0), "{what}: {} moved", a.name);
+                } else {
+                    assert!(rel_l2(&a.data, &b.data) < 1e-5, "{what}: {}", a.name);
+                }
+            }
+            // GradCache in mini-batches of 2 texts
+            let (l1, cached) = step(&cb, Some(2), true);
+            assert!((l0 - l1).abs() < 1e-6, "{what}: loss {l0} vs {l1}");
+            for (a, b) in cached.iter().zip(grads.iter()) {
+                let err = rel_l2(&a.data, &b.data);
+                assert!(err < 1e-5, "{what}: cached {} off by {err:.2e}", a.name);
+            }
+            // central differences on a few entries of every tensor
+            let names: Vec<String> = grads.iter().map(|p| p.name.clone()).collect();
+            let eps = 3e-4f32;
+            for (ti, name) in names.iter().enumerate() {
+                let g = &grads.iter().nth(ti).unwrap().data;
+                let n = g.len();
+                let big = (0..n)
+                    .max_by(|&a, &b| g[a].abs().total_cmp(&g[b].abs()))
+                    .unwrap();
+                for i in [big, n / 2] {
+                    let shifted = |cb: &mut ColBert, delta: f32| {
+                        cb.embedder_mut()
+                            .params_mut()
+                            .iter_mut()
+                            .nth(ti)
+                            .unwrap()
+                            .data[i] += delta;
+                        cb.embedder_mut().sync();
+                    };
+                    shifted(&mut cb, eps);
+                    let up = step(&cb, None, true).0;
+                    shifted(&mut cb, -2.0 * eps);
+                    let down = step(&cb, None, true).0;
+                    shifted(&mut cb, eps);
+                    // the loss is reported unscaled: its gradient is 0.5 x
+                    let fd = 0.5 * (up - down) / f64::from(2.0 * eps);
+                    let got = f64::from(g[i]);
+                    assert!(
+                        (fd - got).abs() <= 2e-2 * fd.abs().max(1e-1),
+                        "{what}: {name}[{i}] {got} vs {fd}"
+                    );
+                }
+            }
+        }
+        // with dropout, GradCache's second pass draws the first pass's masks
+        cb.embedder_mut().set_dropout(Dropout::Rate(0.2));
+        let objective = |cache| Objective {
+            loss: losses[0],
+            similarity: Similarity::Dot,
+            isotropy: Vec::new(),
+            cache_batch: cache,
+            train_encoder: true,
+        };
+        let mut g0 = cb.embedder().params().zeros_like();
+        let mut g1 = g0.clone();
+        let s0 = objective(None).step_colbert(&cb, &batch, 1.0, 4, &mut g0);
+        let s1 = objective(Some(3)).step_colbert(&cb, &batch, 1.0, 4, &mut g1);
+        assert!((s0.loss - s1.loss).abs() < 1e-6);
+        for (a, b) in g1.iter().zip(g0.iter()) {
+            assert!(rel_l2(&a.data, &b.data) < 1e-5, "dropout: {}", a.name);
+        }
+    }
+}
+
+/// A ColBERT saved by tandem is a PyLate directory (PyLate's Dense from
+/// `1_Dense`, the ColBERT settings kept) that loads back and encodes the
+/// same.
+#[test]
+fn colbert_saves_as_pylate_and_loads_back() {
+    use tandem_text::{ColBert, Side};
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cb =
+        ColBert::load(&colbert_variant(tmp.path(), false), EmbedOptions::default()).unwrap();
+    for p in cb.embedder_mut().params_mut().iter_mut() {
+        p.data.iter_mut().for_each(|v| *v *= 1.01);
+    }
+    cb.embedder_mut().sync();
+    let out = tmp.path().join("saved");
+    cb.save(&out, "# card\n").unwrap();
+    let back = ColBert::load(&out, EmbedOptions::default()).unwrap();
+    assert_eq!(back.config(), cb.config());
+    let texts: Vec<String> = ["retrieval, again", "Protein folding is determined."]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    for side in [Side::Query, Side::Document] {
+        let (a, b) = (
+            cb.encode(&texts, side, |_| {}).unwrap(),
+            back.encode(&texts, side, |_| {}).unwrap(),
+        );
+        assert_eq!(a.vectors, b.vectors, "{side:?}");
+        assert_eq!(a.offsets, b.offsets, "{side:?}");
+    }
+    let modules: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("modules.json")).unwrap()).unwrap();
+    assert_eq!(modules[1]["type"], "pylate.models.Dense.Dense");
+    assert_eq!(modules[1]["path"], "1_Dense");
+    assert_eq!(
+        modules.as_array().unwrap().len(),
+        2,
+        "no Pooling, no Normalize"
+    );
+    let dense: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("1_Dense/config.json")).unwrap())
+            .unwrap();
+    assert_eq!(dense["use_residual"], false);
+    assert_eq!(dense["bias"], false);
+    let err = cb.save(&out, "").unwrap_err().to_string();
+    assert!(err.contains("already exists"), "{err}");
+}

@@ -216,6 +216,12 @@ pub struct TrainConfig {
     pub precision: String,
     /// Dense: the temperature of the KL distillation loss.
     pub distill_temperature: f32,
+    /// Dense: min-max normalises each query's student scores before the KL
+    /// distillation loss (PyLate's Distillation `normalize_scores`).
+    pub distill_normalize: bool,
+    /// ColBERT: the temperature of the contrastive loss over MaxSim scores
+    /// (PyLate's Contrastive: 1).
+    pub colbert_tau: f32,
     /// Dense: weight of the covariance-to-identity isotropy loss.
     pub iso_cov: f32,
     /// Dense: weight of SIGReg (Epps-Pulley over random projections).
@@ -378,6 +384,8 @@ impl Default for TrainConfig {
             head_lr: 0.0,
             precision: "f32".into(),
             distill_temperature: 1.0,
+            distill_normalize: false,
+            colbert_tau: 1.0,
             iso_cov: 0.0,
             iso_sigreg: 0.0,
             sigreg_projections: 64,
@@ -660,6 +668,12 @@ impl TrainConfig {
                     self.refresh_lag, self.refresh_every
                 ),
                 "use a lag of at most refresh_every (0 means refresh_every)",
+            )?;
+            bad(
+                self.colbert_tau > 0.0 && self.colbert_tau.is_finite(),
+                "colbert_tau",
+                format!("colbert_tau = {}", self.colbert_tau),
+                "use a positive temperature, e.g. 1 (PyLate's)",
             )?;
             bad(
                 self.distill_temperature > 0.0,

@@ -506,7 +506,7 @@ impl Encoder for Bert {
             .backward(p, batch, t.layers, None, seeds.as_deref(), dh, grads, None);
         self.norm.backward(p, &t.emb, dh, grads, self.layers.eps);
         for (r, &id) in batch.ids.iter().enumerate() {
-            if r % len >= batch.lens[r / len] {
+            if !batch.has_state(r) {
                 continue;
             }
             super::add_row(grads.at_mut(self.word), id as usize, dh, r, h);

@@ -58,6 +58,12 @@ impl TokenBatch<'_> {
     pub fn rows(&self) -> usize {
         self.lens.len()
     }
+
+    /// Whether row `r` of the flattened batch (`[B * len]`) gets a state
+    /// that counts: a real token, or any row with `pad_rows`.
+    pub fn has_state(&self, r: usize) -> bool {
+        self.pad_rows || r % self.len < self.lens[r / self.len]
+    }
 }
 
 /// What a training forward pass ([`Encoder::forward_train`]) keeps for its

@@ -456,7 +456,7 @@ impl Encoder for ModernBert {
         dropout(at(0, EMBEDDING), dh, Site::Embeddings);
         self.emb_norm.backward(p, &t.emb, dh, grads, eps);
         for (r, &id) in batch.ids.iter().enumerate() {
-            if r % len < batch.lens[r / len] {
+            if batch.has_state(r) {
                 super::add_row(grads.at_mut(self.tok), id as usize, dh, r, h);
             }
         }

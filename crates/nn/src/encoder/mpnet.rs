@@ -192,7 +192,7 @@ impl Encoder for MpNet {
         self.bias.backward(&dbias, len, grads);
         self.norm.backward(p, &t.emb, dh, grads, self.layers.eps);
         for (r, (&id, &at)) in batch.ids.iter().zip(&t.positions).enumerate() {
-            if r % len < batch.lens[r / len] {
+            if batch.has_state(r) {
                 super::add_row(grads.at_mut(self.word), id as usize, dh, r, h);
                 super::add_row(grads.at_mut(self.pos), at, dh, r, h);
             }

@@ -525,7 +525,7 @@ impl Encoder for T5 {
         self.bias.backward(&dbias, len, grads);
         dropout(at(0), dh, Site::Embeddings);
         for (r, &id) in batch.ids.iter().enumerate() {
-            if r % len < batch.lens[r / len] {
+            if batch.has_state(r) {
                 super::add_row(grads.at_mut(self.embed), id as usize, dh, r, h);
             }
         }

@@ -53,8 +53,20 @@ pub struct AttnShape {
     /// Whether the rows of padding are computed too, as queries over the
     /// real tokens (as transformers does under an attention mask), rather
     /// than left zero: ColBERT's query expansion tokens when they are not
-    /// attended to. The backward pass ignores them either way.
+    /// attended to (the backward pass then takes their gradients too).
     pub pad_rows: bool,
+}
+
+/// The keys query row `i` attends to among `n` real tokens: all of them,
+/// or those within `window` of it (a row of padding may have none).
+fn keys_of(i: usize, n: usize, window: Option<usize>) -> (usize, usize) {
+    match window {
+        Some(w) => {
+            let hi = (i + w + 1).min(n);
+            (i.saturating_sub(w).min(hi), hi)
+        }
+        None => (0, n),
+    }
 }
 
 /// Softmax attention. `qkv` holds a row of `stride` floats per token (`[B *
@@ -110,14 +122,7 @@ pub fn attention(
             matmul_on(&mut s, at(0, m), at(1, n).t(), 0.0, 1);
             for (i, row) in s.chunks_exact_mut(n).enumerate() {
                 let bias = bias.map(|bias| &bias[(h * len + i) * len..(h * len + i) * len + n]);
-                let (lo, hi) = match window {
-                    // a row of padding may have no real token in its window
-                    Some(w) => {
-                        let hi = (i + w + 1).min(n);
-                        (i.saturating_sub(w).min(hi), hi)
-                    }
-                    None => (0, n),
-                };
+                let (lo, hi) = keys_of(i, n, window);
                 softmax_row(row, scale, bias, lo, hi);
                 if let Some(m) = drop {
                     m.row(row, b, i, Site::Probs { head: h });
@@ -143,7 +148,7 @@ pub fn attention(
 
 /// The backward pass of [`attention`] with the same inputs, given `dout`,
 /// the gradient of its output (`[B * L, heads * head_dim]`; rows of padding
-/// are ignored). `dqkv` (`[B * L, stride]`) is overwritten with the
+/// are ignored unless `shape.pad_rows`). `dqkv` (`[B * L, stride]`) is overwritten with the
 /// gradient of `qkv` (zero outside the query, key and value columns and on
 /// padding); the gradient of the scores before scaling is added into
 /// `dbias` (`[heads, L, L]`) when given. The probabilities (and their
@@ -169,7 +174,7 @@ pub fn attention_backward(
         len,
         heads,
         head_dim: dh,
-        ..
+        pad_rows,
     } = shape;
     let width = heads * dh;
     assert_eq!(dqkv.len(), qkv.len(), "attention gradient size");
@@ -180,27 +185,29 @@ pub fn attention_backward(
     );
     // One sequence: its rows of dqkv, and its score gradients per head
     // ([heads, n, n]) when a bias gradient is wanted.
+    // query rows `m` (the real tokens, or every row with `pad_rows`)
+    // against the `n` real keys
     let one = |b: usize, dst: &mut [f32], want_dbias: bool| -> Vec<f32> {
         let n = lens[b];
+        let m = if pad_rows { len } else { n };
         let rows = &qkv[b * len * stride..(b + 1) * len * stride];
         let drows = &dout[b * len * width..(b + 1) * len * width];
         dst.fill(0.0);
         let mut ds_all = if want_dbias {
-            vec![0.0; heads * n * n]
+            vec![0.0; heads * m * n]
         } else {
             Vec::new()
         };
-        let (mut p, mut dp, mut kept) = (scratch_zeroed(n * n), scratch_zeroed(n * n), scratch());
+        let (mut p, mut dp, mut kept) = (scratch_zeroed(m * n), scratch_zeroed(m * n), scratch());
         for h in 0..heads {
-            let at = |which: usize| Mat::strided(&rows[offsets[which] + h * dh..], n, dh, stride);
-            let d_o = Mat::strided(&drows[h * dh..], n, dh, width);
-            matmul_on(&mut p, at(0), at(1).t(), 0.0, 1);
+            let at = |which: usize, r: usize| {
+                Mat::strided(&rows[offsets[which] + h * dh..], r, dh, stride)
+            };
+            let d_o = Mat::strided(&drows[h * dh..], m, dh, width);
+            matmul_on(&mut p, at(0, m), at(1, n).t(), 0.0, 1);
             for (i, row) in p.chunks_exact_mut(n).enumerate() {
                 let bias = bias.map(|bias| &bias[(h * len + i) * len..(h * len + i) * len + n]);
-                let (lo, hi) = match window {
-                    Some(w) => (i.saturating_sub(w), (i + w + 1).min(n)),
-                    None => (0, n),
-                };
+                let (lo, hi) = keys_of(i, n, window);
                 softmax_row(row, scale, bias, lo, hi);
             }
             let site = Site::Probs { head: h };
@@ -219,13 +226,13 @@ pub fn attention_backward(
             matmul_strided(
                 &mut dst[offsets[2] + h * dh..],
                 stride,
-                Mat::new(weights, n, n).t(),
+                Mat::new(weights, m, n).t(),
                 d_o,
                 0.0,
                 1,
             );
             // dD = dO V^T, dP = dD * mask / (1 - p), then dS = P * (dP - rowsum(P * dP))
-            matmul_on(&mut dp, d_o, at(2).t(), 0.0, 1);
+            matmul_on(&mut dp, d_o, at(2, n).t(), 0.0, 1);
             if let Some(m) = drop {
                 for (i, row) in dp.chunks_exact_mut(n).enumerate() {
                     m.row(row, b, i, site);
@@ -238,23 +245,23 @@ pub fn attention_backward(
                 }
             }
             if want_dbias {
-                ds_all[h * n * n..(h + 1) * n * n].copy_from_slice(&dp);
+                ds_all[h * m * n..(h + 1) * m * n].copy_from_slice(&dp);
             }
             dp.iter_mut().for_each(|v| *v *= scale);
             // dQ = dS K, dK = dS^T Q
             matmul_strided(
                 &mut dst[offsets[0] + h * dh..],
                 stride,
-                Mat::new(&dp, n, n),
-                at(1),
+                Mat::new(&dp, m, n),
+                at(1, n),
                 0.0,
                 1,
             );
             matmul_strided(
                 &mut dst[offsets[1] + h * dh..],
                 stride,
-                Mat::new(&dp, n, n).t(),
-                at(0),
+                Mat::new(&dp, m, n).t(),
+                at(0, m),
                 0.0,
                 1,
             );
@@ -281,10 +288,11 @@ pub fn attention_backward(
             // Summed in sequence order: the same bits on any thread count.
             for (i, ds) in partials.iter().enumerate() {
                 let n = lens[g * group + i];
+                let m = if pad_rows { len } else { n };
                 for h in 0..heads {
-                    for r in 0..n {
+                    for r in 0..m {
                         let dst = &mut dbias[(h * len + r) * len..(h * len + r) * len + n];
-                        super::add_into(dst, &ds[(h * n + r) * n..(h * n + r + 1) * n]);
+                        super::add_into(dst, &ds[(h * m + r) * n..(h * m + r + 1) * n]);
                     }
                 }
             }
@@ -507,13 +515,6 @@ mod tests {
         let (len, heads, d) = (5, 2, 3);
         let (width, stride) = (heads * d, 3 * heads * d + 2);
         let lens = [5, 3];
-        let shape = AttnShape {
-            batch: 2,
-            len,
-            heads,
-            head_dim: d,
-            pad_rows: false,
-        };
         let offsets = [0, width, 2 * width];
         let qkv: Vec<f32> = (0..2 * len * stride)
             .map(|i| ((i * 7919) % 97) as f32 / 40.0 - 1.2)
@@ -527,12 +528,24 @@ mod tests {
         let seeds = [3, 4];
         let stream = crate::kernels::Stream::new(&seeds, &lens, len);
         let rate = crate::kernels::Rate::new(0.3);
-        for (window, drop) in [
+        let cases = [
             (None, None),
             (Some(1), None),
             (None, stream.at(0, rate)),
             (Some(1), stream.at(1, rate)),
-        ] {
+        ];
+        // with pad_rows the padding rows' outputs count too
+        for (pad_rows, (window, drop)) in [false, true]
+            .into_iter()
+            .flat_map(|p| cases.iter().map(move |c| (p, *c)))
+        {
+            let shape = AttnShape {
+                batch: 2,
+                len,
+                heads,
+                head_dim: d,
+                pad_rows,
+            };
             let loss = |qkv: &[f32], bias: &[f32]| -> f64 {
                 let mut out = vec![0.0; 2 * len * width];
                 attention(
@@ -573,7 +586,7 @@ mod tests {
                 let fd = (loss(&up, &bias) - loss(&down, &bias)) / f64::from(2.0 * e);
                 assert!(
                     (fd - f64::from(dqkv[i])).abs() < 2e-3,
-                    "{window:?} dqkv[{i}]: {} vs {fd}",
+                    "{pad_rows} {window:?} dqkv[{i}]: {} vs {fd}",
                     dqkv[i]
                 );
             }
@@ -584,7 +597,7 @@ mod tests {
                 let fd = (loss(&qkv, &up) - loss(&qkv, &down)) / f64::from(2.0 * e);
                 assert!(
                     (fd - f64::from(dbias[i])).abs() < 2e-3,
-                    "{window:?} dbias[{i}]: {} vs {fd}",
+                    "{pad_rows} {window:?} dbias[{i}]: {} vs {fd}",
                     dbias[i]
                 );
             }

@@ -324,6 +324,7 @@ impl<'a> DenseTask<'a> {
             TextLoss::MarginMse => MainLoss::Distill(Distill::MarginMse),
             TextLoss::Kl => MainLoss::Distill(Distill::Kl {
                 temperature: cfg.distill_temperature,
+                normalize: cfg.distill_normalize,
             }),
         };
         if matches!(loss, MainLoss::Distill(_)) && (!train.has_scores() || cfg.negatives == 0) {
