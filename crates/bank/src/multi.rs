@@ -119,6 +119,22 @@ impl MultiBank {
         })
     }
 
+    /// A bank in memory: the token matrix and `documents + 1` offsets
+    /// into its rows (from 0 to the rows, never going back), no ids.
+    ///
+    /// # Panics
+    ///
+    /// On offsets that do not fit the matrix.
+    pub fn from_parts(tokens: Bank, offsets: Vec<usize>) -> MultiBank {
+        let values: Vec<i64> = offsets.iter().map(|&o| o as i64).collect();
+        let offsets = check_offsets(&values, tokens.rows()).expect("offsets fit the matrix");
+        MultiBank {
+            tokens,
+            offsets,
+            ids: None,
+        }
+    }
+
     /// The token matrix.
     pub fn tokens(&self) -> &Bank {
         &self.tokens

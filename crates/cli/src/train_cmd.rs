@@ -473,7 +473,7 @@ fn train_with(args: &TrainArgs, cfg: &TrainConfig) -> Result<()> {
             println!("| {label} | {} |", cells.join(" | "));
         };
         let label = match cfg.task {
-            TaskKind::Dense => "dense model".to_string(),
+            TaskKind::Dense => "trained model".to_string(),
             _ => format!("{} tower", cfg.kind),
         };
         row(&label, &out.test);

@@ -83,15 +83,126 @@ fn run_args(data: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
             None => a.extend(pair.iter().map(|s| s.to_string())),
         }
     }
-    for (flag, p) in [
-        ("--model", fixture_model()),
-        ("--data", data.to_path_buf()),
-        ("--out", out.to_path_buf()),
-    ] {
+    if !a.iter().any(|x| x == "--model") {
+        a.push("--model".into());
+        a.push(fixture_model().display().to_string());
+    }
+    for (flag, p) in [("--data", data), ("--out", out)] {
         a.push(flag.into());
         a.push(p.display().to_string());
     }
     a
+}
+
+/// The ModernBERT ColBERT PyLate built (a fixture of tandem-text).
+fn colbert_model() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../text/tests/fixtures/colbert-modernbert")
+        .display()
+        .to_string()
+}
+
+/// A ColBERT trains as a dense run does (PyLate's cached contrastive loss
+/// here), validates and tests by MaxSim, and is saved as a PyLate
+/// directory that `tandem beir` scores as the run did; SIGKILLed at
+/// random moments, it resumes to the same bits.
+#[test]
+fn colbert_run_trains_saves_a_pylate_model_and_resumes_bitwise() {
+    let Some((dir, data)) = setup() else {
+        return;
+    };
+    let model = colbert_model();
+    let extra = [
+        "--model",
+        model.as_str(),
+        "--val-split",
+        "val",
+        "--val-every",
+        "5",
+        "--cache-batch",
+        "5",
+        "--epochs",
+        "3",
+        "--batch",
+        "8",
+        "--dropout",
+        "0.1",
+    ];
+    let run = sigkill_then_resume_is_bitwise(dir.path(), &data, &extra);
+    let lines = metrics(&run);
+    let train: Vec<f64> = lines
+        .iter()
+        .filter(|v| v["kind"] == "train")
+        .map(|v| v["main_loss"].as_f64().unwrap())
+        .collect();
+    assert!(
+        train.last().unwrap() < train.first().unwrap(),
+        "the loss did not fall: {train:?}"
+    );
+    let test = lines
+        .iter()
+        .find(|v| v["kind"] == "test")
+        .expect("a test line");
+    let saved = run.join("model");
+    let modules = std::fs::read_to_string(saved.join("modules.json")).unwrap();
+    assert!(modules.contains("pylate.models.Dense.Dense"), "{modules}");
+    assert!(!saved.join("1_Pooling").exists());
+    let st = std::fs::read_to_string(saved.join("config_sentence_transformers.json")).unwrap();
+    assert!(st.contains("\"model_type\": \"ColBERT\""), "{st}");
+    // the saved model's weights moved from the base's
+    let base = Path::new(&model).join("model.safetensors");
+    assert_ne!(
+        std::fs::read(&base).unwrap(),
+        std::fs::read(saved.join("model.safetensors")).unwrap()
+    );
+    // tandem beir on the saved model: the run's test scores
+    let out = tandem()
+        .args(["beir", "--json", "--split", "test", "--model"])
+        .arg(&saved)
+        .arg("--data")
+        .arg(&data)
+        .arg("--cache")
+        .arg(dir.path().join("cache"))
+        .arg("--out")
+        .arg(dir.path().join("beir.run"))
+        .assert()
+        .success();
+    let v: Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    assert_eq!(v["metric"], "maxsim");
+    let (a, b) = (
+        v["metrics"]["ndcg@10"].as_f64().unwrap(),
+        test["ndcg@10"].as_f64().unwrap(),
+    );
+    assert!(
+        (a - b).abs() < 1e-6,
+        "tandem beir {a} vs the run's test {b}"
+    );
+}
+
+/// Settings a ColBERT does not take are refused by name, before anything
+/// is written.
+#[test]
+fn colbert_run_refuses_what_it_does_not_take() {
+    let Some((dir, data)) = setup() else {
+        return;
+    };
+    let model = colbert_model();
+    for (flag, value, says) in [
+        ("--separate-towers", "true", "--separate-towers"),
+        ("--head-dim", "8", "--head-dim"),
+        ("--symmetric", "true", "--symmetric"),
+        ("--curriculum", "0-1:4@0.3-0.9", "--curriculum"),
+    ] {
+        let out = dir.path().join(flag.trim_start_matches('-'));
+        let extra = ["--model", model.as_str(), flag, value];
+        tandem()
+            .args(run_args(&data, &out, &extra))
+            .assert()
+            .failure()
+            .stderr(contains(says))
+            .stderr(contains("is a ColBERT"));
+        assert!(!out.join("model").exists());
+    }
 }
 
 fn metrics(run: &Path) -> Vec<Value> {

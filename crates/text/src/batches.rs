@@ -10,7 +10,7 @@ use std::sync::Arc;
 use rand::seq::SliceRandom;
 use rand::Rng;
 
-use crate::{Embedder, Examples, TextBatch, TextError, Towers};
+use crate::{ColBert, Examples, Side, TextBatch, TextError, Towers};
 
 /// One example by text index.
 #[derive(Debug, Clone)]
@@ -67,15 +67,53 @@ impl Interner {
     }
 }
 
+/// How a model tokenises the texts of each side for training: the token
+/// ids of each text and whether it was cut to the length.
+pub trait Tokenize {
+    /// The tokens of `texts` on `side`.
+    fn tokenize_side(
+        &self,
+        side: Side,
+        texts: &[String],
+    ) -> Result<Vec<(Vec<u32>, bool)>, TextError>;
+}
+
+impl Tokenize for Towers {
+    /// Queries with the query tower's tokenizer, documents with the
+    /// document tower's.
+    fn tokenize_side(
+        &self,
+        side: Side,
+        texts: &[String],
+    ) -> Result<Vec<(Vec<u32>, bool)>, TextError> {
+        match side {
+            Side::Query => self.query().tokenize(texts),
+            Side::Document => self.document().tokenize(texts),
+        }
+    }
+}
+
+impl Tokenize for ColBert {
+    /// Before query expansion (done per batch): [`ColBert::tokenize_texts`].
+    fn tokenize_side(
+        &self,
+        side: Side,
+        texts: &[String],
+    ) -> Result<Vec<(Vec<u32>, bool)>, TextError> {
+        self.tokenize_texts(texts, side)
+    }
+}
+
 impl TrainSet {
-    /// Tokenises the examples for `towers` (queries with the query tower's
-    /// tokenizer, documents with the document tower's), queries prefixed with
-    /// `query_prompt` and documents with `doc_prompt`; the documents of
-    /// `corpus` join the examples' (candidates for mined negatives).
+    /// Tokenises the examples for `model` (queries as its query side
+    /// tokenises them, documents as its document side does), queries
+    /// prefixed with `query_prompt` and documents with `doc_prompt`; the
+    /// documents of `corpus` join the examples' (candidates for mined
+    /// negatives).
     pub fn new(
         examples: &Examples,
         corpus: &[String],
-        towers: &Towers,
+        model: &dyn Tokenize,
         query_prompt: &str,
         doc_prompt: &str,
     ) -> Result<TrainSet, TextError> {
@@ -98,17 +136,17 @@ impl TrainSet {
         for it in &items {
             positives[it.query].extend(it.positives.iter().copied());
         }
-        let tokenize = |model: &Embedder,
+        let tokenize = |side: Side,
                         texts: &[String],
                         prompt: &str|
          -> Result<(Vec<Vec<u32>>, usize), TextError> {
             let prompted: Vec<String> = texts.iter().map(|t| format!("{prompt}{t}")).collect();
-            let tokens = model.tokenize(&prompted)?;
+            let tokens = model.tokenize_side(side, &prompted)?;
             let cut = tokens.iter().filter(|t| t.1).count();
             Ok((tokens.into_iter().map(|t| t.0).collect(), cut))
         };
-        let (queries, cq) = tokenize(towers.query(), &qs.texts, query_prompt)?;
-        let (docs, cd) = tokenize(towers.document(), &ds.texts, doc_prompt)?;
+        let (queries, cq) = tokenize(Side::Query, &qs.texts, query_prompt)?;
+        let (docs, cd) = tokenize(Side::Document, &ds.texts, doc_prompt)?;
         let sorted = positives
             .iter()
             .map(|p| {

@@ -11,7 +11,7 @@ use tandem_eval::{evaluate, EvalOptions, Measure, Qrels, Run};
 use tandem_nn::contrastive::Similarity;
 use tandem_search::{Flat, Hit, Index, MaxSim, Metric};
 
-use crate::{Corpus, Embedder, MultiVectors, TextError, Towers};
+use crate::{ColBert, Corpus, Embedder, MultiVectors, Side, TextError, Towers};
 
 /// The measures BEIR reports.
 pub const BEIR_MEASURES: &str = "ndcg@10,recall@100,map@100,mrr@10";
@@ -292,6 +292,28 @@ impl Beir {
             .embed(&self.queries.texts, prompts.0, |_| {})?;
         let bank = Bank::from_f32(docs.vectors, towers.dim());
         let hits = self.search(&bank, &queries.vectors, ranking, 100, false)?;
+        let run = self.run(&hits)?;
+        Ok((self.metrics(&run)?, hits))
+    }
+
+    /// [`Beir::evaluate`] for a ColBERT: the corpus's token vectors kept
+    /// in float16 (as `tandem embed` writes a multi-vector bank, so the
+    /// run is that of `tandem beir` on the same model) and the 100 best
+    /// documents of each query by exact MaxSim.
+    pub fn evaluate_colbert(
+        &self,
+        model: &ColBert,
+        progress: impl FnMut(usize),
+    ) -> Result<(Scores, Vec<Vec<Hit>>), TextError> {
+        let docs = model.encode(&self.corpus.texts, Side::Document, progress)?;
+        let queries = model.encode(&self.queries.texts, Side::Query, |_| {})?;
+        let half: Vec<half::f16> = docs
+            .vectors
+            .iter()
+            .map(|&v| half::f16::from_f32(v))
+            .collect();
+        let bank = MultiBank::from_parts(Bank::from_f16(half, model.dim()), docs.offsets);
+        let hits = self.search_maxsim(&bank, &queries, 100, false, |_| {})?;
         let run = self.run(&hits)?;
         Ok((self.metrics(&run)?, hits))
     }

@@ -20,7 +20,7 @@ pub mod split;
 mod towers;
 mod train;
 
-pub use batches::{Interner, MineTexts, TrainSet};
+pub use batches::{Interner, MineTexts, Tokenize, TrainSet};
 pub use colbert::{ColBert, ColbertPass, ColbertTokens, MultiVectors, Side};
 pub use corpus::{Corpus, Ids};
 pub use dir::{ColbertConfig, DenseModule, ModelDir, Tower};

@@ -205,3 +205,27 @@ fn a_resumed_toy_run_is_the_straight_run() {
     assert_eq!(got.best, want.best);
     assert_eq!(metrics(&resumed.out), metrics(&straight.out));
 }
+
+/// The best validation score read back from `state.json` is the same
+/// bits: read a last digit off, a resumed run's next validation of the
+/// same weights would "improve" on it and move `best` (serde_json's
+/// default float parser rounds 0.10622406719139141 down an ulp; the
+/// workspace asks for its exact one).
+#[test]
+fn scores_survive_state_json_bitwise() {
+    for v in [
+        0.10622406719139141f64,
+        0.6423730438522011,
+        1.0 / 3.0,
+        0.7086,
+    ] {
+        let best = Best {
+            metric: "ndcg@10".into(),
+            value: v,
+            step: 20,
+        };
+        let text = serde_json::to_string(&best).unwrap();
+        let back: Best = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.value.to_bits(), v.to_bits(), "{text}");
+    }
+}

@@ -2,7 +2,10 @@
 //! heads, and optionally a new projection head) fine-tuned on text pairs
 //! with a contrastive or distillation loss and isotropy regularisers,
 //! validated and tested on BEIR splits, and saved as a sentence-transformers
-//! directory (`model/` in the run directory).
+//! directory (`model/` in the run directory). A ColBERT (a PyLate
+//! directory as `--model`) trains the same way with its token vectors
+//! scored by MaxSim (PyLate's Contrastive, CachedContrastive and
+//! Distillation losses) and is saved as a PyLate directory.
 //!
 //! A micro-batch is `batch` examples of the epoch's order, without
 //! duplicate texts (sentence-transformers' NoDuplicatesBatchSampler); the
@@ -21,8 +24,8 @@ use tandem_nn::kernels::Precision;
 use tandem_nn::Params;
 use tandem_text::beir::{Beir, Ranking};
 use tandem_text::{
-    read_examples, Corpus, Dropout, EmbedOptions, Joined, MainLoss, Objective, PairFormat,
-    StepStats, Towers, TrainSet,
+    read_examples, ColBert, Corpus, Dropout, EmbedOptions, Embedder, Joined, MainLoss, Objective,
+    PairFormat, StepStats, Tokenize, Towers, TrainSet,
 };
 
 use super::refresh::{RefreshState, Refresher, Schedule, MINED_FILE, PENDING_FILE};
@@ -94,9 +97,8 @@ impl Window {
 /// A dense text retriever being fine-tuned.
 pub struct DenseTask<'a> {
     cfg: &'a TrainConfig,
-    /// The towers (one, or a query and a document tower) as one parameter
-    /// set.
-    model: Joined,
+    /// The model being trained.
+    model: Model,
     /// The base model's fingerprint.
     base_model: String,
     train: TrainSet,
@@ -116,6 +118,107 @@ pub struct DenseTask<'a> {
     /// Memory per text in a forward pass with activations, and the bytes
     /// the run holds besides them (see [`DenseTask::estimate`]).
     footprint: Footprint,
+}
+
+/// What a dense run trains.
+enum Model {
+    /// The towers (one, or a query and a document tower) as one parameter
+    /// set.
+    Towers(Box<Joined>),
+    /// A ColBERT (one encoder for both sides, token vectors).
+    Colbert(Box<ColBert>),
+}
+
+impl Model {
+    fn params(&self) -> &Params {
+        match self {
+            Model::Towers(j) => j.params(),
+            Model::Colbert(c) => c.embedder().params(),
+        }
+    }
+
+    fn params_mut(&mut self) -> &mut Params {
+        match self {
+            Model::Towers(j) => j.params_mut(),
+            Model::Colbert(c) => c.embedder_mut().params_mut(),
+        }
+    }
+
+    fn sync(&mut self) {
+        match self {
+            Model::Towers(j) => j.sync(),
+            Model::Colbert(c) => c.embedder_mut().sync(),
+        }
+    }
+
+    /// Whether tensor `i` of the parameters belongs to a head (not to an
+    /// encoder).
+    fn is_head(&self, i: usize) -> bool {
+        match self {
+            Model::Towers(j) => j.is_head(i),
+            Model::Colbert(c) => i >= c.embedder().encoder_tensors(),
+        }
+    }
+
+    /// The query tower, or the ColBERT's model.
+    fn query(&self) -> &Embedder {
+        match self {
+            Model::Towers(j) => j.query(),
+            Model::Colbert(c) => c.embedder(),
+        }
+    }
+
+    fn separate(&self) -> bool {
+        matches!(self, Model::Towers(j) if j.separate())
+    }
+
+    fn is_colbert(&self) -> bool {
+        matches!(self, Model::Colbert(_))
+    }
+
+    /// The model as a freshly loaded one (towers apart again).
+    fn fresh(self) -> Fresh {
+        match self {
+            Model::Towers(j) => Fresh::Towers(Box::new(j.into_towers())),
+            Model::Colbert(c) => Fresh::Colbert(c),
+        }
+    }
+}
+
+/// A model as it is loaded, before its parameters are joined.
+enum Fresh {
+    Towers(Box<Towers>),
+    Colbert(Box<ColBert>),
+}
+
+impl Fresh {
+    fn fingerprint(&self) -> String {
+        match self {
+            Fresh::Towers(t) => t.fingerprint(),
+            Fresh::Colbert(c) => c.embedder().fingerprint().to_string(),
+        }
+    }
+
+    fn tokenizer(&self) -> &dyn Tokenize {
+        match self {
+            Fresh::Towers(t) => t.as_ref(),
+            Fresh::Colbert(c) => c.as_ref(),
+        }
+    }
+
+    fn prompts(&self, query: Option<&str>, document: Option<&str>) -> (String, String) {
+        match self {
+            Fresh::Towers(t) => t.prompts(query, document),
+            Fresh::Colbert(c) => c.embedder().prompts(query, document),
+        }
+    }
+
+    fn join(self) -> Model {
+        match self {
+            Fresh::Towers(t) => Model::Towers(Box::new(Joined::new(*t))),
+            Fresh::Colbert(c) => Model::Colbert(c),
+        }
+    }
 }
 
 /// What the memory estimate of a dense run is made of.
@@ -203,10 +306,11 @@ fn text_err(e: tandem_text::TextError) -> TrainError {
     TrainError::Message(e.to_string())
 }
 
-/// The model `cfg` trains, as it starts: loaded (two towers when asked or
-/// when the model has them), with the new heads (at their initial
-/// weights) and the normalisation and precision asked for.
-fn fresh_model(cfg: &TrainConfig) -> Result<Towers, TrainError> {
+/// The model `cfg` trains, as it starts: loaded (a ColBERT when the
+/// directory is one; else two towers when asked or when the model has
+/// them), with the new heads (at their initial weights) and the
+/// normalisation and precision asked for.
+fn fresh_model(cfg: &TrainConfig) -> Result<Fresh, TrainError> {
     let precision: Precision = cfg.precision.parse().map_err(|_| {
         cfg.invalid_key(
             "precision",
@@ -219,6 +323,14 @@ fn fresh_model(cfg: &TrainConfig) -> Result<Towers, TrainError> {
         max_length: (cfg.max_length > 0).then_some(cfg.max_length),
         precision,
     };
+    if ColBert::is_colbert(&cfg.model).map_err(text_err)? {
+        colbert_settings(cfg)?;
+        let mut c = ColBert::load(&cfg.model, opts).map_err(text_err)?;
+        let e = c.embedder_mut();
+        e.set_precision(precision);
+        e.set_dropout(dropout(cfg)?);
+        return Ok(Fresh::Colbert(Box::new(c)));
+    }
     let mut towers = if cfg.separate_towers {
         Towers::load_separate(&cfg.model, opts)
     } else {
@@ -236,7 +348,53 @@ fn fresh_model(cfg: &TrainConfig) -> Result<Towers, TrainError> {
         model.set_precision(precision);
         model.set_dropout(dropout);
     }
-    Ok(towers)
+    Ok(Fresh::Towers(Box::new(towers)))
+}
+
+/// Refuses the settings a ColBERT run does not take, naming each.
+fn colbert_settings(cfg: &TrainConfig) -> Result<(), TrainError> {
+    let refused = [
+        (
+            cfg.separate_towers,
+            "separate_towers",
+            "a ColBERT has one encoder for queries and documents",
+        ),
+        (
+            cfg.head_dim > 0,
+            "head_dim",
+            "a ColBERT keeps the Dense head of its directory",
+        ),
+        (
+            cfg.gaussian,
+            "gaussian",
+            "ColBERT token vectors are normalised",
+        ),
+        (
+            cfg.symmetric,
+            "symmetric",
+            "MaxSim is not symmetric (PyLate's Contrastive is one-way)",
+        ),
+        (
+            cfg.iso_cov > 0.0 || cfg.iso_sigreg > 0.0 || cfg.iso_std > 0.0,
+            "iso_cov",
+            "the isotropy losses are over single vectors",
+        ),
+        (
+            cfg.curriculum.mines(),
+            "curriculum",
+            "mining with MaxSim scores is not built yet",
+        ),
+    ];
+    for (on, key, why) in refused {
+        if on {
+            return Err(cfg.invalid_key(
+                key,
+                format!("{} is a ColBERT, and {why}", cfg.model.display()),
+                "drop that setting for a ColBERT (or train a dense model)",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The `dropout` setting: `config`, `off` or a probability in `[0, 1)`.
@@ -258,10 +416,13 @@ fn dropout(cfg: &TrainConfig) -> Result<Dropout, TrainError> {
 /// A fresh model carrying `params` (the layout of [`Joined::params`] for
 /// [`fresh_model`]'s towers).
 fn model_with(cfg: &TrainConfig, params: &Params) -> Result<Towers, TrainError> {
-    let mut m = Joined::new(fresh_model(cfg)?);
+    let mut m = fresh_model(cfg)?.join();
     m.params_mut().clone_from(params);
     m.sync();
-    Ok(m.into_towers())
+    match m.fresh() {
+        Fresh::Towers(t) => Ok(*t),
+        Fresh::Colbert(_) => unreachable!("a ColBERT run does not mine"),
+    }
 }
 
 impl<'a> DenseTask<'a> {
@@ -269,8 +430,8 @@ impl<'a> DenseTask<'a> {
     /// tokenised, every setting checked. Build it after
     /// [`Harness::new`](crate::harness::Harness::new).
     pub fn new(cfg: &'a TrainConfig) -> Result<DenseTask<'a>, TrainError> {
-        let towers = fresh_model(cfg)?;
-        let base_model = towers.fingerprint();
+        let fresh = fresh_model(cfg)?;
+        let base_model = fresh.fingerprint();
         let format: PairFormat = cfg.format.parse().map_err(|e: String| {
             cfg.invalid_key(
                 "format",
@@ -279,7 +440,7 @@ impl<'a> DenseTask<'a> {
             )
         })?;
         let examples = read_examples(&cfg.data, format, &cfg.train_split).map_err(text_err)?;
-        let prompts = towers.prompts(cfg.query_prompt.as_deref(), cfg.doc_prompt.as_deref());
+        let prompts = fresh.prompts(cfg.query_prompt.as_deref(), cfg.doc_prompt.as_deref());
         // mined negatives come from the data's documents and the corpus
         let corpus = match (&cfg.corpus, cfg.curriculum.mines()) {
             (_, false) => Vec::new(),
@@ -292,9 +453,15 @@ impl<'a> DenseTask<'a> {
             }
             (_, true) => Vec::new(),
         };
-        let train =
-            TrainSet::new(&examples, &corpus, &towers, &prompts.0, &prompts.1).map_err(text_err)?;
-        let model = Joined::new(towers);
+        let train = TrainSet::new(
+            &examples,
+            &corpus,
+            fresh.tokenizer(),
+            &prompts.0,
+            &prompts.1,
+        )
+        .map_err(text_err)?;
+        let model = fresh.join();
         let micro = train.len().div_ceil(cfg.batch) as u64;
         let steps_per_epoch = micro / cfg.accum as u64;
         if steps_per_epoch == 0 || train.len() < 2 {
@@ -316,6 +483,11 @@ impl<'a> DenseTask<'a> {
             Similarity::Dot
         };
         let loss = match cfg.text_loss {
+            TextLoss::Mnrl if model.is_colbert() => MainLoss::Contrastive(Mnrl {
+                scale: 1.0 / cfg.colbert_tau,
+                symmetric: false,
+                similarity,
+            }),
             TextLoss::Mnrl => MainLoss::Contrastive(Mnrl {
                 scale: 1.0 / cfg.tau,
                 symmetric: cfg.symmetric,
@@ -485,10 +657,14 @@ impl<'a> DenseTask<'a> {
         let beir = beir.as_ref().expect("scored only when the split exists");
         let bar = tandem_io::progress(beir.corpus.len() as u64, what);
         let (prompts, ranking) = (&self.prompts, self.ranking);
-        let (scores, hits) = self
-            .model
-            .with(|t| beir.evaluate(t, (&prompts.0, &prompts.1), ranking, |n| bar.inc(n as u64)))
-            .map_err(text_err)?;
+        let progress = |n: usize| bar.inc(n as u64);
+        let (scores, hits) = match &mut self.model {
+            Model::Towers(j) => {
+                j.with(|t| beir.evaluate(t, (&prompts.0, &prompts.1), ranking, progress))
+            }
+            Model::Colbert(c) => beir.evaluate_colbert(c, progress),
+        }
+        .map_err(text_err)?;
         bar.finish_and_clear();
         if what == "test" {
             let path = self.cfg.out.join("test.run");
@@ -504,12 +680,19 @@ impl<'a> DenseTask<'a> {
     /// The model card of the saved model.
     fn card(&self, scores: &Scores) -> String {
         let cfg = self.cfg;
+        let colbert = self.model.is_colbert();
+        let library = if colbert {
+            "PyLate\ntags:\n- ColBERT\n- PyLate"
+        } else {
+            "sentence-transformers\ntags:\n- sentence-transformers"
+        };
         let mut s = format!(
-            "---\nlibrary_name: sentence-transformers\ntags:\n- sentence-transformers\n- tandem\n---\n\n# {}\n\nFine-tuned by tandem {} from `{}` ({}).\n\n",
+            "---\nlibrary_name: {library}\n- tandem\n---\n\n# {}\n\nFine-tuned by tandem {} from `{}` ({}{}).\n\n",
             cfg.out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
             env!("CARGO_PKG_VERSION"),
             cfg.model.display(),
-            self.model.query().model_type()
+            self.model.query().model_type(),
+            if colbert { ", ColBERT" } else { "" }
         );
         s += &format!(
             "## Data\n\n- training: `{}` (split `{}`), {} examples\n- evaluation: {}\n\n",
@@ -524,11 +707,11 @@ impl<'a> DenseTask<'a> {
         );
         s += &format!(
             "## Settings\n\n- loss: {} (temperature {}, symmetric {}), hard negatives {}, GradCache mini-batch {}\n- batch {} x accum {}, epochs {}, lr {} (heads {}), warmup {}, weight decay {}, clip {}\n- max length {}, precision {}, dropout {}, head {}, gaussian {}, freeze_base {}, separate towers {}\n- isotropy: covariance {}, SIGReg {}, std {} (target {})\n- similarity: {}\n\n",
-            cfg.text_loss, cfg.tau, cfg.symmetric, cfg.negatives, self.objective.cache_batch.unwrap_or(0),
+            cfg.text_loss, if colbert { cfg.colbert_tau } else { cfg.tau }, cfg.symmetric, cfg.negatives, self.objective.cache_batch.unwrap_or(0),
             cfg.batch, cfg.accum, cfg.epochs, cfg.lr, if cfg.head_lr > 0.0 { cfg.head_lr } else { cfg.lr },
             if cfg.warmup_ratio > 0.0 { format!("{} of the steps", cfg.warmup_ratio) } else { format!("{} steps", cfg.warmup) },
             cfg.weight_decay, cfg.clip, self.model.query().max_len(), cfg.precision, cfg.dropout, cfg.head_dim, cfg.gaussian, cfg.freeze_base, self.model.separate(),
-            cfg.iso_cov, cfg.iso_sigreg, cfg.iso_std, cfg.std_target, self.ranking.name()
+            cfg.iso_cov, cfg.iso_sigreg, cfg.iso_std, cfg.std_target, if colbert { "MaxSim" } else { self.ranking.name() }
         );
         if !scores.is_empty() {
             s += "## Test metrics\n\n| metric | value |\n|---|---|\n";
@@ -536,6 +719,10 @@ impl<'a> DenseTask<'a> {
                 s += &format!("| {k} | {v:.4} |\n");
             }
             s += "\n";
+        }
+        if colbert {
+            s += "## Use\n\n```python\nfrom pylate import models\nmodel = models.ColBERT(\"PATH\")\nqueries = model.encode([\"a question\"], is_query=True)\ndocuments = model.encode([\"a passage\"], is_query=False)\n```\n";
+            return s;
         }
         s += "## Use\n\n```python\nfrom sentence_transformers import SentenceTransformer\nmodel = SentenceTransformer(\"PATH\")\n";
         if self.model.separate() {
@@ -559,6 +746,8 @@ impl Task for DenseTask<'_> {
             self.model.query().dim(),
             if self.model.separate() {
                 ", separate query and document towers"
+            } else if self.model.is_colbert() {
+                ", ColBERT token vectors scored by MaxSim"
             } else {
                 ""
             },
@@ -685,15 +874,13 @@ impl Task for DenseTask<'_> {
         );
         let t = Instant::now();
         let objective = &self.objective;
-        let stats = self.model.with_grads(grads, |towers, grads| {
-            objective.step(
-                towers,
-                &batch,
-                at.grad_scale(),
-                DRAW.seed(cfg.seed, at.global),
-                grads,
-            )
-        });
+        let (scale, seed) = (at.grad_scale(), DRAW.seed(cfg.seed, at.global));
+        let stats = match &mut self.model {
+            Model::Towers(j) => j.with_grads(grads, |towers, grads| {
+                objective.step(towers, &batch, scale, seed, grads)
+            }),
+            Model::Colbert(c) => objective.step_colbert(c, &batch, scale, seed, grads),
+        };
         let tokens: usize = batch.queries.iter().chain(&batch.docs).map(Vec::len).sum();
         self.window.add(&stats, tokens, t.elapsed().as_secs_f64());
         if !stats.loss.is_finite() {
@@ -785,13 +972,12 @@ impl Task for DenseTask<'_> {
                 None
             };
             let pending = if has(PENDING_FILE) {
-                let mut m = Joined::new(fresh_model(self.cfg)?);
                 let path = checkpoint.dir.join(PENDING_FILE);
-                m.params_mut()
+                let mut params = self.model.params().clone();
+                params
                     .load_safetensors(&path, checkpoint.file(PENDING_FILE)?)
                     .map_err(|e| TrainError::Message(e.to_string()))?;
-                m.sync();
-                Some(m.into_towers())
+                Some(model_with(self.cfg, &params)?)
             } else {
                 None
             };
@@ -821,9 +1007,11 @@ impl Task for DenseTask<'_> {
             "dot"
         };
         let card = self.card(&scores);
-        self.model
-            .with(|t| t.save(&out, &card, similarity))
-            .map_err(text_err)?;
+        match &mut self.model {
+            Model::Towers(j) => j.with(|t| t.save(&out, &card, similarity)),
+            Model::Colbert(c) => c.save(&out, &card),
+        }
+        .map_err(text_err)?;
         Ok(Tested {
             scores,
             baselines: Vec::new(),
