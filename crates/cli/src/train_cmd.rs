@@ -34,7 +34,7 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     data: Option<PathBuf>,
-    /// Run directory [default: runs/train].
+    /// Run directory [default: runs/train; a dense run: output/<model>/<data>].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     out: Option<PathBuf>,
@@ -278,6 +278,10 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     precision: Option<String>,
+    /// Dense: a quick run on this many examples of the data, drawn with the seed; 0 = all [default: 0].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sample: Option<usize>,
     /// Dense: temperature of the KL distillation loss [default: 1].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -378,7 +382,6 @@ fn dense_defaults() -> toml::Table {
     t.insert("warmup_ratio".into(), 0.1.into());
     t.insert("best_metric".into(), "ndcg@10".into());
     t.insert("ckpt_every".into(), 50.into());
-    t.insert("out".into(), "runs/dense".into());
     t
 }
 
@@ -423,6 +426,18 @@ fn config_of(args: &TrainArgs, base: toml::Table) -> Result<TrainConfig> {
     };
     table.extend(file);
     table.extend(flags);
+    if table.get("task").and_then(|t| t.as_str()) == Some("dense") && !table.contains_key("out") {
+        // output/<model>/<data>: the same command finds its run again
+        let name = |key: &str| -> String {
+            table
+                .get(key)
+                .and_then(|v| v.as_str())
+                .and_then(|p| Path::new(p).file_name())
+                .map_or("unnamed".into(), |n| n.to_string_lossy().into_owned())
+        };
+        let out = Path::new("output").join(name("model")).join(name("data"));
+        table.insert("out".into(), out.display().to_string().into());
+    }
     let cfg = TrainConfig::from_toml(Path::new("command line"), &toml::to_string(&table)?)?;
     if cfg.data.as_os_str().is_empty() {
         bail!("no dataset given; fix: pass --data DIR (a dataset made by `tandem data` or `tandem synth`) or set data in the config file");

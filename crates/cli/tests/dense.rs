@@ -94,6 +94,50 @@ fn run_args(data: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
     a
 }
 
+/// Without `--out` a dense run goes to `output/<model>/<data>`, and the
+/// same command finds it again; `--sample N` trains on N examples.
+#[test]
+fn dense_sample_runs_in_output_model_data() {
+    let Some((dir, data)) = setup() else {
+        return;
+    };
+    let args = |extra: &[&str]| -> Vec<String> {
+        let mut a = run_args(&data, Path::new("unused"), extra);
+        let at = a.iter().position(|x| x == "--out").unwrap();
+        a.drain(at..at + 2);
+        a
+    };
+    let extra = ["--sample", "20", "--epochs", "1", "--batch", "4"];
+    let out = tandem()
+        .current_dir(dir.path())
+        .args(args(&extra))
+        .assert()
+        .success();
+    let run = dir.path().join("output/bert/pairs");
+    assert!(run.join("model").is_dir(), "no run in {}", run.display());
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(stderr.contains("(20 examples)"), "{stderr}");
+    // 20 examples in batches of 4: 5 steps
+    let last = metrics(&run)
+        .into_iter()
+        .filter(|v| v["kind"] == "train")
+        .last()
+        .unwrap();
+    assert_eq!(last["step"], 5);
+    // the same command again: the finished run, not a new one
+    tandem()
+        .current_dir(dir.path())
+        .args(args(&extra))
+        .assert()
+        .success();
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("output/bert"))
+            .unwrap()
+            .count(),
+        1
+    );
+}
+
 /// The ModernBERT ColBERT PyLate built (a fixture of tandem-text).
 fn colbert_model() -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -214,6 +214,9 @@ pub struct TrainConfig {
     pub head_lr: f32,
     /// Dense: f32 or bf16 matrix products in the forward passes.
     pub precision: String,
+    /// Dense: train on this many examples of the data, drawn with the seed
+    /// (a quick run); 0: all of them.
+    pub sample: usize,
     /// Dense: the temperature of the KL distillation loss.
     pub distill_temperature: f32,
     /// Dense: min-max normalises each query's student scores before the KL
@@ -383,6 +386,7 @@ impl Default for TrainConfig {
             separate_towers: false,
             head_lr: 0.0,
             precision: "f32".into(),
+            sample: 0,
             distill_temperature: 1.0,
             distill_normalize: false,
             colbert_tau: 1.0,

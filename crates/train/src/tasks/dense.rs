@@ -50,7 +50,13 @@ const HEAD: Stream = Stream {
     name: "head",
     index: "tower",
 };
-const STREAMS: [Stream; 3] = [ORDER, DRAW, HEAD];
+/// The examples a `--sample` run keeps (index: 0).
+const SAMPLE: Stream = Stream {
+    id: 7,
+    name: "sample",
+    index: "none",
+};
+const STREAMS: [Stream; 4] = [ORDER, DRAW, HEAD, SAMPLE];
 
 /// What the checkpoint's `state.json` holds for the task.
 #[derive(Debug, Serialize, Deserialize)]
@@ -439,7 +445,21 @@ impl<'a> DenseTask<'a> {
                 "use auto, beir, jsonl, tevatron, flag or msmarco",
             )
         })?;
-        let examples = read_examples(&cfg.data, format, &cfg.train_split).map_err(text_err)?;
+        let mut examples = read_examples(&cfg.data, format, &cfg.train_split).map_err(text_err)?;
+        if cfg.sample > 0 && cfg.sample < examples.examples.len() {
+            // a quick run: `sample` examples drawn with the seed, in file order
+            let n = examples.examples.len();
+            let mut keep =
+                rand::seq::index::sample(&mut SAMPLE.rng(cfg.seed, 0), n, cfg.sample).into_vec();
+            keep.sort_unstable();
+            let mut all = std::mem::take(&mut examples.examples)
+                .into_iter()
+                .enumerate();
+            examples.examples = keep
+                .into_iter()
+                .map(|k| all.find(|(i, _)| *i == k).expect("sampled in range").1)
+                .collect();
+        }
         let prompts = fresh.prompts(cfg.query_prompt.as_deref(), cfg.doc_prompt.as_deref());
         // mined negatives come from the data's documents and the corpus
         let corpus = match (&cfg.corpus, cfg.curriculum.mines()) {
