@@ -120,8 +120,7 @@ fn dense_sample_runs_in_output_model_data() {
     // 20 examples in batches of 4: 5 steps
     let last = metrics(&run)
         .into_iter()
-        .filter(|v| v["kind"] == "train")
-        .last()
+        .rfind(|v| v["kind"] == "train")
         .unwrap();
     assert_eq!(last["step"], 5);
     // the same command again: the finished run, not a new one
