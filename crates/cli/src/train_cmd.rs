@@ -274,7 +274,7 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     head_lr: Option<f32>,
-    /// Dense: f32 or bf16 forward matrix products [default: f32].
+    /// Dense: f32, bf16 or auto (bf16 where the CPU has native bf16 products) forward matrix products [default: f32].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     precision: Option<String>,

@@ -630,10 +630,10 @@ impl TrainConfig {
                 "pass --model DIR, a Hugging Face or sentence-transformers model directory",
             )?;
             bad(
-                matches!(self.precision.as_str(), "f32" | "bf16"),
+                matches!(self.precision.as_str(), "f32" | "bf16" | "auto"),
                 "precision",
                 format!("precision = {:?}", self.precision),
-                "use f32 or bf16",
+                "use f32, bf16, or auto (bf16 where the CPU has native bf16 products)",
             )?;
             bad(
                 (0.0..1.0).contains(&self.warmup_ratio),
@@ -687,6 +687,23 @@ impl TrainConfig {
             )?;
         }
         Ok(())
+    }
+
+    /// The forward precision of a dense run: `precision`, with `auto`
+    /// resolved for this CPU.
+    pub fn forward_precision(&self) -> Result<tandem_nn::kernels::Precision, TrainError> {
+        let name = match self.precision.as_str() {
+            "auto" if tandem_nn::kernels::bf16::has_native_bf16() => "bf16",
+            "auto" => "f32",
+            p => p,
+        };
+        name.parse().map_err(|_| {
+            self.invalid_key(
+                "precision",
+                format!("precision = {:?}", self.precision),
+                "use f32, bf16 or auto",
+            )
+        })
     }
 
     /// Warmup steps of a run of `total` steps: `warmup_ratio` of them when
@@ -774,6 +791,26 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("mamba"), "{err}");
+    }
+
+    #[test]
+    fn precision_auto_is_bf16_where_the_cpu_has_it() {
+        use tandem_nn::kernels::Precision;
+        let with = |p: &str| TrainConfig {
+            precision: p.into(),
+            ..TrainConfig::default()
+        };
+        let native = tandem_nn::kernels::bf16::has_native_bf16();
+        let want = if native {
+            Precision::Bf16
+        } else {
+            Precision::F32
+        };
+        assert_eq!(with("auto").forward_precision().unwrap(), want);
+        assert_eq!(with("f32").forward_precision().unwrap(), Precision::F32);
+        assert_eq!(with("bf16").forward_precision().unwrap(), Precision::Bf16);
+        let err = with("fp8").forward_precision().unwrap_err().to_string();
+        assert!(err.contains("precision") && err.contains("auto"), "{err}");
     }
 
     #[test]

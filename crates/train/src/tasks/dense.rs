@@ -20,7 +20,6 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tandem_nn::contrastive::{Distill, Isotropy, Mnrl, Similarity};
-use tandem_nn::kernels::Precision;
 use tandem_nn::Params;
 use tandem_text::beir::{Beir, Ranking};
 use tandem_text::{
@@ -317,13 +316,7 @@ fn text_err(e: tandem_text::TextError) -> TrainError {
 /// them), with the new heads (at their initial weights) and the
 /// normalisation and precision asked for.
 fn fresh_model(cfg: &TrainConfig) -> Result<Fresh, TrainError> {
-    let precision: Precision = cfg.precision.parse().map_err(|_| {
-        cfg.invalid_key(
-            "precision",
-            format!("precision = {:?}", cfg.precision),
-            "use f32 or bf16",
-        )
-    })?;
+    let precision = cfg.forward_precision()?;
     let opts = EmbedOptions {
         batch: cfg.batch.max(16),
         max_length: (cfg.max_length > 0).then_some(cfg.max_length),
