@@ -565,7 +565,7 @@ fn sigkill_then_resume_is_bitwise(dir: &Path, data: &Path, extra: &[&str]) -> Pa
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let wait = Duration::from_secs_f64(whole * rng.gen_range(0.1..0.6));
+        let wait = Duration::from_secs_f64(whole * rng.gen_range(0.1..0.4));
         let t = Instant::now();
         let mut done = None;
         while t.elapsed() < wait {
