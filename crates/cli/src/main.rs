@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bank_cmd;
+mod colbert_cmd;
 mod data_cmd;
 mod demo;
 mod embed_cmd;
@@ -60,6 +61,9 @@ enum Cmd {
     Embed(Box<embed_cmd::EmbedArgs>),
     /// Evaluate a Hugging Face model on a BEIR dataset: embed (cached), search, nDCG@10 / Recall@100 / MAP@100 / MRR@10.
     Beir(Box<embed_cmd::BeirArgs>),
+    /// ColBERT models: build one from a dense model.
+    #[command(subcommand)]
+    Colbert(colbert_cmd::ColbertCmd),
     /// Mine hard negatives for (query, positive) training data with a Hugging Face model (sentence-transformers' mine_hard_negatives); writes JSON lines for `tandem train --task dense`.
     Mine(Box<mine_cmd::MineArgs>),
 }
@@ -89,6 +93,7 @@ fn main() -> ExitCode {
         Cmd::Embed(a) => embed_cmd::run_embed(*a),
         Cmd::Beir(a) => embed_cmd::run_beir(*a),
         Cmd::Mine(a) => mine_cmd::run(*a),
+        Cmd::Colbert(c) => colbert_cmd::run(c),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

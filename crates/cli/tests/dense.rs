@@ -222,6 +222,43 @@ fn colbert_run_trains_saves_a_pylate_model_and_resumes_bitwise() {
     );
 }
 
+/// `tandem colbert build` makes a ColBERT from a dense model that
+/// `tandem train` then trains as one; a bad --dim is refused.
+#[test]
+fn colbert_built_from_a_dense_model_trains() {
+    let Some((dir, data)) = setup() else {
+        return;
+    };
+    let built = dir.path().join("built");
+    tandem()
+        .args(["colbert", "build", "--dim", "8", "--model"])
+        .arg(fixture_model())
+        .arg("--out")
+        .arg(&built)
+        .assert()
+        .success();
+    let model = built.display().to_string();
+    let run = dir.path().join("run");
+    let extra = ["--model", model.as_str(), "--epochs", "1", "--batch", "8"];
+    let out = tandem()
+        .args(run_args(&data, &run, &extra))
+        .assert()
+        .success();
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(stderr.contains("ColBERT token vectors"), "{stderr}");
+    let modules = std::fs::read_to_string(run.join("model/modules.json")).unwrap();
+    assert!(modules.contains("pylate.models.Dense.Dense"), "{modules}");
+    tandem()
+        .args(["colbert", "build", "--dim", "0", "--model"])
+        .arg(fixture_model())
+        .arg("--out")
+        .arg(dir.path().join("zero"))
+        .assert()
+        .failure()
+        .stderr(contains("--dim"));
+    assert!(!dir.path().join("zero").exists());
+}
+
 /// Settings a ColBERT does not take are refused by name, before anything
 /// is written.
 #[test]

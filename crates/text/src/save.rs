@@ -13,7 +13,7 @@ use tandem_nn::Params;
 use crate::dir::Tower;
 use crate::embedder::Embedder;
 use crate::towers::Towers;
-use crate::{ColBert, TextError};
+use crate::{ColBert, ColbertConfig, TextError};
 
 /// Files of the transformer's folder that travel with the weights (its
 /// config and every tokenizer file transformers may read).
@@ -342,6 +342,143 @@ impl ColBert {
         st["do_query_expansion"] = json!(c.do_query_expansion);
         save_dir(out, |dir| {
             let mut modules = vec![e.write_transformer(dir, "")?];
+            modules.extend(e.write_heads(dir, "", 1, PYLATE_DENSE)?);
+            write_module_list(dir, &modules)?;
+            write_json(&dir.join("config_sentence_transformers.json"), &st)?;
+            write(&dir.join("README.md"), card.as_bytes())
+        })
+    }
+}
+
+impl ColBert {
+    /// Builds a ColBERT from the dense model `base` as PyLate's
+    /// `models.ColBERT(base)` does, into the directory `out` (created; it
+    /// must not exist): the base's transformer (its Pooling and Dense
+    /// modules dropped), the prefix tokens `[Q] ` and `[D] ` added to the
+    /// tokenizer and to the word embeddings (their rows the mean of the
+    /// others; PyLate draws them at random around it), a Dense to `dim`
+    /// outputs without bias initialised as `torch.nn.Linear` from `seed`, and
+    /// PyLate's default settings (the query and document lengths at most
+    /// the model's positions). Train it with `tandem train`.
+    pub fn build(base: &Path, out: &Path, dim: usize, seed: u64) -> Result<(), TextError> {
+        let mut e = Embedder::load(base, crate::EmbedOptions::default())?;
+        let config_path = e.dir.transformer.join("config.json");
+        let tok_path = e.dir.tokenizer.clone();
+        let weights = e.dir.weights.clone();
+        let read_json = |path: &Path| -> Result<Value, TextError> {
+            let text = std::fs::read_to_string(path).map_err(|err| {
+                TextError::file(
+                    path,
+                    format!("cannot read ({err})"),
+                    "check the model directory",
+                )
+            })?;
+            serde_json::from_str(&text).map_err(|err| {
+                TextError::file(
+                    path,
+                    format!("not JSON ({err})"),
+                    "restore the file from the model's source",
+                )
+            })
+        };
+        let mut config = read_json(&config_path)?;
+        let mut tokenizer = read_json(&tok_path)?;
+        let vocab = config["vocab_size"].as_u64().ok_or_else(|| {
+            TextError::file(
+                &config_path,
+                "no vocab_size",
+                "restore config.json from the model's source",
+            )
+        })? as usize;
+        // PyLate's settings, the lengths within the model's positions
+        let mut c = ColbertConfig::pylate();
+        let positions = e.encoder().max_len().unwrap_or(usize::MAX);
+        c.query_length = c.query_length.min(positions);
+        c.document_length = c.document_length.min(positions);
+        let prefixes = [c.query_prefix.clone(), c.document_prefix.clone()];
+        // the tokenizer's added tokens, the prefixes next (ids from the vocabulary's end)
+        let added = tokenizer["added_tokens"].as_array_mut().ok_or_else(|| {
+            TextError::file(
+                &tok_path,
+                "no added_tokens list",
+                "use the tokenizer.json of a Hugging Face fast tokenizer",
+            )
+        })?;
+        for (i, p) in prefixes.iter().enumerate() {
+            if added.iter().any(|t| t["content"] == p.as_str()) {
+                return Err(TextError::file(
+                    &tok_path,
+                    format!("already has the token {p:?}: the model looks like a ColBERT already"),
+                    "train it as it is (tandem train --task dense --model DIR)",
+                ));
+            }
+            added.push(
+                json!({"id": vocab + i, "content": p, "single_word": false, "lstrip": false,
+                "rstrip": false, "normalized": true, "special": false}),
+            );
+        }
+        config["vocab_size"] = json!(vocab + prefixes.len());
+        // the word embeddings: two more rows, each the mean of the others
+        let hidden = e.encoder.hidden();
+        let enc = e.encoder_tensors();
+        let table = e
+            .params_mut()
+            .iter_mut()
+            .take(enc)
+            .find(|p| p.shape == [vocab, hidden])
+            .ok_or_else(|| {
+                TextError::file(
+                    &weights,
+                    format!("no word embedding table of {vocab} x {hidden}"),
+                    "use a BERT-, RoBERTa-, MPNet- or ModernBERT-style model",
+                )
+            })?;
+        let mut mean = vec![0.0f64; hidden];
+        for row in table.data.chunks_exact(hidden) {
+            for (m, v) in mean.iter_mut().zip(row) {
+                *m += f64::from(*v);
+            }
+        }
+        let mean: Vec<f32> = mean.iter().map(|m| (m / vocab as f64) as f32).collect();
+        for _ in &prefixes {
+            table.data.extend_from_slice(&mean);
+        }
+        table.shape[0] = vocab + prefixes.len();
+        // no pooling, the base's heads (and their tensors) dropped, PyLate's Dense
+        e.heads.clear();
+        drop(e.params_mut().split_off(enc, ""));
+        e.dim = hidden;
+        e.add_linear(dim, seed, false);
+        let mut st = json!({
+            "model_type": "ColBERT",
+            "__version__": {"tandem": env!("CARGO_PKG_VERSION")},
+            "prompts": {"query": "", "document": ""},
+            "default_prompt_name": null,
+            "similarity_fn_name": "MaxSim",
+        });
+        for (k, v) in [
+            ("query_prefix", json!(c.query_prefix)),
+            ("document_prefix", json!(c.document_prefix)),
+            ("query_length", json!(c.query_length)),
+            ("document_length", json!(c.document_length)),
+            (
+                "attend_to_expansion_tokens",
+                json!(c.attend_to_expansion_tokens),
+            ),
+            ("skiplist_words", json!(c.skiplist_words)),
+            ("do_query_expansion", json!(c.do_query_expansion)),
+        ] {
+            st[k] = v;
+        }
+        let card = format!(
+            "---\nlibrary_name: PyLate\ntags:\n- ColBERT\n- PyLate\n- tandem\n---\n\n# ColBERT from `{}`\n\nBuilt by tandem {} (`tandem colbert build`): a {dim}-d projection (seed {seed}), untrained.\n",
+            base.display(),
+            env!("CARGO_PKG_VERSION")
+        );
+        save_dir(out, |dir| {
+            let mut modules = vec![e.write_transformer(dir, "")?];
+            write_json(&dir.join("config.json"), &config)?;
+            write_json(&dir.join("tokenizer.json"), &tokenizer)?;
             modules.extend(e.write_heads(dir, "", 1, PYLATE_DENSE)?);
             write_module_list(dir, &modules)?;
             write_json(&dir.join("config_sentence_transformers.json"), &st)?;

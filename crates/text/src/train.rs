@@ -74,17 +74,23 @@ impl Embedder {
     /// activation) after the existing ones, initialised as
     /// `torch.nn.Linear` is (`U(-1/sqrt(in), 1/sqrt(in))`) from `seed`.
     pub fn add_head(&mut self, dim: usize, seed: u64) {
+        self.add_linear(dim, seed, true);
+    }
+
+    /// [`Embedder::add_head`], with a bias or without one (PyLate's Dense).
+    pub(crate) fn add_linear(&mut self, dim: usize, seed: u64, bias: bool) {
         let inp = self.dim;
         let name = format!("{}_Dense", 2 + self.heads.len());
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let k = 1.0 / (inp as f32).sqrt();
         let mut draw = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.gen_range(-k..k)).collect() };
-        let (w, b) = (draw(dim * inp), draw(dim));
+        let w = draw(dim * inp);
+        let b = bias.then(|| draw(dim));
         let dense = Dense::add(
             self.encoder.params_mut(),
             &format!("{name}.linear"),
             w,
-            Some(b),
+            b,
             dim,
             inp,
         );

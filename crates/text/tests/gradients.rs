@@ -822,3 +822,87 @@ fn colbert_saves_as_pylate_and_loads_back() {
     let err = cb.save(&out, "").unwrap_err().to_string();
     assert!(err.contains("already exists"), "{err}");
 }
+
+/// `ColBert::build` makes a PyLate ColBERT from a dense model: the prefix
+/// tokens added after the vocabulary, a Dense without bias, PyLate's
+/// settings; it loads, encodes, and tokenises as PyLate's build of
+/// all-MiniLM-L6-v2 does; a ColBERT is not built twice.
+#[test]
+fn colbert_builds_from_a_dense_model() {
+    use tandem_text::{ColBert, ColbertConfig, Side};
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("built");
+    ColBert::build(&fixture("bert"), &out, 8, 3).unwrap();
+    let cb = ColBert::load(&out, EmbedOptions::default()).unwrap();
+    assert_eq!(cb.dim(), 8);
+    // PyLate's settings; the fixture has 64 positions, fewer than 180
+    let want = ColbertConfig {
+        document_length: 64,
+        ..ColbertConfig::pylate()
+    };
+    assert_eq!(cb.config(), &want);
+    let dense: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("1_Dense/config.json")).unwrap())
+            .unwrap();
+    assert_eq!(dense["bias"], false);
+    let base = Embedder::load(&fixture("bert"), EmbedOptions::default()).unwrap();
+    let vocab = base.encoder().vocab_size() as u32;
+    let texts = vec!["protein folding".to_string()];
+    let q = &cb.tokenize(&texts, Side::Query).unwrap()[0];
+    assert_eq!(q.ids[1], vocab, "[Q] is the first new token");
+    assert_eq!(q.ids.len(), 32, "expanded to PyLate's query length");
+    let d = &cb.tokenize(&texts, Side::Document).unwrap()[0];
+    assert_eq!(d.ids[1], vocab + 1, "[D] is the second");
+    let mv = cb.encode(&texts, Side::Query, |_| {}).unwrap();
+    assert_eq!(mv.offsets, vec![0, 32]);
+    // a ColBERT already: refused, and nothing written
+    let again = tmp.path().join("again");
+    let err = ColBert::build(&out, &again, 8, 3).unwrap_err().to_string();
+    assert!(
+        err.contains("[Q] ") && err.contains("ColBERT already"),
+        "{err}"
+    );
+    assert!(!again.exists());
+    let err = ColBert::build(&fixture("bert"), &out, 8, 3)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("already exists"), "{err}");
+    // all-MiniLM-L6-v2 (when present): the token ids of PyLate's build of it
+    let Some(minilm) = tandem_io::real_model(env!("CARGO_MANIFEST_DIR"), "all-MiniLM-L6-v2") else {
+        eprintln!("all-MiniLM-L6-v2 absent: the PyLate token ids are not checked");
+        return;
+    };
+    let out = tmp.path().join("minilm");
+    ColBert::build(&minilm, &out, 128, 0).unwrap();
+    let cb = ColBert::load(&out, EmbedOptions::default()).unwrap();
+    let golden: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("colbert-minilm/golden.json")).unwrap(),
+    )
+    .unwrap();
+    for (key, ids, side) in [
+        ("queries", "query_ids", Side::Query),
+        ("documents", "document_ids", Side::Document),
+    ] {
+        let texts: Vec<String> = golden[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap().to_string())
+            .collect();
+        for (i, t) in cb.tokenize(&texts, side).unwrap().iter().enumerate() {
+            let want: Vec<u32> = golden[ids][i]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap() as u32)
+                .collect();
+            let got: Vec<u32> = t
+                .ids
+                .iter()
+                .copied()
+                .filter(|id| want.contains(id))
+                .collect();
+            assert_eq!(got, want, "{key} {i}");
+        }
+    }
+}
