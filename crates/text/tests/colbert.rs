@@ -320,3 +320,19 @@ fn st6_undamaged_copy_loads() {
     let dir = damaged_st6(tmp.path(), "modules.json", |_| {});
     ColBert::load(&dir, EmbedOptions::default()).unwrap();
 }
+
+/// PyLate's layout inserts the prefixes as tokens, so a model whose
+/// prefixes are prompt text is not saved in it.
+#[test]
+fn st6_colbert_is_not_saved_as_pylate() {
+    let cb = ColBert::load(
+        &fixtures().join("colbert-st6-bert"),
+        EmbedOptions::default(),
+    )
+    .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("saved");
+    let s = cb.save(&out, "").unwrap_err().to_string();
+    assert!(s.contains("sentence-transformers v6's layout"), "{s}");
+    assert!(!out.exists());
+}
