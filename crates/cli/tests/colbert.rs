@@ -223,3 +223,59 @@ fn search_ranks_query_tokens_against_documents_by_maxsim() {
         .stderr(predicates::str::contains("--metric"));
     assert!(!out.exists());
 }
+
+/// A ColBERT saved by sentence-transformers 6 (`MultiVectorEncoder`) is
+/// seen as one without `--colbert`: the bank of its golden documents holds
+/// the token vectors sentence-transformers gives
+/// (`bench/make_st6_colbert_fixture.py`), token for token.
+#[test]
+fn embeds_a_sentence_transformers_v6_colbert() {
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../text/tests/fixtures/colbert-st6-bert");
+    let golden: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture.join("golden.json")).unwrap())
+            .unwrap();
+    let docs = golden["documents"].as_array().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("docs.jsonl");
+    let lines: Vec<String> = docs
+        .iter()
+        .enumerate()
+        .map(|(i, t)| serde_json::json!({"_id": format!("d{i}"), "text": t}).to_string())
+        .collect();
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let out = dir.path().join("docs.npy");
+    tandem()
+        .args(["embed", "--dtype", "float32", "--model"])
+        .arg(&fixture)
+        .arg("--input")
+        .arg(&input)
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .success();
+    let bank = MultiBank::open(&out, Some(&out.with_extension("ids.txt"))).unwrap();
+    assert_eq!((bank.docs(), bank.dim()), (docs.len(), 8));
+    let tokens = bank.tokens().to_f32_vec();
+    let bytes = std::fs::read(fixture.join("golden.safetensors")).unwrap();
+    let want = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    for i in 0..docs.len() {
+        let t = want.tensor(&format!("document.{i}")).unwrap();
+        let w: Vec<f32> = t
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect();
+        let rows: Vec<usize> = bank.doc_rows(i).collect();
+        assert_eq!(rows.len() * 8, w.len(), "document {i}: token count");
+        for (k, r) in rows.into_iter().enumerate() {
+            let g = &tokens[r * 8..(r + 1) * 8];
+            let dot: f32 = g
+                .iter()
+                .zip(&w[k * 8..(k + 1) * 8])
+                .map(|(a, b)| a * b)
+                .sum();
+            assert!(dot > 0.9999, "document {i} token {k}: cosine {dot}");
+        }
+    }
+}

@@ -283,6 +283,19 @@ fn colbert_run_refuses_what_it_does_not_take() {
             .stderr(contains("is a ColBERT"));
         assert!(!out.join("model").exists());
     }
+    // a sentence-transformers v6 multi-vector model loads but does not train
+    let st6 = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../text/tests/fixtures/colbert-st6-bert")
+        .display()
+        .to_string();
+    let out = dir.path().join("st6");
+    tandem()
+        .args(run_args(&data, &out, &["--model", st6.as_str()]))
+        .assert()
+        .failure()
+        .stderr(contains("sentence-transformers v6"))
+        .stderr(contains("tandem colbert build"));
+    assert!(!out.join("checkpoints").exists());
 }
 
 fn metrics(run: &Path) -> Vec<Value> {

@@ -13,6 +13,20 @@
 //! - a document keeps the vectors of its tokens that are not in the
 //!   skiplist (punctuation; a skiplist word the vocabulary lacks stands for
 //!   the unknown token, as `convert_tokens_to_ids` maps it).
+//!
+//! A sentence-transformers v6 `MultiVectorEncoder` directory
+//! ([`ColbertLayout::SentenceTransformers`]) follows its own rules
+//! (`Transformer.preprocess`, `MultiVectorMask`):
+//!
+//! - the prompt (`[Q] `, `query: `, ...) is text put before the text, which
+//!   is neither stripped nor lower-cased; the whole is tokenised with its
+//!   special tokens and truncated to the length;
+//! - with query expansion a query is padded to `expansion_length` with the
+//!   expansion token (strategy `fixed`: cut and padded to that length;
+//!   `min`: padded to it, cut at `query_length`);
+//! - the skiplist leaves out the tokens of the sides in `skiplist_tasks`
+//!   (documents by default); skiplist words the vocabulary lacks are
+//!   dropped from it.
 
 use std::path::Path;
 
@@ -21,7 +35,7 @@ use tandem_nn::Params;
 use tokenizers::models::ModelWrapper;
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
-use crate::dir::ColbertConfig;
+use crate::dir::{ColbertConfig, ColbertLayout};
 use crate::embedder::{l2_normalize_rows, HeadTape};
 use crate::train::pad;
 use crate::{EmbedOptions, Embedder, TextError};
@@ -29,7 +43,7 @@ use crate::{EmbedOptions, Embedder, TextError};
 /// Which side of the MaxSim a text is on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
-    /// `[Q] `, expanded to `query_length`.
+    /// `[Q] `, expanded to the expansion length.
     Query,
     /// `[D] `, truncated to `document_length`, skiplist dropped.
     Document,
@@ -76,6 +90,8 @@ pub struct ColBert {
     config: ColbertConfig,
     query_tok: Tokenizer,
     doc_tok: Tokenizer,
+    /// PyLate's prefix tokens, inserted after the first token (none with
+    /// [`ColbertLayout::SentenceTransformers`], whose prefixes are text).
     query_prefix: Option<u32>,
     document_prefix: Option<u32>,
     /// The query expansion token (`[MASK]`).
@@ -112,8 +128,8 @@ impl ColBert {
         let Some(mut config) = dir.colbert.clone() else {
             return Err(TextError::file(
                 &st_config,
-                "not a ColBERT: config_sentence_transformers.json has no model_type \"ColBERT\" nor PyLate's query_prefix / query_length settings",
-                "load a ColBERT directory saved by PyLate (or drop --colbert for a dense model)",
+                "not a ColBERT: config_sentence_transformers.json has no model_type \"ColBERT\" nor PyLate's query_prefix / query_length settings, and modules.json no MultiVectorMask",
+                "load a ColBERT directory saved by PyLate or by sentence-transformers 6 (MultiVectorEncoder), or drop --colbert for a dense model",
             ));
         };
         if let Some(m) = opts.max_length {
@@ -142,21 +158,42 @@ impl ColBert {
                 )
             })
         };
-        let query_prefix = prefix(&config.query_prefix, "query_prefix")?;
-        let document_prefix = prefix(&config.document_prefix, "document_prefix")?;
-        let expansion = match dir
-            .mask_token
-            .as_deref()
-            .and_then(id_of)
-            .or_else(|| ["[MASK]", "<mask>"].into_iter().find_map(id_of))
-        {
+        let st6 = config.layout == ColbertLayout::SentenceTransformers;
+        let (query_prefix, document_prefix) = if st6 {
+            (None, None)
+        } else {
+            (
+                prefix(&config.query_prefix, "query_prefix")?,
+                prefix(&config.document_prefix, "document_prefix")?,
+            )
+        };
+        let transformer_config = dir.transformer.join("sentence_bert_config.json");
+        let expansion = match &config.expansion_token {
+            Some(t) => Some(id_of(t).ok_or_else(|| {
+                TextError::file(
+                    &transformer_config,
+                    format!("query_expansion.token {t:?} is not a token of the tokenizer"),
+                    "name a token of tokenizer.json, or set it to null for the mask token",
+                )
+            })?),
+            None => dir
+                .mask_token
+                .as_deref()
+                .and_then(id_of)
+                .or_else(|| ["[MASK]", "<mask>"].into_iter().find_map(id_of)),
+        };
+        let expansion = match expansion {
             Some(id) => id,
             None if !config.do_query_expansion => 0,
             None => {
                 return Err(TextError::file(
                     &tok_path,
                     "no mask token ([MASK] or <mask>) to expand queries with",
-                    "use a masked-language-model tokenizer, or set do_query_expansion to false in config_sentence_transformers.json",
+                    if st6 {
+                        "name the token in query_expansion.token of sentence_bert_config.json, or set query_expansion to null"
+                    } else {
+                        "use a masked-language-model tokenizer, or set do_query_expansion to false in config_sentence_transformers.json"
+                    },
                 ))
             }
         };
@@ -165,10 +202,12 @@ impl ColBert {
             .as_deref()
             .and_then(id_of)
             .or_else(|| unknown_id(&embedder.tokenizer));
+        // PyLate maps a word the vocabulary lacks to the unknown token;
+        // sentence-transformers drops it
         let mut skiplist: Vec<u32> = config
             .skiplist_words
             .iter()
-            .filter_map(|w| id_of(w).or(unk))
+            .filter_map(|w| if st6 { id_of(w) } else { id_of(w).or(unk) })
             .collect();
         skiplist.sort_unstable();
         skiplist.dedup();
@@ -190,13 +229,14 @@ impl ColBert {
             })?;
             Ok(t)
         };
+        let lengths_file = if st6 { &transformer_config } else { &st_config };
         for (key, len) in [
             ("query_length", config.query_length),
             ("document_length", config.document_length),
         ] {
             if len < 3 {
                 return Err(TextError::file(
-                    &st_config,
+                    lengths_file,
                     format!("{key} {len} leaves no room for text"),
                     format!("set {key} to 3 or more"),
                 ));
@@ -249,8 +289,9 @@ impl ColBert {
             .collect())
     }
 
-    /// The tokens of `texts` on `side` before query expansion (stripped,
-    /// lower-cased when the model is, truncated, the prefix inserted), and
+    /// The tokens of `texts` on `side` before query expansion (PyLate:
+    /// stripped, lower-cased when the model is, truncated, the prefix
+    /// inserted; sentence-transformers: after the prompt, truncated), and
     /// whether each text was cut: what training stores per text.
     pub fn tokenize_texts(
         &self,
@@ -262,17 +303,26 @@ impl ColBert {
             Side::Document => (&self.doc_tok, self.document_prefix),
         };
         let lower = self.embedder.dir().lower_case;
-        let inputs: Vec<String> = texts
-            .iter()
-            .map(|t| {
-                let t = t.trim();
-                if lower {
-                    t.to_lowercase()
-                } else {
-                    t.to_string()
-                }
-            })
-            .collect();
+        let inputs: Vec<String> = match self.config.layout {
+            ColbertLayout::PyLate => texts
+                .iter()
+                .map(|t| {
+                    let t = t.trim();
+                    if lower {
+                        t.to_lowercase()
+                    } else {
+                        t.to_string()
+                    }
+                })
+                .collect(),
+            ColbertLayout::SentenceTransformers => {
+                let prompt = match side {
+                    Side::Query => &self.config.query_prefix,
+                    Side::Document => &self.config.document_prefix,
+                };
+                texts.iter().map(|t| format!("{prompt}{t}")).collect()
+            }
+        };
         let enc = tok.encode_batch(inputs, true).map_err(|e| {
             TextError::file(
                 &self.embedder.dir().tokenizer,
@@ -293,12 +343,12 @@ impl ColBert {
     }
 
     /// A text's tokens of [`ColBert::tokenize_texts`] as the encoder gets
-    /// them: a query padded to `query_length` with the expansion token
-    /// (attended to or not as configured).
+    /// them: a query padded to the expansion length with the expansion
+    /// token (attended to or not as configured).
     pub fn expand(&self, mut ids: Vec<u32>, side: Side) -> ColbertTokens {
         let mut attended = ids.len();
         if side == Side::Query && self.config.do_query_expansion {
-            ids.resize(ids.len().max(self.config.query_length), self.expansion);
+            ids.resize(ids.len().max(self.config.expansion_length), self.expansion);
             if self.config.attend_to_expansion_tokens {
                 attended = ids.len();
             }
@@ -308,6 +358,16 @@ impl ColBert {
             attended,
             truncated: false,
         }
+    }
+
+    /// Whether a token `id` on `side` keeps a vector (it is not left out
+    /// by the skiplist).
+    pub fn keeps(&self, id: u32, side: Side) -> bool {
+        let skips = match side {
+            Side::Query => self.config.skiplist_queries,
+            Side::Document => self.config.skiplist_documents,
+        };
+        !(skips && self.skiplist.binary_search(&id).is_ok())
     }
 
     /// One forward pass over the texts `toks` on `side`: the vectors of
@@ -349,10 +409,9 @@ impl ColBert {
         for (b, t) in toks.iter().enumerate() {
             let before = rows.len();
             for (pos, &id) in t.ids.iter().enumerate() {
-                if side == Side::Document && self.skiplist.binary_search(&id).is_ok() {
-                    continue;
+                if self.keeps(id, side) {
+                    rows.push(b * len + pos);
                 }
-                rows.push(b * len + pos);
             }
             counts.push(rows.len() - before);
         }

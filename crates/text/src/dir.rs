@@ -35,19 +35,44 @@ pub struct DenseModule {
     pub activation_name: String,
 }
 
+/// Which layout a ColBERT directory has, and so whose rules apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColbertLayout {
+    /// PyLate's: the settings at the top of
+    /// `config_sentence_transformers.json`, the prefixes tokens inserted
+    /// after the first token, texts stripped.
+    PyLate,
+    /// sentence-transformers v6's `MultiVectorEncoder`: a `MultiVectorMask`
+    /// module, the lengths and `query_expansion` in the Transformer's
+    /// `sentence_bert_config.json`, the prefixes `prompts` text put before
+    /// the text (not stripped), skiplist words the vocabulary lacks dropped.
+    SentenceTransformers,
+}
+
 /// A ColBERT's settings, as PyLate writes them in
 /// `config_sentence_transformers.json` (its defaults where a key is
-/// absent).
+/// absent), or as sentence-transformers v6 spreads them over its modules
+/// (see [`ColbertLayout`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ColbertConfig {
+    /// Whose layout and rules.
+    pub layout: ColbertLayout,
     /// The token inserted after the first token of a query (`[Q] `; empty:
-    /// none).
+    /// none); with [`ColbertLayout::SentenceTransformers`] the prompt text
+    /// put before it.
     pub query_prefix: String,
     /// The same for documents (`[D] `).
     pub document_prefix: String,
-    /// Tokens per query, prefix included; with query expansion queries are
-    /// padded to it with `[MASK]` tokens.
+    /// The most tokens per query, prefix included.
     pub query_length: usize,
+    /// With query expansion, queries are padded to this many tokens with
+    /// the expansion token (PyLate: `query_length`; sentence-transformers:
+    /// `query_expansion.length`, which under its strategy `min` is below
+    /// `query_length`).
+    pub expansion_length: usize,
+    /// The expansion token, when the directory names one
+    /// (`query_expansion.token`); else the tokenizer's mask token.
+    pub expansion_token: Option<String>,
     /// The most tokens per document, prefix included.
     pub document_length: usize,
     /// Whether the query expansion tokens are attended to (otherwise only
@@ -58,15 +83,23 @@ pub struct ColbertConfig {
     pub do_query_expansion: bool,
     /// Tokens left out of document vectors (punctuation).
     pub skiplist_words: Vec<String>,
+    /// Whether the skiplist also leaves tokens out of query vectors
+    /// (sentence-transformers' `skiplist_tasks` with `query`).
+    pub skiplist_queries: bool,
+    /// Whether the skiplist applies to documents (PyLate: always).
+    pub skiplist_documents: bool,
 }
 
 impl ColbertConfig {
     /// PyLate's defaults.
     pub fn pylate() -> ColbertConfig {
         ColbertConfig {
+            layout: ColbertLayout::PyLate,
             query_prefix: "[Q] ".into(),
             document_prefix: "[D] ".into(),
             query_length: 32,
+            expansion_length: 32,
+            expansion_token: None,
             document_length: 180,
             attend_to_expansion_tokens: false,
             do_query_expansion: true,
@@ -74,6 +107,8 @@ impl ColbertConfig {
                 .chars()
                 .map(String::from)
                 .collect(),
+            skiplist_queries: false,
+            skiplist_documents: true,
         }
     }
 
@@ -81,17 +116,8 @@ impl ColbertConfig {
     /// when it describes a ColBERT (`model_type` `ColBERT`, or PyLate's
     /// keys).
     fn read(v: &Value, path: &Path) -> Result<Option<ColbertConfig>, TextError> {
-        const KEYS: [&str; 7] = [
-            "query_prefix",
-            "document_prefix",
-            "query_length",
-            "document_length",
-            "attend_to_expansion_tokens",
-            "do_query_expansion",
-            "skiplist_words",
-        ];
         let is_colbert = v.get("model_type").and_then(Value::as_str) == Some("ColBERT")
-            || KEYS.iter().any(|k| v.get(*k).is_some());
+            || PYLATE_KEYS.iter().any(|k| v.get(*k).is_some());
         if !is_colbert {
             return Ok(None);
         }
@@ -159,7 +185,206 @@ impl ColbertConfig {
         if !c.do_query_expansion {
             c.attend_to_expansion_tokens = false;
         }
+        c.expansion_length = c.query_length;
         Ok(Some(c))
+    }
+}
+
+/// The PyLate keys of `config_sentence_transformers.json`.
+const PYLATE_KEYS: [&str; 7] = [
+    "query_prefix",
+    "document_prefix",
+    "query_length",
+    "document_length",
+    "attend_to_expansion_tokens",
+    "do_query_expansion",
+    "skiplist_words",
+];
+
+/// What a sentence-transformers v6 `MultiVectorEncoder` directory says
+/// about its ColBERT settings, from the files that hold them.
+struct St6Files<'a> {
+    /// `config_sentence_transformers.json` (prompts), when present.
+    st: Option<(&'a Value, &'a Path)>,
+    /// The Transformer's `sentence_bert_config.json` (`query_length`,
+    /// `document_length`, `query_expansion`, `do_lower_case`), when present.
+    transformer: Option<(&'a Value, &'a Path)>,
+    /// The `MultiVectorMask` module's `config.json`.
+    mask: (&'a Value, &'a Path),
+    /// The tokenizer's maximum length as sentence-transformers sets it.
+    model_max: usize,
+}
+
+impl ColbertConfig {
+    /// The settings of a sentence-transformers v6 `MultiVectorEncoder`, as
+    /// its `Transformer.preprocess`, `MultiVectorMask` and `encode_query` /
+    /// `encode_document` apply them.
+    fn read_st6(f: St6Files) -> Result<ColbertConfig, TextError> {
+        let fix = "restore the file as sentence-transformers 6 saved it (MultiVectorEncoder.save_pretrained)";
+        let mut c = ColbertConfig::pylate();
+        c.layout = ColbertLayout::SentenceTransformers;
+        // prompts: encode_query uses "query", encode_document the first of
+        // "document", "passage", "corpus"; else the default prompt, if any
+        let (prompts, default) = match f.st {
+            Some((v, path)) => {
+                if let Some(k) = PYLATE_KEYS.iter().find(|k| v.get(**k).is_some()) {
+                    return Err(TextError::file(
+                        path,
+                        format!("PyLate's {k:?} beside a MultiVectorMask module: the directory mixes PyLate's layout and sentence-transformers v6's"),
+                        "keep one: re-save it with MultiVectorEncoder.save_pretrained (v6), or with PyLate (no MultiVectorMask in modules.json)",
+                    ));
+                }
+                let default = v.get("default_prompt_name").and_then(Value::as_str);
+                (v.get("prompts").and_then(Value::as_object), default)
+            }
+            None => (None, None),
+        };
+        let prompt = |names: &[&str]| -> Option<String> {
+            let p = prompts?;
+            names
+                .iter()
+                .find_map(|n| p.get(*n))
+                .or_else(|| p.get(default?))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        };
+        c.query_prefix = prompt(&["query"]).unwrap_or_default();
+        c.document_prefix = prompt(&["document", "passage", "corpus"]).unwrap_or_default();
+
+        // lengths and query expansion: the Transformer's config
+        let mut query_length = None;
+        let mut document_length = None;
+        let mut expansion = None;
+        if let Some((v, path)) = f.transformer {
+            let bad =
+                |k: &str, what: &str| TextError::file(path, format!("{k} is not {what}"), fix);
+            let length = |k: &str| -> Result<Option<usize>, TextError> {
+                match v.get(k) {
+                    None | Some(Value::Null) => Ok(None),
+                    Some(n) => match n.as_u64() {
+                        Some(n) if n >= 1 => Ok(Some(n as usize)),
+                        _ => Err(bad(&format!("{k:?}"), "a positive integer")),
+                    },
+                }
+            };
+            query_length = length("query_length")?;
+            document_length = length("document_length")?;
+            if v.get("do_lower_case").and_then(Value::as_bool) == Some(true) {
+                return Err(TextError::file(
+                    path,
+                    "do_lower_case true in a multi-vector model (sentence-transformers lower-cases through the tokenizer's normalizer, around the prompt tokens) is not supported",
+                    "set do_lower_case to false (an uncased tokenizer lower-cases by itself)",
+                ));
+            }
+            match v.get("query_expansion") {
+                None | Some(Value::Null) => {}
+                Some(Value::Object(q)) => {
+                    if let Some(k) = q
+                        .keys()
+                        .find(|k| !["strategy", "attend", "token", "length"].contains(&k.as_str()))
+                    {
+                        return Err(bad(
+                            &format!("query_expansion key {k:?}"),
+                            "one of strategy, attend, token, length",
+                        ));
+                    }
+                    let strategy = match q.get("strategy").and_then(Value::as_str) {
+                        Some("fixed") => false,
+                        Some("min") => true,
+                        _ => return Err(bad("query_expansion.strategy", "\"fixed\" or \"min\"")),
+                    };
+                    let attend = match q.get("attend") {
+                        None | Some(Value::Null) => false,
+                        Some(Value::Bool(b)) => *b,
+                        Some(_) => return Err(bad("query_expansion.attend", "true or false")),
+                    };
+                    let token = match q.get("token") {
+                        None | Some(Value::Null) => None,
+                        Some(Value::String(t)) => Some(t.clone()),
+                        Some(_) => return Err(bad("query_expansion.token", "a string or null")),
+                    };
+                    let len = match q.get("length").and_then(Value::as_u64) {
+                        Some(n) if n >= 1 => n as usize,
+                        _ => return Err(bad("query_expansion.length", "a positive integer")),
+                    };
+                    if let Some(ql) = query_length.filter(|&ql| ql < len) {
+                        return Err(TextError::file(
+                            path,
+                            format!("query_length {ql} is below query_expansion.length {len}"),
+                            "raise query_length to the expansion length or more, or drop it",
+                        ));
+                    }
+                    expansion = Some((strategy, attend, token, len));
+                }
+                Some(_) => return Err(bad("query_expansion", "an object or null")),
+            }
+        }
+        c.document_length = document_length.unwrap_or(f.model_max);
+        match expansion {
+            Some((min, attend, token, len)) => {
+                c.do_query_expansion = true;
+                c.attend_to_expansion_tokens = attend;
+                c.expansion_token = token;
+                c.expansion_length = len;
+                // "fixed": every query is cut and padded to the length;
+                // "min": padded up to it, cut at query_length
+                c.query_length = if min {
+                    query_length.unwrap_or(f.model_max).max(len)
+                } else {
+                    len
+                };
+            }
+            None => {
+                c.do_query_expansion = false;
+                c.attend_to_expansion_tokens = false;
+                c.query_length = query_length.unwrap_or(f.model_max);
+                c.expansion_length = c.query_length;
+            }
+        }
+
+        // the scoring mask
+        let (v, path) = f.mask;
+        let bad = |k: &str, what: &str| TextError::file(path, format!("{k:?} is not {what}"), fix);
+        let strings = |k: &str, x: &Value| -> Result<Vec<String>, TextError> {
+            match x {
+                Value::String(s) => Ok(vec![s.clone()]),
+                Value::Array(items) => items
+                    .iter()
+                    .map(|w| w.as_str().map(str::to_string))
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or_else(|| bad(k, "a list of strings")),
+                _ => Err(bad(k, "a list of strings")),
+            }
+        };
+        c.skiplist_words = match v.get("skiplist_words") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(x @ Value::Array(_)) => strings("skiplist_words", x)?,
+            Some(_) => return Err(bad("skiplist_words", "a list of strings")),
+        };
+        let tasks = match v.get("skiplist_tasks") {
+            None | Some(Value::Null) => vec!["document".to_string()],
+            Some(x) => strings("skiplist_tasks", x)?,
+        };
+        if let Some(t) = tasks.iter().find(|t| *t != "query" && *t != "document") {
+            return Err(TextError::file(
+                path,
+                format!("skiplist_tasks names the task {t:?}; tandem encodes queries and documents only"),
+                "list \"query\" and/or \"document\" in skiplist_tasks",
+            ));
+        }
+        c.skiplist_queries = tasks.iter().any(|t| t == "query");
+        c.skiplist_documents = tasks.iter().any(|t| t == "document");
+        match v.get("keep_only_token_ids") {
+            None | Some(Value::Null) => {}
+            Some(_) => {
+                return Err(TextError::file(
+                    path,
+                    "keep_only_token_ids (scoring only image-patch tokens of documents, for ColPali-style models) is not supported",
+                    "set keep_only_token_ids to null: tandem's ColBERT encodes text",
+                ))
+            }
+        }
+        Ok(c)
     }
 }
 
@@ -261,7 +486,14 @@ fn weights_file(dir: &Path) -> Result<PathBuf, TextError> {
 }
 
 /// The module types of `modules.json` that tandem runs.
-const MODULES: &[&str] = &["Transformer", "Pooling", "Dense", "Normalize", "Router"];
+const MODULES: &[&str] = &[
+    "Transformer",
+    "Pooling",
+    "Dense",
+    "Normalize",
+    "Router",
+    "MultiVectorMask",
+];
 
 /// One tower of a model with separate query and document towers (a
 /// sentence-transformers `Router` with `query` and `document` routes).
@@ -318,6 +550,13 @@ fn module_list(
             routed = true;
             out.extend(route(&dir, tower)?);
             continue;
+        }
+        if short.ends_with("TokenPooling") {
+            return Err(TextError::file(
+                &modules_path,
+                format!("module type {ty:?}: token pooling (fewer vectors per document) is not supported; tandem keeps every token vector"),
+                "remove the token pooling module from modules.json (the model then gives one vector per token)",
+            ));
         }
         if !MODULES.contains(&short) {
             return Err(TextError::file(
@@ -420,6 +659,7 @@ impl ModelDir {
         let mut pooling_dir = None;
         let mut dense_dirs = Vec::new();
         let mut normalize = false;
+        let mut mask_dir = None;
         let modules_path = path.join("modules.json");
         let (modules, routed) = module_list(path, tower)?;
         for (kind, dir) in modules {
@@ -427,6 +667,7 @@ impl ModelDir {
                 "Transformer" => transformer = dir,
                 "Pooling" => pooling_dir = Some(dir),
                 "Dense" => dense_dirs.push(dir),
+                "MultiVectorMask" => mask_dir = Some(dir),
                 _ => normalize = true,
             }
         }
@@ -472,8 +713,11 @@ impl ModelDir {
         let mut similarity = None;
         let mut colbert = None;
         let st_path = path.join("config_sentence_transformers.json");
-        if let Some(v) = read_json_opt(&st_path)? {
-            colbert = ColbertConfig::read(&v, &st_path)?;
+        let st_json = read_json_opt(&st_path)?;
+        if let Some(v) = &st_json {
+            if mask_dir.is_none() {
+                colbert = ColbertConfig::read(v, &st_path)?;
+            }
             if let Some(map) = v.get("prompts").and_then(Value::as_object) {
                 for (k, p) in map {
                     if let Some(p) = p.as_str() {
@@ -499,6 +743,43 @@ impl ModelDir {
                 .map(str::to_string)
         };
         let (mask_token, unk_token) = (special("mask_token"), special("unk_token"));
+        if let Some(dir) = &mask_dir {
+            colbert = Some(read_multi_vector(
+                dir,
+                &modules_path,
+                st_json.as_ref().map(|v| (v, st_path.as_path())),
+                st_config
+                    .as_ref()
+                    .map(|v| (v, transformer.join("sentence_bert_config.json"))),
+                MultiVectorShape {
+                    pooling: pooling_dir.is_some(),
+                    normalize,
+                    model_max: max_seq_length.unwrap_or_else(|| {
+                        let positions = config
+                            .opt_usize("max_position_embeddings")
+                            .ok()
+                            .flatten()
+                            .unwrap_or(512);
+                        tok_config
+                            .as_ref()
+                            .and_then(|v| v.get("model_max_length"))
+                            .and_then(Value::as_u64)
+                            .map_or(positions, |m| positions.min(m as usize))
+                    }),
+                },
+            )?);
+        } else if st_json
+            .as_ref()
+            .and_then(|v| v.get("model_type"))
+            .and_then(Value::as_str)
+            == Some("MultiVectorEncoder")
+        {
+            return Err(TextError::file(
+                &modules_path,
+                "a MultiVectorEncoder (config_sentence_transformers.json) without a MultiVectorMask module: nothing says which tokens are scored",
+                "restore modules.json as sentence-transformers 6 saved it (Transformer, Dense, MultiVectorMask, Normalize)",
+            ));
+        }
         let pooling = match &pooling_dir {
             Some(dir) => {
                 let p = dir.join("config.json");
@@ -528,7 +809,7 @@ impl ModelDir {
         if colbert.is_some() && tok_config_path.is_file() {
             files.push(tok_config_path);
         }
-        if let Some(dir) = &pooling_dir {
+        for dir in pooling_dir.iter().chain(&mask_dir) {
             files.push(dir.join("config.json"));
         }
         for dir in &dense_dirs {
@@ -557,6 +838,46 @@ impl ModelDir {
             files_sha256,
         })
     }
+}
+
+/// What [`read_multi_vector`] checks of the other modules.
+struct MultiVectorShape {
+    pooling: bool,
+    normalize: bool,
+    model_max: usize,
+}
+
+/// The ColBERT settings of a sentence-transformers v6 `MultiVectorEncoder`
+/// whose `MultiVectorMask` module is in `dir`.
+fn read_multi_vector(
+    dir: &Path,
+    modules_path: &Path,
+    st: Option<(&Value, &Path)>,
+    transformer: Option<(&Value, PathBuf)>,
+    shape: MultiVectorShape,
+) -> Result<ColbertConfig, TextError> {
+    if shape.pooling {
+        return Err(TextError::file(
+            modules_path,
+            "a Pooling module beside a MultiVectorMask: a multi-vector model keeps one vector per token",
+            "remove the Pooling module from modules.json (or the MultiVectorMask, for a dense model)",
+        ));
+    }
+    if !shape.normalize {
+        return Err(TextError::file(
+            modules_path,
+            "no Normalize module after the MultiVectorMask: tandem's ColBERT L2-normalises every token vector",
+            "add sentence-transformers' Normalize(module_input_name=\"token_embeddings\") after the Dense, as MultiVectorEncoder does by default",
+        ));
+    }
+    let mask_path = dir.join("config.json");
+    let mask = read_json(&mask_path)?;
+    ColbertConfig::read_st6(St6Files {
+        st,
+        transformer: transformer.as_ref().map(|(v, p)| (*v, p.as_path())),
+        mask: (&mask, &mask_path),
+        model_max: shape.model_max,
+    })
 }
 
 impl ModelDir {

@@ -23,7 +23,7 @@ mod train;
 pub use batches::{Interner, MineTexts, Tokenize, TrainSet};
 pub use colbert::{ColBert, ColbertPass, ColbertTokens, MultiVectors, Side};
 pub use corpus::{Corpus, Ids};
-pub use dir::{ColbertConfig, DenseModule, ModelDir, Tower};
+pub use dir::{ColbertConfig, ColbertLayout, DenseModule, ModelDir, Tower};
 pub use embedder::{EmbedOptions, Embedded, Embedder};
 pub use error::TextError;
 pub use objective::{MainLoss, Objective, StepStats, TextBatch};

@@ -330,6 +330,13 @@ impl ColBert {
             .filter(Value::is_object)
             .unwrap_or_else(|| json!({}));
         let c = self.config();
+        if c.layout == crate::ColbertLayout::SentenceTransformers {
+            return Err(TextError::file(
+                &e.dir.path,
+                "a ColBERT loaded from sentence-transformers v6's layout (prompts as text) cannot be saved in PyLate's (prefixes inserted as tokens) without changing its tokens",
+                "keep the sentence-transformers directory, or load a PyLate ColBERT to save one",
+            ));
+        }
         st["model_type"] = json!("ColBERT");
         st["__version__"] = json!({"tandem": env!("CARGO_PKG_VERSION")});
         st["similarity_fn_name"] = json!("MaxSim");

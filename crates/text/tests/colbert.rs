@@ -1,11 +1,13 @@
-//! ColBERT models against PyLate (`bench/make_colbert_fixtures.py`): the
-//! token ids, every token vector within cosine 0.9999 of PyLate's, and the
-//! same MaxSim ranking of the documents for every query.
+//! ColBERT models against PyLate (`bench/make_colbert_fixtures.py`) and
+//! against sentence-transformers v6's `MultiVectorEncoder`
+//! (`bench/make_st6_colbert_fixture.py`): the token ids, every token vector
+//! within cosine 0.9999 of theirs, and the same MaxSim ranking of the
+//! documents for every query.
 
 use std::path::{Path, PathBuf};
 
 use tandem_nn::encoder::Tensors;
-use tandem_text::{ColBert, EmbedOptions, Side};
+use tandem_text::{ColBert, ColbertLayout, EmbedOptions, Side};
 
 fn fixtures() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures"))
@@ -66,7 +68,7 @@ fn parity(model: &Path, golden: &Path) {
             .iter()
             .map(|t| t.as_str().unwrap().to_string())
             .collect();
-        // the token ids of each text (a document's before the skiplist)
+        // the token ids of each text that keep a vector
         let tokens = cb.tokenize(&texts, side).unwrap();
         let mv = cb.encode(&texts, side, |_| {}).unwrap();
         let mut per_text = Vec::new();
@@ -77,15 +79,12 @@ fn parity(model: &Path, golden: &Path) {
                 .iter()
                 .map(|v| v.as_u64().unwrap() as u32)
                 .collect();
-            let kept: Vec<u32> = match side {
-                Side::Query => t.ids.clone(),
-                Side::Document => t
-                    .ids
-                    .iter()
-                    .copied()
-                    .filter(|id| want_ids.contains(id))
-                    .collect(),
-            };
+            let kept: Vec<u32> = t
+                .ids
+                .iter()
+                .copied()
+                .filter(|&id| cb.keeps(id, side))
+                .collect();
             assert_eq!(kept, want_ids, "{name} {i}: token ids");
             let (_, want) = tensors.take_raw(&format!("{name}.{i}")).unwrap();
             let got = &mv.vectors[mv.offsets[i] * dim..mv.offsets[i + 1] * dim];
@@ -189,4 +188,151 @@ fn a_dense_model_is_not_a_colbert() {
     let e = ColBert::load(&fixtures().join("bert"), EmbedOptions::default()).unwrap_err();
     let s = e.to_string();
     assert!(s.contains("not a ColBERT"), "{s}");
+}
+
+/// A ColBERT saved by sentence-transformers 6 (`MultiVectorEncoder`) from
+/// the tiny BERT: `[Q] ` / `[D] ` prompts as text, fixed query expansion
+/// not attended to, the punctuation skiplist on documents.
+#[test]
+fn st6_bert_colbert_matches_sentence_transformers() {
+    let dir = fixtures().join("colbert-st6-bert");
+    assert!(ColBert::is_colbert(&dir).unwrap());
+    let cb = ColBert::load(&dir, EmbedOptions::default()).unwrap();
+    assert_eq!(cb.config().layout, ColbertLayout::SentenceTransformers);
+    parity(&dir, &dir);
+}
+
+/// The same from the tiny ModernBERT: `query: ` / `document: ` prompts,
+/// expansion strategy `min` attended to, the skiplist on queries too.
+#[test]
+fn st6_modernbert_colbert_matches_sentence_transformers() {
+    let dir = fixtures().join("colbert-st6-modernbert");
+    let cb = ColBert::load(&dir, EmbedOptions::default()).unwrap();
+    let c = cb.config();
+    assert_eq!(
+        (c.query_length, c.expansion_length, c.skiplist_queries),
+        (20, 12, true)
+    );
+    parity(&dir, &dir);
+}
+
+/// A copy of the sentence-transformers fixture with `edit` applied to the
+/// JSON file `rel`.
+fn damaged_st6(tmp: &Path, rel: &str, edit: impl FnOnce(&mut serde_json::Value)) -> PathBuf {
+    let src = fixtures().join("colbert-st6-bert");
+    let out = tmp.join("model");
+    for entry in walk(&src) {
+        let to = out.join(entry.strip_prefix(&src).unwrap());
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(&entry, &to).unwrap();
+    }
+    let path = out.join(rel);
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    edit(&mut v);
+    std::fs::write(&path, v.to_string()).unwrap();
+    out
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// Settings of sentence-transformers' layout that tandem cannot honour are
+/// refused, each with the file and the setting named.
+#[test]
+fn st6_colbert_refuses_what_it_cannot_run() {
+    type Edit = fn(&mut serde_json::Value);
+    let cases: [(&str, Edit, &str, &str); 7] = [
+        (
+            "sentence_bert_config.json",
+            |v| v["query_expansion"]["strategy"] = "longest".into(),
+            "sentence_bert_config.json",
+            "query_expansion.strategy",
+        ),
+        (
+            "sentence_bert_config.json",
+            |v| v["query_length"] = 8.into(),
+            "sentence_bert_config.json",
+            "query_length 8 is below query_expansion.length 16",
+        ),
+        (
+            "sentence_bert_config.json",
+            |v| v["query_expansion"]["token"] = "[NOPE]".into(),
+            "sentence_bert_config.json",
+            "query_expansion.token \"[NOPE]\" is not a token",
+        ),
+        (
+            "2_MultiVectorMask/config.json",
+            |v| v["keep_only_token_ids"] = serde_json::json!([5]),
+            "2_MultiVectorMask",
+            "keep_only_token_ids",
+        ),
+        (
+            "2_MultiVectorMask/config.json",
+            |v| v["skiplist_tasks"] = "image".into(),
+            "2_MultiVectorMask",
+            "skiplist_tasks names the task \"image\"",
+        ),
+        (
+            "modules.json",
+            |v| {
+                v.as_array_mut().unwrap().push(serde_json::json!({
+                    "idx": 4, "name": "4", "path": "4_TokenPooling",
+                    "type": "sentence_transformers.multi_vector_encoder.modules.token_pooling.HierarchicalTokenPooling"
+                }))
+            },
+            "modules.json",
+            "token pooling",
+        ),
+        (
+            "modules.json",
+            |v| {
+                v.as_array_mut().unwrap().pop();
+            },
+            "modules.json",
+            "no Normalize module",
+        ),
+    ];
+    for (rel, edit, file, what) in cases {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = damaged_st6(tmp.path(), rel, edit);
+        let e = ColBert::load(&dir, EmbedOptions::default()).unwrap_err();
+        let s = e.to_string();
+        assert!(s.contains(file) && s.contains(what), "{rel}: {s}");
+    }
+}
+
+/// The directory the refusals start from loads (so each refusal is its
+/// edit's).
+#[test]
+fn st6_undamaged_copy_loads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = damaged_st6(tmp.path(), "modules.json", |_| {});
+    ColBert::load(&dir, EmbedOptions::default()).unwrap();
+}
+
+/// PyLate's layout inserts the prefixes as tokens, so a model whose
+/// prefixes are prompt text is not saved in it.
+#[test]
+fn st6_colbert_is_not_saved_as_pylate() {
+    let cb = ColBert::load(
+        &fixtures().join("colbert-st6-bert"),
+        EmbedOptions::default(),
+    )
+    .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("saved");
+    let s = cb.save(&out, "").unwrap_err().to_string();
+    assert!(s.contains("sentence-transformers v6's layout"), "{s}");
+    assert!(!out.exists());
 }
