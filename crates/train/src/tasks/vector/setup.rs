@@ -10,7 +10,7 @@ use tandem_data::Dataset;
 use tandem_nn::ModelConfig;
 use tandem_search::{Flat, Hnsw, Index, Metric, Precision};
 
-use crate::config::TrainConfig;
+use crate::config::{Anchor, TrainConfig};
 use crate::encode::eval_depth;
 use crate::memory::Estimate;
 use crate::TrainError;
@@ -62,6 +62,7 @@ pub(super) fn estimate(
     model: &ModelConfig,
     bank: &Bank,
     val: usize,
+    train: usize,
     e: &mut Estimate,
 ) {
     let d = bank.dim() as u64;
@@ -94,6 +95,17 @@ pub(super) fn estimate(
             "row norms"
         };
         e.add(format!("mining index ({what})"), bytes);
+    }
+    if mines_cached(cfg) {
+        let bands = crate::mine_cache::bands(&cfg.curriculum).len();
+        e.add(
+            format!(
+                "mining cache (the rows in the band of {train} examples, at most {} each x {bands} band{})",
+                cfg.mine_pool,
+                if bands == 1 { "" } else { "s" }
+            ),
+            crate::mine_cache::max_bytes(train, bands, cfg.mine_pool),
+        );
     }
     let max_mined = cfg
         .curriculum
@@ -153,6 +165,12 @@ impl DtypeName for Bank {
             tandem_bank::Vectors::F32(_) => "f32",
         }
     }
+}
+
+/// Whether the run keeps a [`HitCache`](crate::mine_cache::HitCache): its
+/// curriculum mines, against the positive.
+pub(super) fn mines_cached(cfg: &TrainConfig) -> bool {
+    cfg.curriculum.mines() && cfg.band_anchor == Anchor::Positive
 }
 
 /// The exact mining index's scan: the fastest (an int8 copy of the bank
