@@ -28,7 +28,7 @@ use tandem_data::{Dataset, Example, Split};
 use tandem_nn::{
     Batch, DocCache, InfoNce, LossInput, LossOutput, Model, Params, QueryCache, Regression,
 };
-use tandem_search::Index;
+use tandem_search::{Flat, Index};
 
 use crate::checkpoint::Loaded;
 use crate::config::{Anchor, MinerMode, TrainConfig};
@@ -96,6 +96,9 @@ pub struct VectorTask<'a> {
     cache: Option<Arc<HitCache>>,
     /// Why the cache file could not be written, once said.
     cache_failed: std::cell::Cell<bool>,
+    /// The exact index over the bank that validation and the baselines
+    /// rank with, built once.
+    eval_index: Option<Flat<'a>>,
     /// The epoch whose order is cached, and that order.
     order: (usize, Vec<usize>),
     buf: Buffers,
@@ -220,6 +223,7 @@ impl<'a> VectorTask<'a> {
             ahead: None,
             cache,
             cache_failed: Default::default(),
+            eval_index: None,
             order: (usize::MAX, Vec::new()),
             buf: Buffers::default(),
             stats: MineStats::default(),
@@ -605,11 +609,19 @@ impl Task for VectorTask<'_> {
 
     fn validate(&mut self) -> Result<Scores, TrainError> {
         let setup = &self.setup;
-        eval::evaluate_model(setup.cfg, &self.model, setup.ds, &setup.val, "validate")
+        eval::evaluate_model(
+            setup.cfg,
+            &self.model,
+            setup.ds,
+            &setup.val,
+            "validate",
+            &mut self.eval_index,
+        )
     }
 
     fn baselines(&mut self) -> Result<Vec<(String, Scores)>, TrainError> {
-        eval::baselines(self.setup.cfg, self.setup.ds, &self.setup.val)
+        let setup = &self.setup;
+        eval::baselines(setup.cfg, setup.ds, &setup.val, &mut self.eval_index)
     }
 
     fn snapshot(&self) -> Snapshot<VectorState> {
@@ -707,8 +719,8 @@ impl Task for VectorTask<'_> {
         if test.is_empty() {
             return Ok(Tested::default());
         }
-        let scores = eval::evaluate_model(cfg, &self.model, ds, &test, "test")?;
-        let baselines = eval::baselines(cfg, ds, &test)?;
+        let scores = eval::evaluate_model(cfg, &self.model, ds, &test, "test", &mut self.eval_index)?;
+        let baselines = eval::baselines(cfg, ds, &test, &mut self.eval_index)?;
         encode::write_ranking(
             &self.model,
             ds,

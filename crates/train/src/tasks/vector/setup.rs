@@ -137,7 +137,11 @@ pub(super) fn estimate(
     let eval_index = Flat::index_bytes(bank.rows(), bank.dim(), Precision::Auto);
     if eval_index > bank.rows() as u64 * 8 {
         e.add(
-            "evaluation index (an int8 copy of the bank, while validating)",
+            if model.doc == tandem_nn::DocTower::Linear {
+                "evaluation index (an int8 copy of the doc-encoded bank, while validating)"
+            } else {
+                "evaluation index (an int8 copy of the bank, kept for the run)"
+            },
             eval_index,
         );
     }
