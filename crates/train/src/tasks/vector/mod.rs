@@ -96,6 +96,8 @@ pub struct VectorTask<'a> {
     cache: Option<Arc<HitCache>>,
     /// Why the cache file could not be written, once said.
     cache_failed: std::cell::Cell<bool>,
+    /// The tenths of the cache's fill last reported (11: finished, said).
+    cache_said: usize,
     /// The exact index over the bank that validation and the baselines
     /// rank with, built once.
     eval_index: Option<Flat<'a>>,
@@ -223,6 +225,7 @@ impl<'a> VectorTask<'a> {
             ahead: None,
             cache,
             cache_failed: Default::default(),
+            cache_said: 0,
             eval_index: None,
             order: (usize::MAX, Vec::new()),
             buf: Buffers::default(),
@@ -463,6 +466,29 @@ impl Task for VectorTask<'_> {
         if let (Some(m), Some(b)) = (&mined, band) {
             stats.fill_sum += m.fill(&b);
             stats.batches += 1;
+        }
+        if let (Some(cache), true) = (&self.cache, mined.is_some()) {
+            // The one-off mining of the cache, in tenths.
+            let (done, bytes) = cache.size();
+            let all = setup.train.len();
+            let tenths = done * 10 / all.max(1);
+            if tenths > self.cache_said.min(10) || (done == all && self.cache_said <= 10) {
+                self.cache_said = if done == all { 11 } else { tenths };
+                at.progress.say(if done == all {
+                    format!(
+                        "mining cache complete: the rows in the band of all {all} examples ({:.0} MB, {:.0} s of search); later epochs draw from it",
+                        bytes as f64 / 1e6,
+                        stats.search_secs
+                    )
+                } else {
+                    format!(
+                        "mining cache: {}% of {all} examples mined ({:.0} MB, {:.0} s of search)",
+                        tenths * 10,
+                        bytes as f64 / 1e6,
+                        stats.search_secs
+                    )
+                });
+            }
         }
         // Candidates: in-batch positives, own mined negatives, random rows.
         let b = exs.len();

@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Mining at 771,000 rows (issue 12): steps/s of `tandem train` on the world of
+# `tandem synth --preset project` with and without a curriculum, the one-off
+# mining of the run-wide cache (epoch 0), and the speed once it is mined.
+# Usage, from anywhere:
+#   bench/mining_771k.sh [--work DIR] [--threads 2] [--steps 300] [--long 16000]
+# DIR (default target/mining-771k) holds the world and the runs. The long
+# run mines through all of epoch 0 (15,621 steps) and trains --long minus
+# that into epoch 1 from the cache. Prints one line per run, with the load
+# average when it started and ended; run it on a machine as quiet as you
+# can find.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+work=target/mining-771k
+threads=2
+steps=300
+long=16000
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --work) work="$2"; shift 2 ;;
+        --threads) threads="$2"; shift 2 ;;
+        --steps) steps="$2"; shift 2 ;;
+        --long) long="$2"; shift 2 ;;
+        *) echo "bench/mining_771k.sh: unknown flag $1; use --work DIR, --threads T, --steps N, --long N" >&2; exit 2 ;;
+    esac
+done
+cargo build --release --bin tandem
+tandem=target/release/tandem
+mkdir -p "$work"
+[ -f "$work/world/dataset.json" ] || "$tandem" synth --preset project --out "$work/world"
+load() { cut -d' ' -f1-3 /proc/loadavg; }
+# run NAME CURRICULUM MAX_STEPS: one run from scratch, timed, its summary printed.
+run() {
+    local name=$1 curriculum=$2 max=$3
+    local before
+    before=$(load)
+    rm -rf "$work/$name"
+    local t0 first=""
+    t0=$(date +%s.%N)
+    /usr/bin/time -f "%e %M" -o "$work/$name.time" "$tandem" train --data "$work/world" --out "$work/$name" \
+        --kind gru --epochs 10 --max-steps "$max" --queue 50000 --curriculum "$curriculum" \
+        --eval-limit 2000 --threads "$threads" 2> "$work/$name.log" &
+    local pid=$!
+    # Seconds from the command's start to its first `train` line (step 10).
+    while kill -0 "$pid" 2>/dev/null; do
+        if [ -z "$first" ] && grep -q '"train"' "$work/$name/metrics.jsonl" 2>/dev/null; then
+            first=$(echo "$(date +%s.%N) - $t0" | bc)
+        fi
+        sleep 0.2
+    done
+    wait "$pid"
+    python3 - "$work/$name" "$name" "$before" "$(load)" "$(cat "$work/$name.time")" "${first:-nan}" <<'PY'
+import json, statistics, sys
+run, name, before, after, timing, first_s = sys.argv[1:7]
+wall, rss_kb = timing.split()
+lines = [json.loads(l) for l in open(f"{run}/metrics.jsonl")]
+train = [l for l in lines if l.get("kind") == "train"]
+first = train[0]
+def rate(rows):
+    # steps/s over the lines' windows: steps / seconds, from elapsed_s.
+    if len(rows) < 2:
+        return float("nan")
+    return (rows[-1]["step"] - rows[0]["step"]) / (rows[-1]["elapsed_s"] - rows[0]["elapsed_s"])
+out = {
+    "run": name,
+    "steps": train[-1]["step"],
+    "steps_per_s": round(rate(train), 2),
+    "median_line_steps_per_s": round(statistics.median(l["steps_per_s"] for l in train), 2),
+    "first_line_step": first["step"],
+    "first_line_after_s": float(first_s),
+    "wall_s": float(wall),
+    "peak_rss_gb": round(int(rss_kb) / 1e6, 2),
+    "load_before": before,
+    "load_after": after,
+}
+epochs = sorted({l["epoch"] for l in train})
+if len(epochs) > 1:
+    for e in epochs:
+        rows = [l for l in train if l["epoch"] == e]
+        out[f"epoch{e}_steps_per_s"] = round(rate(rows), 2)
+        out[f"epoch{e}_median_line_steps_per_s"] = round(statistics.median(l["steps_per_s"] for l in rows), 2)
+if "mine_cached" in train[-1]:
+    full = next((l for l in train if l["mine_cached"] >= 1.0), None)
+    out["mine_cached"] = train[-1]["mine_cached"]
+    out["mine_cache_mb"] = train[-1]["mine_cache_mb"]
+    out["mine_search_s"] = round(train[-1]["mine_s"], 1)
+    if full:
+        out["cache_full_at_step"] = full["step"]
+        out["cache_full_at_elapsed_s"] = round(full["elapsed_s"], 1)
+print(json.dumps(out))
+PY
+}
+run none "0-9:none" "$steps"
+run mine "0-9:8@0.3-0.9" "$steps"
+[ "$long" -gt 0 ] && run mine-long "0-9:8@0.3-0.9" "$long"
