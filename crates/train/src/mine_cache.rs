@@ -143,7 +143,11 @@ impl HitCache {
         let path = run_dir.join(FILE);
         let mut bytes = Vec::new();
         File::open(&path)
-            .and_then(|f| f.take(mark.bytes).read_to_end(&mut bytes))
+            .and_then(|f| {
+                let have = f.metadata()?.len();
+                bytes.reserve_exact(have.min(mark.bytes) as usize);
+                f.take(mark.bytes).read_to_end(&mut bytes)
+            })
             .map_err(|e| format!("{}: {e}", path.display()))?;
         if bytes.len() as u64 != mark.bytes {
             return Err(format!(
@@ -168,20 +172,18 @@ impl HitCache {
                 path.display()
             ));
         }
-        let words: Vec<u32> = bytes[header.len()..]
-            .chunks_exact(4)
-            .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
-            .collect();
+        let body = &bytes[header.len()..];
+        let len = body.len() / 4;
+        let word = |i: usize| u32::from_le_bytes(body[4 * i..4 * i + 4].try_into().expect("4 bytes"));
         let inner = c.inner.get_mut().expect("not shared yet");
         let mut at = 0;
-        while at < words.len() {
-            let e = words[at] as usize;
+        while at < len {
+            let e = word(at) as usize;
             let mut end = at + 1;
             for _ in 0..c.bands.len() {
-                end = words
-                    .get(end)
-                    .and_then(|&n| end.checked_add(1 + n as usize))
-                    .filter(|&x| x <= words.len())
+                end = (end < len)
+                    .then(|| end + 1 + word(end) as usize)
+                    .filter(|&x| x <= len)
                     .ok_or_else(|| format!("{} has a torn record", path.display()))?;
             }
             let slot = inner
@@ -192,7 +194,7 @@ impl HitCache {
                 inner.cached += 1;
                 inner.words += (end - at - 1) as u64;
             }
-            *slot = Some(words[at + 1..end].into());
+            *slot = Some((at + 1..end).map(word).collect());
             at = end;
         }
         inner.file.written = mark.bytes;
