@@ -4,11 +4,12 @@
 # mining of the run-wide cache (epoch 0), and the speed once it is mined.
 # Usage, from anywhere:
 #   bench/mining_771k.sh [--work DIR] [--threads 2] [--steps 300] [--long 16000]
-# DIR (default target/mining-771k) holds the world and the runs. The long
-# run mines through all of epoch 0 (15,621 steps) and trains --long minus
-# that into epoch 1 from the cache. Prints one line per run, with the load
-# average when it started and ended; run it on a machine as quiet as you
-# can find.
+# DIR (default target/mining-771k) holds the world and the runs. The run
+# without mining makes --steps steps; the run with the curriculum makes
+# --long: all of epoch 0 (15,621 steps, which mines the cache) and the rest
+# into epoch 1 (drawn from it), and its first --steps steps are reported on
+# their own. Prints one JSON line per run, with the load average when it
+# started and ended; run it on a machine as quiet as you can find.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=target/mining-771k
@@ -49,9 +50,9 @@ run() {
         sleep 0.2
     done
     wait "$pid"
-    python3 - "$work/$name" "$name" "$before" "$(load)" "$(cat "$work/$name.time")" "${first:-nan}" <<'PY'
+    python3 - "$work/$name" "$name" "$before" "$(load)" "$(cat "$work/$name.time")" "${first:-nan}" "$steps" <<'PY'
 import json, statistics, sys
-run, name, before, after, timing, first_s = sys.argv[1:7]
+run, name, before, after, timing, first_s, steps = sys.argv[1:8]
 wall, rss_kb = timing.split()
 lines = [json.loads(l) for l in open(f"{run}/metrics.jsonl")]
 train = [l for l in lines if l.get("kind") == "train"]
@@ -65,6 +66,7 @@ out = {
     "run": name,
     "steps": train[-1]["step"],
     "steps_per_s": round(rate(train), 2),
+    f"first_{steps}_steps_per_s": round(rate([l for l in train if l["step"] <= int(steps)]), 2),
     "median_line_steps_per_s": round(statistics.median(l["steps_per_s"] for l in train), 2),
     "first_line_step": first["step"],
     "first_line_after_s": float(first_s),
@@ -91,5 +93,4 @@ print(json.dumps(out))
 PY
 }
 run none "0-9:none" "$steps"
-run mine "0-9:8@0.3-0.9" "$steps"
-[ "$long" -gt 0 ] && run mine-long "0-9:8@0.3-0.9" "$long"
+run mine "0-9:8@0.3-0.9" "$long"

@@ -747,13 +747,14 @@ impl Task for VectorTask<'_> {
         }
         let scores = eval::evaluate_model(cfg, &self.model, ds, &test, "test", &mut self.eval_index)?;
         let baselines = eval::baselines(cfg, ds, &test, &mut self.eval_index)?;
-        encode::write_ranking(
+        encode::write_ranking_with(
             &self.model,
             ds,
             &test,
             &cfg.out.join("test.run"),
             &cfg.out.join("test.qrels"),
             &cfg.ks,
+            self.eval_index.as_ref(),
         )?;
         Ok(Tested { scores, baselines })
     }
