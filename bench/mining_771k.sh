@@ -1,44 +1,72 @@
 #!/usr/bin/env bash
 # Mining at 771,000 rows (issue 12): steps/s of `tandem train` on the world of
-# `tandem synth --preset project` with and without a curriculum, the one-off
-# mining of the run-wide cache (epoch 0), and the speed once it is mined.
-# Usage, from anywhere:
-#   bench/mining_771k.sh [--work DIR] [--threads 2] [--steps 300] [--long 16000]
-# DIR (default target/mining-771k) holds the world and the runs. The run
-# without mining makes --steps steps; the run with the curriculum makes
-# --long: all of epoch 0 (15,621 steps, which mines the cache) and the rest
-# into epoch 1 (drawn from it), and its first --steps steps are reported on
-# their own. Prints one JSON line per run, with the load average when it
-# started and ended; run it on a machine as quiet as you can find.
+# `tandem synth --preset project` with and without a curriculum, the first
+# step's time, peak RSS, and the run-wide mining cache: its one-off mining
+# (epoch 0) and the speed once it is mined (epoch 1 on). Usage, from anywhere:
+#   bench/mining_771k.sh [--work DIR] [--threads 2] [--steps 300] [--sub 5544]
+# DIR (default target/mining-771k) holds the worlds and the runs. Four runs:
+#   none, mine:         the world, --steps steps, without and with mining;
+#   none-sub, mine-sub: the same bank, only the first --sub train sequences
+#                       (~49,700 examples, 1,552 steps an epoch), for an
+#                       epoch and a half: epoch 0 mines the cache, epoch 1
+#                       draws from it. (A whole epoch of the full world mines
+#                       499,899 examples; the cache's speed per step does not
+#                       depend on how many there are.)
+# Prints one JSON line per run, with the load average when it started and
+# ended; run it on a machine as quiet as you can find.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=target/mining-771k
 threads=2
 steps=300
-long=16000
+sub=5544
 while [ $# -gt 0 ]; do
     case "$1" in
         --work) work="$2"; shift 2 ;;
         --threads) threads="$2"; shift 2 ;;
         --steps) steps="$2"; shift 2 ;;
-        --long) long="$2"; shift 2 ;;
-        *) echo "bench/mining_771k.sh: unknown flag $1; use --work DIR, --threads T, --steps N, --long N" >&2; exit 2 ;;
+        --sub) sub="$2"; shift 2 ;;
+        *) echo "bench/mining_771k.sh: unknown flag $1; use --work DIR, --threads T, --steps N, --sub SEQUENCES" >&2; exit 2 ;;
     esac
 done
 cargo build --release --bin tandem
 tandem=target/release/tandem
 mkdir -p "$work"
 [ -f "$work/world/dataset.json" ] || "$tandem" synth --preset project --out "$work/world"
+# The sub-world: the same bank and ids (links), val and test, the first
+# $sub train sequences.
+rm -rf "$work/world-sub"
+mkdir -p "$work/world-sub"
+ln -s ../world/bank.npy "$work/world-sub/bank.npy"
+ln -s ../world/ids.txt "$work/world-sub/ids.txt"
+python3 - "$work" "$sub" <<'PY'
+import json, sys
+work, keep = sys.argv[1], int(sys.argv[2])
+kept = examples = 0
+with open(f"{work}/world-sub/sequences.jsonl", "w") as out:
+    for line in open(f"{work}/world/sequences.jsonl"):
+        s = json.loads(line)
+        if s["split"] == "train":
+            if kept == keep:
+                continue
+            kept += 1
+            examples += len(s["rows"]) - 1
+        out.write(line)
+d = json.load(open(f"{work}/world/dataset.json"))
+d["splits"]["train"] = {"sequences": kept, "examples": examples}
+d["provenance"]["command"] += f" (then the first {kept} train sequences: bench/mining_771k.sh)"
+json.dump(d, open(f"{work}/world-sub/dataset.json", "w"), indent=2)
+PY
 load() { cut -d' ' -f1-3 /proc/loadavg; }
-# run NAME CURRICULUM MAX_STEPS: one run from scratch, timed, its summary printed.
+# run NAME WORLD CURRICULUM MAX_STEPS: one run from scratch, timed, its summary printed.
 run() {
-    local name=$1 curriculum=$2 max=$3
+    local name=$1 world=$2 curriculum=$3 max=$4
     local before
     before=$(load)
     rm -rf "$work/$name"
     local t0 first=""
     t0=$(date +%s.%N)
-    /usr/bin/time -f "%e %M" -o "$work/$name.time" "$tandem" train --data "$work/world" --out "$work/$name" \
+    /usr/bin/time -f "%e %M" -o "$work/$name.time" "$tandem" train --data "$work/$world" --out "$work/$name" \
         --kind gru --epochs 10 --max-steps "$max" --queue 50000 --curriculum "$curriculum" \
         --eval-limit 2000 --threads "$threads" 2> "$work/$name.log" &
     local pid=$!
@@ -92,5 +120,8 @@ if "mine_cached" in train[-1]:
 print(json.dumps(out))
 PY
 }
-run none "0-9:none" "$steps"
-run mine "0-9:8@0.3-0.9" "$long"
+run none world "0-9:none" "$steps"
+run mine world "0-9:8@0.3-0.9" "$steps"
+sub_steps=$(python3 -c "import json; e=json.load(open('$work/world-sub/dataset.json'))['splits']['train']['examples']; print(3 * (e // 32) // 2)")
+run none-sub world-sub "0-9:none" "$sub_steps"
+run mine-sub world-sub "0-9:8@0.3-0.9" "$sub_steps"
