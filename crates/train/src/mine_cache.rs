@@ -174,7 +174,8 @@ impl HitCache {
         }
         let body = &bytes[header.len()..];
         let len = body.len() / 4;
-        let word = |i: usize| u32::from_le_bytes(body[4 * i..4 * i + 4].try_into().expect("4 bytes"));
+        let word =
+            |i: usize| u32::from_le_bytes(body[4 * i..4 * i + 4].try_into().expect("4 bytes"));
         let inner = c.inner.get_mut().expect("not shared yet");
         let mut at = 0;
         while at < len {

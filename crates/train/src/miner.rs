@@ -188,7 +188,10 @@ pub fn mine_with(
                 .map(|i| {
                     let (a, hits) = searched.next().expect("searched in order");
                     debug_assert_eq!((a.req, a.i), (r, i));
-                    let query = req.queries.as_ref().map(|q| &q[i * bank.dim()..][..bank.dim()]);
+                    let query = req
+                        .queries
+                        .as_ref()
+                        .map(|q| &q[i * bank.dim()..][..bank.dim()]);
                     in_band(bank, s, &req.band, req.positives[i], query, hits)
                 })
                 .collect(),
@@ -200,7 +203,14 @@ pub fn mine_with(
         let negatives = rows
             .iter()
             .enumerate()
-            .map(|(i, rows)| draw(rows, req.band.count, s.seed, req.micro * b as u64 + i as u64))
+            .map(|(i, rows)| {
+                draw(
+                    rows,
+                    req.band.count,
+                    s.seed,
+                    req.micro * b as u64 + i as u64,
+                )
+            })
             .collect();
         out.push(Mined {
             micro: req.micro,

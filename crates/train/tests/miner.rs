@@ -121,7 +121,15 @@ fn pipelined(
     ahead: usize,
 ) -> Vec<Vec<Vec<u32>>> {
     std::thread::scope(|s| {
-        let mut p = Pipeline::start(s, index, bank, settings(), cache, depth, Duration::from_secs(30));
+        let mut p = Pipeline::start(
+            s,
+            index,
+            bank,
+            settings(),
+            cache,
+            depth,
+            Duration::from_secs(30),
+        );
         let mut stats = MineStats::default();
         let mut out = Vec::new();
         let mut it = reqs.iter().cloned();
@@ -181,7 +189,15 @@ fn a_slow_worker_is_replaced_by_the_same_synchronous_search() {
         calls: AtomicUsize::new(0),
     };
     let (got, stats) = std::thread::scope(|s| {
-        let mut p = Pipeline::start(s, &slow, &bank, settings(), None, 2, Duration::from_millis(50));
+        let mut p = Pipeline::start(
+            s,
+            &slow,
+            &bank,
+            settings(),
+            None,
+            2,
+            Duration::from_millis(50),
+        );
         let mut stats = MineStats::default();
         // One request ahead, so that submitting never waits on the slow
         // first search.
@@ -232,7 +248,15 @@ fn a_failing_worker_surfaces_its_error_instead_of_placeholders() {
     for (panics, want) in [(false, "k must be at least 1"), (true, "index exploded")] {
         let index = &Failing { panics };
         let err = std::thread::scope(|s| {
-            let mut p = Pipeline::start(s, index, &bank, settings(), None, 2, Duration::from_secs(30));
+            let mut p = Pipeline::start(
+                s,
+                index,
+                &bank,
+                settings(),
+                None,
+                2,
+                Duration::from_secs(30),
+            );
             p.submit(requests(1).remove(0)).unwrap();
             p.next(index, &bank, &settings(), None, &mut MineStats::default())
                 .unwrap_err()
@@ -359,7 +383,15 @@ fn cached_mining_equals_mining_again_every_epoch() {
     assert_ne!(want[..6], want[6..12]);
     let dir = tempfile::tempdir().unwrap();
     let s = settings();
-    let fresh = || HitCache::new(dir.path(), EXAMPLES, vec![wide, narrow], s.pool, s.dup_threshold);
+    let fresh = || {
+        HitCache::new(
+            dir.path(),
+            EXAMPLES,
+            vec![wide, narrow],
+            s.pool,
+            s.dup_threshold,
+        )
+    };
 
     let counting = Counting {
         inner: &flat,
@@ -392,7 +424,15 @@ fn cached_mining_equals_mining_again_every_epoch() {
 
     // A resumed run takes the cache back from its file and searches nothing.
     let mark = cache.mark().unwrap();
-    let loaded = HitCache::load(dir.path(), &mark, EXAMPLES, vec![wide, narrow], s.pool, s.dup_threshold).unwrap();
+    let loaded = HitCache::load(
+        dir.path(),
+        &mark,
+        EXAMPLES,
+        vec![wide, narrow],
+        s.pool,
+        s.dup_threshold,
+    )
+    .unwrap();
     let counting = Counting {
         inner: &flat,
         queries: AtomicUsize::new(0),

@@ -288,7 +288,11 @@ impl Setup<'_> {
         queries: Option<Vec<f32>>,
     ) -> Option<MineRequest> {
         let band = self.cfg.curriculum.band(self.epoch_of_micro(g))?;
-        let examples = self.micro_indices(g, order).iter().map(|&k| k as u32).collect();
+        let examples = self
+            .micro_indices(g, order)
+            .iter()
+            .map(|&k| k as u32)
+            .collect();
         let exs = self.micro_batch(g, order);
         let next = g + 1;
         let flush = next.is_multiple_of(MINE_GROUP)
@@ -446,7 +450,11 @@ impl Task for VectorTask<'_> {
         let mined: Option<Mined> = match (band, &mut self.ahead) {
             (None, _) => None,
             (Some(_), Some(ahead)) => {
-                Some(ahead.pipeline.next(index, bank, &setup.mine, cache, stats)?)
+                Some(
+                    ahead
+                        .pipeline
+                        .next(index, bank, &setup.mine, cache, stats)?,
+                )
             }
             (Some(_), None) => {
                 let queries = (cfg.band_anchor == Anchor::Query).then(|| buf.qc.queries().to_vec());
@@ -604,7 +612,10 @@ impl Task for VectorTask<'_> {
         }
         if let Some(cache) = &self.cache {
             let (examples, bytes) = cache.size();
-            line.set("mine_cached", examples as f64 / self.setup.train.len() as f64);
+            line.set(
+                "mine_cached",
+                examples as f64 / self.setup.train.len() as f64,
+            );
             line.set("mine_cache_mb", bytes as f64 / 1e6);
         }
         line.set("mine_s", stats.search_secs);
@@ -708,9 +719,7 @@ impl Task for VectorTask<'_> {
                 cfg.dup_threshold,
             ) {
                 Ok(loaded) => *cache = Arc::new(loaded),
-                Err(why) => eprintln!(
-                    "warning: the mining cache is mined again: {why}"
-                ),
+                Err(why) => eprintln!("warning: the mining cache is mined again: {why}"),
             }
         }
         let bank = setup.ds.bank();
@@ -745,7 +754,8 @@ impl Task for VectorTask<'_> {
         if test.is_empty() {
             return Ok(Tested::default());
         }
-        let scores = eval::evaluate_model(cfg, &self.model, ds, &test, "test", &mut self.eval_index)?;
+        let scores =
+            eval::evaluate_model(cfg, &self.model, ds, &test, "test", &mut self.eval_index)?;
         let baselines = eval::baselines(cfg, ds, &test, &mut self.eval_index)?;
         encode::write_ranking_with(
             &self.model,
