@@ -166,7 +166,7 @@ impl HitCache {
         }
         let mut c = HitCache::new(run_dir, examples, bands, pool, dup_threshold);
         let header = header(examples, &c.bands, c.pool, c.dup_threshold);
-        if !bytes.starts_with(&header) || (bytes.len() - header.len()) % 4 != 0 {
+        if !bytes.starts_with(&header) || !(bytes.len() - header.len()).is_multiple_of(4) {
             return Err(format!(
                 "{} was mined with other settings (pool, near-duplicate threshold, bands or examples)",
                 path.display()
