@@ -478,13 +478,15 @@ impl Task for VectorTask<'_> {
         if let (Some(cache), true) = (&self.cache, mined.is_some()) {
             // The one-off mining of the cache, in tenths.
             let (done, bytes) = cache.size();
-            let all = setup.train.len();
+            // An epoch's examples (those past the last whole micro-batch
+            // wait for an epoch that draws them).
+            let all = (setup.micro_per_epoch() as usize * cfg.batch).min(setup.train.len());
             let tenths = done * 10 / all.max(1);
-            if tenths > self.cache_said.min(10) || (done == all && self.cache_said <= 10) {
-                self.cache_said = if done == all { 11 } else { tenths };
-                at.progress.say(if done == all {
+            if tenths > self.cache_said.min(10) || (done >= all && self.cache_said <= 10) {
+                self.cache_said = if done >= all { 11 } else { tenths };
+                at.progress.say(if done >= all {
                     format!(
-                        "mining cache complete: the rows in the band of all {all} examples ({:.0} MB, {:.0} s of search); later epochs draw from it",
+                        "mining cache complete: the rows in the band of an epoch's {all} examples ({:.0} MB, {:.0} s of search); later epochs draw from it",
                         bytes as f64 / 1e6,
                         stats.search_secs
                     )
