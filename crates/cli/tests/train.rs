@@ -174,7 +174,10 @@ fn sigkill_at_random_moments_then_resume_is_bitwise_identical() {
     // order, what lay past a resumed checkpoint cut off, so the killed
     // run's file is the straight run's byte for byte.
     let cache = |run: &Path| std::fs::read(run.join("mine-cache.bin")).unwrap();
-    assert!(cache(&straight).len() > 1000, "the mining cache is nearly empty");
+    assert!(
+        cache(&straight).len() > 1000,
+        "the mining cache is nearly empty"
+    );
     assert!(
         cache(&killed) == cache(&straight),
         "mine-cache.bin differs after {kills} SIGKILLs"
