@@ -170,6 +170,18 @@ fn sigkill_at_random_moments_then_resume_is_bitwise_identical() {
         got.1 == want.1,
         "optimizer state differs after {kills} SIGKILLs"
     );
+    // The mining cache: each example mined once and appended in the same
+    // order, what lay past a resumed checkpoint cut off, so the killed
+    // run's file is the straight run's byte for byte.
+    let cache = |run: &Path| std::fs::read(run.join("mine-cache.bin")).unwrap();
+    assert!(
+        cache(&straight).len() > 1000,
+        "the mining cache is nearly empty"
+    );
+    assert!(
+        cache(&killed) == cache(&straight),
+        "mine-cache.bin differs after {kills} SIGKILLs"
+    );
     // The resumed run's metrics tell the same story as the straight one.
     let vals = |run: &Path| -> Vec<String> {
         metrics(run)

@@ -292,12 +292,17 @@ pub(crate) fn survivors(parts: Vec<Candidates>, k: usize) -> Vec<u32> {
 /// The exact top-k of every query from its survivors: each (query, row) pair
 /// rescored by `score` (the canonical score), best first, ties to the lower
 /// row. The pairs are taken in bank order, so the bank is read in one sweep
-/// however many queries share a row.
-pub(crate) fn rescore(
+/// however many queries share a row: `load` fetches a row into a scratch
+/// buffer once per run of pairs that share it, and `score(query, row,
+/// scratch)` scores one pair from it.
+pub(crate) fn rescore<B: Default>(
     survivors: Vec<Vec<u32>>,
     k: usize,
-    score: impl Fn(usize, u32) -> f32 + Sync,
+    load: impl Fn(u32, &mut B) + Sync,
+    score: impl Fn(usize, u32, &B) -> f32 + Sync,
 ) -> Vec<Vec<Hit>> {
+    /// Pairs per parallel task.
+    const CHUNK: usize = 4096;
     let mut pairs: Vec<u64> = survivors
         .iter()
         .enumerate()
@@ -305,8 +310,23 @@ pub(crate) fn rescore(
         .collect();
     pairs.par_sort_unstable();
     let scores: Vec<f32> = pairs
-        .par_iter()
-        .map(|&p| score(p as u32 as usize, (p >> 32) as u32))
+        .par_chunks(CHUNK)
+        .map(|chunk| {
+            let mut scratch = B::default();
+            let mut loaded = None;
+            chunk
+                .iter()
+                .map(|&p| {
+                    let (q, row) = (p as u32 as usize, (p >> 32) as u32);
+                    if loaded != Some(row) {
+                        load(row, &mut scratch);
+                        loaded = Some(row);
+                    }
+                    score(q, row, &scratch)
+                })
+                .collect::<Vec<f32>>()
+        })
+        .flatten_iter()
         .collect();
     let mut hits: Vec<Vec<Hit>> = survivors
         .iter()
@@ -367,7 +387,7 @@ mod tests {
             rows.iter().all(|&r| r >= 76) && rows.len() == 23,
             "{rows:?}"
         );
-        let hits = rescore(vec![rows], 3, |_, row| row as f32);
+        let hits = rescore(vec![rows], 3, |_, _: &mut ()| {}, |_, row, _| row as f32);
         assert_eq!(hits, vec![vec![(99, 99.0), (97, 97.0), (96, 96.0)]]);
         let mut parts = vec![Candidates::new(2), Candidates::new(2)];
         collect(&r[..50], &[0.5; 50], 0, &mut parts[0], &[], &|_| 1.0);
@@ -377,7 +397,7 @@ mod tests {
         let rows = survivors(parts, 2);
         assert_eq!(rows, vec![97, 98, 99]);
         assert_eq!(
-            rescore(vec![rows], 2, |_, _| 1.0),
+            rescore(vec![rows], 2, |_, _: &mut ()| {}, |_, _, _| 1.0),
             vec![vec![(97, 1.0), (98, 1.0)]]
         );
     }
@@ -395,7 +415,7 @@ mod tests {
         assert_eq!(c.floor(), 1.0);
         let rows = survivors(vec![c], 3);
         assert_eq!(
-            rescore(vec![rows], 3, |_, _| 1.0),
+            rescore(vec![rows], 3, |_, _: &mut ()| {}, |_, _, _| 1.0),
             vec![vec![(0, 1.0), (1, 1.0), (2, 1.0)]]
         );
     }
@@ -408,7 +428,7 @@ mod tests {
         assert_eq!(c.rows.len(), 2);
         let rows = survivors(vec![c], 1);
         assert_eq!(
-            rescore(vec![rows], 1, |_, r| r as f32),
+            rescore(vec![rows], 1, |_, _: &mut ()| {}, |_, r, _| r as f32),
             vec![vec![(1, 1.0)]]
         );
     }

@@ -164,7 +164,12 @@ impl<'a> Flat<'a> {
 
     /// The canonical score of query `q` (normalised for cosine) and bank row `row`.
     fn score(&self, q: &[f32], row: u32) -> f32 {
-        let s = dot(q, &self.bank.row_f32(row as usize));
+        self.score_values(q, row, &self.bank.row_f32(row as usize))
+    }
+
+    /// [`Flat::score`] with the row's values `x` (as float32) at hand.
+    fn score_values(&self, q: &[f32], row: u32, x: &[f32]) -> f32 {
+        let s = dot(q, x);
         match self.metric {
             Metric::InnerProduct => s,
             Metric::Cosine => s * self.inv_norms[row as usize],
@@ -358,8 +363,14 @@ impl Index for Flat<'_> {
             .into_par_iter()
             .map(|parts| survivors(parts, k))
             .collect();
-        Ok(rescore(survivors, k, |i, row| {
-            self.score(&q[i * dim..(i + 1) * dim], row)
-        }))
+        Ok(rescore(
+            survivors,
+            k,
+            |row, x: &mut Vec<f32>| {
+                x.resize(dim, 0.0);
+                self.bank.rows_f32_into(row as usize, row as usize + 1, x);
+            },
+            |i, row, x| self.score_values(&q[i * dim..(i + 1) * dim], row, x),
+        ))
     }
 }

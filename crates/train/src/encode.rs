@@ -164,10 +164,31 @@ pub fn write_ranking(
     qrels: &Path,
     ks: &[usize],
 ) -> Result<(), TrainError> {
+    write_ranking_with(model, ds, examples, run, qrels, ks, None)
+}
+
+/// [`write_ranking`] with `bank_index`, an exact inner-product index over
+/// the bank already built, used when the doc tower is the identity.
+pub fn write_ranking_with(
+    model: &Model,
+    ds: &Dataset,
+    examples: &[Example<'_>],
+    run: &Path,
+    qrels: &Path,
+    ks: &[usize],
+    bank_index: Option<&Flat<'_>>,
+) -> Result<(), TrainError> {
     let queries = encode_examples(model, ds, examples);
     let bank = ds.bank();
     let mut encoded = None;
-    let index = doc_index(model, bank, &mut encoded)?;
+    let built;
+    let index = match bank_index {
+        Some(index) if !model.doc_is_learned() => index,
+        _ => {
+            built = doc_index(model, bank, &mut encoded)?;
+            &built
+        }
+    };
     let depth = eval_depth(ks, bank.rows());
     let hits = index
         .search(&queries, depth, &context_exclusions(examples))

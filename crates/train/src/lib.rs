@@ -24,6 +24,7 @@ pub use error::TrainError;
 pub mod config;
 pub mod encode;
 pub mod harness;
+pub mod mine_cache;
 pub mod miner;
 pub mod queue;
 pub mod tasks;

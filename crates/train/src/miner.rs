@@ -4,9 +4,14 @@
 //! deterministically. `sync` mines in the training thread; `pipelined` mines
 //! in a worker thread ahead of training over a bounded channel, a group of
 //! micro-batches in one search (the bank is read once for all of them).
-//! Both call [`mine_many`], and a query's hits do not depend on what it is
+//! Both call [`mine_with`], and a query's hits do not depend on what it is
 //! searched with, so they return the same negatives bit for bit; a worker
 //! that is late is replaced by the same synchronous search.
+//!
+//! With a [`HitCache`] (bands against the positive), an example's rows in
+//! the band are searched once per run and drawn from in every later epoch:
+//! the draw depends only on those rows and the micro-batch, so the
+//! negatives are again the same bit for bit.
 
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::time::{Duration, Instant};
@@ -17,6 +22,7 @@ use tandem_search::Index;
 
 use crate::curriculum::Band;
 use crate::harness::Stream;
+use crate::mine_cache::HitCache;
 use crate::TrainError;
 
 /// The random stream of the sampling inside the band (index: global
@@ -34,6 +40,9 @@ pub struct MineRequest {
     pub micro: u64,
     /// The band and count.
     pub band: Band,
+    /// The training example of each (its index in the train split: what a
+    /// [`HitCache`] keys on).
+    pub examples: Vec<u32>,
     /// The positive row of each example.
     pub positives: Vec<u32>,
     /// The context rows of each example (never negatives).
@@ -110,88 +119,190 @@ pub fn mine_many(
     s: &MineSettings,
     reqs: &[MineRequest],
 ) -> Result<Vec<Mined>, TrainError> {
+    mine_with(index, bank, s, reqs, None)
+}
+
+/// [`mine_many`] drawing from `cache` where it can: the examples of
+/// positive-anchored requests it lacks are searched (once each, in one
+/// search), their rows in every band of the cache stored, and every such
+/// request drawn from the cache. Requests against the query, or whose band
+/// the cache does not hold, are searched as [`mine_many`] searches them.
+pub fn mine_with(
+    index: &dyn Index,
+    bank: &Bank,
+    s: &MineSettings,
+    reqs: &[MineRequest],
+    cache: Option<&HitCache>,
+) -> Result<Vec<Mined>, TrainError> {
     let t = Instant::now();
-    let d = bank.dim();
-    let mut anchors: Vec<f32> = Vec::new();
-    let mut exclude: Vec<Vec<u32>> = Vec::new();
-    for req in reqs {
-        match &req.queries {
-            Some(q) => anchors.extend_from_slice(q),
-            None => {
-                for &p in &req.positives {
-                    anchors.extend_from_slice(&bank.row_f32(p as usize));
+    let cached = |req: &MineRequest| {
+        let c = cache?;
+        if req.queries.is_some() {
+            return None;
+        }
+        Some((c, c.band_index(&req.band)?))
+    };
+    // The anchors to search: the examples the cache lacks (each once), and
+    // every example of the requests it cannot serve.
+    let mut anchors: Vec<Anchored> = Vec::new();
+    let mut missing: Vec<(u32, usize)> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (r, req) in reqs.iter().enumerate() {
+        match cached(req) {
+            Some((c, band)) => {
+                for (i, got) in c.lookup(&req.examples, band).iter().enumerate() {
+                    let e = req.examples[i];
+                    if got.is_none() && seen.insert(e) {
+                        missing.push((e, anchors.len()));
+                        anchors.push(Anchored { req: r, i });
+                    }
                 }
             }
+            None => anchors.extend((0..req.positives.len()).map(|i| Anchored { req: r, i })),
         }
-        exclude.extend(req.positives.iter().zip(&req.contexts).map(|(&p, ctx)| {
-            let mut e: Vec<u32> = ctx.iter().copied().chain([p]).collect();
-            e.sort_unstable();
-            e.dedup();
-            e
-        }));
     }
-    debug_assert_eq!(anchors.len(), exclude.len() * d);
-    let pool = s.pool.min(bank.rows().saturating_sub(1)).max(1);
-    let hits = if exclude.is_empty() {
-        Vec::new()
-    } else {
-        index
-            .search(&anchors, pool, &exclude)
-            .map_err(|e| TrainError::Invalid {
-                path: bank.path().map(|p| p.to_path_buf()).unwrap_or_default(),
-                problem: format!("mining search failed: {e}"),
-                fix: "check the bank and the mining index".into(),
-            })?
-    };
-    let mut at = 0;
-    let mut out: Vec<Mined> = reqs
-        .iter()
-        .map(|req| {
-            let b = req.positives.len();
-            let m = pick(bank, s, req, &hits[at..at + b]);
-            at += b;
-            m
-        })
-        .collect();
+    let hits = search(index, bank, s, reqs, &anchors)?;
+    if let Some(c) = cache {
+        for &(e, at) in &missing {
+            let a = &anchors[at];
+            let req = &reqs[a.req];
+            let per_band: Vec<Vec<u32>> = c
+                .bands()
+                .iter()
+                .map(|band| in_band(bank, s, band, req.positives[a.i], None, &hits[at]))
+                .collect();
+            c.insert(e, &per_band);
+        }
+    }
+    let mut searched = anchors.iter().zip(&hits).peekable();
+    let mut out = Vec::with_capacity(reqs.len());
+    for (r, req) in reqs.iter().enumerate() {
+        let b = req.positives.len();
+        let rows: Vec<Vec<u32>> = match cached(req) {
+            Some((c, band)) => c
+                .lookup(&req.examples, band)
+                .into_iter()
+                .map(|rows| rows.expect("every missing example was just stored"))
+                .collect(),
+            None => (0..b)
+                .map(|i| {
+                    let (a, hits) = searched.next().expect("searched in order");
+                    debug_assert_eq!((a.req, a.i), (r, i));
+                    let query = req
+                        .queries
+                        .as_ref()
+                        .map(|q| &q[i * bank.dim()..][..bank.dim()]);
+                    in_band(bank, s, &req.band, req.positives[i], query, hits)
+                })
+                .collect(),
+        };
+        // The searches of the cache's missing examples are not the request's own.
+        while searched.peek().is_some_and(|(a, _)| a.req == r) {
+            searched.next();
+        }
+        let negatives = rows
+            .iter()
+            .enumerate()
+            .map(|(i, rows)| {
+                draw(
+                    rows,
+                    req.band.count,
+                    s.seed,
+                    req.micro * b as u64 + i as u64,
+                )
+            })
+            .collect();
+        out.push(Mined {
+            micro: req.micro,
+            negatives,
+            secs: 0.0,
+        });
+    }
     let secs = t.elapsed().as_secs_f64() / reqs.len().max(1) as f64;
     out.iter_mut().for_each(|m| m.secs = secs);
     Ok(out)
 }
 
-/// The negatives of `req` from its examples' `hits`: those in the band
-/// and not near-duplicates of the positive, sampled.
-fn pick(bank: &Bank, s: &MineSettings, req: &MineRequest, hits: &[Vec<(u32, f32)>]) -> Mined {
-    let b = req.positives.len();
-    let mut negatives = Vec::with_capacity(b);
-    for (i, hits) in hits.iter().enumerate() {
-        let pos = unit(&bank.row_f32(req.positives[i] as usize));
-        let in_band: Vec<u32> = hits
-            .iter()
-            .filter(|&&(_, c)| c >= req.band.lo && c <= req.band.hi)
-            .filter(|&&(row, c)| {
-                let to_pos = if req.queries.is_some() {
-                    cosine(&pos, &bank.row_f32(row as usize))
-                } else {
-                    c
-                };
-                to_pos < s.dup_threshold
-            })
-            .map(|&(row, _)| row)
-            .collect();
-        let take = req.band.count.min(in_band.len());
-        let mut rng = STREAM.rng(s.seed, req.micro * b as u64 + i as u64);
-        let mut picked: Vec<u32> = sample(&mut rng, in_band.len(), take)
-            .into_iter()
-            .map(|k| in_band[k])
-            .collect();
-        picked.sort_unstable();
-        negatives.push(picked);
+/// Example `i` of request `req`, searched.
+struct Anchored {
+    req: usize,
+    i: usize,
+}
+
+/// The nearest `pool` rows to each anchor (the query, or the positive), the
+/// example's context and positive left out: one search for all of them.
+fn search(
+    index: &dyn Index,
+    bank: &Bank,
+    s: &MineSettings,
+    reqs: &[MineRequest],
+    anchors: &[Anchored],
+) -> Result<Vec<Vec<(u32, f32)>>, TrainError> {
+    if anchors.is_empty() {
+        return Ok(Vec::new());
     }
-    Mined {
-        micro: req.micro,
-        negatives,
-        secs: 0.0,
+    let d = bank.dim();
+    let mut queries: Vec<f32> = Vec::with_capacity(anchors.len() * d);
+    let mut exclude: Vec<Vec<u32>> = Vec::with_capacity(anchors.len());
+    for a in anchors {
+        let req = &reqs[a.req];
+        let p = req.positives[a.i];
+        match &req.queries {
+            Some(q) => queries.extend_from_slice(&q[a.i * d..(a.i + 1) * d]),
+            None => queries.extend_from_slice(&bank.row_f32(p as usize)),
+        }
+        let mut e: Vec<u32> = req.contexts[a.i].iter().copied().chain([p]).collect();
+        e.sort_unstable();
+        e.dedup();
+        exclude.push(e);
     }
+    let pool = s.pool.min(bank.rows().saturating_sub(1)).max(1);
+    index
+        .search(&queries, pool, &exclude)
+        .map_err(|e| TrainError::Invalid {
+            path: bank.path().map(|p| p.to_path_buf()).unwrap_or_default(),
+            problem: format!("mining search failed: {e}"),
+            fix: "check the bank and the mining index".into(),
+        })
+}
+
+/// The rows of `hits` (an example's search, best first) in `band` that are
+/// not near-duplicates of its `positive`, in the order of `hits`. `query`:
+/// the anchor when it is not the positive (the hits' scores are then to the
+/// query, and the cosine to the positive is computed).
+fn in_band(
+    bank: &Bank,
+    s: &MineSettings,
+    band: &Band,
+    positive: u32,
+    query: Option<&[f32]>,
+    hits: &[(u32, f32)],
+) -> Vec<u32> {
+    let pos = query.map(|_| unit(&bank.row_f32(positive as usize)));
+    hits.iter()
+        .filter(|&&(_, c)| c >= band.lo && c <= band.hi)
+        .filter(|&&(row, c)| {
+            let to_pos = match &pos {
+                Some(pos) => cosine(pos, &bank.row_f32(row as usize)),
+                None => c,
+            };
+            to_pos < s.dup_threshold
+        })
+        .map(|&(row, _)| row)
+        .collect()
+}
+
+/// `count` of `rows` (fewer when there are fewer), sampled with draw
+/// `index` of [`STREAM`], sorted.
+fn draw(rows: &[u32], count: usize, seed: u64, index: u64) -> Vec<u32> {
+    let take = count.min(rows.len());
+    let mut rng = STREAM.rng(seed, index);
+    let mut picked: Vec<u32> = sample(&mut rng, rows.len(), take)
+        .into_iter()
+        .map(|k| rows[k])
+        .collect();
+    picked.sort_unstable();
+    picked
 }
 
 /// Mining time accounting for the metrics.
@@ -244,6 +355,7 @@ impl Pipeline {
         index: &'env (dyn Index + Sync),
         bank: &'env Bank,
         settings: MineSettings,
+        cache: Option<&'env HitCache>,
         depth: usize,
         timeout: Duration,
     ) -> Pipeline {
@@ -259,7 +371,7 @@ impl Pipeline {
                 }
                 let reqs = std::mem::take(&mut group);
                 let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    mine_many(index, bank, &settings, &reqs)
+                    mine_with(index, bank, &settings, &reqs, cache)
                 }));
                 let msgs = match out {
                     Ok(Ok(ms)) => ms.into_iter().map(Ok).collect(),
@@ -296,12 +408,14 @@ impl Pipeline {
     }
 
     /// The result of the oldest pending request: the worker's, or a
-    /// synchronous search when the worker takes longer than the timeout.
+    /// synchronous search (with the worker's `cache`) when the worker takes
+    /// longer than the timeout.
     pub fn next(
         &mut self,
         index: &dyn Index,
         bank: &Bank,
         settings: &MineSettings,
+        cache: Option<&HitCache>,
         stats: &mut MineStats,
     ) -> Result<Mined, TrainError> {
         let req = self.pending.pop_front().expect("a request was submitted");
@@ -323,7 +437,9 @@ impl Pipeline {
                     })
                 }
                 Err(RecvTimeoutError::Timeout) => {
-                    let m = mine(index, bank, settings, &req)?;
+                    let m = mine_with(index, bank, settings, std::slice::from_ref(&req), cache)?
+                        .pop()
+                        .expect("one request, one result");
                     stats.fallbacks += 1;
                     stats.search_secs += m.secs;
                     stats.blocked_secs += t.elapsed().as_secs_f64();

@@ -10,7 +10,10 @@ use rand_chacha::ChaCha8Rng;
 use tandem_bank::Bank;
 use tandem_search::{Flat, Hit, Index, Metric, SearchError};
 use tandem_train::curriculum::Band;
-use tandem_train::miner::{mine, mine_many, MineRequest, MineSettings, MineStats, Pipeline};
+use tandem_train::mine_cache::{HitCache, FILE};
+use tandem_train::miner::{
+    mine, mine_many, mine_with, MineRequest, MineSettings, MineStats, Pipeline,
+};
 
 const D: usize = 16;
 const ROWS: usize = 3000;
@@ -43,6 +46,7 @@ fn requests(n: u64) -> Vec<MineRequest> {
                 lo: 0.3,
                 hi: 0.85,
             },
+            examples: (0..8).map(|i| (micro * 8 + i) as u32).collect(),
             positives: (0..8).map(|_| rng.gen_range(0..ROWS as u32)).collect(),
             contexts: (0..8)
                 .map(|_| (0..3).map(|_| rng.gen_range(0..ROWS as u32)).collect())
@@ -102,20 +106,30 @@ fn pipelined_mining_equals_sync_mining() {
         .iter()
         .map(|r| mine(&index, &bank, &settings(), r).unwrap().negatives)
         .collect();
-    assert_eq!(pipelined(&index, &bank, &reqs, 2, 3), want);
+    assert_eq!(pipelined(&index, &bank, &reqs, None, 2, 3), want);
 }
 
 /// The negatives of `reqs` mined by a pipelined worker (channels of
-/// `depth`) kept `ahead` requests ahead, none by the fallback.
+/// `depth`, drawing from `cache` if any) kept `ahead` requests ahead, none
+/// by the fallback.
 fn pipelined(
-    index: &Flat<'_>,
+    index: &(dyn Index + Sync),
     bank: &Bank,
     reqs: &[MineRequest],
+    cache: Option<&HitCache>,
     depth: usize,
     ahead: usize,
 ) -> Vec<Vec<Vec<u32>>> {
     std::thread::scope(|s| {
-        let mut p = Pipeline::start(s, index, bank, settings(), depth, Duration::from_secs(30));
+        let mut p = Pipeline::start(
+            s,
+            index,
+            bank,
+            settings(),
+            cache,
+            depth,
+            Duration::from_secs(30),
+        );
         let mut stats = MineStats::default();
         let mut out = Vec::new();
         let mut it = reqs.iter().cloned();
@@ -124,7 +138,7 @@ fn pipelined(
         }
         for _ in 0..reqs.len() {
             out.push(
-                p.next(index, bank, &settings(), &mut stats)
+                p.next(index, bank, &settings(), cache, &mut stats)
                     .unwrap()
                     .negatives,
             );
@@ -175,7 +189,15 @@ fn a_slow_worker_is_replaced_by_the_same_synchronous_search() {
         calls: AtomicUsize::new(0),
     };
     let (got, stats) = std::thread::scope(|s| {
-        let mut p = Pipeline::start(s, &slow, &bank, settings(), 2, Duration::from_millis(50));
+        let mut p = Pipeline::start(
+            s,
+            &slow,
+            &bank,
+            settings(),
+            None,
+            2,
+            Duration::from_millis(50),
+        );
         let mut stats = MineStats::default();
         // One request ahead, so that submitting never waits on the slow
         // first search.
@@ -183,7 +205,7 @@ fn a_slow_worker_is_replaced_by_the_same_synchronous_search() {
         let mut got = Vec::new();
         for i in 0..reqs.len() {
             got.push(
-                p.next(&flat, &bank, &settings(), &mut stats)
+                p.next(&flat, &bank, &settings(), None, &mut stats)
                     .unwrap()
                     .negatives,
             );
@@ -226,9 +248,17 @@ fn a_failing_worker_surfaces_its_error_instead_of_placeholders() {
     for (panics, want) in [(false, "k must be at least 1"), (true, "index exploded")] {
         let index = &Failing { panics };
         let err = std::thread::scope(|s| {
-            let mut p = Pipeline::start(s, index, &bank, settings(), 2, Duration::from_secs(30));
+            let mut p = Pipeline::start(
+                s,
+                index,
+                &bank,
+                settings(),
+                None,
+                2,
+                Duration::from_secs(30),
+            );
             p.submit(requests(1).remove(0)).unwrap();
-            p.next(index, &bank, &settings(), &mut MineStats::default())
+            p.next(index, &bank, &settings(), None, &mut MineStats::default())
                 .unwrap_err()
                 .to_string()
         });
@@ -266,5 +296,231 @@ fn grouped_mining_equals_mining_each_alone() {
     for (i, r) in reqs.iter_mut().enumerate() {
         r.flush = i % 4 == 3 || i == 9;
     }
-    assert_eq!(pipelined(&index, &bank, &reqs, 8, 8), want);
+    assert_eq!(pipelined(&index, &bank, &reqs, None, 8, 8), want);
+}
+
+/// An index that counts the queries it is asked.
+struct Counting<'a> {
+    inner: &'a Flat<'a>,
+    queries: AtomicUsize,
+}
+
+impl Index for Counting<'_> {
+    fn len(&self) -> usize {
+        self.inner.len()
+    }
+    fn dim(&self) -> usize {
+        self.inner.dim()
+    }
+    fn metric(&self) -> Metric {
+        self.inner.metric()
+    }
+    fn search(&self, q: &[f32], k: usize, ex: &[Vec<u32>]) -> Result<Vec<Vec<Hit>>, SearchError> {
+        self.queries.fetch_add(q.len() / D, Ordering::SeqCst);
+        self.inner.search(q, k, ex)
+    }
+}
+
+const EXAMPLES: usize = 48;
+
+/// The requests of a run over `EXAMPLES` fixed examples (a positive and a
+/// context each), batches of 8 in a new order every epoch, the band of
+/// epoch `e` `bands[e]`, groups of 4 micro-batches.
+fn epoch_requests(bands: &[Band]) -> Vec<MineRequest> {
+    let mut rng = ChaCha8Rng::seed_from_u64(21);
+    let examples: Vec<(u32, Vec<u32>)> = (0..EXAMPLES)
+        .map(|_| {
+            let p = rng.gen_range(0..ROWS as u32);
+            (p, (0..3).map(|_| rng.gen_range(0..ROWS as u32)).collect())
+        })
+        .collect();
+    let per_epoch = EXAMPLES / 8;
+    let mut reqs = Vec::new();
+    for (epoch, band) in bands.iter().enumerate() {
+        let mut order: Vec<u32> = (0..EXAMPLES as u32).collect();
+        rand::seq::SliceRandom::shuffle(&mut order[..], &mut rng);
+        for m in 0..per_epoch {
+            let micro = (epoch * per_epoch + m) as u64;
+            let ex: Vec<u32> = order[m * 8..(m + 1) * 8].to_vec();
+            reqs.push(MineRequest {
+                micro,
+                band: *band,
+                positives: ex.iter().map(|&e| examples[e as usize].0).collect(),
+                contexts: ex.iter().map(|&e| examples[e as usize].1.clone()).collect(),
+                examples: ex,
+                queries: None,
+                flush: micro % 4 == 3 || micro + 1 == (bands.len() * per_epoch) as u64,
+            });
+        }
+    }
+    reqs
+}
+
+/// Positive-anchored mining from a run-wide cache gives, epoch after
+/// epoch, the negatives of mining every micro-batch again, searching each
+/// example once (synchronously, pipelined, and from the cache's file).
+#[test]
+fn cached_mining_equals_mining_again_every_epoch() {
+    let bank = bank();
+    let flat = Flat::new(&bank, Metric::Cosine).unwrap();
+    let wide = Band {
+        count: 6,
+        lo: 0.3,
+        hi: 0.85,
+    };
+    let narrow = Band {
+        count: 3,
+        lo: 0.45,
+        hi: 0.7,
+    };
+    let bands = [wide, wide, narrow, wide];
+    let reqs = epoch_requests(&bands);
+    let want: Vec<_> = reqs
+        .iter()
+        .map(|r| mine(&flat, &bank, &settings(), r).unwrap().negatives)
+        .collect();
+    // Epochs 1 and 3 see the examples of epoch 0 again, in other batches.
+    assert_ne!(want[..6], want[6..12]);
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings();
+    let fresh = || {
+        HitCache::new(
+            dir.path(),
+            EXAMPLES,
+            vec![wide, narrow],
+            s.pool,
+            s.dup_threshold,
+        )
+    };
+
+    let counting = Counting {
+        inner: &flat,
+        queries: AtomicUsize::new(0),
+    };
+    let cache = fresh();
+    let got: Vec<_> = reqs
+        .iter()
+        .map(|r| {
+            mine_with(&counting, &bank, &s, std::slice::from_ref(r), Some(&cache)).unwrap()[0]
+                .negatives
+                .clone()
+        })
+        .collect();
+    assert_eq!(got, want, "sync mining from the cache");
+    assert_eq!(counting.queries.load(Ordering::SeqCst), EXAMPLES);
+    assert_eq!(cache.size().0, EXAMPLES);
+
+    let counting = Counting {
+        inner: &flat,
+        queries: AtomicUsize::new(0),
+    };
+    let cache = fresh();
+    assert_eq!(
+        pipelined(&counting, &bank, &reqs, Some(&cache), 8, 8),
+        want,
+        "pipelined mining from the cache, groups of 4"
+    );
+    assert_eq!(counting.queries.load(Ordering::SeqCst), EXAMPLES);
+
+    // A resumed run takes the cache back from its file and searches nothing.
+    let mark = cache.mark().unwrap();
+    let loaded = HitCache::load(
+        dir.path(),
+        &mark,
+        EXAMPLES,
+        vec![wide, narrow],
+        s.pool,
+        s.dup_threshold,
+    )
+    .unwrap();
+    let counting = Counting {
+        inner: &flat,
+        queries: AtomicUsize::new(0),
+    };
+    let got: Vec<_> = mine_with(&counting, &bank, &s, &reqs, Some(&loaded))
+        .unwrap()
+        .into_iter()
+        .map(|m| m.negatives)
+        .collect();
+    assert_eq!(got, want, "mining from the reloaded cache");
+    assert_eq!(counting.queries.load(Ordering::SeqCst), 0);
+
+    // Query-anchored requests and bands the cache lacks are searched as before.
+    let mut other = reqs[..4].to_vec();
+    other[0].band.hi = 0.8;
+    other[1].queries = Some(vec![0.5; 8 * D]);
+    let want: Vec<_> = other
+        .iter()
+        .map(|r| mine(&flat, &bank, &s, r).unwrap().negatives)
+        .collect();
+    let got: Vec<_> = mine_with(&counting, &bank, &s, &other, Some(&loaded))
+        .unwrap()
+        .into_iter()
+        .map(|m| m.negatives)
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(counting.queries.load(Ordering::SeqCst), 16);
+}
+
+/// The cache file holds exactly what a checkpoint marked: rows mined past
+/// the mark are cut off when the run resumes, a fresh run starts the file
+/// over, and a damaged file or one mined with other settings is refused.
+#[test]
+fn the_cache_file_holds_what_the_checkpoint_marked() {
+    let dir = tempfile::tempdir().unwrap();
+    let band = Band {
+        count: 2,
+        lo: 0.1,
+        hi: 0.9,
+    };
+    let new = || HitCache::new(dir.path(), 10, vec![band], 50, 0.95);
+    let load = |mark| HitCache::load(dir.path(), mark, 10, vec![band], 50, 0.95);
+    let c = new();
+    c.insert(3, &[vec![7, 1, 9]]);
+    c.insert(5, &[vec![]]);
+    let mark = c.mark().unwrap();
+    c.insert(8, &[vec![2]]);
+    c.insert(3, &[vec![4]]); // already cached: unchanged
+    let later = c.mark().unwrap();
+    assert!(later.bytes > mark.bytes);
+    drop(c);
+
+    let back = load(&mark).unwrap();
+    assert_eq!(
+        back.lookup(&[3, 5, 8], 0),
+        vec![Some(vec![7, 1, 9]), Some(vec![]), None]
+    );
+    assert_eq!(back.size().0, 2);
+    // Mining on from the mark replaces what lay past it.
+    back.insert(9, &[vec![6, 6]]);
+    let again = back.mark().unwrap();
+    assert_eq!(
+        std::fs::metadata(dir.path().join(FILE)).unwrap().len(),
+        again.bytes
+    );
+    assert!(load(&later).is_err(), "the old tail is gone");
+    let back = load(&again).unwrap();
+    assert_eq!(
+        back.lookup(&[3, 8, 9], 0),
+        vec![Some(vec![7, 1, 9]), None, Some(vec![6, 6])]
+    );
+
+    // Other settings, a flipped byte, a short file.
+    let other = HitCache::load(dir.path(), &again, 10, vec![band], 60, 0.95).unwrap_err();
+    assert!(other.contains("other settings"), "{other}");
+    let path = dir.path().join(FILE);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&path, &bytes).unwrap();
+    assert!(load(&again).unwrap_err().contains("SHA-256"));
+    bytes.truncate(8);
+    std::fs::write(&path, &bytes).unwrap();
+    assert!(load(&again).unwrap_err().contains("holds 8 bytes"));
+
+    // A fresh run's first mark starts the file over.
+    let c = new();
+    let mark = c.mark().unwrap();
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), mark.bytes);
+    assert_eq!(load(&mark).unwrap().size().0, 0);
 }

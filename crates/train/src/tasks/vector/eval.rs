@@ -10,35 +10,59 @@ use crate::encode::{self, eval_depth};
 use crate::harness::Scores;
 use crate::TrainError;
 
-/// Scores `model` on `examples` with the validation metrics.
-pub(super) fn evaluate_model(
+/// The exact inner-product index over the bank itself, built the first
+/// time it is asked for and kept in `slot` for the rest of the run (it
+/// rounds the bank to int8 once instead of at every validation).
+pub(super) fn bank_index<'s, 'a>(
+    ds: &'a Dataset,
+    slot: &'s mut Option<Flat<'a>>,
+) -> Result<&'s Flat<'a>, TrainError> {
+    if slot.is_none() {
+        let flat =
+            Flat::new(ds.bank(), Metric::InnerProduct).map_err(|e| data_err(ds, e.to_string()))?;
+        *slot = Some(flat);
+    }
+    Ok(slot.as_ref().expect("just built"))
+}
+
+/// Scores `model` on `examples` with the validation metrics. An identity
+/// doc tower ranks the bank itself, with the run's [`bank_index`].
+pub(super) fn evaluate_model<'a>(
     cfg: &TrainConfig,
     model: &Model,
-    ds: &Dataset,
+    ds: &'a Dataset,
     examples: &[Example<'_>],
     label: &str,
+    slot: &mut Option<Flat<'a>>,
 ) -> Result<Scores, TrainError> {
     let mut encoded = None;
-    let index = encode::doc_index(model, ds.bank(), &mut encoded)?;
+    let learned;
+    let index: &Flat<'_> = if model.doc_is_learned() {
+        learned = encode::doc_index(model, ds.bank(), &mut encoded)?;
+        &learned
+    } else {
+        bank_index(ds, slot)?
+    };
     let mut encoder = encode::QueryEncoder::default();
-    let values = score(ds, examples, &index, &cfg.ks, label, |batch, out| {
+    let values = score(ds, examples, index, &cfg.ks, label, |batch, out| {
         encoder.encode(model, ds, batch, out)
     })?;
     Ok(named(cfg, values))
 }
 
 /// Scores the last-vector and mean-of-context baselines on `examples` (the
-/// same examples the model is scored on).
-pub(super) fn baselines(
+/// same examples the model is scored on), with the run's [`bank_index`].
+pub(super) fn baselines<'a>(
     cfg: &TrainConfig,
-    ds: &Dataset,
+    ds: &'a Dataset,
     examples: &[Example<'_>],
+    slot: &mut Option<Flat<'a>>,
 ) -> Result<Vec<(String, Scores)>, TrainError> {
     let bank = ds.bank();
-    let index = Flat::new(bank, Metric::InnerProduct).map_err(|e| data_err(ds, e.to_string()))?;
+    let index = bank_index(ds, slot)?;
     let mut out = Vec::new();
     for kind in QueryKind::ALL {
-        let values = score(ds, examples, &index, &cfg.ks, kind.name(), |batch, q| {
+        let values = score(ds, examples, index, &cfg.ks, kind.name(), |batch, q| {
             for (ex, row) in batch.iter().zip(q.chunks_exact_mut(bank.dim())) {
                 kind.query_into(ds, ex.context, row);
             }

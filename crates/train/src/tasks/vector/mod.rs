@@ -28,7 +28,7 @@ use tandem_data::{Dataset, Example, Split};
 use tandem_nn::{
     Batch, DocCache, InfoNce, LossInput, LossOutput, Model, Params, QueryCache, Regression,
 };
-use tandem_search::Index;
+use tandem_search::{Flat, Index};
 
 use crate::checkpoint::Loaded;
 use crate::config::{Anchor, MinerMode, TrainConfig};
@@ -36,7 +36,8 @@ use crate::curriculum::Band;
 use crate::encode::{self, fill_batch};
 use crate::harness::{damaged, Micro, Scores, Snapshot, Stream, Task, Tested, TrainLine};
 use crate::memory::Estimate;
-use crate::miner::{self, mine, MineRequest, MineSettings, MineStats, Mined, Pipeline};
+use crate::mine_cache::{self, CacheMark, HitCache};
+use crate::miner::{self, mine_with, MineRequest, MineSettings, MineStats, Mined, Pipeline};
 use crate::queue::MemoryQueue;
 use crate::TrainError;
 use setup::DataFingerprint;
@@ -77,6 +78,10 @@ pub struct VectorState {
     queue_capacity: usize,
     queue_next: usize,
     queue_rows: Vec<u32>,
+    /// The prefix of the run's `mine-cache.bin` this checkpoint covers
+    /// (none: the cache is mined again on resume).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    mine_cache: Option<CacheMark>,
 }
 
 /// A retriever or an LVM over a dataset of bank-vector sequences.
@@ -86,6 +91,16 @@ pub struct VectorTask<'a> {
     queue: MemoryQueue,
     /// The pipelined miner while the loop runs.
     ahead: Option<Ahead>,
+    /// The positive-anchored hits of the run, when the curriculum mines
+    /// against the positive.
+    cache: Option<Arc<HitCache>>,
+    /// Why the cache file could not be written, once said.
+    cache_failed: std::cell::Cell<bool>,
+    /// The tenths of the cache's fill last reported (11: finished, said).
+    cache_said: usize,
+    /// The exact index over the bank that validation and the baselines
+    /// rank with, built once.
+    eval_index: Option<Flat<'a>>,
     /// The epoch whose order is cached, and that order.
     order: (usize, Vec<usize>),
     buf: Buffers,
@@ -174,6 +189,15 @@ impl<'a> VectorTask<'a> {
             )
         })?;
         let index = setup::mining_index(cfg, bank)?;
+        let cache = setup::mines_cached(cfg).then(|| {
+            Arc::new(HitCache::new(
+                &cfg.out,
+                train.len(),
+                mine_cache::bands(&cfg.curriculum),
+                cfg.mine_pool,
+                cfg.dup_threshold,
+            ))
+        });
         let model = Model::new(mcfg, INIT.seed(cfg.seed, 0))
             .map_err(|e| cfg.invalid_key("kind", e.to_string(), "adjust the model keys"))?;
         Ok(VectorTask {
@@ -199,6 +223,10 @@ impl<'a> VectorTask<'a> {
             model,
             queue: MemoryQueue::new(cfg.queue, bank.dim()),
             ahead: None,
+            cache,
+            cache_failed: Default::default(),
+            cache_said: 0,
+            eval_index: None,
             order: (usize::MAX, Vec::new()),
             buf: Buffers::default(),
             stats: MineStats::default(),
@@ -227,8 +255,8 @@ impl Setup<'_> {
         (g / self.micro_per_epoch()) as usize
     }
 
-    /// The examples of global micro-batch `g`.
-    fn micro_batch(&self, g: u64, order: &mut (usize, Vec<usize>)) -> Vec<&Example<'_>> {
+    /// The train examples (indices) of global micro-batch `g`.
+    fn micro_indices<'o>(&self, g: u64, order: &'o mut (usize, Vec<usize>)) -> &'o [usize] {
         let e = self.epoch_of_micro(g);
         if order.0 != e || order.1.is_empty() {
             let mut perm: Vec<usize> = (0..self.train.len()).collect();
@@ -237,7 +265,12 @@ impl Setup<'_> {
         }
         let m = (g % self.micro_per_epoch()) as usize;
         let b = self.cfg.batch;
-        order.1[m * b..(m + 1) * b]
+        &order.1[m * b..(m + 1) * b]
+    }
+
+    /// The examples of global micro-batch `g`.
+    fn micro_batch(&self, g: u64, order: &mut (usize, Vec<usize>)) -> Vec<&Example<'_>> {
+        self.micro_indices(g, order)
             .iter()
             .map(|&k| &self.train[k])
             .collect()
@@ -255,6 +288,11 @@ impl Setup<'_> {
         queries: Option<Vec<f32>>,
     ) -> Option<MineRequest> {
         let band = self.cfg.curriculum.band(self.epoch_of_micro(g))?;
+        let examples = self
+            .micro_indices(g, order)
+            .iter()
+            .map(|&k| k as u32)
+            .collect();
         let exs = self.micro_batch(g, order);
         let next = g + 1;
         let flush = next.is_multiple_of(MINE_GROUP)
@@ -267,6 +305,7 @@ impl Setup<'_> {
         Some(MineRequest {
             micro: g,
             band,
+            examples,
             positives: exs.iter().map(|e| e.target).collect(),
             contexts: exs.iter().map(|e| e.context.to_vec()).collect(),
             queries,
@@ -303,7 +342,7 @@ impl Task for VectorTask<'_> {
     }
 
     fn outputs(&self) -> &'static [&'static str] {
-        &["test.run", "test.qrels"]
+        &["test.run", "test.qrels", mine_cache::FILE]
     }
 
     fn streams(&self) -> &'static [Stream] {
@@ -320,6 +359,7 @@ impl Task for VectorTask<'_> {
             self.model.config(),
             self.setup.ds.bank(),
             self.setup.val.len(),
+            self.setup.train.len(),
             estimate,
         );
     }
@@ -349,6 +389,7 @@ impl Task for VectorTask<'_> {
             return train(self);
         }
         let index = Arc::clone(&self.setup.index);
+        let cache = self.cache.clone();
         let bank = self.setup.ds.bank();
         std::thread::scope(|scope| {
             self.ahead = Some(Ahead {
@@ -357,6 +398,7 @@ impl Task for VectorTask<'_> {
                     &*index,
                     bank,
                     self.setup.mine,
+                    cache.as_deref(),
                     MINE_DEPTH,
                     Duration::from_secs_f64(cfg.miner_timeout),
                 ),
@@ -404,9 +446,16 @@ impl Task for VectorTask<'_> {
         let positives: Vec<u32> = exs.iter().map(|e| e.target).collect();
         let band = cfg.curriculum.band(at.epoch);
         let index = setup.index.as_ref();
+        let cache = self.cache.as_deref();
         let mined: Option<Mined> = match (band, &mut self.ahead) {
             (None, _) => None,
-            (Some(_), Some(ahead)) => Some(ahead.pipeline.next(index, bank, &setup.mine, stats)?),
+            (Some(_), Some(ahead)) => {
+                Some(
+                    ahead
+                        .pipeline
+                        .next(index, bank, &setup.mine, cache, stats)?,
+                )
+            }
             (Some(_), None) => {
                 let queries = (cfg.band_anchor == Anchor::Query).then(|| buf.qc.queries().to_vec());
                 let total = at.steps * at.accum as u64;
@@ -414,7 +463,9 @@ impl Task for VectorTask<'_> {
                     .mine_request(g, total, order, queries)
                     .expect("band checked");
                 let t = Instant::now();
-                let m = mine(index, bank, &setup.mine, &req)?;
+                let m = mine_with(index, bank, &setup.mine, std::slice::from_ref(&req), cache)?
+                    .pop()
+                    .expect("one request, one result");
                 stats.search_secs += m.secs;
                 stats.blocked_secs += t.elapsed().as_secs_f64();
                 Some(m)
@@ -423,6 +474,31 @@ impl Task for VectorTask<'_> {
         if let (Some(m), Some(b)) = (&mined, band) {
             stats.fill_sum += m.fill(&b);
             stats.batches += 1;
+        }
+        if let (Some(cache), true) = (&self.cache, mined.is_some()) {
+            // The one-off mining of the cache, in tenths.
+            let (done, bytes) = cache.size();
+            // An epoch's examples (those past the last whole micro-batch
+            // wait for an epoch that draws them).
+            let all = (setup.micro_per_epoch() as usize * cfg.batch).min(setup.train.len());
+            let tenths = done * 10 / all.max(1);
+            if tenths > self.cache_said.min(10) || (done >= all && self.cache_said <= 10) {
+                self.cache_said = if done >= all { 11 } else { tenths };
+                at.progress.say(if done >= all {
+                    format!(
+                        "mining cache complete: the rows in the band of an epoch's {all} examples ({:.0} MB, {:.0} s of search); later epochs draw from it",
+                        bytes as f64 / 1e6,
+                        stats.search_secs
+                    )
+                } else {
+                    format!(
+                        "mining cache: {}% of {all} examples mined ({:.0} MB, {:.0} s of search)",
+                        tenths * 10,
+                        bytes as f64 / 1e6,
+                        stats.search_secs
+                    )
+                });
+            }
         }
         // Candidates: in-batch positives, own mined negatives, random rows.
         let b = exs.len();
@@ -536,6 +612,14 @@ impl Task for VectorTask<'_> {
         if stats.batches == 0 {
             return;
         }
+        if let Some(cache) = &self.cache {
+            let (examples, bytes) = cache.size();
+            line.set(
+                "mine_cached",
+                examples as f64 / self.setup.train.len() as f64,
+            );
+            line.set("mine_cache_mb", bytes as f64 / 1e6);
+        }
         line.set("mine_s", stats.search_secs);
         line.set("mine_hidden", stats.hidden());
         line.set("band_fill", stats.fill());
@@ -564,11 +648,19 @@ impl Task for VectorTask<'_> {
 
     fn validate(&mut self) -> Result<Scores, TrainError> {
         let setup = &self.setup;
-        eval::evaluate_model(setup.cfg, &self.model, setup.ds, &setup.val, "validate")
+        eval::evaluate_model(
+            setup.cfg,
+            &self.model,
+            setup.ds,
+            &setup.val,
+            "validate",
+            &mut self.eval_index,
+        )
     }
 
     fn baselines(&mut self) -> Result<Vec<(String, Scores)>, TrainError> {
-        eval::baselines(self.setup.cfg, self.setup.ds, &self.setup.val)
+        let setup = &self.setup;
+        eval::baselines(setup.cfg, setup.ds, &setup.val, &mut self.eval_index)
     }
 
     fn snapshot(&self) -> Snapshot<VectorState> {
@@ -592,6 +684,15 @@ impl Task for VectorTask<'_> {
                 queue_capacity: self.setup.cfg.queue,
                 queue_next: queue.next_slot(),
                 queue_rows: queue.rows().to_vec(),
+                mine_cache: self.cache.as_ref().and_then(|c| match c.mark() {
+                    Ok(mark) => Some(mark),
+                    Err(why) => {
+                        if !self.cache_failed.replace(true) {
+                            eprintln!("warning: the mining cache is not saved with the checkpoints ({why}); a resumed run mines it again");
+                        }
+                        None
+                    }
+                }),
             },
             files,
         }
@@ -608,6 +709,20 @@ impl Task for VectorTask<'_> {
                 ),
                 fix: "point --data at the run's dataset, or pass --force to start the run over on this one".into(),
             });
+        }
+        if let (Some(mark), Some(cache)) = (&state.mine_cache, &mut self.cache) {
+            let cfg = setup.cfg;
+            match HitCache::load(
+                &cfg.out,
+                mark,
+                setup.train.len(),
+                cache.bands().to_vec(),
+                cfg.mine_pool,
+                cfg.dup_threshold,
+            ) {
+                Ok(loaded) => *cache = Arc::new(loaded),
+                Err(why) => eprintln!("warning: the mining cache is mined again: {why}"),
+            }
         }
         let bank = setup.ds.bank();
         let vectors = if self.model.doc_is_learned() {
@@ -641,15 +756,17 @@ impl Task for VectorTask<'_> {
         if test.is_empty() {
             return Ok(Tested::default());
         }
-        let scores = eval::evaluate_model(cfg, &self.model, ds, &test, "test")?;
-        let baselines = eval::baselines(cfg, ds, &test)?;
-        encode::write_ranking(
+        let scores =
+            eval::evaluate_model(cfg, &self.model, ds, &test, "test", &mut self.eval_index)?;
+        let baselines = eval::baselines(cfg, ds, &test, &mut self.eval_index)?;
+        encode::write_ranking_with(
             &self.model,
             ds,
             &test,
             &cfg.out.join("test.run"),
             &cfg.out.join("test.qrels"),
             &cfg.ks,
+            self.eval_index.as_ref(),
         )?;
         Ok(Tested { scores, baselines })
     }

@@ -10,7 +10,7 @@ use tandem_data::Dataset;
 use tandem_nn::ModelConfig;
 use tandem_search::{Flat, Hnsw, Index, Metric, Precision};
 
-use crate::config::TrainConfig;
+use crate::config::{Anchor, TrainConfig};
 use crate::encode::eval_depth;
 use crate::memory::Estimate;
 use crate::TrainError;
@@ -62,6 +62,7 @@ pub(super) fn estimate(
     model: &ModelConfig,
     bank: &Bank,
     val: usize,
+    train: usize,
     e: &mut Estimate,
 ) {
     let d = bank.dim() as u64;
@@ -95,6 +96,17 @@ pub(super) fn estimate(
         };
         e.add(format!("mining index ({what})"), bytes);
     }
+    if mines_cached(cfg) {
+        let bands = crate::mine_cache::bands(&cfg.curriculum).len();
+        e.add(
+            format!(
+                "mining cache (the rows in the band of {train} examples, at most {} each x {bands} band{})",
+                cfg.mine_pool,
+                if bands == 1 { "" } else { "s" }
+            ),
+            crate::mine_cache::max_bytes(train, bands, cfg.mine_pool),
+        );
+    }
     let max_mined = cfg
         .curriculum
         .phases()
@@ -125,7 +137,11 @@ pub(super) fn estimate(
     let eval_index = Flat::index_bytes(bank.rows(), bank.dim(), Precision::Auto);
     if eval_index > bank.rows() as u64 * 8 {
         e.add(
-            "evaluation index (an int8 copy of the bank, while validating)",
+            if model.doc == tandem_nn::DocTower::Linear {
+                "evaluation index (an int8 copy of the doc-encoded bank, while validating)"
+            } else {
+                "evaluation index (an int8 copy of the bank, kept for the run)"
+            },
             eval_index,
         );
     }
@@ -153,6 +169,12 @@ impl DtypeName for Bank {
             tandem_bank::Vectors::F32(_) => "f32",
         }
     }
+}
+
+/// Whether the run keeps a [`HitCache`](crate::mine_cache::HitCache): its
+/// curriculum mines, against the positive.
+pub(super) fn mines_cached(cfg: &TrainConfig) -> bool {
+    cfg.curriculum.mines() && cfg.band_anchor == Anchor::Positive
 }
 
 /// The exact mining index's scan: the fastest (an int8 copy of the bank
