@@ -8,8 +8,7 @@ batch 32, lr 2e-5, 10% warmup, weight decay 0.01, gradient clipping 1.0, no-dupl
 
   quality  the SciFact train split for --epochs epochs on both sides; both saved models are
            scored by `tandem beir` (exact MaxSim, which gives PyLate's own zero-shot figure to
-           every digit; with --pylate-scores PyLate's model also by PyLate's own per-query
-           scoring loop, which takes about 25 minutes), and tandem's saved model is loaded by
+           every digit: bench/colbert_vs_pylate.py), and tandem's saved model is loaded by
            PyLate (its token vectors against `tandem embed`'s).
   speed    steps/s over --steps steps on the SciFact train split, f32 and bf16 on both sides
            (PyLate's bf16: the trainer's CPU autocast), every step counted on both sides.
@@ -34,62 +33,25 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.pop("OPENBLAS_CORETYPE", None)
 os.environ.pop("OPENBLAS_L2_SIZE", None)
 
-from dense_vs_st import BIN, REPO, SHARED, beir_pairs, threads_info  # noqa: E402
+from dense_vs_st import BIN, REPO, SHARED, beir_pairs, run_trainer, threads_info  # noqa: E402
 
 MODEL = REPO / "target" / "models" / "colbert-minilm-l6-v2"
 DATA = SHARED / "scifact-beir"
 
 
 def pylate_train(pairs, steps, epochs: int, bf16: bool, threads: int, out: Path):
-    """PyLate's trainer; returns (model, seconds per step)."""
+    """PyLate's trainer (sentence-transformers', with PyLate's collator and loss); returns (model,
+    seconds per step)."""
     import torch
     from datasets import Dataset
     from pylate import losses, models, utils
-    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
-    from sentence_transformers.training_args import BatchSamplers
-    from transformers import TrainerCallback
 
     torch.set_num_threads(threads)
     model = models.ColBERT(str(MODEL), device="cpu")
     ds = Dataset.from_dict({"query": [q for q, _ in pairs], "positive": [d for _, d in pairs]})
-    times = []
-
-    class Clock(TrainerCallback):
-        def on_step_begin(self, args, state, control, **kw):
-            self.t = time.perf_counter()
-
-        def on_step_end(self, args, state, control, **kw):
-            times.append(time.perf_counter() - self.t)
-
-    args = SentenceTransformerTrainingArguments(
-        output_dir=str(out),
-        num_train_epochs=epochs,
-        max_steps=steps if steps else -1,
-        per_device_train_batch_size=32,
-        learning_rate=2e-5,
-        warmup_ratio=0.1,
-        weight_decay=0.01,
-        max_grad_norm=1.0,
-        batch_sampler=BatchSamplers.NO_DUPLICATES,
-        bf16=bf16,
-        use_cpu=True,
-        seed=0,
-        logging_steps=1000,
-        save_strategy="no",
-        report_to="none",
-        dataloader_num_workers=0,
-    )
     loss = losses.CachedContrastive(model=model, mini_batch_size=8)
-    trainer = SentenceTransformerTrainer(
-        model=model,
-        args=args,
-        train_dataset=ds,
-        loss=loss,
-        data_collator=utils.ColBERTCollator(tokenize_fn=model.tokenize),
-        callbacks=[Clock()],
-    )
-    trainer.train()
-    return model, times
+    collator = utils.ColBERTCollator(tokenize_fn=model.tokenize)
+    return model, run_trainer(model, ds, loss, steps, epochs, bf16, out, data_collator=collator)
 
 
 def tandem_train(out: Path, extra: list[str], threads: int) -> list[dict]:
@@ -101,35 +63,6 @@ def tandem_train(out: Path, extra: list[str], threads: int) -> list[dict]:
 def tandem_beir(model: Path, threads: int) -> dict:
     out = subprocess.run([str(BIN), "beir", "--json", "--threads", str(threads), "--model", str(model), "--data", str(DATA), "--split", "test", "--cache", str(model) + ".cache", "--out", str(model) + ".run"], check=True, capture_output=True, text=True)
     return json.loads(out.stdout)["metrics"]
-
-
-def pylate_scores(model) -> float:
-    """nDCG@10 on the SciFact test split by PyLate's own exact MaxSim (as bench/colbert_vs_pylate.py)."""
-    import math
-
-    import torch
-    from pylate import scores
-
-    docs = [json.loads(l) for l in open(DATA / "corpus.jsonl")]
-    texts = [(d.get("title", "") + " " + d["text"]).strip() for d in docs]
-    queries = {json.loads(l)["_id"]: json.loads(l)["text"] for l in open(DATA / "queries.jsonl")}
-    qrels: dict = {}
-    for i, l in enumerate(open(DATA / "qrels" / "test.tsv")):
-        if i == 0:
-            continue
-        q, d, s = l.split("\t")
-        qrels.setdefault(q, {})[d] = int(s)
-    qids = [q for q in queries if q in qrels]
-    D = model.encode(texts, is_query=False, batch_size=32)
-    Q = model.encode([queries[q] for q in qids], is_query=True, batch_size=32)
-    ndcg = []
-    for qi, q in enumerate(qids):
-        s = torch.stack([scores.colbert_scores(torch.as_tensor(Q[qi])[None], torch.as_tensor(d)[None])[0, 0] for d in D])
-        top = torch.argsort(-s, stable=True)[:10].tolist()
-        dcg = sum(qrels[q].get(docs[j]["_id"], 0) / math.log2(r + 2) for r, j in enumerate(top))
-        ideal = sorted(qrels[q].values(), reverse=True)[:10]
-        ndcg.append(dcg / sum(g / math.log2(r + 2) for r, g in enumerate(ideal)))
-    return sum(ndcg) / len(ndcg)
 
 
 def loads_in_pylate(saved: Path, threads: int) -> float:
@@ -159,6 +92,14 @@ def loads_in_pylate(saved: Path, threads: int) -> float:
     return worst
 
 
+def best_ratio(result: dict, unit: str) -> None:
+    """tandem's best precision against PyLate's best, into `result` and printed."""
+    best = {side: max(result.get(f"{side}_{p}_{unit}", 0) for p in ("f32", "bf16")) for side in ("pylate", "tandem")}
+    if best["pylate"] and best["tandem"]:
+        result["ratio_best"] = best["tandem"] / best["pylate"]
+        print(f"tandem best / PyLate best: {result['ratio_best']:.2f}x")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--mode", choices=["quality", "speed", "encode"], required=True)
@@ -168,7 +109,6 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--sides", default="pylate,tandem")
-    ap.add_argument("--pylate-scores", action="store_true")
     a = ap.parse_args()
     import pylate
     import sentence_transformers
@@ -192,11 +132,7 @@ def main() -> None:
                 rate = last["step"] / last["elapsed_s"]
                 result[f"tandem_{prec}_steps_per_s"] = rate
                 print(f"tandem {prec}: {rate:.4f} steps/s", flush=True)
-        best_p = max(result.get("pylate_f32_steps_per_s", 0), result.get("pylate_bf16_steps_per_s", 0))
-        best_t = max(result.get("tandem_f32_steps_per_s", 0), result.get("tandem_bf16_steps_per_s", 0))
-        if best_p and best_t:
-            result["ratio_best"] = best_t / best_p
-            print(f"tandem best / PyLate best: {result['ratio_best']:.2f}x")
+        best_ratio(result, "steps_per_s")
     elif a.mode == "encode":
         docs = [json.loads(l) for l in open(DATA / "corpus.jsonl")]
         texts = [(d.get("title", "") + " " + d["text"]).strip() for d in docs]
@@ -224,11 +160,7 @@ def main() -> None:
                     best = min(best, time.perf_counter() - t0)
                 result[f"tandem_{prec}_docs_per_s"] = len(texts) / best
                 print(f"tandem {prec}: {len(texts) / best:.1f} documents/s (whole command)", flush=True)
-        best_p = max(result.get("pylate_f32_docs_per_s", 0), result.get("pylate_bf16_docs_per_s", 0))
-        best_t = max(result.get("tandem_f32_docs_per_s", 0), result.get("tandem_bf16_docs_per_s", 0))
-        if best_p and best_t:
-            result["ratio_best"] = best_t / best_p
-            print(f"tandem best / PyLate best: {result['ratio_best']:.2f}x")
+        best_ratio(result, "docs_per_s")
     else:
         if "pylate" in sides:
             t0 = time.perf_counter()
@@ -238,9 +170,6 @@ def main() -> None:
             saved = tmp / "pylate-model"
             model.save_pretrained(str(saved))
             result["pylate_test_tandem_beir"] = tandem_beir(saved, a.threads)
-            if a.pylate_scores:
-                result["pylate_test_ndcg10_pylate"] = pylate_scores(model)
-                print(f"PyLate's own nDCG@10: {result['pylate_test_ndcg10_pylate']:.4f}", flush=True)
             print(f"PyLate: {result['pylate_test_tandem_beir']} ({len(times)} steps, {result['pylate_train_s']:.0f} s)", flush=True)
         if "tandem" in sides:
             t0 = time.perf_counter()

@@ -93,10 +93,8 @@ def st_train(pairs, steps: int | None, epochs: int, bf16: bool, threads: int, ou
     to the query tower and positives to the document tower); returns (model, seconds per step)."""
     import torch
     from datasets import Dataset
-    from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
-    from sentence_transformers.training_args import BatchSamplers
+    from sentence_transformers import SentenceTransformer
     from sentence_transformers import losses
-    from transformers import TrainerCallback
 
     torch.set_num_threads(threads)
     if towers:
@@ -106,6 +104,19 @@ def st_train(pairs, steps: int | None, epochs: int, bf16: bool, threads: int, ou
         model.max_seq_length = 256
     columns = ["anchor", "positive", "negative"][: len(pairs[0])]
     ds = Dataset.from_dict({c: [p[i] for p in pairs] for i, c in enumerate(columns)})
+    extra = {"router_mapping": {"anchor": "query", "positive": "document", "negative": "document"}} if towers else {}
+    times = run_trainer(model, ds, losses.MultipleNegativesRankingLoss(model), steps, epochs, bf16, out, **extra)
+    return model, times
+
+
+def run_trainer(model, ds, loss, steps: int | None, epochs: int, bf16: bool, out: Path, data_collator=None, **extra) -> list[float]:
+    """sentence-transformers' trainer with the recipe of this bench (batch 32, lr 2e-5, 10% warmup,
+    weight decay 0.01, clipping 1.0, no-duplicates batches, seed 0, CPU); returns the seconds of
+    each step."""
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers.training_args import BatchSamplers
+    from transformers import TrainerCallback
+
     times = []
 
     class Clock(TrainerCallback):
@@ -132,11 +143,12 @@ def st_train(pairs, steps: int | None, epochs: int, bf16: bool, threads: int, ou
         save_strategy="no",
         report_to="none",
         dataloader_num_workers=0,
-        **({"router_mapping": {"anchor": "query", "positive": "document", "negative": "document"}} if towers else {}),
+        **extra,
     )
-    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=ds, loss=losses.MultipleNegativesRankingLoss(model), callbacks=[Clock()])
+    kw = {"data_collator": data_collator} if data_collator is not None else {}
+    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=ds, loss=loss, callbacks=[Clock()], **kw)
     trainer.train()
-    return model, times
+    return times
 
 
 def st_scores(model, folder: Path, split: str) -> dict:
