@@ -29,7 +29,7 @@ ap.add_argument("--data", type=Path, required=True, help="the BEIR SciFact folde
 ap.add_argument("--tandem", type=Path, default=REPO / "target" / "release" / "tandem")
 ap.add_argument("--threads", type=int, default=2)
 ap.add_argument("--k", type=int, default=100)
-ap.add_argument("--nbits", type=int, default=2, help="tandem's residual bits")
+ap.add_argument("--nbits", type=int, default=4, help="tandem's residual bits")
 ap.add_argument("--pylate-nbits", type=int, default=4, help="PyLate's residual bits (its default: 4)")
 ap.add_argument("--reps", type=int, default=2, help="searches timed per engine (the best is kept)")
 a = ap.parse_args()

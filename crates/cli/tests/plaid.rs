@@ -238,3 +238,77 @@ fn mixed_up_indexes_and_banks_are_refused() {
     );
     assert!(!dir.path().join("x").exists() && !dir.path().join("y").exists());
 }
+
+/// `tandem beir --index plaid` with a ColBERT: the index is built over the
+/// cached corpus bank, cached beside it and reused, and the run's ranking
+/// is exact MaxSim's on a corpus this small.
+#[test]
+fn beir_evaluates_through_a_cached_plaid_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("beir");
+    std::fs::create_dir_all(data.join("qrels")).unwrap();
+    let words = [
+        "protein", "folding", "cell", "gene", "vaccine", "virus", "tumour", "brain", "neuron",
+        "insulin", "heart", "lung", "bone", "blood", "immune", "drug", "trial", "mouse",
+        "receptor", "enzyme",
+    ];
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let (mut corpus, mut queries, mut qrels) = (
+        String::new(),
+        String::new(),
+        "query-id\tcorpus-id\tscore\n".to_string(),
+    );
+    for i in 0..120 {
+        let text: Vec<&str> = (0..rng.gen_range(4..12))
+            .map(|_| words[rng.gen_range(0..words.len())])
+            .collect();
+        corpus.push_str(&format!(
+            "{{\"_id\": \"d{i}\", \"title\": \"\", \"text\": \"{}\"}}\n",
+            text.join(" ")
+        ));
+        if i % 6 == 0 {
+            queries.push_str(&format!(
+                "{{\"_id\": \"q{i}\", \"text\": \"{} {}\"}}\n",
+                text[0], text[1]
+            ));
+            qrels.push_str(&format!("q{i}\td{i}\t1\n"));
+        }
+    }
+    std::fs::write(data.join("corpus.jsonl"), corpus).unwrap();
+    std::fs::write(data.join("queries.jsonl"), queries).unwrap();
+    std::fs::write(data.join("qrels/test.tsv"), qrels).unwrap();
+    let model =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../text/tests/fixtures/colbert-modernbert");
+    let beir = |index: &str, out: &str| -> serde_json::Value {
+        let a = tandem()
+            .args(["beir", "--json", "--k", "10", "--index", index, "--model"])
+            .arg(&model)
+            .arg("--data")
+            .arg(&data)
+            .arg("--out")
+            .arg(dir.path().join(out))
+            .assert()
+            .success();
+        serde_json::from_slice(&a.get_output().stdout).unwrap()
+    };
+    let exact = beir("exact", "exact.run");
+    let first = beir("plaid", "plaid.run");
+    let again = beir("plaid", "again.run");
+    assert_eq!(exact["index"]["kind"], "exact-maxsim");
+    assert_eq!(first["index"]["kind"], "plaid");
+    assert_eq!(first["index"]["reused"], false);
+    assert_eq!(again["index"]["reused"], true);
+    assert_eq!(first["index"]["nbits"], 4);
+    assert!(Path::new(first["index"]["path"].as_str().unwrap())
+        .join("plaid.json")
+        .is_file());
+    assert_eq!(exact["metrics"], first["metrics"]);
+    let read = |p: &str| std::fs::read_to_string(dir.path().join(p)).unwrap();
+    assert_eq!(read("plaid.run"), read("again.run"));
+    let ids = |t: String| -> Vec<String> {
+        t.lines()
+            .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+            .collect()
+    };
+    assert_eq!(ids(read("exact.run")), ids(read("plaid.run")));
+}

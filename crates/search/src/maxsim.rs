@@ -188,40 +188,52 @@ pub(crate) fn sum_of_max(tile: &[f32], cols: usize, rows: Range<usize>, doc: Ran
 }
 
 /// The exact MaxSim of one query (token rows `q`) against each of `docs`
-/// of `bank`, in the order given: the documents' float16 or float32 rows
-/// are gathered into `x` and scored by one gemm into `tile` (buffers kept
-/// by the caller between calls).
-pub(crate) fn score_docs(
-    bank: &MultiBank,
+/// of `bank`, in the order given (the documents' float16 or float32 rows
+/// converted a block at a time).
+pub(crate) fn score_docs(bank: &MultiBank, q: &[f32], docs: &[u32]) -> Vec<f32> {
+    score_blocks(
+        q,
+        bank.dim(),
+        docs,
+        |d| bank.doc_rows(d as usize).len(),
+        |d, out| {
+            let rows = bank.doc_rows(d as usize);
+            bank.tokens().rows_f32_into(rows.start, rows.end, out);
+        },
+    )
+}
+
+/// The MaxSim of one query (token rows `q`) against each of `docs`, in the
+/// order given: `rows(d)` is document `d`'s number of token rows and
+/// `fill(d, out)` writes them into `out` as float32. The documents are
+/// scored in blocks of about [`BLOCK_TOKENS`] tokens, one gemm each, with
+/// buffers reused from block to block.
+pub(crate) fn score_blocks(
     q: &[f32],
+    dim: usize,
     docs: &[u32],
-    x: &mut Vec<f32>,
-    tile: &mut Vec<f32>,
+    rows: impl Fn(u32) -> usize,
+    mut fill: impl FnMut(u32, &mut [f32]),
 ) -> Vec<f32> {
-    let dim = bank.dim();
-    let mut bounds = Vec::with_capacity(docs.len() + 1);
-    bounds.push(0);
-    x.clear();
-    for &d in docs {
-        let rows = bank.doc_rows(d as usize);
+    let mut out = Vec::with_capacity(docs.len());
+    let (mut x, mut tile, mut bounds) = (Vec::new(), Vec::new(), vec![0usize]);
+    for (i, &d) in docs.iter().enumerate() {
         let at = x.len();
-        x.resize(at + rows.len() * dim, 0.0);
-        bank.tokens()
-            .rows_f32_into(rows.start, rows.end, &mut x[at..]);
+        x.resize(at + rows(d) * dim, 0.0);
+        fill(d, &mut x[at..]);
         bounds.push(x.len() / dim);
+        if x.len() / dim >= BLOCK_TOKENS || i + 1 == docs.len() {
+            out.extend(score_rows(q, &x, &bounds, dim, &mut tile));
+            x.clear();
+            bounds.truncate(1);
+        }
     }
-    score_rows(q, x, &bounds, dim, tile)
+    out
 }
 
 /// The MaxSim of the query token rows `q` against documents whose token
 /// rows lie in `x`, document `i` owning rows `bounds[i]..bounds[i + 1]`.
-pub(crate) fn score_rows(
-    q: &[f32],
-    x: &[f32],
-    bounds: &[usize],
-    dim: usize,
-    tile: &mut Vec<f32>,
-) -> Vec<f32> {
+fn score_rows(q: &[f32], x: &[f32], bounds: &[usize], dim: usize, tile: &mut Vec<f32>) -> Vec<f32> {
     let (nq, nx) = (q.len() / dim, x.len() / dim);
     tile.clear();
     tile.resize(nq * nx, 0.0);

@@ -45,7 +45,7 @@ use tandem_io::Overwrite;
 
 use crate::flat::{bank_name, row_norms, scores};
 use crate::hnsw::fnv1a;
-use crate::maxsim::{check_queries, score_docs, score_rows};
+use crate::maxsim::{check_queries, score_blocks, score_docs};
 use crate::topk::TopK;
 use crate::{BankFingerprint, Hit, SearchError};
 
@@ -1040,22 +1040,20 @@ impl<'a> Plaid<'a> {
         let stage1 = interaction(&cand, true, p.ndocs.max(rerank));
         let stage2 = interaction(&stage1, false, (p.ndocs / 2).max(rerank));
         // the decompressed residuals' MaxSim
-        let (mut x, mut tile) = (Vec::new(), Vec::new());
         let stage3 = if stage2.len() <= rerank {
             stage2
         } else {
-            let mut bounds = Vec::with_capacity(stage2.len() + 1);
-            bounds.push(0);
-            for &d in &stage2 {
-                let rows = self.bank.doc_rows(d as usize);
-                let at = x.len();
-                x.resize(at + rows.len() * dim, 0.0);
-                for (j, r) in rows.enumerate() {
-                    self.decompress(r, &mut x[at + j * dim..at + (j + 1) * dim]);
-                }
-                bounds.push(x.len() / dim);
-            }
-            let approx = score_rows(q, &x, &bounds, dim, &mut tile);
+            let approx = score_blocks(
+                q,
+                dim,
+                &stage2,
+                |d| self.bank.doc_rows(d as usize).len(),
+                |d, out| {
+                    for (j, r) in self.bank.doc_rows(d as usize).enumerate() {
+                        self.decompress(r, &mut out[j * dim..(j + 1) * dim]);
+                    }
+                },
+            );
             let mut top = TopK::new(rerank);
             for (&d, &s) in stage2.iter().zip(&approx) {
                 if s > top.threshold() {
@@ -1065,7 +1063,7 @@ impl<'a> Plaid<'a> {
             sorted_docs(top.into_sorted())
         };
         // exact MaxSim over the bank's own vectors
-        let exact = score_docs(self.bank, q, &stage3, &mut x, &mut tile);
+        let exact = score_docs(self.bank, q, &stage3);
         let mut top = TopK::new(k);
         for (&d, &s) in stage3.iter().zip(&exact) {
             if s > top.threshold() {
