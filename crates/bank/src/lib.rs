@@ -23,7 +23,7 @@ mod safetensors;
 mod scan;
 mod storage;
 
-pub use array::{read_array, Array, ArrayData};
+pub use array::{read_array, write_array, Array, ArrayData, ArrayRef, MappedArray};
 pub use error::BankError;
 pub use format::Format;
 pub use half::f16;

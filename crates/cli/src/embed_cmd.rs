@@ -10,6 +10,7 @@ use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use serde_json::{json, Value};
 use tandem_bank::{Bank, Dtype, Overwrite};
+use tandem_search::{Plaid, PlaidParams, PlaidSearch};
 use tandem_text::beir::{Beir, Ranking};
 use tandem_text::job::{self, EmbedJob, Shard};
 use tandem_text::{ColBert, Corpus, EmbedOptions, Embedder, Precision, Side, Tower, Towers};
@@ -376,6 +377,24 @@ pub struct BeirArgs {
     /// Print the metrics as JSON.
     #[arg(long)]
     pub json: bool,
+    /// How a ColBERT ranks the corpus: exact MaxSim over every document, or
+    /// through a PLAID index built over the cached corpus bank (cached beside
+    /// it) with exact MaxSim re-ranking of its candidates.
+    #[arg(long, value_enum, default_value_t = LateIndex::Exact)]
+    pub index: LateIndex,
+    /// PLAID: bits per residual dimension, 2 or 4 [default: 4].
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<u32>::new().range(2..=4))]
+    pub nbits: Option<u32>,
+}
+
+/// How `tandem beir` ranks with a ColBERT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LateIndex {
+    /// Exact MaxSim over every document.
+    Exact,
+    /// A PLAID index (candidates by centroid interaction, exact MaxSim
+    /// re-ranking).
+    Plaid,
 }
 
 pub fn run_beir(a: BeirArgs) -> anyhow::Result<()> {
@@ -409,6 +428,12 @@ pub fn run_beir(a: BeirArgs) -> anyhow::Result<()> {
     let beir = Beir::open(&a.data, &a.split)?;
     let corpus = &beir.corpus;
     let colbert = a.model.load_colbert(false)?;
+    if colbert.is_none() && (a.index == LateIndex::Plaid || a.nbits.is_some()) {
+        bail!(
+            "--index plaid / --nbits index a ColBERT's token vectors, but {} is a dense model; drop them",
+            a.model.model.display()
+        );
+    }
     // a dense model's towers (one for both, or a query and a document tower)
     let towers = match &colbert {
         Some(_) => None,
@@ -491,6 +516,7 @@ pub fn run_beir(a: BeirArgs) -> anyhow::Result<()> {
     };
     let t_q = Instant::now();
     let qsel = &beir.queries;
+    let mut index_meta = Value::Null;
     let (hits, k, docs, metric, queries_truncated, query_s, search_s) = match &colbert {
         None => {
             let bank = Bank::open(
@@ -534,12 +560,56 @@ pub fn run_beir(a: BeirArgs) -> anyhow::Result<()> {
             let qv = c.encode(&with, Side::Query, |_| {})?;
             let query_s = t_q.elapsed().as_secs_f64();
             let k = a.k.min(bank.docs());
-            let t_s = Instant::now();
-            let bar = tandem_io::progress(bank.docs() as u64, "maxsim");
-            let hits =
-                beir.search_maxsim(&bank, &qv, k, a.ignore_identical_ids, |n| bar.inc(n as u64))?;
-            bar.finish_and_clear();
-            let search_s = t_s.elapsed().as_secs_f64();
+            let hits = match a.index {
+                LateIndex::Exact => {
+                    let t_s = Instant::now();
+                    let bar = tandem_io::progress(bank.docs() as u64, "maxsim");
+                    let hits = beir.search_maxsim(&bank, &qv, k, a.ignore_identical_ids, |n| {
+                        bar.inc(n as u64)
+                    })?;
+                    bar.finish_and_clear();
+                    index_meta =
+                        json!({ "kind": "exact-maxsim", "search_s": t_s.elapsed().as_secs_f64() });
+                    hits
+                }
+                LateIndex::Plaid => {
+                    let nbits = a.nbits.unwrap_or(PlaidParams::default().nbits);
+                    let dir = cache.join(format!("corpus-{key}.plaid-{nbits}bit"));
+                    let reused = tandem_search::is_plaid_index(&dir);
+                    let t_b = Instant::now();
+                    let index = if reused {
+                        eprintln!("index: cached PLAID index {}", dir.display());
+                        Plaid::open(&dir, &bank)?
+                    } else {
+                        let mut index = Plaid::build(
+                            &bank,
+                            &PlaidParams {
+                                nbits,
+                                ..PlaidParams::default()
+                            },
+                        )?;
+                        index.save(&dir, Overwrite::Refuse)?;
+                        index
+                    };
+                    let index_s = t_b.elapsed().as_secs_f64();
+                    let t_s = Instant::now();
+                    let bar = tandem_io::progress(qsel.len() as u64, "plaid");
+                    let hits =
+                        beir.search_plaid(&index, &qv, k, None, a.ignore_identical_ids, |n| {
+                            bar.inc(n as u64)
+                        })?;
+                    bar.finish_and_clear();
+                    let side = index.sidecar();
+                    index_meta = json!({
+                        "kind": "plaid", "path": dir, "reused": reused, "nbits": side.nbits,
+                        "centroids": side.centroids, "search": PlaidSearch::for_k(k + usize::from(a.ignore_identical_ids && k < bank.docs())),
+                        "build_seconds": side.build_seconds, "open_or_build_s": index_s,
+                        "search_s": t_s.elapsed().as_secs_f64(),
+                    });
+                    hits
+                }
+            };
+            let search_s = index_meta["search_s"].as_f64().unwrap_or(0.0);
             (
                 hits,
                 k,
@@ -566,6 +636,7 @@ pub fn run_beir(a: BeirArgs) -> anyhow::Result<()> {
         "model": { "path": a.model.model, "fingerprint": towers.as_ref().map_or_else(|| embedder.fingerprint().to_string(), Towers::fingerprint), "model_type": embedder.model_type(), "max_length": embedder.max_len(), "separate_towers": towers.as_ref().is_some_and(Towers::separate) },
         "settings": settings,
         "metric": metric,
+        "index": index_meta,
         "k": k,
         "ignore_identical_ids": a.ignore_identical_ids,
         "query_prompt": query_prompt,

@@ -16,8 +16,9 @@ const QUERY_CHUNK: usize = 1024;
 
 #[derive(Debug, Subcommand)]
 pub enum IndexCmd {
-    /// Build an HNSW index over a bank and save it (plus a `<out>.json`
-    /// sidecar that ties it to the bank).
+    /// Build an index over a bank and save it: HNSW over a dense bank (a
+    /// file, plus a `<out>.json` sidecar that ties it to the bank), PLAID
+    /// over a multi-vector bank (a folder of arrays and `plaid.json`).
     Build(BuildArgs),
 }
 
@@ -30,24 +31,35 @@ pub struct BuildArgs {
     /// Array name inside an .npz or tensor name inside a .safetensors bank.
     #[arg(long)]
     pub key: Option<String>,
-    /// Where to write the index (the sidecar goes to `<out>.json`).
+    /// Where to write the index: a file for HNSW (the sidecar goes to
+    /// `<out>.json`), a folder for PLAID.
     #[arg(long)]
     pub out: PathBuf,
-    /// Similarity: ip (inner product) or cosine.
-    #[arg(long, default_value_t = Metric::InnerProduct)]
-    pub metric: Metric,
-    /// HNSW connectivity (neighbours per node), at least 2.
-    #[arg(long, default_value_t = 32,
-          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(2..))]
-    pub m: usize,
-    /// HNSW candidate list size while inserting, at least 1.
-    #[arg(long, default_value_t = 200,
-          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
-    pub ef_construction: usize,
-    /// Element type stored in the graph: f32 or f16 (half the memory, faster,
-    /// float16 scores) [default: the bank's dtype].
+    /// HNSW: similarity, ip (inner product) or cosine [default: ip].
+    #[arg(long)]
+    pub metric: Option<Metric>,
+    /// HNSW: connectivity (neighbours per node), at least 2 [default: 32].
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(2..))]
+    pub m: Option<usize>,
+    /// HNSW: candidate list size while inserting, at least 1 [default: 200].
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub ef_construction: Option<usize>,
+    /// HNSW: element type stored in the graph: f32 or f16 (half the memory,
+    /// faster, float16 scores) [default: the bank's dtype].
     #[arg(long)]
     pub scalar: Option<Scalar>,
+    /// PLAID: bits per residual dimension, 2 or 4 [default: 4].
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<u32>::new().range(2..=4))]
+    pub nbits: Option<u32>,
+    /// PLAID: k-means centroids [default: 2^floor(log2(16 sqrt(tokens))), PLAID's].
+    #[arg(long)]
+    pub centroids: Option<usize>,
+    /// PLAID: k-means iterations [default: 4].
+    #[arg(long)]
+    pub kmeans_iters: Option<usize>,
+    /// PLAID: seed of the k-means sample and starting centroids [default: 42].
+    #[arg(long)]
+    pub seed: Option<u64>,
     /// Replace an existing index.
     #[arg(long)]
     pub force: bool,
@@ -89,12 +101,29 @@ pub struct SearchArgs {
     /// Query ids, one per line (default: row numbers).
     #[arg(long)]
     pub query_ids: Option<PathBuf>,
-    /// An HNSW index built by `tandem index build` (default: exact flat search).
+    /// An index built by `tandem index build` (default: exact search): an
+    /// HNSW file for a dense bank, a PLAID folder for a multi-vector one.
     #[arg(long)]
     pub index: Option<PathBuf>,
-    /// HNSW candidate list size while searching (only with --index).
+    /// HNSW candidate list size while searching (only with an HNSW --index).
     #[arg(long, default_value_t = 256, requires = "index")]
     pub ef: usize,
+    /// PLAID: centroids probed per query token [default: 4 / 8 / 16 for --k up
+    /// to 10 / 100 / more].
+    #[arg(long, requires = "index")]
+    pub ncells: Option<usize>,
+    /// PLAID: centroids that no query token scores this much with are left
+    /// out of the first centroid interaction [default: 0.45 / 0.4 / 0.35].
+    #[arg(long, requires = "index")]
+    pub centroid_threshold: Option<f32>,
+    /// PLAID: candidates kept by the pruned centroid interaction, half of
+    /// them by the full one [default: 1024 / 4096 / max(8192, 8k)].
+    #[arg(long, requires = "index")]
+    pub ndocs: Option<usize>,
+    /// PLAID: candidates the decompressed residuals keep for the exact
+    /// MaxSim re-ranking [default: 3k].
+    #[arg(long, requires = "index")]
+    pub rerank: Option<usize>,
     /// Hits per query.
     #[arg(long, default_value_t = 100)]
     pub k: usize,
@@ -124,7 +153,7 @@ pub struct SearchArgs {
 }
 
 /// Sets the size of rayon's global pool; must run before anything uses rayon.
-fn set_threads(threads: usize) {
+pub(crate) fn set_threads(threads: usize) {
     if threads > 0 {
         std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
     }
@@ -140,7 +169,7 @@ pub(crate) fn worker_threads() -> usize {
 }
 
 /// Fails early, before any work, when an output exists and --force is absent.
-fn refuse_existing(paths: &[&Path], force: bool) -> anyhow::Result<()> {
+pub(crate) fn refuse_existing(paths: &[&Path], force: bool) -> anyhow::Result<()> {
     for p in paths {
         if !force && p.exists() {
             return Err(tandem_io::WriteError::Exists(p.to_path_buf()).into());
@@ -169,16 +198,34 @@ fn open_bank(path: &Path, key: &Option<String>, ids: &Option<PathBuf>) -> anyhow
 pub fn run_index(cmd: IndexCmd) -> anyhow::Result<()> {
     let IndexCmd::Build(a) = cmd;
     set_threads(a.threads);
+    if tandem_bank::is_multi_vector(&a.bank) {
+        return crate::maxsim_cmd::run_index(a);
+    }
+    for (given, flag) in [
+        (a.nbits.is_some(), "--nbits"),
+        (a.centroids.is_some(), "--centroids"),
+        (a.kmeans_iters.is_some(), "--kmeans-iters"),
+        (a.seed.is_some(), "--seed"),
+    ] {
+        if given {
+            bail!(
+                "{flag} builds a PLAID index, for a multi-vector bank (a ColBERT's token vectors), but {} is dense; drop it (an HNSW index is built)",
+                a.bank.display()
+            );
+        }
+    }
     // Before minutes of building: can the index be saved there at all?
     Hnsw::check_save_path(&a.out, Overwrite::from_force(a.force))?;
     let bank = open_bank(&a.bank, &a.key, &None)?;
+    let defaults = HnswParams::default();
     let params = HnswParams {
-        connectivity: a.m,
-        expansion_add: a.ef_construction,
+        connectivity: a.m.unwrap_or(defaults.connectivity),
+        expansion_add: a.ef_construction.unwrap_or(defaults.expansion_add),
         scalar: a.scalar,
-        ..HnswParams::default()
+        ..defaults
     };
-    let mut hnsw = Hnsw::build(&bank, a.metric, params)
+    let metric = a.metric.unwrap_or(Metric::InnerProduct);
+    let mut hnsw = Hnsw::build(&bank, metric, params)
         .with_context(|| format!("building an index over {}", a.bank.display()))?;
     hnsw.save(&a.out, Overwrite::from_force(a.force))?;
     eprintln!(
@@ -186,9 +233,9 @@ pub fn run_index(cmd: IndexCmd) -> anyhow::Result<()> {
         a.out.display(),
         bank.rows(),
         bank.dim(),
-        a.metric,
-        a.m,
-        a.ef_construction,
+        metric,
+        params.connectivity,
+        params.expansion_add,
         hnsw.sidecar().scalar,
         hnsw.sidecar().build_seconds
     );
@@ -317,6 +364,28 @@ pub fn run_search(a: SearchArgs) -> anyhow::Result<()> {
         return crate::maxsim_cmd::run(a);
     }
     let meta_path = start(&a)?;
+    for (given, flag) in [
+        (a.ncells.is_some(), "--ncells"),
+        (a.centroid_threshold.is_some(), "--centroid-threshold"),
+        (a.ndocs.is_some(), "--ndocs"),
+        (a.rerank.is_some(), "--rerank"),
+    ] {
+        if given {
+            bail!("{flag} applies to a PLAID index over a multi-vector bank (a ColBERT's token vectors), but {} is dense; drop it", a.bank.display());
+        }
+    }
+    if let Some(p) = a
+        .index
+        .as_deref()
+        .filter(|p| tandem_search::is_plaid_index(p))
+    {
+        bail!(
+            "{}: a PLAID index, for a multi-vector bank (a ColBERT's token vectors), but {} is dense (one vector per document); pass an HNSW index built with tandem index build --bank {}, or drop --index for exact search",
+            p.display(),
+            a.bank.display(),
+            a.bank.display()
+        );
+    }
     let t_open = Instant::now();
     let bank = open_bank(&a.bank, &a.key, &a.ids)?;
     let queries = open_bank(&a.queries, &a.query_key, &a.query_ids)?;

@@ -97,6 +97,20 @@ impl Default for HnswParams {
     }
 }
 
+/// FNV-1a 64, the hash of fingerprints.
+pub(crate) mod fnv1a {
+    /// The hash of nothing.
+    pub(crate) const START: u64 = 0xcbf2_9ce4_8422_2325;
+
+    /// `hash` extended by `bytes`.
+    pub(crate) fn eat(mut hash: u64, bytes: &[u8]) -> u64 {
+        for &b in bytes {
+            hash = (hash ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        hash
+    }
+}
+
 /// What identifies a bank cheaply: shape, dtype, file size and a hash of
 /// [`SAMPLED_ROWS`] evenly spaced rows (first and last included).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,12 +128,8 @@ impl BankFingerprint {
     /// The fingerprint of `bank`. Reads at most [`SAMPLED_ROWS`] rows.
     pub fn of(bank: &Bank) -> BankFingerprint {
         let (rows, dim) = (bank.rows(), bank.dim());
-        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-        let mut eat = |bytes: &[u8]| {
-            for &b in bytes {
-                hash = (hash ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
-            }
-        };
+        let mut hash = fnv1a::START;
+        let mut eat = |bytes: &[u8]| hash = fnv1a::eat(hash, bytes);
         eat(&(rows as u64).to_le_bytes());
         eat(&(dim as u64).to_le_bytes());
         let samples = rows.min(SAMPLED_ROWS);

@@ -12,6 +12,10 @@
 //!   the index to the bank it was built from.
 //! * [`MaxSim`]: exact late-interaction (ColBERT) search over a
 //!   [`tandem_bank::MultiBank`], documents scored by MaxSim.
+//! * [`Plaid`]: a PLAID-style index over a multi-vector bank (centroids,
+//!   2- or 4-bit residuals, inverted lists; candidates by centroid
+//!   interaction, exact MaxSim re-ranking), saved as a folder of arrays,
+//!   memory-mapped, tied to its bank by a JSON sidecar.
 //!
 //! Results are `(bank row, score)` pairs, best first; ties are broken by the
 //! lower row. Scores are inner products, or cosine similarities.
@@ -22,6 +26,7 @@ mod flat;
 mod hnsw;
 mod int8;
 mod maxsim;
+mod plaid;
 mod topk;
 
 use std::fmt;
@@ -31,6 +36,9 @@ pub use error::SearchError;
 pub use flat::Flat;
 pub use hnsw::{sidecar_path, BankFingerprint, Hnsw, HnswParams, HnswSidecar, Scalar};
 pub use maxsim::{MaxSim, BLOCK_TOKENS};
+pub use plaid::{
+    default_centroids, is_plaid_index, Plaid, PlaidParams, PlaidSearch, PlaidSidecar, PLAID_SIDECAR,
+};
 
 /// One search result: `(bank row, score)`. Lists of hits are best first.
 pub type Hit = (u32, f32);

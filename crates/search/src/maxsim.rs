@@ -12,6 +12,8 @@
 //!
 //! [`Flat`]: crate::Flat
 
+use std::ops::Range;
+
 use rayon::prelude::*;
 use tandem_bank::MultiBank;
 
@@ -67,22 +69,7 @@ impl<'a> MaxSim<'a> {
         k: usize,
         progress: impl Fn(usize) + Sync,
     ) -> Result<Vec<Vec<Hit>>, SearchError> {
-        let dim = self.bank.dim();
-        if !queries.len().is_multiple_of(dim) {
-            return Err(SearchError::QueryDim {
-                len: queries.len(),
-                dim,
-            });
-        }
-        let nq = q_offsets.len().saturating_sub(1);
-        if q_offsets.first().is_some_and(|&o| o != 0)
-            || q_offsets.last().is_some_and(|&o| o * dim != queries.len())
-            || q_offsets.windows(2).any(|w| w[1] < w[0])
-        {
-            return Err(SearchError::QueryOffsets {
-                rows: queries.len() / dim,
-            });
-        }
+        let nq = check_queries(self.bank.dim(), queries, q_offsets)?;
         if k == 0 || nq == 0 {
             return Ok(vec![Vec::new(); nq]);
         }
@@ -140,13 +127,12 @@ impl<'a> MaxSim<'a> {
             for q in q0..q1 {
                 let mut top = TopK::new(k);
                 for d in d0..d1 {
-                    let (a, b) = (off[d] - t0, off[d + 1] - t0);
-                    let mut s = 0.0f32;
-                    for r in q_offsets[q]..q_offsets[q + 1] {
-                        let row = &tile[(r - r0) * nt..(r - r0 + 1) * nt];
-                        // a document without tokens scores 0
-                        s += row[a..b].iter().copied().reduce(f32::max).unwrap_or(0.0);
-                    }
+                    let s = sum_of_max(
+                        &tile,
+                        nt,
+                        q_offsets[q] - r0..q_offsets[q + 1] - r0,
+                        off[d] - t0..off[d + 1] - t0,
+                    );
                     if s > top.threshold() {
                         top.push(d as u32, s);
                     }
@@ -156,6 +142,108 @@ impl<'a> MaxSim<'a> {
         }
         out
     }
+}
+
+/// Checks a batch of multi-vector queries against width `dim`: whole rows,
+/// and offsets from 0 to the rows without going back. Returns the number
+/// of queries.
+pub(crate) fn check_queries(
+    dim: usize,
+    queries: &[f32],
+    q_offsets: &[usize],
+) -> Result<usize, SearchError> {
+    if !queries.len().is_multiple_of(dim) {
+        return Err(SearchError::QueryDim {
+            len: queries.len(),
+            dim,
+        });
+    }
+    if q_offsets.first().is_some_and(|&o| o != 0)
+        || q_offsets.last().is_some_and(|&o| o * dim != queries.len())
+        || q_offsets.windows(2).any(|w| w[1] < w[0])
+    {
+        return Err(SearchError::QueryOffsets {
+            rows: queries.len() / dim,
+        });
+    }
+    Ok(q_offsets.len().saturating_sub(1))
+}
+
+/// One document's MaxSim out of a tile of token scores (`tile` row-major,
+/// `cols` columns: query token rows by document token columns): over the
+/// query token rows `rows`, the best score among the document's columns
+/// `doc`, summed in row order. A document without tokens scores 0.
+#[inline]
+pub(crate) fn sum_of_max(tile: &[f32], cols: usize, rows: Range<usize>, doc: Range<usize>) -> f32 {
+    let mut s = 0.0f32;
+    for r in rows {
+        let row = &tile[r * cols..(r + 1) * cols];
+        s += row[doc.clone()]
+            .iter()
+            .copied()
+            .reduce(f32::max)
+            .unwrap_or(0.0);
+    }
+    s
+}
+
+/// The exact MaxSim of one query (token rows `q`) against each of `docs`
+/// of `bank`, in the order given (the documents' float16 or float32 rows
+/// converted a block at a time).
+pub(crate) fn score_docs(bank: &MultiBank, q: &[f32], docs: &[u32]) -> Vec<f32> {
+    score_blocks(
+        q,
+        bank.dim(),
+        docs,
+        |d| bank.doc_rows(d as usize).len(),
+        |d, out| {
+            let rows = bank.doc_rows(d as usize);
+            bank.tokens().rows_f32_into(rows.start, rows.end, out);
+        },
+    )
+}
+
+/// The MaxSim of one query (token rows `q`) against each of `docs`, in the
+/// order given: `rows(d)` is document `d`'s number of token rows and
+/// `fill(d, out)` writes them into `out` as float32. The documents are
+/// scored in blocks of about [`BLOCK_TOKENS`] tokens, one gemm each, with
+/// buffers reused from block to block.
+pub(crate) fn score_blocks(
+    q: &[f32],
+    dim: usize,
+    docs: &[u32],
+    rows: impl Fn(u32) -> usize,
+    mut fill: impl FnMut(u32, &mut [f32]),
+) -> Vec<f32> {
+    let mut out = Vec::with_capacity(docs.len());
+    let (mut x, mut tile, mut bounds) = (Vec::new(), Vec::new(), vec![0usize]);
+    for (i, &d) in docs.iter().enumerate() {
+        let at = x.len();
+        x.resize(at + rows(d) * dim, 0.0);
+        fill(d, &mut x[at..]);
+        bounds.push(x.len() / dim);
+        if x.len() / dim >= BLOCK_TOKENS || i + 1 == docs.len() {
+            out.extend(score_rows(q, &x, &bounds, dim, &mut tile));
+            x.clear();
+            bounds.truncate(1);
+        }
+    }
+    out
+}
+
+/// The MaxSim of the query token rows `q` against documents whose token
+/// rows lie in `x`, document `i` owning rows `bounds[i]..bounds[i + 1]`.
+fn score_rows(q: &[f32], x: &[f32], bounds: &[usize], dim: usize, tile: &mut Vec<f32>) -> Vec<f32> {
+    let (nq, nx) = (q.len() / dim, x.len() / dim);
+    tile.clear();
+    tile.resize(nq * nx, 0.0);
+    if nq > 0 && nx > 0 {
+        scores(q, x, dim, tile);
+    }
+    bounds
+        .windows(2)
+        .map(|w| sum_of_max(tile, nx, 0..nq, w[0]..w[1]))
+        .collect()
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use tandem_bank::{Bank, MultiBank};
 use tandem_eval::{evaluate, EvalOptions, Measure, Qrels, Run};
 use tandem_nn::contrastive::Similarity;
-use tandem_search::{Flat, Hit, Index, MaxSim, Metric};
+use tandem_search::{Flat, Hit, Index, MaxSim, Metric, Plaid, PlaidSearch};
 
 use crate::{ColBert, Corpus, Embedder, MultiVectors, Side, TextError, Towers};
 
@@ -158,12 +158,46 @@ impl Beir {
         ignore_identical_ids: bool,
         progress: impl Fn(usize) + Sync,
     ) -> Result<Vec<Vec<Hit>>, TextError> {
+        self.late_interaction(docs.docs(), k, ignore_identical_ids, |k| {
+            MaxSim::new(docs).search(&queries.vectors, &queries.offsets, k, progress)
+        })
+    }
+
+    /// The best `k` documents of each query through a PLAID index over a
+    /// multi-vector bank of the corpus (its settings for `k` unless
+    /// `params` are given; the final candidates scored by exact MaxSim);
+    /// `progress(1)` after each query.
+    pub fn search_plaid(
+        &self,
+        index: &Plaid<'_>,
+        queries: &MultiVectors,
+        k: usize,
+        params: Option<PlaidSearch>,
+        ignore_identical_ids: bool,
+        progress: impl Fn(usize) + Sync,
+    ) -> Result<Vec<Vec<Hit>>, TextError> {
+        let docs = index.sidecar().documents;
+        self.late_interaction(docs, k, ignore_identical_ids, |k| {
+            let p = params.unwrap_or_else(|| PlaidSearch::for_k(k));
+            index.search(&queries.vectors, &queries.offsets, k, &p, progress)
+        })
+    }
+
+    /// The best `k` of `docs` documents by `search(k')`, a query's own
+    /// document dropped under `ignore_identical_ids` (for which `k'` asks
+    /// one more than `k`).
+    fn late_interaction(
+        &self,
+        docs: usize,
+        k: usize,
+        ignore_identical_ids: bool,
+        search: impl FnOnce(usize) -> Result<Vec<Vec<Hit>>, tandem_search::SearchError>,
+    ) -> Result<Vec<Vec<Hit>>, TextError> {
         let exclude = self.exclusions(ignore_identical_ids);
-        let k = k.min(docs.docs());
+        let k = k.min(docs);
         // one more than asked for, so that dropping a query's own document leaves k
-        let extra = usize::from(ignore_identical_ids && k < docs.docs());
-        let hits = MaxSim::new(docs)
-            .search(&queries.vectors, &queries.offsets, k + extra, progress)
+        let extra = usize::from(ignore_identical_ids && k < docs);
+        let hits = search(k + extra)
             .map_err(|e| TextError::file(&self.dir, e.to_string(), "check the model's vectors"))?;
         Ok(hits
             .into_iter()
