@@ -348,21 +348,7 @@ impl Hnsw {
                 return Err(tandem_io::WriteError::Exists(p.to_path_buf()).into());
             }
         }
-        let folder = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        if !folder.is_dir() {
-            return Err(SearchError::index(
-                path,
-                format!(
-                    "cannot write the index there: the folder {} does not exist",
-                    folder.display()
-                ),
-                "create the folder first or choose another output path",
-            ));
-        }
-        Ok(())
+        crate::check_out_folder(path)
     }
 
     /// Writes the index to `path` and its sidecar to `<path>.json`. The index

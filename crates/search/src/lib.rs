@@ -185,6 +185,26 @@ impl FromStr for Precision {
     }
 }
 
+/// Refuses an output `path` whose folder does not exist (before minutes of
+/// building an index to write there).
+pub(crate) fn check_out_folder(path: &std::path::Path) -> Result<(), SearchError> {
+    let folder = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => std::path::Path::new("."),
+    };
+    if !folder.is_dir() {
+        return Err(SearchError::index(
+            path,
+            format!(
+                "cannot write the index there: the folder {} does not exist",
+                folder.display()
+            ),
+            "create the folder first or choose another output path",
+        ));
+    }
+    Ok(())
+}
+
 /// Exclusion lists sorted and deduplicated, so membership is a binary search.
 pub(crate) fn sorted_exclusions(exclude: &[Vec<u32>]) -> Vec<Vec<u32>> {
     exclude

@@ -617,21 +617,7 @@ impl<'a> Plaid<'a> {
                 ));
             }
         }
-        let parent = match dir.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        if !parent.is_dir() {
-            return Err(SearchError::index(
-                dir,
-                format!(
-                    "cannot write the index there: the folder {} does not exist",
-                    parent.display()
-                ),
-                "create the folder first or choose another output path",
-            ));
-        }
-        Ok(())
+        crate::check_out_folder(dir)
     }
 
     /// Writes the index into the folder `dir`: every array into a temporary
