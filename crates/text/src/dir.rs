@@ -432,7 +432,7 @@ pub struct ModelDir {
     pub files_sha256: String,
 }
 
-fn read_json(path: &Path) -> Result<Value, TextError> {
+pub(crate) fn read_json(path: &Path) -> Result<Value, TextError> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         TextError::file(
             path,

@@ -372,24 +372,8 @@ impl ColBert {
         let config_path = e.dir.transformer.join("config.json");
         let tok_path = e.dir.tokenizer.clone();
         let weights = e.dir.weights.clone();
-        let read_json = |path: &Path| -> Result<Value, TextError> {
-            let text = std::fs::read_to_string(path).map_err(|err| {
-                TextError::file(
-                    path,
-                    format!("cannot read ({err})"),
-                    "check the model directory",
-                )
-            })?;
-            serde_json::from_str(&text).map_err(|err| {
-                TextError::file(
-                    path,
-                    format!("not JSON ({err})"),
-                    "restore the file from the model's source",
-                )
-            })
-        };
-        let mut config = read_json(&config_path)?;
-        let mut tokenizer = read_json(&tok_path)?;
+        let mut config = crate::dir::read_json(&config_path)?;
+        let mut tokenizer = crate::dir::read_json(&tok_path)?;
         let vocab = config["vocab_size"].as_u64().ok_or_else(|| {
             TextError::file(
                 &config_path,

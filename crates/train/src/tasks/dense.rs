@@ -180,14 +180,6 @@ impl Model {
     fn is_colbert(&self) -> bool {
         matches!(self, Model::Colbert(_))
     }
-
-    /// The model as a freshly loaded one (towers apart again).
-    fn fresh(self) -> Fresh {
-        match self {
-            Model::Towers(j) => Fresh::Towers(Box::new(j.into_towers())),
-            Model::Colbert(c) => Fresh::Colbert(c),
-        }
-    }
 }
 
 /// A model as it is loaded, before its parameters are joined.
@@ -427,13 +419,13 @@ fn dropout(cfg: &TrainConfig) -> Result<Dropout, TrainError> {
 /// A fresh model carrying `params` (the layout of [`Joined::params`] for
 /// [`fresh_model`]'s towers).
 fn model_with(cfg: &TrainConfig, params: &Params) -> Result<Towers, TrainError> {
-    let mut m = fresh_model(cfg)?.join();
+    let Fresh::Towers(towers) = fresh_model(cfg)? else {
+        unreachable!("a ColBERT run does not mine")
+    };
+    let mut m = Joined::new(*towers);
     m.params_mut().clone_from(params);
     m.sync();
-    match m.fresh() {
-        Fresh::Towers(t) => Ok(*t),
-        Fresh::Colbert(_) => unreachable!("a ColBERT run does not mine"),
-    }
+    Ok(m.into_towers())
 }
 
 impl<'a> DenseTask<'a> {
