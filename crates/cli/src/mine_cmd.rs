@@ -11,8 +11,8 @@ use clap::{Args, ValueEnum};
 use serde_json::{json, Value};
 use tandem_io::Overwrite;
 use tandem_text::beir::Beir;
-use tandem_text::mine::{candidates, MineSettings, Sampling};
-use tandem_text::{job, read_examples, Corpus, Embedder, Interner, PairFormat};
+use tandem_text::mine::{candidates, MineSettings, Ranker, Sampling};
+use tandem_text::{job, read_examples, Corpus, Embedder, Interner, PairFormat, Side, Tokenize};
 
 use crate::embed_cmd::ModelArgs;
 
@@ -178,9 +178,22 @@ pub fn run(a: MineArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let model = a.model.load_towers()?;
-    let (query_prompt, doc_prompt) =
-        model.prompts(a.query_prompt.as_deref(), a.doc_prompt.as_deref());
+    // a ColBERT ranks by MaxSim over its token vectors, a dense model by
+    // cosine
+    let model = match a.model.load_colbert(false)? {
+        Some(c) => Ranker::Colbert(Box::new(c)),
+        None => Ranker::Towers(a.model.load_towers()?),
+    };
+    let (encoder, tokenizer): (&Embedder, &dyn Tokenize) = match &model {
+        Ranker::Towers(t) => (t.query(), t),
+        Ranker::Colbert(c) => (c.embedder(), c.as_ref()),
+    };
+    let (query_prompt, doc_prompt) = match &model {
+        Ranker::Towers(t) => t.prompts(a.query_prompt.as_deref(), a.doc_prompt.as_deref()),
+        Ranker::Colbert(c) => c
+            .embedder()
+            .prompts(a.query_prompt.as_deref(), a.doc_prompt.as_deref()),
+    };
 
     // queries in first-appearance order, each with its positives; the
     // corpus first, then the positives it lacks (sentence-transformers'
@@ -228,26 +241,30 @@ pub fn run(a: MineArgs) -> anyhow::Result<()> {
         bail!("{problem}; change --num-negatives, --range-min or --range-max");
     }
 
-    let tokenize =
-        |tower: &Embedder, texts: &[String], prompt: &str| -> anyhow::Result<Vec<Vec<u32>>> {
-            let prompted: Vec<String> = texts.iter().map(|t| format!("{prompt}{t}")).collect();
-            Ok(tower
-                .tokenize(&prompted)?
-                .into_iter()
-                .map(|t| t.0)
-                .collect())
-        };
-    let q_tokens = tokenize(model.query(), &queries.texts, &query_prompt)?;
-    let d_tokens = tokenize(model.document(), &docs.texts, &doc_prompt)?;
+    let tokenize = |side: Side, texts: &[String], prompt: &str| -> anyhow::Result<Vec<Vec<u32>>> {
+        let prompted: Vec<String> = texts.iter().map(|t| format!("{prompt}{t}")).collect();
+        Ok(tokenizer
+            .tokenize_side(side, &prompted)?
+            .into_iter()
+            .map(|t| t.0)
+            .collect())
+    };
+    let q_tokens = tokenize(Side::Query, &queries.texts, &query_prompt)?;
+    let d_tokens = tokenize(Side::Document, &docs.texts, &doc_prompt)?;
     eprintln!(
-        "mine: {} queries ({} pairs), {} candidate documents, range {}..{}, {} negatives ({})",
+        "mine: {} queries ({} pairs), {} candidate documents, range {}..{}, {} negatives ({}, {})",
         q_tokens.len(),
         positives.iter().map(Vec::len).sum::<usize>(),
         d_tokens.len(),
         settings.range_min,
         settings.range_max,
         settings.num_negatives,
-        settings.sampling
+        settings.sampling,
+        if model.is_colbert() {
+            "MaxSim scores"
+        } else {
+            "cosine scores"
+        }
     );
     let t_embed = Instant::now();
     let bar = tandem_io::progress((q_tokens.len() + d_tokens.len()) as u64, "embed");
@@ -373,7 +390,8 @@ pub fn run(a: MineArgs) -> anyhow::Result<()> {
     let doc = json!({
         "command": std::env::args().collect::<Vec<_>>().join(" "),
         "tandem": env!("CARGO_PKG_VERSION"),
-        "model": a.model.model, "model_fingerprint": model.fingerprint(),
+        "model": a.model.model, "model_fingerprint": encoder.fingerprint(),
+        "scores_are": if model.is_colbert() { "maxsim" } else { "cosine" },
         "data": a.data, "format": examples.format.name(), "split": a.split,
         "corpus": corpus_file,
         "settings": {
@@ -383,7 +401,7 @@ pub fn run(a: MineArgs) -> anyhow::Result<()> {
             "num_negatives": settings.num_negatives, "sampling": settings.sampling.to_string(),
             "output_format": format!("{:?}", a.output_format).to_lowercase(),
             "query_prompt": query_prompt, "doc_prompt": doc_prompt, "seed": a.seed,
-            "batch": a.model.batch, "max_length": model.query().max_len(), "precision": a.model.precision.name(),
+            "batch": a.model.batch, "max_length": encoder.max_len(), "precision": a.model.precision.name(),
         },
         "counts": {
             "queries": q_tokens.len(), "pairs": pos_scores.len(), "documents": d_tokens.len(),

@@ -146,7 +146,8 @@ fn colbert_model() -> String {
 }
 
 /// A ColBERT trains as a dense run does (PyLate's cached contrastive loss
-/// here), validates and tests by MaxSim, and is saved as a PyLate
+/// here, with hard negatives mined by MaxSim from rankings refreshed in the
+/// background), validates and tests by MaxSim, and is saved as a PyLate
 /// directory that `tandem beir` scores as the run did; SIGKILLed at
 /// random moments, it resumes to the same bits.
 #[test]
@@ -170,6 +171,12 @@ fn colbert_run_trains_saves_a_pylate_model_and_resumes_bitwise() {
         "4",
         "--dropout",
         "0.1",
+        "--curriculum",
+        "0-1:none;2-5:2@0.0-1.0",
+        "--refresh-every",
+        "4",
+        "--mine-pool",
+        "20",
     ];
     let run = sigkill_then_resume_is_bitwise(dir.path(), &data, &extra);
     let lines = metrics(&run);
@@ -181,6 +188,13 @@ fn colbert_run_trains_saves_a_pylate_model_and_resumes_bitwise() {
     assert!(
         train.last().unwrap() < train.first().unwrap(),
         "the loss did not fall: {train:?}"
+    );
+    // negatives mined by MaxSim, from rankings refreshed every 4 steps
+    assert!(
+        lines
+            .iter()
+            .any(|v| v["mined_fill"].as_f64().is_some_and(|f| f > 0.0)),
+        "no negatives were mined"
     );
     let test = lines
         .iter()
@@ -271,7 +285,6 @@ fn colbert_run_refuses_what_it_does_not_take() {
         ("--separate-towers", "true", "--separate-towers"),
         ("--head-dim", "8", "--head-dim"),
         ("--symmetric", "true", "--symmetric"),
-        ("--curriculum", "0-1:4@0.3-0.9", "--curriculum"),
     ] {
         let out = dir.path().join(flag.trim_start_matches('-'));
         let extra = ["--model", model.as_str(), flag, value];

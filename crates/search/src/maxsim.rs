@@ -58,6 +58,17 @@ impl<'a> MaxSim<'a> {
         self.blocks.len()
     }
 
+    /// The MaxSim of one query (token rows `query`, `[tokens, dim]`)
+    /// against each of `docs` (documents of the bank), in the order given.
+    pub fn score(&self, query: &[f32], docs: &[u32]) -> Result<Vec<f32>, SearchError> {
+        check_queries(self.bank.dim(), query, &[0, query.len() / self.bank.dim()])?;
+        assert!(
+            docs.iter().all(|&d| (d as usize) < self.bank.docs()),
+            "documents of the bank"
+        );
+        Ok(score_docs(self.bank, query, docs))
+    }
+
     /// The best `k` documents of each query, best first: `(document,
     /// MaxSim)`. Query `i` is the token rows `q_offsets[i]..q_offsets[i +
     /// 1]` of `queries` (`[tokens, dim]`). `progress(n)` is called after

@@ -5,7 +5,8 @@
 //! the top or sampled.
 //!
 //! [`candidates`] embeds and ranks (one exact search, the same for
-//! `tandem mine` and for the negatives a training run refreshes);
+//! `tandem mine` and for the negatives a training run refreshes; cosine
+//! for a dense model, MaxSim for a ColBERT);
 //! [`MineSettings::select`] applies sentence-transformers' filters to one
 //! query's candidates; [`in_band`] keeps the candidates whose score lies in
 //! a band measured against the positive's (a training curriculum's band).
@@ -15,10 +16,11 @@ use std::str::FromStr;
 
 use rand::seq::index::sample;
 use rand::{Rng, SeedableRng};
-use tandem_bank::Bank;
-use tandem_search::{Flat, Hit, Index, Metric, SearchError};
+use tandem_bank::{Bank, MultiBank};
+use tandem_nn::Params;
+use tandem_search::{Flat, Hit, Index, MaxSim, Metric, SearchError};
 
-use crate::{TextError, Towers};
+use crate::{ColBert, ColbertTokens, Side, TextError, Towers};
 
 /// For each query, its nearest documents by cosine with its positives left
 /// out, and the cosine of each of its positives.
@@ -41,26 +43,249 @@ fn unit_rows(v: &mut [f32], dim: usize) {
     }
 }
 
-/// Embeds `queries` and `docs` (token ids, prompts included) with the
-/// query and document towers of `towers` and ranks them ([`rank`]). `progress(n)` is called after each embedded
-/// batch of `n` texts (documents first, then queries).
+/// The model a mining ranking is made with: dense towers rank by cosine
+/// ([`rank`]), a ColBERT by MaxSim ([`rank_maxsim`]).
+pub enum Ranker {
+    Towers(Towers),
+    Colbert(Box<ColBert>),
+}
+
+/// The vectors of one batch of texts: `[rows, dim]`, text after text, and
+/// how many rows each text has (1 for a dense model, its kept tokens for a
+/// ColBERT).
+#[derive(Debug, Clone, Default)]
+pub struct BatchVectors {
+    pub vectors: Vec<f32>,
+    pub rows: Vec<usize>,
+}
+
+/// Every text's vectors: text `i` has rows `offsets[i]..offsets[i + 1]` of
+/// `vectors` (`[rows, dim]`).
+#[derive(Debug, Clone, Default)]
+pub struct TextVectors {
+    pub vectors: Vec<f32>,
+    pub offsets: Vec<usize>,
+}
+
+impl Ranker {
+    /// The width of the vectors.
+    pub fn dim(&self) -> usize {
+        match self {
+            Ranker::Towers(t) => t.dim(),
+            Ranker::Colbert(c) => c.dim(),
+        }
+    }
+
+    /// Whether the scores are MaxSim sums (else cosines).
+    pub fn is_colbert(&self) -> bool {
+        matches!(self, Ranker::Colbert(_))
+    }
+
+    /// The model's parameters (both towers', joined, for a dense model).
+    pub fn params(&self) -> Params {
+        match self {
+            Ranker::Towers(t) => t.joined_params(),
+            Ranker::Colbert(c) => c.embedder().params().clone(),
+        }
+    }
+
+    /// The batches the texts are embedded in: indices into `docs`, then
+    /// into `queries` offset by `docs.len()`; a batch holds one side only.
+    /// Fixed for fixed input, so the same texts give the same bits.
+    pub fn batches(&self, queries: &[Vec<u32>], docs: &[Vec<u32>]) -> Vec<Vec<usize>> {
+        let (q, d) = match self {
+            Ranker::Towers(t) => (t.query(), t.document()),
+            Ranker::Colbert(c) => (c.embedder(), c.embedder()),
+        };
+        let nd = docs.len();
+        let mut batches = d.batches(docs);
+        batches.extend(
+            q.batches(queries)
+                .into_iter()
+                .map(|b| b.into_iter().map(|i| i + nd).collect()),
+        );
+        batches
+    }
+
+    /// The vectors of one batch of texts (token ids, prompts or ColBERT
+    /// prefixes included) on `side`.
+    pub fn embed(&self, side: Side, tokens: &[Vec<u32>]) -> BatchVectors {
+        match self {
+            Ranker::Towers(t) => {
+                let tower = match side {
+                    Side::Query => t.query(),
+                    Side::Document => t.document(),
+                };
+                BatchVectors {
+                    vectors: tower.embed_tokens(tokens),
+                    rows: vec![1; tokens.len()],
+                }
+            }
+            Ranker::Colbert(c) => {
+                let toks: Vec<ColbertTokens> =
+                    tokens.iter().map(|t| c.expand(t.clone(), side)).collect();
+                let (vectors, rows, _) = c.forward_tokens(&toks, side, None, None);
+                BatchVectors { vectors, rows }
+            }
+        }
+    }
+
+    /// The documents' and the queries' vectors, in text order, out of the
+    /// vectors of `batches` (as [`Ranker::batches`] made them for `docs`
+    /// documents): each batch's vectors are dropped once copied, so the
+    /// texts' vectors are held about once.
+    pub fn gather(
+        &self,
+        batches: &[Vec<usize>],
+        vectors: Vec<BatchVectors>,
+        docs: usize,
+    ) -> (TextVectors, TextVectors) {
+        let dim = self.dim();
+        let texts = batches.iter().map(Vec::len).sum::<usize>();
+        let mut rows = vec![0usize; texts];
+        for (b, v) in batches.iter().zip(&vectors) {
+            for (&i, &n) in b.iter().zip(&v.rows) {
+                rows[i] = n;
+            }
+        }
+        let offsets = |rows: &[usize]| {
+            let mut o = Vec::with_capacity(rows.len() + 1);
+            o.push(0);
+            for &n in rows {
+                o.push(o.last().copied().unwrap_or(0) + n);
+            }
+            o
+        };
+        let (d_off, q_off) = (offsets(&rows[..docs]), offsets(&rows[docs..]));
+        let mut d = vec![0.0f32; d_off[docs] * dim];
+        let mut q = vec![0.0f32; q_off[texts - docs] * dim];
+        for (b, v) in batches.iter().zip(vectors) {
+            let mut at = 0;
+            for (&i, &n) in b.iter().zip(&v.rows) {
+                let (to, from) = if i < docs {
+                    (&mut d, d_off[i])
+                } else {
+                    (&mut q, q_off[i - docs])
+                };
+                to[from * dim..(from + n) * dim]
+                    .copy_from_slice(&v.vectors[at * dim..(at + n) * dim]);
+                at += n;
+            }
+        }
+        (
+            TextVectors {
+                vectors: d,
+                offsets: d_off,
+            },
+            TextVectors {
+                vectors: q,
+                offsets: q_off,
+            },
+        )
+    }
+
+    /// Ranks the documents for every query ([`rank`] or [`rank_maxsim`]).
+    pub fn rank(
+        &self,
+        docs: TextVectors,
+        queries: TextVectors,
+        positives: &[Vec<u32>],
+        k: usize,
+    ) -> Result<Candidates, SearchError> {
+        let dim = self.dim();
+        match self {
+            Ranker::Towers(_) => rank(dim, docs.vectors, queries.vectors, positives, k),
+            Ranker::Colbert(_) => rank_maxsim(dim, docs, &queries, positives, k),
+        }
+    }
+
+    /// The directory the model was loaded from (for messages).
+    fn path(&self) -> &std::path::Path {
+        match self {
+            Ranker::Towers(t) => t.query().dir().path.as_path(),
+            Ranker::Colbert(c) => c.embedder().dir().path.as_path(),
+        }
+    }
+}
+
+/// Embeds `queries` and `docs` (token ids, prompts included) with `model`
+/// and ranks them ([`Ranker::rank`]). `progress(n)` is called after each
+/// embedded batch of `n` texts (documents first, then queries).
 pub fn candidates(
-    towers: &Towers,
+    model: &Ranker,
     queries: &[Vec<u32>],
     docs: &[Vec<u32>],
     positives: &[Vec<u32>],
     k: usize,
     mut progress: impl FnMut(usize),
 ) -> Result<Candidates, TextError> {
-    let d = towers.document().embed_all(docs, &mut progress);
-    let q = towers.query().embed_all(queries, &mut progress);
-    rank(towers.dim(), d, q, positives, k).map_err(|e| {
+    let nd = docs.len();
+    let batches = model.batches(queries, docs);
+    let vectors = batches
+        .iter()
+        .map(|b| {
+            let (side, tokens): (Side, Vec<Vec<u32>>) = if b[0] < nd {
+                (Side::Document, b.iter().map(|&i| docs[i].clone()).collect())
+            } else {
+                (
+                    Side::Query,
+                    b.iter().map(|&i| queries[i - nd].clone()).collect(),
+                )
+            };
+            let v = model.embed(side, &tokens);
+            progress(b.len());
+            v
+        })
+        .collect();
+    let (d, q) = model.gather(&batches, vectors, nd);
+    model.rank(d, q, positives, k).map_err(|e| {
         TextError::file(
-            towers.query().dir().path.as_path(),
+            model.path(),
             format!("mining search failed: {e}"),
             "check the model's vectors",
         )
     })
+}
+
+/// Ranks the documents (`docs`, token vectors) for every query of
+/// `queries` by MaxSim over float16 token vectors (as `tandem beir` scores
+/// a ColBERT): the `k` best of each, `positives[q]` (document indices) left
+/// out, and the MaxSim of each positive.
+pub fn rank_maxsim(
+    dim: usize,
+    docs: TextVectors,
+    queries: &TextVectors,
+    positives: &[Vec<u32>],
+    k: usize,
+) -> Result<Candidates, SearchError> {
+    let half: Vec<half::f16> = docs
+        .vectors
+        .iter()
+        .map(|&v| half::f16::from_f32(v))
+        .collect();
+    drop(docs.vectors);
+    let bank = MultiBank::from_parts(Bank::from_f16(half, dim), docs.offsets);
+    let maxsim = MaxSim::new(&bank);
+    // the best k besides the positives are among the best k + positives
+    let extra = positives.iter().map(Vec::len).max().unwrap_or(0);
+    let found = maxsim.search(
+        &queries.vectors,
+        &queries.offsets,
+        (k + extra).min(bank.docs()),
+        |_| {},
+    )?;
+    let mut c = Candidates::default();
+    for (q, (hits, ps)) in found.into_iter().zip(positives).enumerate() {
+        let rows = &queries.vectors[queries.offsets[q] * dim..queries.offsets[q + 1] * dim];
+        c.positive_scores.push(maxsim.score(rows, ps)?);
+        c.hits.push(
+            hits.into_iter()
+                .filter(|h| !ps.contains(&h.0))
+                .take(k)
+                .collect(),
+        );
+    }
+    Ok(c)
 }
 
 /// Ranks the documents `docs` (`[n, dim]`) for every query of `queries`

@@ -336,3 +336,94 @@ fn st6_colbert_is_not_saved_as_pylate() {
     assert!(s.contains("sentence-transformers v6's layout"), "{s}");
     assert!(!out.exists());
 }
+
+/// Mining with a ColBERT ranks by MaxSim: `candidates` embeds the texts in
+/// batches (out of input order), and its hits and positive scores are a
+/// brute-force float64 MaxSim over the documents' float16 token vectors,
+/// the positives left out.
+#[test]
+fn colbert_mining_ranks_by_maxsim_without_the_positives() {
+    use tandem_text::mine::{candidates, Ranker};
+    let dir = fixtures().join("colbert-modernbert");
+    let opts = EmbedOptions {
+        batch: 3,
+        ..EmbedOptions::default()
+    };
+    let cb = ColBert::load(&dir, opts).unwrap();
+    let words = [
+        "cells", "protein", "the", "binding", "of", "tumour", "growth", "in", "mice", "dna",
+    ];
+    let text = |i: usize, n: usize| -> String {
+        (0..n)
+            .map(|j| words[(i * 7 + j * 3) % words.len()])
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let docs: Vec<String> = (0..11).map(|i| text(i, 2 + (i * 5) % 9)).collect();
+    let queries: Vec<String> = (0..4).map(|i| text(i + 20, 2 + i)).collect();
+    let positives: Vec<Vec<u32>> = vec![vec![0], vec![3, 5], vec![], vec![10]];
+    let toks = |texts: &[String], side| -> Vec<Vec<u32>> {
+        cb.tokenize_texts(texts, side)
+            .unwrap()
+            .into_iter()
+            .map(|t| t.0)
+            .collect()
+    };
+    let (q_tokens, d_tokens) = (toks(&queries, Side::Query), toks(&docs, Side::Document));
+    let (d, q) = (
+        cb.encode(&docs, Side::Document, |_| {}).unwrap(),
+        cb.encode(&queries, Side::Query, |_| {}).unwrap(),
+    );
+    let dim = cb.dim();
+    let rows = |m: &tandem_text::MultiVectors, half: bool| -> Vec<Vec<f32>> {
+        m.offsets
+            .windows(2)
+            .map(|w| {
+                m.vectors[w[0] * dim..w[1] * dim]
+                    .iter()
+                    .map(|&x| {
+                        if half {
+                            half::f16::from_f32(x).to_f32()
+                        } else {
+                            x
+                        }
+                    })
+                    .collect()
+            })
+            .collect()
+    };
+    let want = maxsim(&rows(&q, false), &rows(&d, true), dim);
+    let got = candidates(
+        &Ranker::Colbert(Box::new(cb)),
+        &q_tokens,
+        &d_tokens,
+        &positives,
+        4,
+        |_| {},
+    )
+    .unwrap();
+    for (qi, ps) in positives.iter().enumerate() {
+        let order: Vec<usize> = ranking(&want[qi])
+            .into_iter()
+            .filter(|d| !ps.contains(&(*d as u32)))
+            .take(4)
+            .collect();
+        let hits = &got.hits[qi];
+        assert_eq!(hits.len(), 4, "query {qi}");
+        for (rank, (&(doc, score), &w)) in hits.iter().zip(&order).enumerate() {
+            assert!(
+                (f64::from(score) - want[qi][w]).abs() < 1e-3,
+                "query {qi} rank {rank}: {score} vs {}",
+                want[qi][w]
+            );
+            // the same document, unless two are tied within the tolerance
+            if doc as usize != w {
+                assert!((want[qi][doc as usize] - want[qi][w]).abs() < 1e-3);
+            }
+        }
+        for (&p, &s) in ps.iter().zip(&got.positive_scores[qi]) {
+            assert!((f64::from(s) - want[qi][p as usize]).abs() < 1e-3);
+        }
+        assert_eq!(got.positive_scores[qi].len(), ps.len());
+    }
+}

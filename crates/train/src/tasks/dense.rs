@@ -22,6 +22,7 @@ use sha2::{Digest, Sha256};
 use tandem_nn::contrastive::{Distill, Isotropy, Mnrl, Similarity};
 use tandem_nn::Params;
 use tandem_text::beir::{Beir, Ranking};
+use tandem_text::mine::Ranker;
 use tandem_text::{
     read_examples, ColBert, ColbertLayout, Corpus, Dropout, EmbedOptions, Embedder, Joined,
     MainLoss, Objective, PairFormat, StepStats, Tokenize, Towers, TrainSet,
@@ -382,11 +383,6 @@ fn colbert_settings(cfg: &TrainConfig) -> Result<(), TrainError> {
             "iso_cov",
             "the isotropy losses are over single vectors",
         ),
-        (
-            cfg.curriculum.mines(),
-            "curriculum",
-            "mining with MaxSim scores is not built yet",
-        ),
     ];
     for (on, key, why) in refused {
         if on {
@@ -416,16 +412,23 @@ fn dropout(cfg: &TrainConfig) -> Result<Dropout, TrainError> {
     }
 }
 
-/// A fresh model carrying `params` (the layout of [`Joined::params`] for
-/// [`fresh_model`]'s towers).
-fn model_with(cfg: &TrainConfig, params: &Params) -> Result<Towers, TrainError> {
-    let Fresh::Towers(towers) = fresh_model(cfg)? else {
-        unreachable!("a ColBERT run does not mine")
-    };
-    let mut m = Joined::new(*towers);
-    m.params_mut().clone_from(params);
-    m.sync();
-    Ok(m.into_towers())
+/// A fresh model carrying `params` (the layout of [`Model::params`]), to
+/// rank with: a refresh's copy of the weights.
+fn model_with(cfg: &TrainConfig, params: &Params) -> Result<Ranker, TrainError> {
+    Ok(match fresh_model(cfg)? {
+        Fresh::Towers(towers) => {
+            let mut m = Joined::new(*towers);
+            m.params_mut().clone_from(params);
+            m.sync();
+            Ranker::Towers(m.into_towers())
+        }
+        Fresh::Colbert(mut c) => {
+            let e = c.embedder_mut();
+            e.params_mut().clone_from(params);
+            e.sync();
+            Ranker::Colbert(c)
+        }
+    })
 }
 
 impl<'a> DenseTask<'a> {
@@ -608,8 +611,17 @@ impl<'a> DenseTask<'a> {
             } else {
                 0
             },
+            // the hits, and a ColBERT's token vectors of the documents
+            // (float32 as embedded, then float16 to search)
             ranking: if mined > 0 {
                 texts.queries.len() as u64 * cfg.mine_pool as u64 * 8
+                    + if model.is_colbert() {
+                        texts.docs.iter().map(|t| t.len() as u64).sum::<u64>()
+                            * model.query().dim() as u64
+                            * 6
+                    } else {
+                        0
+                    }
             } else {
                 0
             },

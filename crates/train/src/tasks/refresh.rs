@@ -28,8 +28,8 @@ use std::time::Instant;
 
 use rand::seq::index::sample;
 use serde::{Deserialize, Serialize};
-use tandem_text::mine::{in_band, rank, Candidates};
-use tandem_text::{MineTexts, Towers};
+use tandem_text::mine::{in_band, BatchVectors, Candidates, Ranker};
+use tandem_text::{MineTexts, Side};
 
 use crate::curriculum::{Band, Curriculum};
 use crate::miner::STREAM;
@@ -104,13 +104,13 @@ impl Schedule {
 }
 
 /// A batch's vectors, or why it has none (a panic's message).
-type Vectors = Option<Result<Vec<f32>, String>>;
+type Vectors = Option<Result<BatchVectors, String>>;
 
 /// One generation's ranking, embedded by whoever takes its batches.
 struct Job {
     /// Its step.
     step: u64,
-    model: Towers,
+    model: Ranker,
     texts: MineTexts,
     pool: usize,
     /// Batches of text indices: documents, then queries offset by the
@@ -127,16 +127,8 @@ struct Job {
 }
 
 impl Job {
-    fn new(step: u64, model: Towers, texts: &MineTexts, pool: usize) -> Job {
-        let nd = texts.docs.len();
-        let mut batches = model.document().batches(&texts.docs);
-        batches.extend(
-            model
-                .query()
-                .batches(&texts.queries)
-                .into_iter()
-                .map(|b| b.into_iter().map(|i| i + nd).collect()),
-        );
+    fn new(step: u64, model: Ranker, texts: &MineTexts, pool: usize) -> Job {
+        let batches = model.batches(&texts.queries, &texts.docs);
         let n = batches.len();
         Job {
             step,
@@ -173,13 +165,13 @@ impl Job {
                 })
                 .collect();
             // a batch holds documents only or queries only
-            let tower = if batch[0] < nd {
-                self.model.document()
+            let side = if batch[0] < nd {
+                Side::Document
             } else {
-                self.model.query()
+                Side::Query
             };
             let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                tower.embed_tokens(&tokens)
+                self.model.embed(side, &tokens)
             }))
             .map_err(|p| {
                 p.downcast_ref::<String>()
@@ -213,22 +205,16 @@ impl Job {
 
     /// Ranks the documents for the queries from every batch's vectors.
     fn rank(&self, vectors: Vec<Vectors>) -> Result<Candidates, String> {
-        let dim = self.model.dim();
-        let nd = self.texts.docs.len();
-        let mut d = vec![0.0f32; nd * dim];
-        let mut q = vec![0.0f32; self.texts.queries.len() * dim];
-        for (batch, v) in self.batches.iter().zip(vectors) {
-            let v = v.expect("every batch is in")?;
-            for (&i, row) in batch.iter().zip(v.chunks_exact(dim)) {
-                let to = if i < nd {
-                    &mut d[i * dim..(i + 1) * dim]
-                } else {
-                    &mut q[(i - nd) * dim..(i - nd + 1) * dim]
-                };
-                to.copy_from_slice(row);
-            }
-        }
-        rank(dim, d, q, &self.texts.positives, self.pool).map_err(|e| e.to_string())
+        let vectors = vectors
+            .into_iter()
+            .map(|v| v.expect("every batch is in"))
+            .collect::<Result<Vec<_>, String>>()?;
+        let (d, q) = self
+            .model
+            .gather(&self.batches, vectors, self.texts.docs.len());
+        self.model
+            .rank(d, q, &self.texts.positives, self.pool)
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -312,7 +298,7 @@ impl Refresher {
 
     /// Starts generation `step` from `model` (a copy of the weights of that
     /// step) on the worker.
-    fn submit(&mut self, step: u64, model: Towers) {
+    fn submit(&mut self, step: u64, model: Ranker) {
         let job = Arc::new(Job::new(step, model, &self.texts, self.pool));
         let worker = self.worker.get_or_insert_with(Worker::start);
         if let Some(tx) = &worker.jobs {
@@ -329,7 +315,7 @@ impl Refresher {
     pub fn at_step(
         &mut self,
         step: u64,
-        snapshot: impl FnOnce() -> Result<Towers, TrainError>,
+        snapshot: impl FnOnce() -> Result<Ranker, TrainError>,
     ) -> Result<Option<String>, TrainError> {
         let mut said = self.use_due(step)?;
         if self.schedule.needed.contains(&step) && self.pending.is_none() {
@@ -423,7 +409,7 @@ impl Refresher {
         if let Some(j) = &self.pending {
             files.push((
                 PENDING_FILE.to_string(),
-                j.model.joined_params().to_safetensors(&Default::default()),
+                j.model.params().to_safetensors(&Default::default()),
             ));
         }
         (
@@ -442,7 +428,7 @@ impl Refresher {
         &mut self,
         state: &RefreshState,
         mined: Option<&[u8]>,
-        pending: Option<Towers>,
+        pending: Option<Ranker>,
     ) -> Result<(), String> {
         self.active = match (state.active, mined) {
             (Some(step), Some(bytes)) => {
