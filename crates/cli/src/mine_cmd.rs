@@ -1,6 +1,8 @@
 //! `tandem mine`: hard negatives for (query, positive) training data, mined
 //! with a model as sentence-transformers' `mine_hard_negatives` mines them,
-//! written as JSON lines that `tandem train --task dense` reads.
+//! written as JSON lines that `tandem train --task dense` reads. A dense
+//! model scores by cosine, a ColBERT by MaxSim (the score flags are then
+//! in MaxSim units).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -27,7 +29,8 @@ pub enum OutputFormat {
     NTuple,
     /// One FlagEmbedding line per (query, positive) with at least one
     /// negative: `query`, `pos`, `neg`, `pos_scores`, `neg_scores` (the
-    /// mining model's cosines: data for MarginMSE or KL distillation).
+    /// mining model's cosines, or MaxSim for a ColBERT: data for MarginMSE
+    /// or KL distillation).
     Flag,
 }
 
@@ -65,10 +68,12 @@ pub struct MineArgs {
     /// num_negatives when a score or margin filter is set].
     #[arg(long)]
     pub range_max: Option<usize>,
-    /// Drop candidates whose cosine to the query is above it.
+    /// Drop candidates whose cosine (a ColBERT's MaxSim) to the query is
+    /// above it.
     #[arg(long)]
     pub max_score: Option<f32>,
-    /// Drop candidates whose cosine to the query is below it.
+    /// Drop candidates whose cosine (a ColBERT's MaxSim) to the query is
+    /// below it.
     #[arg(long)]
     pub min_score: Option<f32>,
     /// Drop candidates with cosine + margin > the query's lowest positive
@@ -88,7 +93,7 @@ pub struct MineArgs {
     /// The output lines' layout.
     #[arg(long, value_enum, default_value_t = OutputFormat::Triplet)]
     pub output_format: OutputFormat,
-    /// Add `scores` ([positive, negatives...] cosines) to triplet and
+    /// Add `scores` ([positive, negatives...] cosines or MaxSim) to triplet and
     /// n-tuple lines.
     #[arg(long)]
     pub scores: bool,

@@ -220,3 +220,59 @@ fn mined_flag_lines_train_with_distillation_and_bad_settings_fail() {
         .stderr(contains("missing.jsonl"));
     assert!(!bad.exists());
 }
+
+/// A ColBERT mines by MaxSim (sums over the query tokens, not cosines),
+/// says so in its report, and its FlagEmbedding lines train the ColBERT
+/// with PyLate's normalised KL distillation.
+#[test]
+fn a_colbert_mines_by_maxsim_and_distils_from_its_lines() {
+    let model =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../text/tests/fixtures/colbert-modernbert");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("flag.jsonl");
+    let settings = [
+        "--output-format",
+        "flag",
+        "--num-negatives",
+        "2",
+        "--range-max",
+        "30",
+    ];
+    mine_cmd(&model, &out, &settings)
+        .assert()
+        .success()
+        .stderr(contains("MaxSim scores"));
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("flag.mine.json")).unwrap())
+            .unwrap();
+    assert_eq!(report["scores_are"], "maxsim");
+    let lines = read_lines(&out);
+    assert_eq!(lines.len(), 45, "one line per pair");
+    for l in &lines {
+        let pos = l["pos_scores"][0].as_f64().unwrap();
+        let neg: Vec<f64> = l["neg_scores"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        // at least 32 query tokens (the expansion length), each adding its
+        // best cosine: far past any cosine
+        assert!(pos > 1.0 && neg[0] > 1.0, "{pos} {neg:?}");
+        assert!(neg[0] >= neg[1], "best first");
+        assert!(!l["neg"].as_array().unwrap().contains(&l["pos"][0]));
+    }
+    tandem()
+        .args(["train", "--task", "dense", "--text-loss", "kl"])
+        .args(["--distill-normalize", "true", "--negatives", "2"])
+        .args(["--epochs", "1", "--batch", "8", "--threads", "2"])
+        .arg("--model")
+        .arg(&model)
+        .arg("--data")
+        .arg(&out)
+        .arg("--out")
+        .arg(dir.path().join("run"))
+        .assert()
+        .success();
+    assert!(dir.path().join("run/model/1_Dense").is_dir());
+}
