@@ -445,8 +445,10 @@ pub fn run_beir(a: BeirArgs) -> anyhow::Result<()> {
         (None, Some(t)) => t.document(),
         (None, None) => unreachable!("a dense model's towers are loaded"),
     };
-    let (query_prompt, doc_prompt) =
-        embedder.prompts(a.query_prompt.as_deref(), a.doc_prompt.as_deref());
+    let (query_prompt, doc_prompt) = match &colbert {
+        Some(c) => c.prompts(a.query_prompt.as_deref(), a.doc_prompt.as_deref()),
+        None => embedder.prompts(a.query_prompt.as_deref(), a.doc_prompt.as_deref()),
+    };
 
     // the corpus bank, cached by model, corpus and settings
     let corpus_fp = job::file_fingerprint(&corpus_path)?;

@@ -187,17 +187,15 @@ pub fn run(a: MineArgs) -> anyhow::Result<()> {
     // cosine
     let model = match a.model.load_colbert(false)? {
         Some(c) => Ranker::Colbert(Box::new(c)),
-        None => Ranker::Towers(a.model.load_towers()?),
+        None => Ranker::Towers(Box::new(a.model.load_towers()?)),
     };
     let (encoder, tokenizer): (&Embedder, &dyn Tokenize) = match &model {
-        Ranker::Towers(t) => (t.query(), t),
+        Ranker::Towers(t) => (t.query(), t.as_ref()),
         Ranker::Colbert(c) => (c.embedder(), c.as_ref()),
     };
     let (query_prompt, doc_prompt) = match &model {
         Ranker::Towers(t) => t.prompts(a.query_prompt.as_deref(), a.doc_prompt.as_deref()),
-        Ranker::Colbert(c) => c
-            .embedder()
-            .prompts(a.query_prompt.as_deref(), a.doc_prompt.as_deref()),
+        Ranker::Colbert(c) => c.prompts(a.query_prompt.as_deref(), a.doc_prompt.as_deref()),
     };
 
     // queries in first-appearance order, each with its positives; the

@@ -296,19 +296,55 @@ fn colbert_run_refuses_what_it_does_not_take() {
             .stderr(contains("is a ColBERT"));
         assert!(!out.join("model").exists());
     }
-    // a sentence-transformers v6 multi-vector model loads but does not train
+}
+
+/// A sentence-transformers v6 multi-vector model trains too, and is saved
+/// in its own layout (its prefixes are prompt text), which `tandem beir`
+/// scores as the run did.
+#[test]
+fn st6_colbert_trains_and_is_saved_in_its_layout() {
+    let Some((dir, data)) = setup() else {
+        return;
+    };
     let st6 = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../text/tests/fixtures/colbert-st6-bert")
+        .join("../text/tests/fixtures/colbert-st6-modernbert")
         .display()
         .to_string();
     let out = dir.path().join("st6");
+    let extra = ["--model", st6.as_str(), "--epochs", "1", "--batch", "8"];
     tandem()
-        .args(run_args(&data, &out, &["--model", st6.as_str()]))
+        .args(run_args(&data, &out, &extra))
         .assert()
-        .failure()
-        .stderr(contains("sentence-transformers v6"))
-        .stderr(contains("tandem colbert build"));
-    assert!(!out.join("checkpoints").exists());
+        .success();
+    let saved = out.join("model");
+    let modules = std::fs::read_to_string(saved.join("modules.json")).unwrap();
+    assert!(modules.contains("MultiVectorMask"), "{modules}");
+    assert_ne!(
+        std::fs::read(Path::new(&st6).join("model.safetensors")).unwrap(),
+        std::fs::read(saved.join("model.safetensors")).unwrap(),
+        "the weights moved"
+    );
+    let test = metrics(&out)
+        .into_iter()
+        .find(|v| v["kind"] == "test")
+        .expect("a test line");
+    let beir = tandem()
+        .args(["beir", "--json", "--split", "test", "--model"])
+        .arg(&saved)
+        .arg("--data")
+        .arg(&data)
+        .arg("--cache")
+        .arg(dir.path().join("cache"))
+        .arg("--out")
+        .arg(dir.path().join("beir.run"))
+        .assert()
+        .success();
+    let v: Value = serde_json::from_slice(&beir.get_output().stdout).unwrap();
+    let (a, b) = (
+        v["metrics"]["ndcg@10"].as_f64().unwrap(),
+        test["ndcg@10"].as_f64().unwrap(),
+    );
+    assert!((a - b).abs() < 1e-6, "tandem beir {a} vs the run's {b}");
 }
 
 fn metrics(run: &Path) -> Vec<Value> {

@@ -277,6 +277,17 @@ impl ColBert {
         self.embedder.dim()
     }
 
+    /// The text to put before queries and documents besides the model's
+    /// own prefixes: `query` and `document` as given, else nothing (a
+    /// sentence-transformers v6 model's prompts are its prefixes, which
+    /// [`ColBert::tokenize_texts`] adds).
+    pub fn prompts(&self, query: Option<&str>, document: Option<&str>) -> (String, String) {
+        (
+            query.unwrap_or_default().to_string(),
+            document.unwrap_or_default().to_string(),
+        )
+    }
+
     /// The tokens of `texts` on `side`, as PyLate builds them.
     pub fn tokenize(&self, texts: &[String], side: Side) -> Result<Vec<ColbertTokens>, TextError> {
         Ok(self

@@ -46,7 +46,7 @@ fn unit_rows(v: &mut [f32], dim: usize) {
 /// The model a mining ranking is made with: dense towers rank by cosine
 /// ([`rank`]), a ColBERT by MaxSim ([`rank_maxsim`]).
 pub enum Ranker {
-    Towers(Towers),
+    Towers(Box<Towers>),
     Colbert(Box<ColBert>),
 }
 

@@ -214,18 +214,28 @@ impl Embedder {
                 config["use_residual"] = json!(false);
             }
             write_json(&dir.join(&folder).join("config.json"), &config)?;
-            let mut t = Params::default();
-            t.push("linear.weight", &w.shape, w.data.clone());
-            if let Some(b) = b {
-                t.push("linear.bias", &b.shape, b.data.clone());
-            }
             write(
                 &dir.join(&folder).join("model.safetensors"),
-                &t.to_safetensors(&HashMap::new()),
+                &self.head_safetensors(h),
             )?;
             modules.push((folder, ty));
         }
         Ok(modules)
+    }
+
+    /// A Dense head's weights as sentence-transformers and PyLate save
+    /// them (`linear.weight`, `linear.bias`).
+    fn head_safetensors(&self, h: &crate::embedder::Head) -> Vec<u8> {
+        let p = self.params();
+        let mut t = Params::default();
+        let w = p
+            .get(&format!("{}.linear.weight", h.name))
+            .expect("every head has a weight");
+        t.push("linear.weight", &w.shape, w.data.clone());
+        if let Some(b) = p.get(&format!("{}.linear.bias", h.name)) {
+            t.push("linear.bias", &b.shape, b.data.clone());
+        }
+        t.to_safetensors(&HashMap::new())
     }
 
     /// The transformer's tensors as transformers names them (no
@@ -320,7 +330,8 @@ impl ColBert {
     /// when complete): the transformer at the top, its Dense modules as
     /// PyLate's `Dense` from `1_Dense`, and the ColBERT settings in force in
     /// `config_sentence_transformers.json` (the original's other keys
-    /// kept), with `card` as its README.md.
+    /// kept), with `card` as its README.md. A model loaded from
+    /// sentence-transformers v6's layout is written in that layout.
     pub fn save(&self, out: &Path, card: &str) -> Result<(), TextError> {
         let e = self.embedder();
         let src = e.dir.path.join("config_sentence_transformers.json");
@@ -331,11 +342,7 @@ impl ColBert {
             .unwrap_or_else(|| json!({}));
         let c = self.config();
         if c.layout == crate::ColbertLayout::SentenceTransformers {
-            return Err(TextError::file(
-                &e.dir.path,
-                "a ColBERT loaded from sentence-transformers v6's layout (prompts as text) cannot be saved in PyLate's (prefixes inserted as tokens) without changing its tokens",
-                "keep the sentence-transformers directory, or load a PyLate ColBERT to save one",
-            ));
+            return self.save_st6(out, card);
         }
         st["model_type"] = json!("ColBERT");
         st["__version__"] = json!({"tandem": env!("CARGO_PKG_VERSION")});
@@ -357,7 +364,71 @@ impl ColBert {
     }
 }
 
+/// Whether a file of a model directory holds weights (written anew by a
+/// save, never copied: a copy would be the old weights).
+fn holds_weights(name: &str) -> bool {
+    name.contains(".safetensors")
+        || name.starts_with("pytorch_model")
+        || [
+            ".bin", ".onnx", ".pt", ".pth", ".h5", ".msgpack", ".ckpt", ".ot",
+        ]
+        .iter()
+        .any(|x| name.ends_with(x))
+}
+
+/// Copies the files of the folder `from` into `to` (created), but the
+/// weights and the model card.
+fn copy_settings(from: &Path, to: &Path) -> Result<(), TextError> {
+    std::fs::create_dir_all(to).map_err(|e| io(to, e))?;
+    let entries = std::fs::read_dir(from).map_err(|e| {
+        TextError::file(from, format!("cannot list ({e})"), "check its permissions")
+    })?;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if entry.path().is_file() && !holds_weights(&name) && name != "README.md" {
+            std::fs::copy(entry.path(), to.join(&name)).map_err(|e| io(&to.join(&name), e))?;
+        }
+    }
+    Ok(())
+}
+
 impl ColBert {
+    /// Writes a ColBERT loaded from sentence-transformers v6's layout in
+    /// that layout (its prefixes are prompt text, which PyLate's layout
+    /// would turn into inserted tokens): every module's settings as they
+    /// were, the transformer's and the Dense modules' weights new, `card`
+    /// as README.md.
+    fn save_st6(&self, out: &Path, card: &str) -> Result<(), TextError> {
+        let e = self.embedder();
+        let src = &e.dir.path;
+        let modules = crate::dir::read_json(&src.join("modules.json"))?;
+        let folders: Vec<&str> = modules
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| m["path"].as_str())
+            .filter(|p| !p.is_empty())
+            .collect();
+        let transformer = e.dir.transformer.strip_prefix(src).unwrap_or(Path::new(""));
+        save_dir(out, |dir| {
+            copy_settings(src, dir)?;
+            for f in &folders {
+                copy_settings(&src.join(f), &dir.join(f))?;
+            }
+            write(
+                &dir.join(transformer).join("model.safetensors"),
+                &e.encoder_safetensors()?,
+            )?;
+            for h in &e.heads {
+                write(
+                    &dir.join(&h.name).join("model.safetensors"),
+                    &e.head_safetensors(h),
+                )?;
+            }
+            write(&dir.join("README.md"), card.as_bytes())
+        })
+    }
+
     /// Builds a ColBERT from the dense model `base` as PyLate's
     /// `models.ColBERT(base)` does, into the directory `out` (created; it
     /// must not exist): the base's transformer (its Pooling and Dense

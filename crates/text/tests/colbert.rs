@@ -321,20 +321,61 @@ fn st6_undamaged_copy_loads() {
     ColBert::load(&dir, EmbedOptions::default()).unwrap();
 }
 
-/// PyLate's layout inserts the prefixes as tokens, so a model whose
-/// prefixes are prompt text is not saved in it.
+/// A model loaded from sentence-transformers v6's layout is saved in that
+/// layout (PyLate's would insert its prompt-text prefixes as tokens): the
+/// settings of every module as they were, the new weights, and it loads
+/// back to the same token vectors.
 #[test]
-fn st6_colbert_is_not_saved_as_pylate() {
-    let cb = ColBert::load(
-        &fixtures().join("colbert-st6-bert"),
-        EmbedOptions::default(),
-    )
-    .unwrap();
-    let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("saved");
-    let s = cb.save(&out, "").unwrap_err().to_string();
-    assert!(s.contains("sentence-transformers v6's layout"), "{s}");
-    assert!(!out.exists());
+fn st6_colbert_saves_in_its_own_layout_and_loads_back() {
+    for name in ["colbert-st6-bert", "colbert-st6-modernbert"] {
+        let src = fixtures().join(name);
+        let mut cb = ColBert::load(&src, EmbedOptions::default()).unwrap();
+        // weights unlike the directory's, in the encoder and the Dense
+        let e = cb.embedder_mut();
+        for p in e.params_mut().iter_mut() {
+            for (i, x) in p.data.iter_mut().enumerate() {
+                *x += 1e-3 * ((i % 7) as f32 - 3.0);
+            }
+        }
+        e.sync();
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("saved");
+        cb.save(&out, "card").unwrap();
+        for f in [
+            "modules.json",
+            "sentence_bert_config.json",
+            "config_sentence_transformers.json",
+            "1_Dense/config.json",
+            "2_MultiVectorMask/config.json",
+            "tokenizer.json",
+        ] {
+            assert_eq!(
+                std::fs::read(src.join(f)).unwrap(),
+                std::fs::read(out.join(f)).unwrap(),
+                "{name}: {f}"
+            );
+        }
+        assert!(
+            !out.join("golden.safetensors").exists(),
+            "weights are not copied"
+        );
+        let back = ColBert::load(&out, EmbedOptions::default()).unwrap();
+        assert_eq!(back.config().layout, ColbertLayout::SentenceTransformers);
+        let (a, b) = (cb.embedder().params(), back.embedder().params());
+        assert_eq!(a.len(), b.len());
+        for (x, y) in a.iter().zip(b.iter()) {
+            assert!(x.data == y.data, "{name}: {} differs", x.name);
+        }
+        let texts = vec!["a query about cells".to_string(), "dna".to_string()];
+        for side in [Side::Query, Side::Document] {
+            let (v, w) = (
+                cb.encode(&texts, side, |_| {}).unwrap(),
+                back.encode(&texts, side, |_| {}).unwrap(),
+            );
+            assert_eq!(v.offsets, w.offsets);
+            assert!(v.vectors == w.vectors, "{name}: {side:?} vectors differ");
+        }
+    }
 }
 
 /// Mining with a ColBERT ranks by MaxSim: `candidates` embeds the texts in

@@ -24,8 +24,8 @@ use tandem_nn::Params;
 use tandem_text::beir::{Beir, Ranking};
 use tandem_text::mine::Ranker;
 use tandem_text::{
-    read_examples, ColBert, ColbertLayout, Corpus, Dropout, EmbedOptions, Embedder, Joined,
-    MainLoss, Objective, PairFormat, StepStats, Tokenize, Towers, TrainSet,
+    read_examples, ColBert, Corpus, Dropout, EmbedOptions, Embedder, Joined, MainLoss, Objective,
+    PairFormat, StepStats, Tokenize, Towers, TrainSet,
 };
 
 use super::refresh::{RefreshState, Refresher, Schedule, MINED_FILE, PENDING_FILE};
@@ -207,7 +207,7 @@ impl Fresh {
     fn prompts(&self, query: Option<&str>, document: Option<&str>) -> (String, String) {
         match self {
             Fresh::Towers(t) => t.prompts(query, document),
-            Fresh::Colbert(c) => c.embedder().prompts(query, document),
+            Fresh::Colbert(c) => c.prompts(query, document),
         }
     }
 
@@ -318,18 +318,6 @@ fn fresh_model(cfg: &TrainConfig) -> Result<Fresh, TrainError> {
     if ColBert::is_colbert(&cfg.model).map_err(text_err)? {
         colbert_settings(cfg)?;
         let mut c = ColBert::load(&cfg.model, opts).map_err(text_err)?;
-        if c.config().layout == ColbertLayout::SentenceTransformers {
-            // its prefixes are text, and a trained ColBERT is saved in
-            // PyLate's layout (prefix tokens): refused before any step
-            return Err(cfg.invalid_key(
-                "model",
-                format!(
-                    "{} is a sentence-transformers v6 multi-vector model, which tandem loads but does not train yet (it saves PyLate's layout, whose prefixes are tokens)",
-                    cfg.model.display()
-                ),
-                "train a PyLate ColBERT (tandem colbert build --model BASE makes one), or train this one with sentence-transformers",
-            ));
-        }
         let e = c.embedder_mut();
         e.set_precision(precision);
         e.set_dropout(dropout(cfg)?);
@@ -420,7 +408,7 @@ fn model_with(cfg: &TrainConfig, params: &Params) -> Result<Ranker, TrainError> 
             let mut m = Joined::new(*towers);
             m.params_mut().clone_from(params);
             m.sync();
-            Ranker::Towers(m.into_towers())
+            Ranker::Towers(Box::new(m.into_towers()))
         }
         Fresh::Colbert(mut c) => {
             let e = c.embedder_mut();
