@@ -109,7 +109,7 @@ impl Ranker {
 
     /// The vectors of one batch of texts (token ids, prompts or ColBERT
     /// prefixes included) on `side`.
-    pub fn embed(&self, side: Side, tokens: &[Vec<u32>]) -> BatchVectors {
+    fn embed(&self, side: Side, tokens: &[Vec<u32>]) -> BatchVectors {
         match self {
             Ranker::Towers(t) => {
                 let tower = match side {
@@ -128,6 +128,30 @@ impl Ranker {
                 BatchVectors { vectors, rows }
             }
         }
+    }
+
+    /// The vectors of one batch of [`Ranker::batches`] (indices into
+    /// `docs`, then into `queries` offset by `docs.len()`).
+    pub fn embed_batch(
+        &self,
+        batch: &[usize],
+        queries: &[Vec<u32>],
+        docs: &[Vec<u32>],
+    ) -> BatchVectors {
+        let nd = docs.len();
+        // a batch holds documents only or queries only
+        let (side, tokens): (Side, Vec<Vec<u32>>) = if batch[0] < nd {
+            (
+                Side::Document,
+                batch.iter().map(|&i| docs[i].clone()).collect(),
+            )
+        } else {
+            (
+                Side::Query,
+                batch.iter().map(|&i| queries[i - nd].clone()).collect(),
+            )
+        };
+        self.embed(side, &tokens)
     }
 
     /// The documents' and the queries' vectors, in text order, out of the
@@ -219,25 +243,16 @@ pub fn candidates(
     k: usize,
     mut progress: impl FnMut(usize),
 ) -> Result<Candidates, TextError> {
-    let nd = docs.len();
     let batches = model.batches(queries, docs);
     let vectors = batches
         .iter()
         .map(|b| {
-            let (side, tokens): (Side, Vec<Vec<u32>>) = if b[0] < nd {
-                (Side::Document, b.iter().map(|&i| docs[i].clone()).collect())
-            } else {
-                (
-                    Side::Query,
-                    b.iter().map(|&i| queries[i - nd].clone()).collect(),
-                )
-            };
-            let v = model.embed(side, &tokens);
+            let v = model.embed_batch(b, queries, docs);
             progress(b.len());
             v
         })
         .collect();
-    let (d, q) = model.gather(&batches, vectors, nd);
+    let (d, q) = model.gather(&batches, vectors, docs.len());
     model.rank(d, q, positives, k).map_err(|e| {
         TextError::file(
             model.path(),

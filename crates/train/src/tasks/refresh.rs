@@ -29,7 +29,7 @@ use std::time::Instant;
 use rand::seq::index::sample;
 use serde::{Deserialize, Serialize};
 use tandem_text::mine::{in_band, BatchVectors, Candidates, Ranker};
-use tandem_text::{MineTexts, Side};
+use tandem_text::MineTexts;
 
 use crate::curriculum::{Band, Curriculum};
 use crate::miner::STREAM;
@@ -148,30 +148,14 @@ impl Job {
 
     /// Embeds batches until none is left to take (or the job is cancelled).
     fn work(&self) {
-        let nd = self.texts.docs.len();
         while !self.cancel.load(Ordering::Relaxed) {
             let b = self.next.fetch_add(1, Ordering::Relaxed);
             let Some(batch) = self.batches.get(b) else {
                 return;
             };
-            let tokens: Vec<Vec<u32>> = batch
-                .iter()
-                .map(|&i| {
-                    if i < nd {
-                        self.texts.docs[i].clone()
-                    } else {
-                        self.texts.queries[i - nd].clone()
-                    }
-                })
-                .collect();
-            // a batch holds documents only or queries only
-            let side = if batch[0] < nd {
-                Side::Document
-            } else {
-                Side::Query
-            };
             let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                self.model.embed(side, &tokens)
+                self.model
+                    .embed_batch(batch, &self.texts.queries, &self.texts.docs)
             }))
             .map_err(|p| {
                 p.downcast_ref::<String>()
