@@ -255,7 +255,12 @@ pub fn run_embed(a: EmbedArgs) -> anyhow::Result<()> {
             &loaded
         }
     };
-    let prompt = a.prompt.resolve(embedder)?;
+    let prompt = match &colbert {
+        // a ColBERT's prefixes are its own (a v6 model's prompts): no
+        // default prompt on top of them
+        Some(_) if a.prompt.prompt.is_none() && a.prompt.prompt_name.is_none() => String::new(),
+        _ => a.prompt.resolve(embedder)?,
+    };
     let input_fingerprint = job::file_fingerprint(&a.input)?;
     let mut settings = a.model.settings();
     settings["field"] = json!(a.field);

@@ -244,10 +244,23 @@ fn embeds_a_sentence_transformers_v6_colbert() {
         .map(|(i, t)| serde_json::json!({"_id": format!("d{i}"), "text": t}).to_string())
         .collect();
     std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    // a default prompt names one of its prefixes, which sentence-
+    // transformers' encode_document does not add on top of the document's
+    let model = dir.path().join("model");
+    for entry in walkdir(&fixture) {
+        let to = model.join(entry.strip_prefix(&fixture).unwrap());
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(&entry, &to).unwrap();
+    }
+    let st = model.join("config_sentence_transformers.json");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&st).unwrap()).unwrap();
+    config["default_prompt_name"] = "query".into();
+    std::fs::write(&st, config.to_string()).unwrap();
     let out = dir.path().join("docs.npy");
     tandem()
         .args(["embed", "--dtype", "float32", "--model"])
-        .arg(&fixture)
+        .arg(&model)
         .arg("--input")
         .arg(&input)
         .arg("--out")
@@ -278,4 +291,18 @@ fn embeds_a_sentence_transformers_v6_colbert() {
             assert!(dot > 0.9999, "document {i} token {k}: cosine {dot}");
         }
     }
+}
+
+/// Every file under `dir`.
+fn walkdir(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walkdir(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }
