@@ -19,7 +19,9 @@
 use rayon::prelude::*;
 use tandem_bank::{Bank, Vectors};
 
-use crate::exact::{abs_term, collect, dot, norm64, norm_up, rescore, survivors, Candidates, Coef};
+use crate::exact::{
+    abs_term, collect, dot, dots, norm64, norm_up, rescore, survivors, Candidates, Coef,
+};
 use crate::int8::{self, Int8Bank, Int8Queries, Unit};
 use crate::{check_request, sorted_exclusions, Hit, Index, Metric, Precision, SearchError};
 
@@ -164,12 +166,7 @@ impl<'a> Flat<'a> {
 
     /// The canonical score of query `q` (normalised for cosine) and bank row `row`.
     fn score(&self, q: &[f32], row: u32) -> f32 {
-        self.score_values(q, row, &self.bank.row_f32(row as usize))
-    }
-
-    /// [`Flat::score`] with the row's values `x` (as float32) at hand.
-    fn score_values(&self, q: &[f32], row: u32, x: &[f32]) -> f32 {
-        let s = dot(q, x);
+        let s = dot(q, &self.bank.row_f32(row as usize));
         match self.metric {
             Metric::InnerProduct => s,
             Metric::Cosine => s * self.inv_norms[row as usize],
@@ -363,14 +360,12 @@ impl Index for Flat<'_> {
             .into_par_iter()
             .map(|parts| survivors(parts, k))
             .collect();
-        Ok(rescore(
-            survivors,
-            k,
-            |row, x: &mut Vec<f32>| {
-                x.resize(dim, 0.0);
-                self.bank.rows_f32_into(row as usize, row as usize + 1, x);
-            },
-            |i, row, x| self.score_values(&q[i * dim..(i + 1) * dim], row, x),
-        ))
+        Ok(rescore(survivors, rows, k, |row, queries, out| {
+            dots(&self.bank.row_f32(row as usize), &q, queries, out);
+            if self.metric == Metric::Cosine {
+                let inv = self.inv_norms[row as usize];
+                out.iter_mut().for_each(|s| *s *= inv);
+            }
+        }))
     }
 }
