@@ -42,8 +42,8 @@
 
 use rayon::prelude::*;
 
-use crate::topk::{merge, TopK};
-use crate::{hit_order, Hit};
+use crate::topk::{best, TopK};
+use crate::Hit;
 
 /// Unit roundoff of float32.
 const U: f64 = 1.0 / (1u64 << 24) as f64;
@@ -298,10 +298,8 @@ impl Candidates {
             let floor = self.floor();
             self.rows.retain(|c| reaches(c.1, floor));
             if 2 * self.rows.len() >= cap {
-                self.exact
-                    .extend(self.rows.drain(..).map(|(row, _)| (row, score(row))));
-                self.exact.sort_unstable_by(hit_order);
-                self.exact.truncate(self.k);
+                let rescored = self.rows.drain(..).map(|(row, _)| (row, score(row)));
+                self.exact = best(self.exact.drain(..).chain(rescored), self.k);
                 if self.exact.len() == self.k {
                     self.kth = self.exact[self.k - 1].1;
                 }
@@ -379,16 +377,11 @@ pub(crate) fn survivors(parts: Vec<Candidates>, k: usize) -> Vec<u32> {
     let mut rows = Vec::with_capacity(parts.len());
     let mut exact = Vec::new();
     for p in parts {
-        lows.push(p.low.into_sorted());
+        lows.push(p.low);
         rows.push(p.rows);
         exact.extend(p.exact.into_iter().map(|h| h.0));
     }
-    let lows = merge(lows, k);
-    let floor = if lows.len() == k {
-        lows[k - 1].1
-    } else {
-        f32::NEG_INFINITY
-    };
+    let floor = TopK::kth(lows, k).unwrap_or(f32::NEG_INFINITY);
     rows.into_iter()
         .flatten()
         .filter(|c| reaches(c.1, floor))
@@ -463,14 +456,7 @@ pub(crate) fn rescore(
             hits[queries[p] as usize].push((r as u32, scores[p]));
         }
     }
-    hits.par_iter_mut().for_each(|h| {
-        if h.len() > k {
-            h.select_nth_unstable_by(k - 1, hit_order);
-            h.truncate(k);
-        }
-        h.sort_unstable_by(hit_order);
-    });
-    hits
+    hits.into_par_iter().map(|h| best(h, k)).collect()
 }
 
 #[cfg(test)]
