@@ -6,7 +6,7 @@
 //! * int8 ([`crate::int8`], AVX512-VNNI, the default where the CPU has it):
 //!   the bank is rounded to int8 once, and every score costs a quarter of a
 //!   float32 multiply-add;
-//! * float32: tiles of [`QUERY_BLOCK`] queries x [`BANK_BLOCK`] bank rows, each
+//! * float32: tiles of up to [`QUERY_BLOCK`] queries x [`BANK_BLOCK`] bank rows, each
 //!   computed with one `gemm` call (AVX-512 kernels where the CPU has them)
 //!   into a buffer that stays in cache, and scanned while it is hot. Float16
 //!   banks are converted one tile of rows at a time; the bank stays float16.
@@ -302,13 +302,23 @@ impl Index for Flat<'_> {
             .int8
             .as_ref()
             .and_then(|b| Some((b, Int8Queries::new(&q, dim)?)));
-        let coef: Vec<Coef> = q
-            .chunks_exact(dim)
-            .map(|q| Coef::new(norm64(q.iter().map(|&v| v as f64)), 0.0, dim, 2))
-            .collect();
+        // The float32 scan's bound coefficients (unused by the int8 scan).
+        let coef: Vec<Coef> = match int8 {
+            Some(_) => Vec::new(),
+            None => q
+                .chunks_exact(dim)
+                .map(|q| Coef::new(norm64(q.iter().map(|&v| v as f64)), 0.0, dim, 2))
+                .collect(),
+        };
         // Units of work: (query block, run of bank blocks). Enough runs that
-        // every thread has work even for a single query block.
+        // every thread has work even for a single query block. The query
+        // blocks (at most QUERY_BLOCK queries, whole groups of the int8
+        // kernel's QUERY_GROUP) are as equal as the groups allow, so that
+        // the threads finish together: 1,000 queries are 248 + 248 + 248 +
+        // 256, not 256 + 256 + 256 + 232.
         let qblocks = nq.div_ceil(QUERY_BLOCK);
+        let groups = nq.div_ceil(int8::QUERY_GROUP);
+        let q_start = |qb: usize| (qb * groups / qblocks * int8::QUERY_GROUP).min(nq);
         let bblocks = rows.div_ceil(BANK_BLOCK);
         let runs = (2 * rayon::current_num_threads())
             .div_ceil(qblocks)
@@ -320,7 +330,7 @@ impl Index for Flat<'_> {
         let parts: Vec<Vec<Candidates>> = units
             .par_iter()
             .map(|&(qb, r)| {
-                let (q0, q1) = (qb * QUERY_BLOCK, ((qb + 1) * QUERY_BLOCK).min(nq));
+                let (q0, q1) = (q_start(qb), q_start(qb + 1));
                 let blocks = (r * per_run).min(bblocks)..((r + 1) * per_run).min(bblocks);
                 match &int8 {
                     Some((bank, queries)) => {
@@ -353,7 +363,7 @@ impl Index for Flat<'_> {
             (0..nq).map(|_| Vec::with_capacity(runs)).collect();
         for (&(qb, _), part) in units.iter().zip(parts) {
             for (i, c) in part.into_iter().enumerate() {
-                per_query[qb * QUERY_BLOCK + i].push(c);
+                per_query[q_start(qb) + i].push(c);
             }
         }
         let survivors = per_query

@@ -179,26 +179,34 @@ pub(crate) struct Int8Queries {
 }
 
 impl Int8Queries {
-    /// Rounds the queries `q` (row-major, `dim` columns); `None` when a scale is out of range.
+    /// Rounds the queries `q` (row-major, `dim` columns), a group of
+    /// [`QUERY_GROUP`] per parallel task; `None` when a scale is out of range.
     pub(crate) fn new(q: &[f32], dim: usize) -> Option<Int8Queries> {
         let words = dim.div_ceil(4);
         let nq = q.len() / dim;
         let mut packed = vec![0x8080_8080u32; nq.div_ceil(QUERY_GROUP) * QUERY_GROUP * words];
-        let mut scale = Vec::with_capacity(nq);
-        let mut coef = Vec::with_capacity(nq);
-        let mut codes = vec![0i8; words * 4];
-        for (i, row) in q.chunks_exact(dim).enumerate() {
-            let y: Vec<f64> = row.iter().map(|&v| v as f64).collect();
-            let r = round(&y, &mut codes[..dim])?;
-            scale.push(r.scale);
-            coef.push(Coef::new(r.norm as f64, r.err as f64, dim, 1));
-            let (g, l) = (i / QUERY_GROUP, i % QUERY_GROUP);
-            for (w, quad) in codes.chunks_exact(4).enumerate() {
-                let byte = |j: usize| (quad[j] as u8) ^ 0x80;
-                packed[(g * words + w) * QUERY_GROUP + l] =
-                    u32::from_le_bytes([byte(0), byte(1), byte(2), byte(3)]);
-            }
-        }
+        let rounded: Option<Vec<Vec<(f32, Coef)>>> = packed
+            .par_chunks_mut(QUERY_GROUP * words)
+            .zip(q.par_chunks(QUERY_GROUP * dim))
+            .map(|(packed, q)| {
+                let mut codes = vec![0i8; words * 4];
+                let mut y = vec![0f64; dim];
+                q.chunks_exact(dim)
+                    .enumerate()
+                    .map(|(l, row)| {
+                        y.iter_mut().zip(row).for_each(|(y, &v)| *y = v as f64);
+                        let r = round(&y, &mut codes[..dim])?;
+                        for (w, quad) in codes.chunks_exact(4).enumerate() {
+                            let byte = |j: usize| (quad[j] as u8) ^ 0x80;
+                            packed[w * QUERY_GROUP + l] =
+                                u32::from_le_bytes([byte(0), byte(1), byte(2), byte(3)]);
+                        }
+                        Some((r.scale, Coef::new(r.norm as f64, r.err as f64, dim, 1)))
+                    })
+                    .collect()
+            })
+            .collect();
+        let (scale, coef) = rounded?.into_iter().flatten().unzip();
         Some(Int8Queries {
             packed,
             scale,
