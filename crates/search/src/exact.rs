@@ -412,15 +412,19 @@ pub(crate) fn rescore(
     for r in 0..rows {
         start[r + 1] += start[r];
     }
+    // `place[j]`: where the j-th pair of the survivors (query by query) went.
     let mut queries = vec![0u32; start[rows]];
+    let mut place = Vec::with_capacity(start[rows]);
     let mut next = start.clone();
     for (q, rs) in survivors.iter().enumerate() {
         for &r in rs {
             queries[next[r as usize]] = q as u32;
+            place.push(next[r as usize]);
             next[r as usize] += 1;
         }
     }
-    // Tasks: runs of whole rows of about CHUNK pairs.
+    // Tasks: runs of whole rows of about CHUNK pairs, each writing the
+    // scores of its own pairs.
     let mut cuts = vec![0usize];
     for r in 0..rows {
         if start[r + 1] - start[*cuts.last().expect("starts at 0")] >= CHUNK {
@@ -428,35 +432,37 @@ pub(crate) fn rescore(
         }
     }
     cuts.push(rows);
-    let scores: Vec<f32> = cuts
-        .par_windows(2)
-        .map(|w| {
-            let (r0, r1) = (w[0], w[1]);
-            let mut out = vec![0f32; start[r1] - start[r0]];
-            for r in r0..r1 {
-                let (a, b) = (start[r], start[r + 1]);
-                if a < b {
-                    score(
-                        r as u32,
-                        &queries[a..b],
-                        &mut out[a - start[r0]..b - start[r0]],
-                    );
-                }
-            }
-            out
-        })
-        .flatten_iter()
-        .collect();
-    let mut hits: Vec<Vec<Hit>> = survivors
-        .iter()
-        .map(|rows| Vec::with_capacity(rows.len()))
-        .collect();
-    for r in 0..rows {
-        for p in start[r]..start[r + 1] {
-            hits[queries[p] as usize].push((r as u32, scores[p]));
-        }
+    let mut scores = vec![0f32; start[rows]];
+    let mut tasks = Vec::with_capacity(cuts.len());
+    let mut rest = &mut scores[..];
+    for w in cuts.windows(2) {
+        let (out, tail) = rest.split_at_mut(start[w[1]] - start[w[0]]);
+        tasks.push((w[0], w[1], out));
+        rest = tail;
     }
-    hits.into_par_iter().map(|h| best(h, k)).collect()
+    tasks.into_par_iter().for_each(|(r0, r1, out)| {
+        for r in r0..r1 {
+            let (a, b) = (start[r] - start[r0], start[r + 1] - start[r0]);
+            if a < b {
+                score(r as u32, &queries[start[r]..start[r + 1]], &mut out[a..b]);
+            }
+        }
+    });
+    // Each query's hits (in parallel): its survivors with their scores.
+    let mut places = place.as_slice();
+    let per_query: Vec<&[usize]> = survivors
+        .iter()
+        .map(|rs| {
+            let (these, others) = places.split_at(rs.len());
+            places = others;
+            these
+        })
+        .collect();
+    survivors
+        .par_iter()
+        .zip(per_query)
+        .map(|(rs, at)| best(rs.iter().zip(at).map(|(&r, &p)| (r, scores[p])), k))
+        .collect()
 }
 
 #[cfg(test)]
