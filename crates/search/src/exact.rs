@@ -12,7 +12,7 @@
 //! [`Candidates`] keeps the k best lower ends `r - beta` (their k-th is the
 //! *floor*: the k-th best canonical score is at least the floor, since k rows
 //! reach it) and every row whose upper end `r + beta` reaches the floor; a
-//! row below the floor cannot be in the top-k. [`finish`] rescores the
+//! row below the floor cannot be in the top-k. [`rescore`] rescores the
 //! survivors canonically and keeps the best k (score, then lower row).
 //!
 //! The bound. With `y` the row as scored (the row, or for cosine the row times
