@@ -9,7 +9,8 @@
 //! with `BENCH_IDS=PREFIX` set, each result's ids (uint32, queries x k) go to
 //! `PREFIX_{precision}_k{k}.u32` and the JSON names the file. With the HNSW arguments,
 //! it also builds one HNSW index per scalar type (f32, f16) and reports
-//! recall@K1 against the exact result for each ef.
+//! recall@K1 against the exact result for each ef. `BENCH_PRECISIONS=auto`
+//! times only the given precisions (comma-separated; for profiling one scan).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -71,7 +72,12 @@ fn main() {
 
     let ids_prefix = std::env::var("BENCH_IDS").ok();
     let mut exact = Vec::new();
-    for precision in [Precision::Auto, Precision::F32] {
+    let precisions: Vec<Precision> = std::env::var("BENCH_PRECISIONS")
+        .unwrap_or_else(|_| "auto,f32".into())
+        .split(',')
+        .map(|p| p.parse().unwrap_or_else(|e| panic!("{e}")))
+        .collect();
+    for precision in precisions {
         let t = Instant::now();
         let flat = Flat::with_precision(&bank, Metric::InnerProduct, precision).expect("flat");
         let prep = t.elapsed().as_secs_f64();

@@ -12,7 +12,7 @@
 //! [`Candidates`] keeps the k best lower ends `r - beta` (their k-th is the
 //! *floor*: the k-th best canonical score is at least the floor, since k rows
 //! reach it) and every row whose upper end `r + beta` reaches the floor; a
-//! row below the floor cannot be in the top-k. [`finish`] rescores the
+//! row below the floor cannot be in the top-k. [`rescore`] rescores the
 //! survivors canonically and keeps the best k (score, then lower row).
 //!
 //! The bound. With `y` the row as scored (the row, or for cosine the row times
@@ -42,8 +42,8 @@
 
 use rayon::prelude::*;
 
-use crate::topk::{merge, TopK};
-use crate::{hit_order, Hit};
+use crate::topk::{best, TopK};
+use crate::Hit;
 
 /// Unit roundoff of float32.
 const U: f64 = 1.0 / (1u64 << 24) as f64;
@@ -77,6 +77,28 @@ fn gamma(n: usize) -> f64 {
 /// multiply-add, so every platform computes the same bits; with AVX-512 the
 /// 16 sums are one register (the same operations, lane by lane).
 pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
+    dot_n([a], b)[0]
+}
+
+/// [`dot`] of `x` with each query `queries[j]` (rows of the row-major `q`,
+/// `x.len()` columns) into `out[j]`: the same bits as one [`dot`] at a time.
+/// Four dot products run interleaved, so the row is read once for four
+/// queries and four independent chains of adds hide each other's latency.
+pub(crate) fn dots(x: &[f32], q: &[f32], queries: &[u32], out: &mut [f32]) {
+    let dim = x.len();
+    let row = |i: u32| &q[i as usize * dim..(i as usize + 1) * dim];
+    let mut quads = queries.chunks_exact(4);
+    let mut outs = out.chunks_exact_mut(4);
+    for (qs, out) in (&mut quads).zip(&mut outs) {
+        out.copy_from_slice(&dot_n([row(qs[0]), row(qs[1]), row(qs[2]), row(qs[3])], x));
+    }
+    for (&i, out) in quads.remainder().iter().zip(outs.into_remainder()) {
+        *out = dot(row(i), x);
+    }
+}
+
+/// [`dot`] of each of `a` with `b`, compiled for AVX-512 where the CPU has it.
+fn dot_n<const N: usize>(a: [&[f32]; N], b: &[f32]) -> [f32; N] {
     #[cfg(target_arch = "x86_64")]
     if is_x86_feature_detected!("avx512f") {
         // SAFETY: the CPU has AVX-512 F (checked just above).
@@ -85,37 +107,77 @@ pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     dot_lanes(a, b)
 }
 
-/// [`dot`] compiled for AVX-512: LLVM keeps the 16 sums in one register
-/// without reassociating anything, so the bits are [`dot_lanes`]'s.
+/// [`dot_lanes`] in AVX-512 registers: each dot product's 16 sums are one
+/// register, the remainder is added under a mask (the other lanes untouched)
+/// and the tree pairs the lanes as [`dot_lanes`] does, so the bits are the
+/// portable code's (a test compares them).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-fn dot_avx512(a: &[f32], b: &[f32]) -> f32 {
-    dot_lanes(a, b)
+fn dot_avx512<const N: usize>(a: [&[f32]; N], b: &[f32]) -> [f32; N] {
+    use std::arch::x86_64::*;
+    let n = b.len();
+    assert!(a.iter().all(|a| a.len() == n));
+    let mut acc = [_mm512_setzero_ps(); N];
+    let full = n / 16 * 16;
+    for i in (0..full).step_by(16) {
+        // SAFETY: i + 16 <= n = the length of b and of every a (asserted).
+        unsafe {
+            let y = _mm512_loadu_ps(b.as_ptr().add(i));
+            for (acc, a) in acc.iter_mut().zip(&a) {
+                *acc = _mm512_add_ps(*acc, _mm512_mul_ps(_mm512_loadu_ps(a.as_ptr().add(i)), y));
+            }
+        }
+    }
+    if full < n {
+        let m = ((1u32 << (n - full)) - 1) as __mmask16;
+        // SAFETY: the masked loads read lanes full..n only, within every slice.
+        unsafe {
+            let y = _mm512_maskz_loadu_ps(m, b.as_ptr().add(full));
+            for (acc, a) in acc.iter_mut().zip(&a) {
+                let p = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, a.as_ptr().add(full)), y);
+                *acc = _mm512_mask_add_ps(*acc, m, *acc, p);
+            }
+        }
+    }
+    acc.map(|v| {
+        // Lanes 0..8 += 8..16, then 0..4 += 4..8, 0..2 += 2..4, 0 += 1.
+        let v = _mm512_add_ps(v, _mm512_shuffle_f32x4::<0b1110_1110>(v, v));
+        let v = _mm512_add_ps(v, _mm512_shuffle_f32x4::<0b0000_0001>(v, v));
+        let v = _mm512_castps512_ps128(v);
+        let v = _mm_add_ps(v, _mm_movehl_ps(v, v));
+        _mm_cvtss_f32(_mm_add_ss(v, _mm_movehdup_ps(v)))
+    })
 }
 
 #[inline(always)]
-fn dot_lanes(a: &[f32], b: &[f32]) -> f32 {
+fn dot_lanes<const N: usize>(a: [&[f32]; N], b: &[f32]) -> [f32; N] {
     const LANES: usize = 16;
-    debug_assert_eq!(a.len(), b.len());
-    let mut acc = [0f32; LANES];
-    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for l in 0..LANES {
-            acc[l] += x[l] * y[l];
+    assert!(a.iter().all(|a| a.len() == b.len()));
+    let mut acc = [[0f32; LANES]; N];
+    let full = b.len() / LANES * LANES;
+    for (c, y) in b[..full].chunks_exact(LANES).enumerate() {
+        for (acc, a) in acc.iter_mut().zip(&a) {
+            let x = &a[c * LANES..(c + 1) * LANES];
+            for l in 0..LANES {
+                acc[l] += x[l] * y[l];
+            }
         }
     }
-    for (l, (x, y)) in ra.iter().zip(rb).enumerate() {
-        acc[l] += x * y;
-    }
-    let mut width = LANES / 2;
-    while width > 0 {
-        for l in 0..width {
-            acc[l] += acc[l + width];
+    let mut out = [0f32; N];
+    for ((acc, a), out) in acc.iter_mut().zip(&a).zip(&mut out) {
+        for (l, (x, y)) in a[full..].iter().zip(&b[full..]).enumerate() {
+            acc[l] += x * y;
         }
-        width /= 2;
+        let mut width = LANES / 2;
+        while width > 0 {
+            for l in 0..width {
+                acc[l] += acc[l + width];
+            }
+            width /= 2;
+        }
+        *out = acc[0];
     }
-    acc[0]
+    out
 }
 
 /// Euclidean norm in float64 (float32 inputs: every square is exact).
@@ -191,9 +253,7 @@ impl Candidates {
     }
 
     /// Offers a row with approximate score `r` and bound `beta`. NaN ends (an
-    /// overflowed bound) keep the row and leave the floor alone. When pruning
-    /// rows under the floor cannot keep `rows` within `2k + 8192` (rows tied
-    /// at the floor), they are rescored by `score` and only the best k kept.
+    /// overflowed bound) keep the row and leave the floor alone.
     #[inline]
     pub(crate) fn offer(&mut self, row: u32, r: f32, beta: f32, score: &dyn Fn(u32) -> f32) {
         let (lo, hi) = (r - beta, r + beta);
@@ -204,15 +264,42 @@ impl Candidates {
             self.low.push(row, lo);
         }
         self.rows.push((row, hi));
+        self.prune(score);
+    }
+
+    /// [`Candidates::offer`] for several rows at once, in increasing row
+    /// order, compared with one floor (a floor taken before the last rows
+    /// raised it only keeps more rows): `rows` reached it with upper ends
+    /// `his`; of those, `lows` beat it with lower ends `lo`.
+    #[inline]
+    pub(crate) fn take(
+        &mut self,
+        rows: &[u32],
+        his: &[f32],
+        lows: &[u32],
+        lo: &[f32],
+        score: &dyn Fn(u32) -> f32,
+    ) {
+        for (&row, &lo) in lows.iter().zip(lo) {
+            self.low.push(row, lo);
+        }
+        self.rows
+            .extend(rows.iter().zip(his).map(|(&row, &hi)| (row, hi)));
+        self.prune(score);
+    }
+
+    /// When pruning rows under the floor cannot keep `rows` within `2k +
+    /// 8192` (rows tied at the floor), they are rescored by `score` and only
+    /// the best k kept.
+    #[inline]
+    fn prune(&mut self, score: &dyn Fn(u32) -> f32) {
         let cap = 2 * self.k + 8192;
         if self.rows.len() >= cap {
             let floor = self.floor();
             self.rows.retain(|c| reaches(c.1, floor));
             if 2 * self.rows.len() >= cap {
-                self.exact
-                    .extend(self.rows.drain(..).map(|(row, _)| (row, score(row))));
-                self.exact.sort_unstable_by(hit_order);
-                self.exact.truncate(self.k);
+                let rescored = self.rows.drain(..).map(|(row, _)| (row, score(row)));
+                self.exact = best(self.exact.drain(..).chain(rescored), self.k);
                 if self.exact.len() == self.k {
                     self.kth = self.exact[self.k - 1].1;
                 }
@@ -240,25 +327,44 @@ pub(crate) fn collect(
     score: &dyn Fn(u32) -> f32,
 ) {
     const W: usize = 16;
-    let mut floor = c.floor();
     for (chunk, (rs, bs)) in r.chunks(W).zip(beta.chunks(W)).enumerate() {
+        let floor = c.floor();
         // One bit per lane that reaches the floor; only those are looked at.
-        let mut reach = rs
+        let reach = rs
             .iter()
             .zip(bs)
             .enumerate()
             .fold(0u32, |m, (j, (&s, &b))| {
                 m | ((reaches(s + b, floor) as u32) << j)
             });
-        while reach != 0 {
-            let j = reach.trailing_zeros() as usize;
-            reach &= reach - 1;
-            let (s, b) = (rs[j], bs[j]);
-            let row = r0 + (chunk * W + j) as u32;
-            if reaches(s + b, floor) && excl.binary_search(&row).is_err() {
-                c.offer(row, s, b, score);
-                floor = c.floor();
-            }
+        offer_lanes(reach, rs, bs, r0 + (chunk * W) as u32, c, excl, score);
+    }
+}
+
+/// Offers the lanes set in `reach` (bit `j`: row `r0 + j`, score `r[j]`,
+/// bound `beta[j]`) that still reach the floor, which rises as rows are
+/// offered, skipping excluded rows (`excl` sorted). A kernel that compares
+/// the upper ends with the floor itself (in vector registers) calls this
+/// only when some lane reaches it.
+#[inline]
+pub(crate) fn offer_lanes(
+    mut reach: u32,
+    r: &[f32],
+    beta: &[f32],
+    r0: u32,
+    c: &mut Candidates,
+    excl: &[u32],
+    score: &dyn Fn(u32) -> f32,
+) {
+    let mut floor = c.floor();
+    while reach != 0 {
+        let j = reach.trailing_zeros() as usize;
+        reach &= reach - 1;
+        let (s, b) = (r[j], beta[j]);
+        let row = r0 + j as u32;
+        if reaches(s + b, floor) && excl.binary_search(&row).is_err() {
+            c.offer(row, s, b, score);
+            floor = c.floor();
         }
     }
 }
@@ -271,16 +377,11 @@ pub(crate) fn survivors(parts: Vec<Candidates>, k: usize) -> Vec<u32> {
     let mut rows = Vec::with_capacity(parts.len());
     let mut exact = Vec::new();
     for p in parts {
-        lows.push(p.low.into_sorted());
+        lows.push(p.low);
         rows.push(p.rows);
         exact.extend(p.exact.into_iter().map(|h| h.0));
     }
-    let lows = merge(lows, k);
-    let floor = if lows.len() == k {
-        lows[k - 1].1
-    } else {
-        f32::NEG_INFINITY
-    };
+    let floor = TopK::kth(lows, k).unwrap_or(f32::NEG_INFINITY);
     rows.into_iter()
         .flatten()
         .filter(|c| reaches(c.1, floor))
@@ -289,62 +390,94 @@ pub(crate) fn survivors(parts: Vec<Candidates>, k: usize) -> Vec<u32> {
         .collect()
 }
 
-/// The exact top-k of every query from its survivors: each (query, row) pair
-/// rescored by `score` (the canonical score), best first, ties to the lower
-/// row. The pairs are taken in bank order, so the bank is read in one sweep
-/// however many queries share a row: `load` fetches a row into a scratch
-/// buffer once per run of pairs that share it, and `score(query, row,
-/// scratch)` scores one pair from it.
-pub(crate) fn rescore<B: Default>(
+/// The exact top-k of every query from its survivors (rows of a bank of
+/// `rows`): each (query, row) pair rescored canonically, best first, ties to
+/// the lower row. The pairs are taken in bank order, so the bank is read in
+/// one sweep however many queries share a row: `score(row, queries, out)`
+/// writes the canonical scores of `row` with each of `queries` into `out`.
+pub(crate) fn rescore(
     survivors: Vec<Vec<u32>>,
+    rows: usize,
     k: usize,
-    load: impl Fn(u32, &mut B) + Sync,
-    score: impl Fn(usize, u32, &B) -> f32 + Sync,
+    score: impl Fn(u32, &[u32], &mut [f32]) + Sync,
 ) -> Vec<Vec<Hit>> {
-    /// Pairs per parallel task.
+    /// Pairs per parallel task, about.
     const CHUNK: usize = 4096;
-    let mut pairs: Vec<u64> = survivors
-        .iter()
-        .enumerate()
-        .flat_map(|(q, rows)| rows.iter().map(move |&r| ((r as u64) << 32) | q as u64))
-        .collect();
-    pairs.par_sort_unstable();
-    let scores: Vec<f32> = pairs
-        .par_chunks(CHUNK)
-        .map(|chunk| {
-            let mut scratch = B::default();
-            let mut loaded = None;
-            chunk
-                .iter()
-                .map(|&p| {
-                    let (q, row) = (p as u32 as usize, (p >> 32) as u32);
-                    if loaded != Some(row) {
-                        load(row, &mut scratch);
-                        loaded = Some(row);
-                    }
-                    score(q, row, &scratch)
-                })
-                .collect::<Vec<f32>>()
-        })
-        .flatten_iter()
-        .collect();
-    let mut hits: Vec<Vec<Hit>> = survivors
-        .iter()
-        .map(|rows| Vec::with_capacity(rows.len()))
-        .collect();
-    for (&p, &s) in pairs.iter().zip(&scores) {
-        hits[p as u32 as usize].push(((p >> 32) as u32, s));
+    // The queries of every row, rows in order (a counting sort: `start[r]..
+    // start[r + 1]` of `queries` are row r's).
+    let mut start = vec![0usize; rows + 1];
+    for &r in survivors.iter().flatten() {
+        start[r as usize + 1] += 1;
     }
-    hits.par_iter_mut().for_each(|h| {
-        h.sort_unstable_by(hit_order);
-        h.truncate(k);
+    for r in 0..rows {
+        start[r + 1] += start[r];
+    }
+    // `place[j]`: where the j-th pair of the survivors (query by query) went.
+    let mut queries = vec![0u32; start[rows]];
+    let mut place = Vec::with_capacity(start[rows]);
+    let mut next = start.clone();
+    for (q, rs) in survivors.iter().enumerate() {
+        for &r in rs {
+            queries[next[r as usize]] = q as u32;
+            place.push(next[r as usize]);
+            next[r as usize] += 1;
+        }
+    }
+    // Tasks: runs of whole rows of about CHUNK pairs, each writing the
+    // scores of its own pairs.
+    let mut cuts = vec![0usize];
+    for r in 0..rows {
+        if start[r + 1] - start[*cuts.last().expect("starts at 0")] >= CHUNK {
+            cuts.push(r + 1);
+        }
+    }
+    cuts.push(rows);
+    let mut scores = vec![0f32; start[rows]];
+    let mut tasks = Vec::with_capacity(cuts.len());
+    let mut rest = &mut scores[..];
+    for w in cuts.windows(2) {
+        let (out, tail) = rest.split_at_mut(start[w[1]] - start[w[0]]);
+        tasks.push((w[0], w[1], out));
+        rest = tail;
+    }
+    tasks.into_par_iter().for_each(|(r0, r1, out)| {
+        for r in r0..r1 {
+            let (a, b) = (start[r] - start[r0], start[r + 1] - start[r0]);
+            if a < b {
+                score(r as u32, &queries[start[r]..start[r + 1]], &mut out[a..b]);
+            }
+        }
     });
-    hits
+    // Each query's hits (in parallel): its survivors with their scores.
+    let mut places = place.as_slice();
+    let per_query: Vec<&[usize]> = survivors
+        .iter()
+        .map(|rs| {
+            let (these, others) = places.split_at(rs.len());
+            places = others;
+            these
+        })
+        .collect();
+    survivors
+        .par_iter()
+        .zip(per_query)
+        .map(|(rs, at)| best(rs.iter().zip(at).map(|(&r, &p)| (r, scores[p])), k))
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Rescores every pair with the row's number.
+    fn by_row(row: u32, _: &[u32], out: &mut [f32]) {
+        out.fill(row as f32);
+    }
+
+    /// Rescores every pair with 1.
+    fn ones(_: u32, _: &[u32], out: &mut [f32]) {
+        out.fill(1.0);
+    }
 
     #[test]
     fn up_never_rounds_down() {
@@ -370,8 +503,31 @@ mod tests {
             }
         }
         assert_eq!(dot(&a, &b).to_bits(), acc[0].to_bits());
-        assert_eq!(dot_lanes(&a, &b).to_bits(), acc[0].to_bits());
+        assert_eq!(dot_lanes([&a], &b)[0].to_bits(), acc[0].to_bits());
         assert_eq!(dot(&[], &[]), 0.0);
+        // The vector code and the portable code agree bit for bit at every
+        // length (whole registers and remainders), on values of mixed scale.
+        let v = |i: usize, f: f32| (i as f32 * f).sin() * 10f32.powi((i % 7) as i32 - 3);
+        for n in 0..70 {
+            let x: Vec<Vec<f32>> = (0..4)
+                .map(|j| (0..n).map(|i| v(i, 0.7 + j as f32)).collect())
+                .collect();
+            let y: Vec<f32> = (0..n).map(|i| v(i, 0.3)).collect();
+            let a = [&x[0][..], &x[1][..], &x[2][..], &x[3][..]];
+            let bits = |d: [f32; 4]| d.map(f32::to_bits);
+            assert_eq!(bits(dot_n(a, &y)), bits(dot_lanes(a, &y)), "length {n}");
+        }
+        // Several queries at once: the same bits, whatever their number.
+        let q: Vec<f32> = (0..37 * 7).map(|i| (i as f32 * 0.11).sin()).collect();
+        let queries = [6, 0, 3, 3, 5, 1, 2];
+        for n in 0..=queries.len() {
+            let mut out = vec![0f32; n];
+            dots(&b, &q, &queries[..n], &mut out);
+            for (&i, o) in queries.iter().zip(&out) {
+                let i = i as usize;
+                assert_eq!(o.to_bits(), dot(&q[i * 37..(i + 1) * 37], &b).to_bits());
+            }
+        }
     }
 
     #[test]
@@ -387,7 +543,7 @@ mod tests {
             rows.iter().all(|&r| r >= 76) && rows.len() == 23,
             "{rows:?}"
         );
-        let hits = rescore(vec![rows], 3, |_, _: &mut ()| {}, |_, row, _| row as f32);
+        let hits = rescore(vec![rows], 100, 3, by_row);
         assert_eq!(hits, vec![vec![(99, 99.0), (97, 97.0), (96, 96.0)]]);
         let mut parts = vec![Candidates::new(2), Candidates::new(2)];
         collect(&r[..50], &[0.5; 50], 0, &mut parts[0], &[], &|_| 1.0);
@@ -397,7 +553,7 @@ mod tests {
         let rows = survivors(parts, 2);
         assert_eq!(rows, vec![97, 98, 99]);
         assert_eq!(
-            rescore(vec![rows], 2, |_, _: &mut ()| {}, |_, _, _| 1.0),
+            rescore(vec![rows], 100, 2, ones),
             vec![vec![(97, 1.0), (98, 1.0)]]
         );
     }
@@ -415,7 +571,7 @@ mod tests {
         assert_eq!(c.floor(), 1.0);
         let rows = survivors(vec![c], 3);
         assert_eq!(
-            rescore(vec![rows], 3, |_, _: &mut ()| {}, |_, _, _| 1.0),
+            rescore(vec![rows], 100_000, 3, ones),
             vec![vec![(0, 1.0), (1, 1.0), (2, 1.0)]]
         );
     }
@@ -427,9 +583,6 @@ mod tests {
         c.offer(1, f32::INFINITY, f32::INFINITY, &|r| r as f32);
         assert_eq!(c.rows.len(), 2);
         let rows = survivors(vec![c], 1);
-        assert_eq!(
-            rescore(vec![rows], 1, |_, _: &mut ()| {}, |_, r, _| r as f32),
-            vec![vec![(1, 1.0)]]
-        );
+        assert_eq!(rescore(vec![rows], 2, 1, by_row), vec![vec![(1, 1.0)]]);
     }
 }

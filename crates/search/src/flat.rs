@@ -6,7 +6,7 @@
 //! * int8 ([`crate::int8`], AVX512-VNNI, the default where the CPU has it):
 //!   the bank is rounded to int8 once, and every score costs a quarter of a
 //!   float32 multiply-add;
-//! * float32: tiles of [`QUERY_BLOCK`] queries x [`BANK_BLOCK`] bank rows, each
+//! * float32: tiles of up to [`QUERY_BLOCK`] queries x [`BANK_BLOCK`] bank rows, each
 //!   computed with one `gemm` call (AVX-512 kernels where the CPU has them)
 //!   into a buffer that stays in cache, and scanned while it is hot. Float16
 //!   banks are converted one tile of rows at a time; the bank stays float16.
@@ -19,7 +19,9 @@
 use rayon::prelude::*;
 use tandem_bank::{Bank, Vectors};
 
-use crate::exact::{abs_term, collect, dot, norm64, norm_up, rescore, survivors, Candidates, Coef};
+use crate::exact::{
+    abs_term, collect, dot, dots, norm64, norm_up, rescore, survivors, Candidates, Coef,
+};
 use crate::int8::{self, Int8Bank, Int8Queries, Unit};
 use crate::{check_request, sorted_exclusions, Hit, Index, Metric, Precision, SearchError};
 
@@ -164,12 +166,7 @@ impl<'a> Flat<'a> {
 
     /// The canonical score of query `q` (normalised for cosine) and bank row `row`.
     fn score(&self, q: &[f32], row: u32) -> f32 {
-        self.score_values(q, row, &self.bank.row_f32(row as usize))
-    }
-
-    /// [`Flat::score`] with the row's values `x` (as float32) at hand.
-    fn score_values(&self, q: &[f32], row: u32, x: &[f32]) -> f32 {
-        let s = dot(q, x);
+        let s = dot(q, &self.bank.row_f32(row as usize));
         match self.metric {
             Metric::InnerProduct => s,
             Metric::Cosine => s * self.inv_norms[row as usize],
@@ -305,13 +302,23 @@ impl Index for Flat<'_> {
             .int8
             .as_ref()
             .and_then(|b| Some((b, Int8Queries::new(&q, dim)?)));
-        let coef: Vec<Coef> = q
-            .chunks_exact(dim)
-            .map(|q| Coef::new(norm64(q.iter().map(|&v| v as f64)), 0.0, dim, 2))
-            .collect();
+        // The float32 scan's bound coefficients (unused by the int8 scan).
+        let coef: Vec<Coef> = match int8 {
+            Some(_) => Vec::new(),
+            None => q
+                .chunks_exact(dim)
+                .map(|q| Coef::new(norm64(q.iter().map(|&v| v as f64)), 0.0, dim, 2))
+                .collect(),
+        };
         // Units of work: (query block, run of bank blocks). Enough runs that
-        // every thread has work even for a single query block.
+        // every thread has work even for a single query block. The query
+        // blocks (at most QUERY_BLOCK queries, whole groups of the int8
+        // kernel's QUERY_GROUP) are as equal as the groups allow, so that
+        // the threads finish together: 1,000 queries are 248 + 248 + 248 +
+        // 256, not 256 + 256 + 256 + 232.
         let qblocks = nq.div_ceil(QUERY_BLOCK);
+        let groups = nq.div_ceil(int8::QUERY_GROUP);
+        let q_start = |qb: usize| (qb * groups / qblocks * int8::QUERY_GROUP).min(nq);
         let bblocks = rows.div_ceil(BANK_BLOCK);
         let runs = (2 * rayon::current_num_threads())
             .div_ceil(qblocks)
@@ -323,7 +330,7 @@ impl Index for Flat<'_> {
         let parts: Vec<Vec<Candidates>> = units
             .par_iter()
             .map(|&(qb, r)| {
-                let (q0, q1) = (qb * QUERY_BLOCK, ((qb + 1) * QUERY_BLOCK).min(nq));
+                let (q0, q1) = (q_start(qb), q_start(qb + 1));
                 let blocks = (r * per_run).min(bblocks)..((r + 1) * per_run).min(bblocks);
                 match &int8 {
                     Some((bank, queries)) => {
@@ -356,21 +363,19 @@ impl Index for Flat<'_> {
             (0..nq).map(|_| Vec::with_capacity(runs)).collect();
         for (&(qb, _), part) in units.iter().zip(parts) {
             for (i, c) in part.into_iter().enumerate() {
-                per_query[qb * QUERY_BLOCK + i].push(c);
+                per_query[q_start(qb) + i].push(c);
             }
         }
         let survivors = per_query
             .into_par_iter()
             .map(|parts| survivors(parts, k))
             .collect();
-        Ok(rescore(
-            survivors,
-            k,
-            |row, x: &mut Vec<f32>| {
-                x.resize(dim, 0.0);
-                self.bank.rows_f32_into(row as usize, row as usize + 1, x);
-            },
-            |i, row, x| self.score_values(&q[i * dim..(i + 1) * dim], row, x),
-        ))
+        Ok(rescore(survivors, rows, k, |row, queries, out| {
+            dots(&self.bank.row_f32(row as usize), &q, queries, out);
+            if self.metric == Metric::Cosine {
+                let inv = self.inv_norms[row as usize];
+                out.iter_mut().for_each(|s| *s *= inv);
+            }
+        }))
     }
 }

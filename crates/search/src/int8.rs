@@ -179,26 +179,34 @@ pub(crate) struct Int8Queries {
 }
 
 impl Int8Queries {
-    /// Rounds the queries `q` (row-major, `dim` columns); `None` when a scale is out of range.
+    /// Rounds the queries `q` (row-major, `dim` columns), a group of
+    /// [`QUERY_GROUP`] per parallel task; `None` when a scale is out of range.
     pub(crate) fn new(q: &[f32], dim: usize) -> Option<Int8Queries> {
         let words = dim.div_ceil(4);
         let nq = q.len() / dim;
         let mut packed = vec![0x8080_8080u32; nq.div_ceil(QUERY_GROUP) * QUERY_GROUP * words];
-        let mut scale = Vec::with_capacity(nq);
-        let mut coef = Vec::with_capacity(nq);
-        let mut codes = vec![0i8; words * 4];
-        for (i, row) in q.chunks_exact(dim).enumerate() {
-            let y: Vec<f64> = row.iter().map(|&v| v as f64).collect();
-            let r = round(&y, &mut codes[..dim])?;
-            scale.push(r.scale);
-            coef.push(Coef::new(r.norm as f64, r.err as f64, dim, 1));
-            let (g, l) = (i / QUERY_GROUP, i % QUERY_GROUP);
-            for (w, quad) in codes.chunks_exact(4).enumerate() {
-                let byte = |j: usize| (quad[j] as u8) ^ 0x80;
-                packed[(g * words + w) * QUERY_GROUP + l] =
-                    u32::from_le_bytes([byte(0), byte(1), byte(2), byte(3)]);
-            }
-        }
+        let rounded: Option<Vec<Vec<(f32, Coef)>>> = packed
+            .par_chunks_mut(QUERY_GROUP * words)
+            .zip(q.par_chunks(QUERY_GROUP * dim))
+            .map(|(packed, q)| {
+                let mut codes = vec![0i8; words * 4];
+                let mut y = vec![0f64; dim];
+                q.chunks_exact(dim)
+                    .enumerate()
+                    .map(|(l, row)| {
+                        y.iter_mut().zip(row).for_each(|(y, &v)| *y = v as f64);
+                        let r = round(&y, &mut codes[..dim])?;
+                        for (w, quad) in codes.chunks_exact(4).enumerate() {
+                            let byte = |j: usize| (quad[j] as u8) ^ 0x80;
+                            packed[w * QUERY_GROUP + l] =
+                                u32::from_le_bytes([byte(0), byte(1), byte(2), byte(3)]);
+                        }
+                        Some((r.scale, Coef::new(r.norm as f64, r.err as f64, dim, 1)))
+                    })
+                    .collect()
+            })
+            .collect();
+        let (scale, coef) = rounded?.into_iter().flatten().unzip();
         Some(Int8Queries {
             packed,
             scale,
@@ -251,7 +259,7 @@ mod kernel {
     use std::arch::x86_64::*;
 
     use super::{Int8Bank, Int8Queries, Unit, GROUP, QUERY_GROUP};
-    use crate::exact::{collect, Candidates};
+    use crate::exact::{offer_lanes, Candidates};
 
     /// Rows per micro-kernel call: two groups.
     const ROWS: usize = 2 * GROUP;
@@ -289,46 +297,120 @@ mod kernel {
     }
 
     /// [`super::scan`]: for each pair of bank groups (32 rows, kept in L1),
-    /// every group of 8 queries; the integer scores are scaled and bounded in
-    /// registers and offered to the candidates.
+    /// every group of 8 queries. The integer scores are scaled and bounded
+    /// 16 rows at a time in vector registers and their upper ends compared
+    /// with the query's floor there: the scalar path ([`offer_lanes`]) sees
+    /// only the few rows that reach it. Each lane does the scalar operations
+    /// of the bound's derivation (`r = ((d - o) t) s`, `beta = (a e + b n) +
+    /// abs`, `r + beta`) in the same order, without fused multiply-adds, so
+    /// the roundings are the ones [`crate::exact`] accounts for.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     pub(super) fn scan(bank: &Int8Bank, q: &Int8Queries, unit: &Unit, cands: &mut [Candidates]) {
         let words = bank.words;
         let line = words * 64;
         let mut dots = [[0i32; ROWS]; QUERY_GROUP];
-        let (mut r, mut beta) = ([0f32; ROWS], [0f32; ROWS]);
+        let (mut r, mut beta) = ([0f32; GROUP], [0f32; GROUP]);
+        let (mut ri, mut rh, mut li, mut ll) =
+            ([0u32; GROUP], [0f32; GROUP], [0u32; GROUP], [0f32; GROUP]);
+        let abs = _mm512_set1_ps(unit.abs);
+        let iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
         debug_assert!(unit.r0.is_multiple_of(ROWS) && unit.q0.is_multiple_of(QUERY_GROUP));
         for g in (unit.r0 / GROUP..unit.r1.div_ceil(ROWS) * 2).step_by(2) {
             let x = &bank.packed[g * line..(g + 2) * line];
             let (x0, x1) = x.split_at(line);
             let row0 = g * GROUP;
-            let nr = bank.rows.saturating_sub(row0).min(ROWS);
-            let rows = row0..row0 + nr;
+            // The per-row numbers of both groups (padded to whole groups),
+            // and which lanes are rows of the bank.
+            let rows = row0..row0 + ROWS;
             let (scale, offset) = (&bank.scale[rows.clone()], &bank.offset[rows.clone()]);
             let (err, norm) = (&bank.err[rows.clone()], &bank.norm[rows]);
+            let nr = bank.rows.saturating_sub(row0).min(ROWS);
+            let load = |v: &[f32], h: usize| {
+                // SAFETY: v holds ROWS = 2 * GROUP floats; unaligned load of 16.
+                unsafe { _mm512_loadu_ps(v[h * GROUP..].as_ptr()) }
+            };
+            let (s, e, n) = (
+                [load(scale, 0), load(scale, 1)],
+                [load(err, 0), load(err, 1)],
+                [load(norm, 0), load(norm, 1)],
+            );
+            // SAFETY: offset holds ROWS = 2 * GROUP i32; unaligned loads of 16.
+            let o = unsafe {
+                [
+                    _mm512_loadu_si512(offset.as_ptr().cast()),
+                    _mm512_loadu_si512(offset[GROUP..].as_ptr().cast()),
+                ]
+            };
+            let valid = [lanes(nr), lanes(nr.saturating_sub(GROUP))];
             for qg in (unit.q0..unit.q1).step_by(QUERY_GROUP) {
                 let packed = &q.packed[qg * words..(qg + QUERY_GROUP) * words];
                 micro(packed, x0, x1, &mut dots);
                 for (i, dots) in (qg..unit.q1.min(qg + QUERY_GROUP)).zip(&dots) {
-                    let (t, c) = (q.scale[i], q.coef[i]);
-                    let rows = dots.iter().zip(offset).zip(scale).zip(err).zip(norm);
-                    for ((r, beta), ((((&d, &o), &s), &e), &n)) in
-                        r.iter_mut().zip(&mut beta).zip(rows)
-                    {
-                        *r = ((d - o) as f32 * t) * s;
-                        *beta = c.a * e + c.b * n + unit.abs;
-                    }
+                    let (t, c) = (_mm512_set1_ps(q.scale[i]), q.coef[i]);
+                    let (a, b) = (_mm512_set1_ps(c.a), _mm512_set1_ps(c.b));
+                    let cand = &mut cands[i - unit.q0];
                     let excl = unit.exclude.get(i).map_or(&[][..], |v| v.as_slice());
-                    collect(
-                        &r[..nr],
-                        &beta[..nr],
-                        row0 as u32,
-                        &mut cands[i - unit.q0],
-                        excl,
-                        &|row| (unit.score)(i, row),
-                    );
+                    for h in 0..2 {
+                        // SAFETY: dots[h * GROUP..] holds 16 i32; unaligned load.
+                        let d = unsafe { _mm512_loadu_si512(dots[h * GROUP..].as_ptr().cast()) };
+                        let rv = _mm512_mul_ps(
+                            _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(d, o[h])), t),
+                            s[h],
+                        );
+                        let bv = _mm512_add_ps(
+                            _mm512_add_ps(_mm512_mul_ps(a, e[h]), _mm512_mul_ps(b, n[h])),
+                            abs,
+                        );
+                        // hi >= floor, or hi NaN (an overflowed bound): the row is kept.
+                        let floor = _mm512_set1_ps(cand.floor());
+                        let hi = _mm512_add_ps(rv, bv);
+                        let reach = _mm512_mask_cmp_ps_mask::<_CMP_NLT_UQ>(valid[h], hi, floor);
+                        if reach == 0 {
+                            continue;
+                        }
+                        let row = (row0 + h * GROUP) as u32;
+                        let score = |row| (unit.score)(i, row);
+                        if excl.is_empty() {
+                            // The rows that reach the floor, and those whose
+                            // lower end beats it, packed to the front of
+                            // their arrays: no branch per row.
+                            let ids = _mm512_add_epi32(iota, _mm512_set1_epi32(row as i32));
+                            let lo = _mm512_sub_ps(rv, bv);
+                            let low = _mm512_mask_cmp_ps_mask::<_CMP_GT_OQ>(reach, lo, floor);
+                            // Compressed in registers, then stored whole
+                            // (a compress straight to memory is slow on AMD).
+                            // SAFETY: each array holds 16 lanes; unaligned stores.
+                            unsafe {
+                                let ids_in = |m| _mm512_maskz_compress_epi32(m, ids);
+                                _mm512_storeu_si512(ri.as_mut_ptr().cast(), ids_in(reach));
+                                _mm512_storeu_ps(
+                                    rh.as_mut_ptr(),
+                                    _mm512_maskz_compress_ps(reach, hi),
+                                );
+                                _mm512_storeu_si512(li.as_mut_ptr().cast(), ids_in(low));
+                                _mm512_storeu_ps(
+                                    ll.as_mut_ptr(),
+                                    _mm512_maskz_compress_ps(low, lo),
+                                );
+                            }
+                            let (n, m) = (reach.count_ones() as usize, low.count_ones() as usize);
+                            cand.take(&ri[..n], &rh[..n], &li[..m], &ll[..m], &score);
+                        } else {
+                            // SAFETY: r and beta hold 16 floats; unaligned stores.
+                            unsafe {
+                                _mm512_storeu_ps(r.as_mut_ptr(), rv);
+                                _mm512_storeu_ps(beta.as_mut_ptr(), bv);
+                            }
+                            offer_lanes(reach as u32, &r, &beta, row, cand, excl, &score);
+                        }
+                    }
                 }
             }
         }
+    }
+
+    /// The mask of the first `n` of 16 lanes.
+    fn lanes(n: usize) -> __mmask16 {
+        ((1u32 << n.min(GROUP)) - 1) as __mmask16
     }
 }
