@@ -20,7 +20,9 @@ Measured, with THREADS threads for both engines:
     the engine's own exact result for each ef of EFS up to the first that
     reaches recall 0.99, then for the efs of a bisection between that ef and
     the one before it; the smallest ef reaching recall >= 0.99 (within 16) is
-    reported for each engine.
+    reported for each engine. HNSW rows also carry the CPU seconds (all
+    threads) of the build and of one search: on a shared machine they move
+    far less than the wall time.
 Everything printed comes from the measurements; results also go to
 bench/out/results.json.
 
@@ -220,16 +222,18 @@ def main():
     if not a.skip_hnsw:
         h = faiss.IndexHNSWFlat(a.dim, a.m, faiss.METRIC_INNER_PRODUCT)
         h.hnsw.efConstruction = a.ef_construction
-        t = time.perf_counter()
+        t, cpu0 = time.perf_counter(), time.process_time()
         h.add(x)
-        build = time.perf_counter() - t
+        build, build_cpu = time.perf_counter() - t, time.process_time() - cpu0
 
         def measure(ef):
             h.hnsw.efSearch = ef
+            cpu0 = time.process_time()
             secs, (_, ids) = best_of(a.reps, lambda: h.search(q, 100))
+            cpu = (time.process_time() - cpu0) / a.reps
             faiss_hnsw.append({"engine": "faiss", "index": "IndexHNSWFlat", "scalar": "f32", "m": a.m, "ef_construction": a.ef_construction,
-                               "ef": ef, "k": 100, "build_seconds": build, "seconds": secs, "qps": nq / secs,
-                               "recall": recall(ids, exact100)})
+                               "ef": ef, "k": 100, "build_seconds": build, "build_cpu_seconds": build_cpu, "seconds": secs,
+                               "cpu_seconds": cpu, "qps": nq / secs, "recall": recall(ids, exact100)})
             print(json.dumps(faiss_hnsw[-1]), flush=True)
             return faiss_hnsw[-1]["recall"]
 
@@ -250,15 +254,18 @@ def main():
                   + (f"  (others differ by f64 score <= {tr['max_score_gap']:.1e})" if tr["identical_queries"] < nq else ""))
     if not a.skip_hnsw:
         print(f"\n== HNSW, M {a.m}, efConstruction {a.ef_construction}, k 100 ==")
-        print(f"{'engine':>7} {'scalar':>6} {'ef':>5} {'build s':>8} {'qps':>9} {'recall@100':>10}")
+        print(f"{'engine':>7} {'scalar':>6} {'ef':>5} {'build s':>8} {'build cpu s':>11} {'qps':>9} {'cpu ms/query':>12} {'recall@100':>10}")
         for r in sorted(faiss_hnsw, key=lambda r: r["ef"]) + sorted(tandem_hnsw, key=lambda r: (r["scalar"], r["ef"])):
-            print(f"{r['engine']:>7} {r['scalar']:>6} {r['ef']:>5} {r['build_seconds']:>8.1f} {r['qps']:>9.1f} {r['recall']:>10.4f}")
+            print(f"{r['engine']:>7} {r['scalar']:>6} {r['ef']:>5} {r['build_seconds']:>8.1f} {r['build_cpu_seconds']:>11.1f} "
+                  f"{r['qps']:>9.1f} {1e3 * r['cpu_seconds'] / nq:>12.2f} {r['recall']:>10.4f}")
         groups = [("faiss f32", faiss_hnsw)] + [
             (f"tandem {s}", [r for r in tandem_hnsw if r["scalar"] == s]) for s in a.tandem_scalars.split(",")]
         for name, rows in groups:
             r = first_reaching(rows, TARGET_RECALL)
-            print(f"{name}: " + (f"smallest ef with recall@100 >= {TARGET_RECALL}: {r['ef']} ({r['qps']:.1f} qps, recall {r['recall']:.4f}, "
-                                 f"build {r['build_seconds']:.1f}s)" if r else f"no ef in the sweep reached recall@100 >= {TARGET_RECALL}"))
+            print(f"{name}: " + (f"smallest ef with recall@100 >= {TARGET_RECALL}: {r['ef']} ({r['qps']:.1f} qps, "
+                                 f"{1e3 * r['cpu_seconds'] / nq:.2f} cpu ms/query, recall {r['recall']:.4f}, "
+                                 f"build {r['build_seconds']:.1f}s, {r['build_cpu_seconds']:.1f} cpu s)" if r
+                                 else f"no ef in the sweep reached recall@100 >= {TARGET_RECALL}"))
 
 
 if __name__ == "__main__":

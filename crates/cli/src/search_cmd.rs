@@ -45,9 +45,10 @@ pub struct BuildArgs {
     #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub ef_construction: Option<usize>,
     /// HNSW: element type stored in the graph, which the graph walk measures
-    /// with: f32, f16 or bf16 (half the memory and faster walks; bf16 uses
-    /// AVX512-BF16 where the CPU has it). Hits are always rescored exactly
-    /// from the bank [default: the bank's dtype].
+    /// with: f32, f16, bf16 (half the memory and faster walks; AVX512-BF16
+    /// where the CPU has it) or i8 (a quarter; AVX512-VNNI; measures angles,
+    /// so with --metric ip every row must have the same length). Hits are
+    /// always rescored exactly from the bank [default: the bank's dtype].
     #[arg(long)]
     pub scalar: Option<Scalar>,
     /// PLAID: bits per residual dimension, 2 or 4 [default: 4].

@@ -420,6 +420,16 @@ fn a_bfloat16_index_gives_exact_scores_and_bad_scalars_are_refused() {
         .assert()
         .code(2)
         .stderr(contains("int4").and(contains("bf16")));
+    // The rows have different lengths: an int8 graph (angles) is refused for ip.
+    tandem()
+        .args(["index", "build", "--scalar", "i8", "--bank"])
+        .arg(&bank)
+        .arg("--out")
+        .arg(&idx)
+        .assert()
+        .code(2)
+        .stderr(contains("bank.npy").and(contains("--metric cosine")));
+    assert!(!idx.exists());
     tandem()
         .args(["index", "build", "--scalar", "bf16", "--m", "16", "--bank"])
         .arg(&bank)

@@ -11,7 +11,9 @@
 //! it also builds one HNSW index per scalar type (f32, f16, bf16) and reports
 //! queries/s and recall@K1 against the exact result for each ef of the sweep
 //! up to the first that reaches recall 0.99, then for the efs of a bisection
-//! down to the smallest ef (within 16) that reaches it.
+//! down to the smallest ef (within 16) that reaches it. HNSW rows also carry
+//! the process's CPU seconds (all threads) of the build and of one search of
+//! all queries: on a shared machine they move far less than the wall time.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -36,6 +38,21 @@ fn best_of<T>(reps: usize, mut f: impl FnMut() -> T) -> (f64, T) {
         out = Some(r);
     }
     (best, out.expect("reps >= 1"))
+}
+
+/// CPU time of this process so far, all threads, user and system, in
+/// seconds: unlike the wall time, barely moved by other processes sharing
+/// the cores.
+fn cpu_seconds() -> f64 {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage fills the rusage it points to (or fails and leaves
+    // the zeroes, a valid rusage).
+    let usage = unsafe {
+        libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr());
+        usage.assume_init()
+    };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
 }
 
 fn recall(approx: &[Vec<Hit>], exact: &[Vec<Hit>]) -> f64 {
@@ -143,17 +160,20 @@ fn main() {
                 scalar: Some(scalar.parse::<Scalar>().unwrap_or_else(|e| panic!("{e}"))),
                 ..HnswParams::default()
             };
-            let t = Instant::now();
+            let (t, cpu0) = (Instant::now(), cpu_seconds());
             let hnsw = Hnsw::build(&bank, Metric::InnerProduct, params).expect("build");
             let build = t.elapsed().as_secs_f64();
+            let build_cpu = cpu_seconds() - cpu0;
             eprintln!("usearch kernels: {}", hnsw.hardware_acceleration());
             let measure = |ef: usize| {
                 hnsw.set_expansion_search(ef);
+                let cpu0 = cpu_seconds();
                 let (secs, hits) =
                     best_of(reps, || hnsw.search(&queries, ks[0], &[]).expect("search"));
+                let cpu = (cpu_seconds() - cpu0) / reps as f64;
                 let r = recall(&hits, &exact);
                 println!(
-                    r#"{{"engine":"tandem","index":"hnsw","scalar":"{scalar}","m":{},"ef_construction":{},"ef":{ef},"k":{},"threads":{threads},"queries":{nq},"build_seconds":{build},"seconds":{secs},"qps":{},"recall":{r}}}"#,
+                    r#"{{"engine":"tandem","index":"hnsw","scalar":"{scalar}","m":{},"ef_construction":{},"ef":{ef},"k":{},"threads":{threads},"queries":{nq},"build_seconds":{build},"build_cpu_seconds":{build_cpu},"seconds":{secs},"cpu_seconds":{cpu},"qps":{},"recall":{r}}}"#,
                     params.connectivity,
                     params.expansion_add,
                     ks[0],

@@ -26,6 +26,8 @@ const FORMAT: &str = "tandem-hnsw/1";
 const ADD_CHUNK: usize = 1024;
 /// Largest finite float16.
 const F16_MAX: f32 = 65504.0;
+/// The relative spread of row lengths an i8 graph accepts for the inner product.
+const I8_NORM_SPREAD: f32 = 1e-3;
 /// Rows hashed into a [`BankFingerprint`].
 const SAMPLED_ROWS: usize = 257;
 
@@ -56,6 +58,11 @@ pub enum Scalar {
     /// bfloat16 (`"bf16"`): float32's range, 8 significant bits; distances
     /// with AVX512-BF16 (`vdpbf16ps`) where the CPU has it.
     BF16,
+    /// 8-bit integers (`"i8"`): usearch scales each row to length 127 and
+    /// rounds it, so the walk measures angles; with the inner product the
+    /// rows must have one length (checked). Distances with AVX512-VNNI
+    /// where the CPU has it.
+    I8,
 }
 
 impl Scalar {
@@ -65,6 +72,7 @@ impl Scalar {
             Scalar::F32 => "f32",
             Scalar::F16 => "f16",
             Scalar::BF16 => "bf16",
+            Scalar::I8 => "i8",
         }
     }
 
@@ -73,6 +81,7 @@ impl Scalar {
             Scalar::F32 => ScalarKind::F32,
             Scalar::F16 => ScalarKind::F16,
             Scalar::BF16 => ScalarKind::BF16,
+            Scalar::I8 => ScalarKind::I8,
         }
     }
 }
@@ -90,6 +99,7 @@ impl std::str::FromStr for Scalar {
             "f32" | "float32" => Ok(Scalar::F32),
             "f16" | "float16" => Ok(Scalar::F16),
             "bf16" | "bfloat16" => Ok(Scalar::BF16),
+            "i8" | "int8" => Ok(Scalar::I8),
             _ => Err(SearchError::UnknownScalar(s.to_string())),
         }
     }
@@ -279,12 +289,27 @@ impl<'a> Hnsw<'a> {
                 "use ef_construction >= 1 (--ef-construction; 100 to 400 is typical)",
             ));
         }
-        row_norms(bank)?;
+        let norms = row_norms(bank)?;
         let (rows, dim) = (bank.rows(), bank.dim());
         let scalar = params.scalar.unwrap_or(match bank.vectors() {
             Vectors::F32(_) => Scalar::F32,
             Vectors::F16(_) => Scalar::F16,
         });
+        if scalar == Scalar::I8 && metric == Metric::InnerProduct {
+            if let Some(row) = norms
+                .iter()
+                .position(|n| (n - norms[0]).abs() > I8_NORM_SPREAD * norms[0])
+            {
+                return Err(SearchError::index(
+                    bank_name(bank),
+                    format!(
+                        "an i8 graph measures angles, but with the inner product rows of different lengths rank otherwise (row 0 has length {}, row {row} {})",
+                        norms[0], norms[row]
+                    ),
+                    "build with --scalar bf16, or with --metric cosine",
+                ));
+            }
+        }
         let options = IndexOptions {
             dimensions: dim,
             metric: match metric {
@@ -491,7 +516,7 @@ impl<'a> Hnsw<'a> {
         .map_err(|e| SearchError::index(path, format!("usearch cannot open it ({e})"), &rebuild))?;
         let stored = index.scalar_kind();
         if stored != scalar.kind() {
-            let stored = [Scalar::F32, Scalar::F16, Scalar::BF16]
+            let stored = [Scalar::F32, Scalar::F16, Scalar::BF16, Scalar::I8]
                 .into_iter()
                 .find(|s| s.kind() == stored)
                 .map_or_else(|| format!("{stored:?}"), |s| s.name().to_string());

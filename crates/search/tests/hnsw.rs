@@ -195,7 +195,7 @@ fn float16_storage_for_a_float32_bank() {
         "{e}"
     );
     assert_eq!("F16".parse::<Scalar>().unwrap(), Scalar::F16);
-    assert!("i8"
+    assert!("i4"
         .parse::<Scalar>()
         .unwrap_err()
         .to_string()
@@ -258,13 +258,23 @@ fn every_scalar_rescores_the_candidates_exactly() {
                 .unwrap()
                 .search(&queries, k, &[])
                 .unwrap();
-            for scalar in [Scalar::F32, Scalar::F16, Scalar::BF16] {
+            for scalar in [Scalar::F32, Scalar::F16, Scalar::BF16, Scalar::I8] {
                 let what = format!("{metric}, {scalar} graph, f16 bank {half}");
                 let params = HnswParams {
                     scalar: Some(scalar),
                     ..PARAMS
                 };
-                let hnsw = Hnsw::build(&bank, metric, params).unwrap();
+                let built = Hnsw::build(&bank, metric, params);
+                if scalar == Scalar::I8 && metric == Metric::InnerProduct {
+                    // These rows have different lengths: an angle would rank them wrongly.
+                    let e = built.unwrap_err().to_string();
+                    assert!(
+                        e.contains("i8 graph measures angles") && e.contains("--scalar bf16"),
+                        "{e}"
+                    );
+                    continue;
+                }
+                let hnsw = built.unwrap();
                 assert_eq!(hnsw.sidecar().scalar, scalar.name());
                 hnsw.set_expansion_search(64);
                 let approx = hnsw.search(&queries, k, &[]).unwrap();
@@ -293,6 +303,32 @@ fn every_scalar_rescores_the_candidates_exactly() {
             }
         }
     }
+}
+
+/// An int8 graph for the inner product over rows of one length (unit
+/// rows, the usual embeddings): built, it ranks as exact search does.
+#[test]
+fn an_int8_graph_serves_the_inner_product_of_unit_rows() {
+    let (rows, dim, nq, k) = (1500, 24, 30, 10);
+    let mut data = random(rows * dim, 16);
+    for row in data.chunks_exact_mut(dim) {
+        let n = row.iter().map(|v| v * v).sum::<f32>().sqrt();
+        row.iter_mut().for_each(|v| *v /= n);
+    }
+    let bank = Bank::from_f32(data, dim);
+    let queries = random(nq * dim, 17);
+    let exact = Flat::new(&bank, Metric::InnerProduct)
+        .unwrap()
+        .search(&queries, k, &[])
+        .unwrap();
+    let params = HnswParams {
+        scalar: Some(Scalar::I8),
+        ..PARAMS
+    };
+    let hnsw = Hnsw::build(&bank, Metric::InnerProduct, params).unwrap();
+    assert_eq!(hnsw.params().scalar, Some(Scalar::I8));
+    let r = recall(&hnsw.search(&queries, k, &[]).unwrap(), &exact);
+    assert!(r >= 0.95, "recall {r}");
 }
 
 /// A bfloat16 graph on disk: reloaded and viewed, it returns what it
