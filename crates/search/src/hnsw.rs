@@ -213,7 +213,7 @@ pub struct HnswSidecar {
     pub metric: String,
     pub connectivity: usize,
     pub expansion_add: usize,
-    /// Element type stored in the graph: `"f32"`, `"f16"` or `"bf16"`.
+    /// Element type stored in the graph: `"f32"`, `"f16"`, `"bf16"` or `"i8"`.
     pub scalar: String,
     /// Size of the index file, checked when it is opened.
     pub index_bytes: u64,
@@ -269,7 +269,8 @@ impl<'a> Hnsw<'a> {
     /// Builds an index over every row of `bank` (rows are added in parallel
     /// on the rayon pool, with a progress bar). The graph stores
     /// `params.scalar`, by default the bank's dtype. NaN/Inf rows are an
-    /// error, and so are values beyond +-65504 when storing float16.
+    /// error, and so are values beyond +-65504 when storing float16, and
+    /// rows of different lengths when storing int8 for the inner product.
     pub fn build(bank: &'a Bank, metric: Metric, params: HnswParams) -> Result<Self, SearchError> {
         let start = Instant::now();
         if params.connectivity < 2 {
