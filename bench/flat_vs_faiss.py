@@ -70,7 +70,7 @@ def parse():
     p.add_argument("--ef-construction", type=int, default=200)
     p.add_argument("--efs", default="128,256,384,512,768,1024")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--tandem-scalars", default="f32,f16", help="element types of the tandem HNSW graphs to build")
+    p.add_argument("--tandem-scalars", default="bf16,i8", help="element types of the tandem HNSW graphs to build (f32, f16, bf16, i8)")
     p.add_argument("--skip-hnsw", action="store_true")
     p.add_argument("--faiss-coretype", default=None,
                    help="OPENBLAS_CORETYPE for faiss's OpenBLAS (default: unset, OpenBLAS's own choice)")

@@ -8,7 +8,7 @@
 //! each precision (`auto`: the int8 scan where the CPU has it, then `f32`);
 //! with `BENCH_IDS=PREFIX` set, each result's ids (uint32, queries x k) go to
 //! `PREFIX_{precision}_k{k}.u32` and the JSON names the file. With the HNSW arguments,
-//! it also builds one HNSW index per scalar type (f32, f16, bf16) and reports
+//! it also builds one HNSW index per scalar type (f32, f16, bf16, i8) and reports
 //! queries/s and recall@K1 against the exact result for each ef of the sweep
 //! up to the first that reaches recall 0.99, then for the efs of a bisection
 //! down to the smallest ef (within 16) that reaches it. HNSW rows also carry
