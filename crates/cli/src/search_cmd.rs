@@ -44,8 +44,11 @@ pub struct BuildArgs {
     /// HNSW: candidate list size while inserting, at least 1 [default: 200].
     #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub ef_construction: Option<usize>,
-    /// HNSW: element type stored in the graph: f32 or f16 (half the memory,
-    /// faster, float16 scores) [default: the bank's dtype].
+    /// HNSW: element type stored in the graph, which the graph walk measures
+    /// with: f32, f16, bf16 (half the memory and faster walks; AVX512-BF16
+    /// where the CPU has it) or i8 (a quarter; AVX512-VNNI; measures angles,
+    /// so with --metric ip every row must have the same length). Hits are
+    /// always rescored exactly from the bank [default: the bank's dtype].
     #[arg(long)]
     pub scalar: Option<Scalar>,
     /// PLAID: bits per residual dimension, 2 or 4 [default: 4].
@@ -105,7 +108,8 @@ pub struct SearchArgs {
     /// HNSW file for a dense bank, a PLAID folder for a multi-vector one.
     #[arg(long)]
     pub index: Option<PathBuf>,
-    /// HNSW candidate list size while searching (only with an HNSW --index).
+    /// HNSW candidate list size while searching (only with an HNSW --index):
+    /// the graph walk gathers max(ef, k) candidates, all rescored exactly.
     #[arg(long, default_value_t = 256, requires = "index")]
     pub ef: usize,
     /// PLAID: centroids probed per query token [default: 4 / 8 / 16 for --k up

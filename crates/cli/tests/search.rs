@@ -401,3 +401,74 @@ fn both_precisions_write_the_same_run() {
         .failure()
         .stderr(contains("unknown precision").and(contains("auto")));
 }
+
+#[test]
+fn a_bfloat16_index_gives_exact_scores_and_bad_scalars_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (rows, dim) = (400, 32);
+    let data: Vec<f32> = (0..rows * dim)
+        .map(|i| ((i * 7919 % 1009) as f32 / 1009.0) - 0.5)
+        .collect();
+    let bank = npy(dir.path(), "bank.npy", rows, dim, &data);
+    let q = npy(dir.path(), "q.npy", 10, dim, &data[dim * 50..dim * 60]);
+    let idx = dir.path().join("bank.usearch");
+    tandem()
+        .args(["index", "build", "--scalar", "int4", "--bank"])
+        .arg(&bank)
+        .arg("--out")
+        .arg(&idx)
+        .assert()
+        .code(2)
+        .stderr(contains("int4").and(contains("bf16")));
+    // The rows have different lengths: an int8 graph (angles) is refused for ip.
+    tandem()
+        .args(["index", "build", "--scalar", "i8", "--bank"])
+        .arg(&bank)
+        .arg("--out")
+        .arg(&idx)
+        .assert()
+        .code(2)
+        .stderr(contains("bank.npy").and(contains("--metric cosine")));
+    assert!(!idx.exists());
+    tandem()
+        .args(["index", "build", "--scalar", "bf16", "--m", "16", "--bank"])
+        .arg(&bank)
+        .arg("--out")
+        .arg(&idx)
+        .assert()
+        .success()
+        .stderr(contains("scalar bf16"));
+    let search = |out: &str, index: bool| {
+        let mut c = tandem();
+        c.args(["search", "--k", "20", "--bank"])
+            .arg(&bank)
+            .arg("--queries")
+            .arg(&q)
+            .arg("--out")
+            .arg(dir.path().join(out));
+        if index {
+            c.args(["--ef", "64", "--index"]).arg(&idx);
+        }
+        c.assert().success();
+        run_lines(&dir.path().join(out))
+    };
+    let exact = search("exact.trec", false);
+    let hnsw = search("hnsw.trec", true);
+    assert_eq!(hnsw.len(), 200);
+    // Every hit the graph finds carries the exact search's score, printed
+    // the same; the graph finds nearly all of them.
+    let exact_hits: std::collections::HashSet<(&str, &str, &str)> = exact
+        .iter()
+        .map(|l| (l[0].as_str(), l[2].as_str(), l[4].as_str()))
+        .collect();
+    let found = hnsw
+        .iter()
+        .filter(|l| exact_hits.contains(&(l[0].as_str(), l[2].as_str(), l[4].as_str())))
+        .count();
+    assert!(found >= 190, "{found} of 200 hits as exact search has them");
+    let meta: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("hnsw.trec.meta.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(meta["index"]["scalar"], "bf16");
+}

@@ -8,9 +8,14 @@
 //! each precision (`auto`: the int8 scan where the CPU has it, then `f32`);
 //! with `BENCH_IDS=PREFIX` set, each result's ids (uint32, queries x k) go to
 //! `PREFIX_{precision}_k{k}.u32` and the JSON names the file. With the HNSW arguments,
-//! it also builds one HNSW index per scalar type (f32, f16) and reports
-//! recall@K1 against the exact result for each ef. `BENCH_PRECISIONS=auto`
-//! times only the given precisions (comma-separated; for profiling one scan).
+//! it also builds one HNSW index per scalar type (f32, f16, bf16, i8) and reports
+//! queries/s and recall@K1 against the exact result for each ef of the sweep
+//! up to the first that reaches recall 0.99, then for the efs of a bisection
+//! down to the smallest ef (within 16) that reaches it. HNSW rows also carry
+//! the process's CPU seconds (all threads) of the build and of one search of
+//! all queries: on a shared machine they move far less than the wall time.
+//! `BENCH_PRECISIONS=auto` times only the given precisions
+//! (comma-separated; for profiling one scan).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -37,6 +42,21 @@ fn best_of<T>(reps: usize, mut f: impl FnMut() -> T) -> (f64, T) {
     (best, out.expect("reps >= 1"))
 }
 
+/// CPU time of this process so far, all threads, user and system, in
+/// seconds: unlike the wall time, barely moved by other processes sharing
+/// the cores.
+fn cpu_seconds() -> f64 {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage fills the rusage it points to (or fails and leaves
+    // the zeroes, a valid rusage).
+    let usage = unsafe {
+        libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr());
+        usage.assume_init()
+    };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
 fn recall(approx: &[Vec<Hit>], exact: &[Vec<Hit>]) -> f64 {
     let mut found = 0usize;
     let mut total = 0usize;
@@ -46,6 +66,37 @@ fn recall(approx: &[Vec<Hit>], exact: &[Vec<Hit>]) -> f64 {
         total += e.len();
     }
     found as f64 / total as f64
+}
+
+/// The recall@K1 whose smallest ef the HNSW sweep looks for.
+const TARGET_RECALL: f64 = 0.99;
+/// The bisection of [`sweep_to_target`] stops when the bracket is this narrow.
+const EF_STEP: usize = 16;
+
+/// Measures `recall(ef)` at every ef of the sweep `efs` (ascending) up to the
+/// first that reaches `target`, then bisects between it and the ef before it
+/// down to [`EF_STEP`]: the smallest ef measured to reach `target` is then
+/// the smallest that does, within [`EF_STEP`] (recall grows with ef).
+/// bench/flat_vs_faiss.py does the same for faiss.
+fn sweep_to_target(efs: &[usize], target: f64, mut recall: impl FnMut(usize) -> f64) {
+    let mut lo = 0;
+    let mut hi = None;
+    for &ef in efs {
+        if recall(ef) >= target {
+            hi = Some(ef);
+            break;
+        }
+        lo = ef;
+    }
+    let Some(mut hi) = hi else { return };
+    while hi - lo > EF_STEP {
+        let mid = (lo + hi) / 2;
+        if recall(mid) >= target {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
 }
 
 fn main() {
@@ -116,23 +167,28 @@ fn main() {
                 scalar: Some(scalar.parse::<Scalar>().unwrap_or_else(|e| panic!("{e}"))),
                 ..HnswParams::default()
             };
-            let t = Instant::now();
+            let (t, cpu0) = (Instant::now(), cpu_seconds());
             let hnsw = Hnsw::build(&bank, Metric::InnerProduct, params).expect("build");
             let build = t.elapsed().as_secs_f64();
+            let build_cpu = cpu_seconds() - cpu0;
             eprintln!("usearch kernels: {}", hnsw.hardware_acceleration());
-            for ef in list(&args[7]) {
+            let measure = |ef: usize| {
                 hnsw.set_expansion_search(ef);
+                let cpu0 = cpu_seconds();
                 let (secs, hits) =
                     best_of(reps, || hnsw.search(&queries, ks[0], &[]).expect("search"));
+                let cpu = (cpu_seconds() - cpu0) / reps as f64;
+                let r = recall(&hits, &exact);
                 println!(
-                    r#"{{"engine":"tandem","index":"hnsw","scalar":"{scalar}","m":{},"ef_construction":{},"ef":{ef},"k":{},"threads":{threads},"queries":{nq},"build_seconds":{build},"seconds":{secs},"qps":{},"recall":{}}}"#,
+                    r#"{{"engine":"tandem","index":"hnsw","scalar":"{scalar}","m":{},"ef_construction":{},"ef":{ef},"k":{},"threads":{threads},"queries":{nq},"build_seconds":{build},"build_cpu_seconds":{build_cpu},"seconds":{secs},"cpu_seconds":{cpu},"qps":{},"recall":{r}}}"#,
                     params.connectivity,
                     params.expansion_add,
                     ks[0],
                     nq as f64 / secs,
-                    recall(&hits, &exact)
                 );
-            }
+                r
+            };
+            sweep_to_target(&list(&args[7]), TARGET_RECALL, measure);
         }
     }
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 pub enum SearchError {
     #[error("unknown metric {0:?}; use \"ip\" (inner product) or \"cosine\"")]
     UnknownMetric(String),
-    #[error("unknown scalar type {0:?}; use \"f32\" or \"f16\"")]
+    #[error("unknown scalar type {0:?}; use \"f32\", \"f16\", \"bf16\" or \"i8\"")]
     UnknownScalar(String),
     #[error("unknown precision {0:?}; use \"auto\" (int8 scan where the CPU has AVX512-VNNI, exact float32 rescore) or \"f32\"")]
     UnknownPrecision(String),

@@ -16,6 +16,7 @@ use tandem_bank::{Bank, Vectors};
 use tandem_io::Overwrite;
 use usearch::{IndexOptions, MetricKind, ScalarKind};
 
+use crate::exact::dot;
 use crate::flat::{bank_name, row_norms};
 use crate::{check_request, hit_order, sorted_exclusions, Hit, Index, Metric, SearchError};
 
@@ -25,6 +26,8 @@ const FORMAT: &str = "tandem-hnsw/1";
 const ADD_CHUNK: usize = 1024;
 /// Largest finite float16.
 const F16_MAX: f32 = 65504.0;
+/// The relative spread of row lengths an i8 graph accepts for the inner product.
+const I8_NORM_SPREAD: f32 = 1e-3;
 /// Rows hashed into a [`BankFingerprint`].
 const SAMPLED_ROWS: usize = 257;
 
@@ -41,15 +44,25 @@ pub struct HnswParams {
     pub scalar: Option<Scalar>,
 }
 
-/// Element type of the vectors stored in an HNSW graph. Float16 halves the
-/// memory and (with usearch's kernels) speeds up building and searching, at
-/// float16 precision for the scores.
+/// Element type of the vectors stored in an HNSW graph: what the graph walk
+/// measures with. The hits' scores never come from it: every candidate the
+/// walk gathers is rescored exactly (float32, from the bank), so a smaller
+/// type costs only recall, and halves (16 bits) the graph's memory and the
+/// bytes each distance reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Scalar {
     /// 32-bit floats (`"f32"`).
     F32,
     /// 16-bit floats (`"f16"`); values must lie within +-65504.
     F16,
+    /// bfloat16 (`"bf16"`): float32's range, 8 significant bits; distances
+    /// with AVX512-BF16 (`vdpbf16ps`) where the CPU has it.
+    BF16,
+    /// 8-bit integers (`"i8"`): usearch scales each row to length 127 and
+    /// rounds it, so the walk measures angles; with the inner product the
+    /// rows must have one length (checked). Distances with AVX512-VNNI
+    /// where the CPU has it.
+    I8,
 }
 
 impl Scalar {
@@ -58,6 +71,8 @@ impl Scalar {
         match self {
             Scalar::F32 => "f32",
             Scalar::F16 => "f16",
+            Scalar::BF16 => "bf16",
+            Scalar::I8 => "i8",
         }
     }
 
@@ -65,6 +80,8 @@ impl Scalar {
         match self {
             Scalar::F32 => ScalarKind::F32,
             Scalar::F16 => ScalarKind::F16,
+            Scalar::BF16 => ScalarKind::BF16,
+            Scalar::I8 => ScalarKind::I8,
         }
     }
 }
@@ -81,6 +98,8 @@ impl std::str::FromStr for Scalar {
         match s.to_ascii_lowercase().as_str() {
             "f32" | "float32" => Ok(Scalar::F32),
             "f16" | "float16" => Ok(Scalar::F16),
+            "bf16" | "bfloat16" => Ok(Scalar::BF16),
+            "i8" | "int8" => Ok(Scalar::I8),
             _ => Err(SearchError::UnknownScalar(s.to_string())),
         }
     }
@@ -194,16 +213,21 @@ pub struct HnswSidecar {
     pub metric: String,
     pub connectivity: usize,
     pub expansion_add: usize,
-    /// Element type stored in the graph: `"f32"` or `"f16"`.
+    /// Element type stored in the graph: `"f32"`, `"f16"`, `"bf16"` or `"i8"`.
     pub scalar: String,
     /// Size of the index file, checked when it is opened.
     pub index_bytes: u64,
     pub build_seconds: f64,
 }
 
-/// An HNSW index over a bank. Keys are bank row numbers.
-pub struct Hnsw {
+/// An HNSW index over a bank. Keys are bank row numbers. A search walks the
+/// graph for `max(ef, k)` candidates, then scores each of them exactly from
+/// the bank (the float32 score [`crate::Flat`] gives) and returns the best
+/// `k`: the graph's element type limits which rows are found, never their
+/// scores or order.
+pub struct Hnsw<'a> {
     index: usearch::Index,
+    bank: &'a Bank,
     metric: Metric,
     rows: usize,
     dim: usize,
@@ -212,7 +236,7 @@ pub struct Hnsw {
     sidecar: HnswSidecar,
 }
 
-impl std::fmt::Debug for Hnsw {
+impl std::fmt::Debug for Hnsw<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Hnsw")
             .field("sidecar", &self.sidecar)
@@ -241,12 +265,13 @@ fn utf8(path: &Path) -> Result<&str, SearchError> {
     })
 }
 
-impl Hnsw {
+impl<'a> Hnsw<'a> {
     /// Builds an index over every row of `bank` (rows are added in parallel
     /// on the rayon pool, with a progress bar). The graph stores
     /// `params.scalar`, by default the bank's dtype. NaN/Inf rows are an
-    /// error, and so are values beyond +-65504 when storing float16.
-    pub fn build(bank: &Bank, metric: Metric, params: HnswParams) -> Result<Self, SearchError> {
+    /// error, and so are values beyond +-65504 when storing float16, and
+    /// rows of different lengths when storing int8 for the inner product.
+    pub fn build(bank: &'a Bank, metric: Metric, params: HnswParams) -> Result<Self, SearchError> {
         let start = Instant::now();
         if params.connectivity < 2 {
             return Err(SearchError::index(
@@ -265,12 +290,27 @@ impl Hnsw {
                 "use ef_construction >= 1 (--ef-construction; 100 to 400 is typical)",
             ));
         }
-        row_norms(bank)?;
+        let norms = row_norms(bank)?;
         let (rows, dim) = (bank.rows(), bank.dim());
         let scalar = params.scalar.unwrap_or(match bank.vectors() {
             Vectors::F32(_) => Scalar::F32,
             Vectors::F16(_) => Scalar::F16,
         });
+        if scalar == Scalar::I8 && metric == Metric::InnerProduct {
+            if let Some(row) = norms
+                .iter()
+                .position(|n| (n - norms[0]).abs() > I8_NORM_SPREAD * norms[0])
+            {
+                return Err(SearchError::index(
+                    bank_name(bank),
+                    format!(
+                        "an i8 graph measures angles, but with the inner product rows of different lengths rank otherwise (row 0 has length {}, row {row} {})",
+                        norms[0], norms[row]
+                    ),
+                    "build with --scalar bf16, or with --metric cosine",
+                ));
+            }
+        }
         let options = IndexOptions {
             dimensions: dim,
             metric: match metric {
@@ -330,6 +370,7 @@ impl Hnsw {
         };
         Ok(Hnsw {
             index,
+            bank,
             metric,
             rows,
             dim,
@@ -384,17 +425,17 @@ impl Hnsw {
 
     /// Loads the index at `path` into memory, after checking that its
     /// sidecar matches `bank`.
-    pub fn load(path: &Path, bank: &Bank) -> Result<Self, SearchError> {
+    pub fn load(path: &Path, bank: &'a Bank) -> Result<Self, SearchError> {
         Self::open(path, bank, false)
     }
 
     /// Memory-maps the index at `path` (no copy), after checking that its
     /// sidecar matches `bank`.
-    pub fn view(path: &Path, bank: &Bank) -> Result<Self, SearchError> {
+    pub fn view(path: &Path, bank: &'a Bank) -> Result<Self, SearchError> {
         Self::open(path, bank, true)
     }
 
-    fn open(path: &Path, bank: &Bank, view: bool) -> Result<Self, SearchError> {
+    fn open(path: &Path, bank: &'a Bank, view: bool) -> Result<Self, SearchError> {
         let side = sidecar_path(path);
         let rebuild = format!(
             "rebuild it: tandem index build --bank {} --out {} --force",
@@ -463,6 +504,10 @@ impl Hnsw {
             .metric
             .parse()
             .map_err(|e: SearchError| SearchError::index(&side, e.to_string(), &rebuild))?;
+        let scalar: Scalar = sidecar
+            .scalar
+            .parse()
+            .map_err(|e: SearchError| SearchError::index(&side, e.to_string(), &rebuild))?;
         let p = utf8(path)?;
         let index = if view {
             usearch::Index::restore_view(p)
@@ -470,6 +515,21 @@ impl Hnsw {
             usearch::Index::restore(p)
         }
         .map_err(|e| SearchError::index(path, format!("usearch cannot open it ({e})"), &rebuild))?;
+        let stored = index.scalar_kind();
+        if stored != scalar.kind() {
+            let stored = [Scalar::F32, Scalar::F16, Scalar::BF16, Scalar::I8]
+                .into_iter()
+                .find(|s| s.kind() == stored)
+                .map_or_else(|| format!("{stored:?}"), |s| s.name().to_string());
+            return Err(SearchError::index(
+                path,
+                format!(
+                    "the graph stores {stored} but its sidecar {} says {scalar}: the two files do not belong together",
+                    side.display()
+                ),
+                &rebuild,
+            ));
+        }
         if index.size() != now.rows || index.dimensions() != now.dim {
             return Err(SearchError::index(
                 path,
@@ -490,6 +550,7 @@ impl Hnsw {
             .map_err(usearch_err)?;
         Ok(Hnsw {
             index,
+            bank,
             metric,
             rows: now.rows,
             dim: now.dim,
@@ -518,10 +579,64 @@ impl Hnsw {
         self.index.hardware_acceleration()
     }
 
+    /// The best `k` of the rows `keys` for query `q` by the exact score
+    /// (the float32 dot product of [`crate::Flat`]; for cosine, of the
+    /// normalised query, times the row's inverse norm), best first, ties to
+    /// the lower row. `scratch` holds a float16 bank's row as float32.
+    fn rescore(&self, q: &[f32], keys: &[u64], k: usize, scratch: &mut Vec<f32>) -> Vec<Hit> {
+        let q: std::borrow::Cow<[f32]> = match self.metric {
+            Metric::InnerProduct => q.into(),
+            Metric::Cosine => {
+                let n = norm(q);
+                if n > 0.0 {
+                    q.iter().map(|v| v / n).collect::<Vec<f32>>().into()
+                } else {
+                    q.into()
+                }
+            }
+        };
+        let dim = self.dim;
+        scratch.resize(dim, 0.0);
+        let mut hits: Vec<Hit> = keys
+            .iter()
+            .map(|&key| {
+                let r = key as usize;
+                let x: &[f32] = match self.bank.vectors() {
+                    Vectors::F32(v) => &v[r * dim..(r + 1) * dim],
+                    Vectors::F16(_) => {
+                        self.bank.rows_f32_into(r, r + 1, scratch);
+                        scratch
+                    }
+                };
+                let s = dot(&q, x);
+                let s = match self.metric {
+                    Metric::InnerProduct => s,
+                    Metric::Cosine => {
+                        let n = norm(x);
+                        if n > 0.0 {
+                            s * (1.0 / n)
+                        } else {
+                            0.0
+                        }
+                    }
+                };
+                (key as u32, s)
+            })
+            .collect();
+        hits.sort_unstable_by(hit_order);
+        hits.truncate(k);
+        hits
+    }
+
     /// The sidecar describing this index (`index_bytes` is 0 until saved).
     pub fn sidecar(&self) -> &HnswSidecar {
         &self.sidecar
     }
+}
+
+/// The Euclidean norm as [`crate::Flat`] computes it (a float32 sum).
+fn norm(x: &[f32]) -> f32 {
+    x.iter().map(|v| v * v).sum::<f32>().sqrt()
 }
 
 /// Thread contexts reserved in usearch: one per worker of the current rayon
@@ -532,7 +647,7 @@ fn search_contexts() -> usize {
     rayon::current_num_threads().max(cores) + 1
 }
 
-impl Index for Hnsw {
+impl Index for Hnsw<'_> {
     fn len(&self) -> usize {
         self.rows
     }
@@ -553,22 +668,17 @@ impl Index for Hnsw {
     ) -> Result<Vec<Vec<Hit>>, SearchError> {
         check_request(self.rows, self.dim, queries, k, exclude)?;
         let exclude = sorted_exclusions(exclude);
-        let one = |i: usize, q: &[f32]| -> Result<Vec<Hit>, SearchError> {
+        // The whole candidate list of the walk (usearch widens it to `count`).
+        let count = self.index.expansion_search().max(k).min(self.rows);
+        let one = |i: usize, q: &[f32], scratch: &mut Vec<f32>| -> Result<Vec<Hit>, SearchError> {
             let matches = match exclude.get(i).filter(|e| !e.is_empty()) {
-                None => self.index.search(q, k),
+                None => self.index.search(q, count),
                 Some(ex) => self
                     .index
-                    .filtered_search(q, k, |key| ex.binary_search(&(key as u32)).is_err()),
+                    .filtered_search(q, count, |key| ex.binary_search(&(key as u32)).is_err()),
             }
             .map_err(usearch_err)?;
-            let mut hits: Vec<Hit> = matches
-                .keys
-                .iter()
-                .zip(&matches.distances)
-                .map(|(&key, &d)| (key as u32, 1.0 - d))
-                .collect();
-            hits.sort_by(hit_order);
-            Ok(hits)
+            Ok(self.rescore(q, &matches.keys, k, scratch))
         };
         // At most `contexts - 1` runs of queries at once: usearch refuses a
         // search when every reserved context is busy.
@@ -578,9 +688,10 @@ impl Index for Hnsw {
             .par_chunks(per_run * self.dim)
             .enumerate()
             .map(|(r, run)| {
+                let mut scratch = Vec::new();
                 run.chunks_exact(self.dim)
                     .enumerate()
-                    .map(|(j, q)| one(r * per_run + j, q))
+                    .map(|(j, q)| one(r * per_run + j, q, &mut scratch))
                     .collect::<Result<Vec<_>, _>>()
             })
             .collect::<Result<_, _>>()?;

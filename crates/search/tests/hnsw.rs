@@ -195,7 +195,7 @@ fn float16_storage_for_a_float32_bank() {
         "{e}"
     );
     assert_eq!("F16".parse::<Scalar>().unwrap(), Scalar::F16);
-    assert!("i8"
+    assert!("i4"
         .parse::<Scalar>()
         .unwrap_err()
         .to_string()
@@ -236,4 +236,147 @@ fn bad_parameters_and_missing_folders_are_refused_up_front() {
         "{e}"
     );
     assert!(Hnsw::check_save_path(&dir.path().join("b.usearch"), Overwrite::Refuse).is_ok());
+}
+
+/// Every scalar type, both metrics, float32 and float16 banks: the hits are
+/// rescored exactly, so wherever the graph finds a row its score has the
+/// bits `Flat` gives it, and the hits are the best k of all the walk's
+/// candidates by that score.
+#[test]
+fn every_scalar_rescores_the_candidates_exactly() {
+    let (rows, dim, nq, k) = (1500, 24, 30, 10);
+    let data = random(rows * dim, 12);
+    let queries = random(nq * dim, 13);
+    for half in [false, true] {
+        let bank = if half {
+            Bank::from_f16(data.iter().map(|&v| f16::from_f32(v)).collect(), dim)
+        } else {
+            Bank::from_f32(data.clone(), dim)
+        };
+        for metric in [Metric::InnerProduct, Metric::Cosine] {
+            let exact = Flat::new(&bank, metric)
+                .unwrap()
+                .search(&queries, k, &[])
+                .unwrap();
+            for scalar in [Scalar::F32, Scalar::F16, Scalar::BF16, Scalar::I8] {
+                let what = format!("{metric}, {scalar} graph, f16 bank {half}");
+                let params = HnswParams {
+                    scalar: Some(scalar),
+                    ..PARAMS
+                };
+                let built = Hnsw::build(&bank, metric, params);
+                if scalar == Scalar::I8 && metric == Metric::InnerProduct {
+                    // These rows have different lengths: an angle would rank them wrongly.
+                    let e = built.unwrap_err().to_string();
+                    assert!(
+                        e.contains("i8 graph measures angles") && e.contains("--scalar bf16"),
+                        "{e}"
+                    );
+                    continue;
+                }
+                let hnsw = built.unwrap();
+                assert_eq!(hnsw.sidecar().scalar, scalar.name());
+                hnsw.set_expansion_search(64);
+                let approx = hnsw.search(&queries, k, &[]).unwrap();
+                let r = recall(&approx, &exact);
+                assert!(r >= 0.9, "recall {r} ({what})");
+                for (a, e) in approx.iter().zip(&exact) {
+                    assert!(a.windows(2).all(|w| w[0].1 >= w[1].1), "{what}: {a:?}");
+                    for hit in a
+                        .iter()
+                        .filter_map(|h| e.iter().find(|x| x.0 == h.0).map(|x| (h, x)))
+                    {
+                        assert_eq!(hit.0 .1.to_bits(), hit.1 .1.to_bits(), "{what}");
+                    }
+                }
+                // The same walk (ef 64) for k = 10 and k = 64: the best 10 of
+                // its 64 candidates by the exact score, in order.
+                let all = hnsw.search(&queries, 64, &[]).unwrap();
+                for (a, all) in approx.iter().zip(&all) {
+                    assert_eq!(a[..], all[..k], "{what}");
+                }
+                // ef = rows: every row the graph reaches (HNSW may leave a
+                // row or two without incoming edges).
+                hnsw.set_expansion_search(rows);
+                let r = recall(&hnsw.search(&queries, k, &[]).unwrap(), &exact);
+                assert!(r >= 0.99, "recall {r} ({what}, ef = rows)");
+            }
+        }
+    }
+}
+
+/// An int8 graph for the inner product over rows of one length (unit
+/// rows, the usual embeddings): built, it ranks as exact search does.
+#[test]
+fn an_int8_graph_serves_the_inner_product_of_unit_rows() {
+    let (rows, dim, nq, k) = (1500, 24, 30, 10);
+    let mut data = random(rows * dim, 16);
+    for row in data.chunks_exact_mut(dim) {
+        let n = row.iter().map(|v| v * v).sum::<f32>().sqrt();
+        row.iter_mut().for_each(|v| *v /= n);
+    }
+    let bank = Bank::from_f32(data, dim);
+    let queries = random(nq * dim, 17);
+    let exact = Flat::new(&bank, Metric::InnerProduct)
+        .unwrap()
+        .search(&queries, k, &[])
+        .unwrap();
+    let params = HnswParams {
+        scalar: Some(Scalar::I8),
+        ..PARAMS
+    };
+    let hnsw = Hnsw::build(&bank, Metric::InnerProduct, params).unwrap();
+    assert_eq!(hnsw.params().scalar, Some(Scalar::I8));
+    let r = recall(&hnsw.search(&queries, k, &[]).unwrap(), &exact);
+    assert!(r >= 0.95, "recall {r}");
+}
+
+/// A bfloat16 graph on disk: reloaded and viewed, it returns what it
+/// returned when built; a sidecar that names another scalar type than the
+/// graph stores is refused, naming both.
+#[test]
+fn a_bfloat16_index_reloads_and_a_mismatched_sidecar_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (rows, dim) = (1200, 16);
+    let data = random(rows * dim, 14);
+    let bank_path = dir.path().join("bank.npy");
+    write_npy(
+        &bank_path,
+        rows,
+        dim,
+        Vectors::F32(&data),
+        Overwrite::Refuse,
+    )
+    .unwrap();
+    let bank = Bank::open(&bank_path, &OpenOptions::default()).unwrap();
+    let idx = dir.path().join("bank.usearch");
+    let params = HnswParams {
+        scalar: Some(Scalar::BF16),
+        ..PARAMS
+    };
+    let mut built = Hnsw::build(&bank, Metric::InnerProduct, params).unwrap();
+    built.save(&idx, Overwrite::Refuse).unwrap();
+    let queries = random(20 * dim, 15);
+    let want = built.search(&queries, 10, &[]).unwrap();
+    for opened in [
+        Hnsw::load(&idx, &bank).unwrap(),
+        Hnsw::view(&idx, &bank).unwrap(),
+    ] {
+        assert_eq!(opened.params().scalar, Some(Scalar::BF16));
+        assert_eq!(opened.search(&queries, 10, &[]).unwrap(), want);
+    }
+    let side = sidecar_path(&idx);
+    let text = std::fs::read_to_string(&side).unwrap();
+    std::fs::write(&side, text.replace("\"bf16\"", "\"f16\"")).unwrap();
+    let e = Hnsw::view(&idx, &bank).unwrap_err().to_string();
+    assert!(
+        e.contains("bf16") && e.contains("says f16") && e.contains("--force"),
+        "{e}"
+    );
+    std::fs::write(&side, text.replace("\"bf16\"", "\"i4\"")).unwrap();
+    let e = Hnsw::view(&idx, &bank).unwrap_err().to_string();
+    assert!(
+        e.contains("\"i4\"") && e.contains("bf16") && e.contains("--force"),
+        "{e}"
+    );
 }
