@@ -109,6 +109,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--sides", default="pylate,tandem")
+    ap.add_argument("--precisions", default="f32,bf16", help="encode: the precisions to measure (bf16 alone: both sides' best)")
     a = ap.parse_args()
     import pylate
     import sentence_transformers
@@ -137,7 +138,7 @@ def main() -> None:
         docs = [json.loads(l) for l in open(DATA / "corpus.jsonl")]
         texts = [(d.get("title", "") + " " + d["text"]).strip() for d in docs]
         result["documents"] = len(texts)
-        for prec in ["f32", "bf16"]:
+        for prec in a.precisions.split(","):
             if "pylate" in sides:
                 from pylate import models
 

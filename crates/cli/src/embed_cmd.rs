@@ -218,6 +218,7 @@ pub struct EmbedArgs {
 }
 
 pub fn run_embed(a: EmbedArgs) -> anyhow::Result<()> {
+    crate::keep_freed_pages();
     let shard = a
         .shard
         .as_deref()
@@ -403,6 +404,7 @@ pub enum LateIndex {
 }
 
 pub fn run_beir(a: BeirArgs) -> anyhow::Result<()> {
+    crate::keep_freed_pages();
     let t0 = Instant::now();
     let name = a
         .data

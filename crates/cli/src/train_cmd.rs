@@ -451,21 +451,12 @@ pub fn run_train(args: TrainArgs) -> Result<()> {
     train_with(&args, &cfg)
 }
 
-/// `mi_option_purge_delay` of mimalloc 2's `mimalloc.h` (the 16th option of
-/// `mi_option_e`); libmimalloc-sys has no constant for it.
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-
 /// Trains `cfg` (resuming as the flags say) and prints the test table.
 fn train_with(args: &TrainArgs, cfg: &TrainConfig) -> Result<()> {
-    // A dense step frees and reallocates the same large buffers (the
-    // encoder's activations); mimalloc returns freed pages to the OS after
-    // 10 ms by default, and faulting them back in cost 14% of a step
-    // (`clear_page_erms`). Keep them: resident memory stays at the step's
-    // peak, which the memory estimate already counts. (The vector tasks'
-    // buffers are small and reused; their figures are unchanged.)
+    // The vector tasks' buffers are small and reused: their figures are
+    // unchanged by keeping pages, and their memory stays as it was.
     if cfg.task == TaskKind::Dense {
-        // SAFETY: sets an allocator option before the training threads start.
-        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+        crate::keep_freed_pages();
     }
     let resume = if args.force {
         Resume::Restart

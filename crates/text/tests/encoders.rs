@@ -22,12 +22,23 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 use tandem_nn::encoder::{Tensors, TokenBatch};
-use tandem_text::{EmbedOptions, Embedder, Mode, Pooling};
+use tandem_text::{EmbedOptions, Embedder, Mode, Pooling, Precision};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
         .join(name)
+}
+
+/// The cosine of two vectors, in float64.
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot = |x: &[f32], y: &[f32]| -> f64 {
+        x.iter()
+            .zip(y)
+            .map(|(p, q)| f64::from(*p) * f64::from(*q))
+            .sum()
+    };
+    dot(a, b) / (dot(a, a) * dot(b, b)).sqrt()
 }
 
 /// Largest |a - b| relative to the largest |b| (at least 1).
@@ -141,6 +152,29 @@ fn check(name: &str) {
         let at = b * len * h..(b * len + n) * h;
         let d = rel_diff(&out[at.clone()], &want[at]);
         assert!(d < 1e-5, "{name}: padded batch, text {b} differs by {d}");
+    }
+    // bfloat16 (the linear layers and, in inference, the attention's
+    // products): every token state of the padded batch near float32's.
+    let opts = EmbedOptions {
+        precision: Precision::Bf16,
+        ..EmbedOptions::default()
+    };
+    let e16 = Embedder::load(&dir, opts).unwrap();
+    let out16 = e16.encoder().forward(TokenBatch {
+        ids: &padded,
+        lens: &lens,
+        len,
+        pad_rows: false,
+    });
+    for (b, &n) in lens.iter().enumerate() {
+        for t in b * len..b * len + n {
+            let at = t * h..(t + 1) * h;
+            let c = cosine(&out16[at.clone()], &want[at]);
+            assert!(
+                c > 0.999,
+                "{name}: bfloat16, text {b} token {t}: cosine {c}"
+            );
+        }
     }
 
     let emb = e.embed(&texts, "", |_| {}).unwrap();

@@ -19,8 +19,8 @@
 //! probabilities and the dropout masks.
 
 use super::{
-    branch, dropout, linear, stream, tensor, Dropout, Encoder, HfConfig, Norm, Rates, Tape,
-    Tensors, TokenBatch,
+    attention_precision, branch, dropout, linear, stream, tensor, Dropout, Encoder, HfConfig, Norm,
+    Rates, Tape, Tensors, TokenBatch,
 };
 use crate::kernels::{
     add_into, attention, attention_backward, scratch, scratch_zeroed, Activation, AttnShape, Dense,
@@ -74,6 +74,8 @@ pub(super) struct PostNorm {
     act: Activation,
     /// `[HIDDEN, ATTENTION]`.
     pub(super) rates: Rates<2>,
+    /// That of the linear layers ([`PostNorm::set_precision`]).
+    precision: Precision,
 }
 
 /// The kinds of dropout site of [`PostNorm::rates`]: `hidden_dropout_prob`
@@ -138,6 +140,7 @@ impl PostNorm {
                 ["hidden_dropout_prob", "attention_probs_dropout_prob"],
                 [0.1, 0.1],
             )?,
+            precision: Precision::F32,
         })
     }
 
@@ -153,6 +156,7 @@ impl PostNorm {
 
     pub(super) fn set_precision(&mut self, p: &Params, precision: Precision) {
         self.dense_mut().for_each(|d| d.set_precision(p, precision));
+        self.precision = precision;
     }
 
     pub(super) fn sync(&mut self, p: &Params) {
@@ -191,6 +195,7 @@ impl PostNorm {
             (scratch(), scratch_zeroed(x.len()), scratch(), scratch());
         let keep = |v: &[f32], on: bool| if on { v.to_vec() } else { Vec::new() };
         let on = tape.is_some();
+        let precision = attention_precision(self.precision, drop, on);
         for (i, l) in self.layers.iter().enumerate() {
             let x_in = keep(x, on);
             l.qkv.forward(p, x, &mut qkv);
@@ -205,6 +210,7 @@ impl PostNorm {
                 bias,
                 None,
                 at(i, ATTENTION),
+                precision,
             );
             l.out.forward(p, &ctx, &mut y);
             dropout(at(i, HIDDEN), &mut y, Site::AttnOut);

@@ -172,6 +172,24 @@ pub(crate) fn stream<'a>(seeds: Option<&'a [u64]>, batch: TokenBatch<'a>) -> Opt
     seeds.map(|s| Stream::new(s, batch.lens, batch.len))
 }
 
+/// The precision of attention's products in a pass of an encoder whose
+/// linear layers run in `precision`: bfloat16 only in inference passes (no
+/// dropout stream, nothing kept for a backward pass), since
+/// [`crate::kernels::attention_backward`] recomputes the probabilities in
+/// float32 from `q`, `k` and `v`: the forward pass of a training step must
+/// have used those same probabilities.
+pub(crate) fn attention_precision(
+    precision: Precision,
+    drop: Option<Stream<'_>>,
+    training: bool,
+) -> Precision {
+    if drop.is_none() && !training {
+        precision
+    } else {
+        Precision::F32
+    }
+}
+
 /// Applies the dropout `masks` of `site`, if any, to `x` (in the forward
 /// pass, or to the gradient of the output in the backward pass).
 pub(crate) fn dropout(masks: Option<Masks<'_>>, x: &mut [f32], site: Site) {

@@ -41,8 +41,8 @@
 use serde_json::Value;
 
 use super::{
-    branch, dropout, linear, stream, tensor, Dropout, Encoder, HfConfig, Norm, Rates, Tape,
-    Tensors, TokenBatch,
+    attention_precision, branch, dropout, linear, stream, tensor, Dropout, Encoder, HfConfig, Norm,
+    Rates, Tape, Tensors, TokenBatch,
 };
 use crate::kernels::{
     add_into, attention, attention_backward, geglu, geglu_backward, rope, rope_backward, scratch,
@@ -237,6 +237,8 @@ pub(super) struct ModernBert {
     local_rope: Rope,
     /// `[EMBEDDING, ATTENTION, MLP]`.
     rates: Rates<3>,
+    /// That of the linear layers ([`Encoder::set_precision`]).
+    precision: Precision,
 }
 
 impl ModernBert {
@@ -327,6 +329,7 @@ impl ModernBert {
             global_rope: Rope::new(head_dim, plan.global_theta, max_pos),
             local_rope: Rope::new(head_dim, plan.local_theta, max_pos),
             rates,
+            precision: Precision::F32,
         })
     }
 }
@@ -358,6 +361,7 @@ impl Encoder for ModernBert {
                 d.set_precision(&self.params, precision);
             }
         }
+        self.precision = precision;
     }
 
     fn params(&self) -> &Params {
@@ -516,6 +520,7 @@ impl ModernBert {
         self.emb_norm.apply(p, &mut x, self.eps);
         dropout(at(0, EMBEDDING), &mut x, Site::Embeddings);
         let (shape, scale) = self.shape(batch);
+        let precision = attention_precision(self.precision, drop, on);
         let mut ctx = scratch_zeroed(x.len());
         let (mut n, mut qkv, mut y, mut inner, mut gated) =
             (scratch(), scratch(), scratch(), scratch(), scratch());
@@ -544,6 +549,7 @@ impl ModernBert {
                 None,
                 window,
                 at(i, ATTENTION),
+                precision,
             );
             l.out.forward(p, &ctx, &mut y);
             dropout(at(i, ATTENTION), &mut y, Site::AttnOut);

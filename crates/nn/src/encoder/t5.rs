@@ -33,8 +33,8 @@
 //! block's bias gradient goes to block 0's table.
 
 use super::{
-    branch, dropout, linear, stream, tensor, Dropout, Encoder, HfConfig, Rates, Tape, Tensors,
-    TokenBatch,
+    attention_precision, branch, dropout, linear, stream, tensor, Dropout, Encoder, HfConfig,
+    Rates, Tape, Tensors, TokenBatch,
 };
 use crate::kernels::{
     add_into, attention, attention_backward, geglu, geglu_backward, rms_norm, rms_norm_backward,
@@ -167,6 +167,8 @@ pub(super) struct T5 {
     norm: Slot,
     /// `dropout_rate`, at every site.
     rates: Rates<1>,
+    /// That of the linear layers ([`Encoder::set_precision`]).
+    precision: Precision,
 }
 
 /// `feed_forward_proj` as `T5Config` reads it: `"<act>"` or
@@ -283,6 +285,7 @@ impl T5 {
             blocks,
             norm,
             rates,
+            precision: Precision::F32,
         }))
     }
 }
@@ -325,6 +328,7 @@ impl T5 {
         let (mut y, mut qkv, mut up, mut gate) = (scratch(), scratch(), scratch(), scratch());
         let on = tape.is_some();
         let keep = |v: &[f32]| if on { v.to_vec() } else { Vec::new() };
+        let precision = attention_precision(self.precision, drop, on);
         for (i, b) in self.blocks.iter().enumerate() {
             let x_in = keep(&x);
             y.clone_from(&x);
@@ -341,6 +345,7 @@ impl T5 {
                 Some(&bias),
                 None,
                 at(i),
+                precision,
             );
             b.out.forward(p, &ctx, &mut y);
             dropout(at(i), &mut y, Site::AttnOut);
@@ -408,6 +413,7 @@ impl Encoder for T5 {
                 d.set_precision(&self.params, precision);
             }
         }
+        self.precision = precision;
     }
 
     fn params(&self) -> &Params {

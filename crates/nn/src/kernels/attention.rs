@@ -3,38 +3,61 @@
 
 use rayon::prelude::*;
 
-use super::{lane_max, lane_sum, scratch, scratch_zeroed, Masks, Site};
+use super::bf16::Products;
+use super::{lane_max, lane_sum, scratch, scratch_zeroed, Masks, Precision, Site};
 use crate::linalg::{matmul_on, matmul_strided, threads, Mat};
 use crate::simd::{avx512_dispatch, exp};
+
+/// `e = exp(scale * s + bias - max)` in place over the keys `lo..hi` of
+/// `row` (`max` over them), zero elsewhere; returns the sum of `e`.
+#[inline(always)]
+fn exp_keys(row: &mut [f32], scale: f32, bias: Option<&[f32]>, lo: usize, hi: usize) -> f32 {
+    match bias {
+        Some(bias) => {
+            for (v, b) in row[lo..hi].iter_mut().zip(&bias[lo..hi]) {
+                *v = *v * scale + b;
+            }
+        }
+        None => {
+            for v in &mut row[lo..hi] {
+                *v *= scale;
+            }
+        }
+    }
+    let keys = &mut row[lo..hi];
+    let max = lane_max(keys);
+    for v in keys.iter_mut() {
+        *v = exp(*v - max);
+    }
+    let sum = lane_sum(keys, |v| v);
+    row[..lo].fill(0.0);
+    row[hi..].fill(0.0);
+    sum
+}
 
 avx512_dispatch!(
     /// One row of attention probabilities in place: `scale * s + bias` over
     /// the keys `lo..hi`, softmax there, zero elsewhere.
     fn softmax_row(row: &mut [f32], scale: f32, bias: Option<&[f32]>, lo: usize, hi: usize) {
-        match bias {
-            Some(bias) => {
-                for (v, b) in row[lo..hi].iter_mut().zip(&bias[lo..hi]) {
-                    *v = *v * scale + b;
-                }
-            }
-            None => {
-                for v in &mut row[lo..hi] {
-                    *v *= scale;
-                }
-            }
-        }
-        let keys = &mut row[lo..hi];
-        let max = lane_max(keys);
-        for v in keys.iter_mut() {
-            *v = exp(*v - max);
-        }
-        let sum = lane_sum(keys, |v| v);
-        let inv = 1.0 / sum;
+        let inv = 1.0 / exp_keys(row, scale, bias, lo, hi);
         for v in &mut row[lo..hi] {
             *v *= inv;
         }
-        row[..lo].fill(0.0);
-        row[hi..].fill(0.0);
+    }
+);
+
+avx512_dispatch!(
+    /// [`exp_keys`]: the softmax of the portable bfloat16 path
+    /// ([`super::bf16::Products::softmax_nn`]), which divides by the sum
+    /// after the product with the values.
+    pub(super) fn exp_row(
+        row: &mut [f32],
+        scale: f32,
+        bias: Option<&[f32]>,
+        lo: usize,
+        hi: usize,
+    ) -> f32 {
+        exp_keys(row, scale, bias, lo, hi)
     }
 );
 
@@ -80,6 +103,12 @@ fn keys_of(i: usize, n: usize, window: Option<usize>) -> (usize, usize) {
 /// feature `j`) before they weigh the values. `out` (`[B * L, heads *
 /// head_dim]`) gets the heads side by side; rows of padding get zeros, or
 /// with `shape.pad_rows` their queries' attention over the real tokens.
+///
+/// With [`Precision::Bf16`] the products `q kᵀ` and `p v` round their
+/// operands to bfloat16 and sum in float32 (the softmax stays float32, its
+/// division applied to the output rows); inference only, as
+/// [`attention_backward`] recomputes the probabilities in float32: refused
+/// with dropout masks.
 #[allow(clippy::too_many_arguments)]
 pub fn attention(
     out: &mut [f32],
@@ -92,6 +121,7 @@ pub fn attention(
     bias: Option<&[f32]>,
     window: Option<usize>,
     drop: Option<Masks<'_>>,
+    precision: Precision,
 ) {
     let AttnShape {
         batch,
@@ -107,13 +137,31 @@ pub fn attention(
     if let Some(bias) = bias {
         assert_eq!(bias.len(), heads * len * len, "attention bias size");
     }
+    let bf16 = precision == Precision::Bf16;
+    assert!(!bf16 || drop.is_none(), "bfloat16 attention with dropout");
     let one = |b: usize, out: &mut [f32]| {
         let n = lens[b];
         // query rows: the real tokens, or every row with `pad_rows`
         let m = if pad_rows { len } else { n };
         let rows = &qkv[b * len * stride..(b + 1) * len * stride];
-        let (mut s, mut o) = (scratch_zeroed(m * n), scratch_zeroed(m * dh));
+        let mut s = scratch_zeroed(m * n);
         out.fill(0.0);
+        if bf16 {
+            let mut products = Products::new();
+            for h in 0..heads {
+                let at = |which: usize| (&rows[offsets[which] + h * dh..], stride);
+                products.nt(&mut s, n, at(0), at(1), m, n, dh);
+                let keys = |i: usize| {
+                    let bias = bias.map(|bias| &bias[(h * len + i) * len..(h * len + i) * len + n]);
+                    let (lo, hi) = keys_of(i, n, window);
+                    (bias, lo, hi)
+                };
+                let o = &mut out[h * dh..];
+                products.softmax_nn(o, width, &mut s, scale, keys, at(2), m, dh, n);
+            }
+            return;
+        }
+        let mut o = scratch_zeroed(m * dh);
         for h in 0..heads {
             let at = |which: usize, r: usize| {
                 Mat::strided(&rows[offsets[which] + h * dh..], r, dh, stride)
@@ -444,6 +492,7 @@ mod tests {
             None,
             None,
             None,
+            Precision::F32,
         );
         for (b, &n) in lens.iter().enumerate() {
             let rows = &qkv[b * len * stride..];
@@ -492,7 +541,17 @@ mod tests {
             let mut out = vec![0.0; len * d];
             let offsets = [0, d, 2 * d];
             attention(
-                &mut out, &qkv, stride, offsets, shape, &lens, 0.5, None, None, drop,
+                &mut out,
+                &qkv,
+                stride,
+                offsets,
+                shape,
+                &lens,
+                0.5,
+                None,
+                None,
+                drop,
+                Precision::F32,
             );
             out
         };
@@ -559,6 +618,7 @@ mod tests {
                     Some(bias),
                     window,
                     drop,
+                    Precision::F32,
                 );
                 out.iter().zip(&r).map(|(a, b)| f64::from(a * b)).sum()
             };
@@ -602,6 +662,69 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn bfloat16_attention_stays_close_to_float32() {
+        // Two heads of 20 (not a whole panel), sequences of 1, 2, 17 and 40
+        // tokens, padding rows, a score bias and local attention: every
+        // output row against float32's, and the padding rows zero.
+        let (len, heads, d) = (40, 2, 20);
+        let (width, stride) = (heads * d, 3 * heads * d + 4);
+        let lens = [17, 40, 2, 1];
+        let offsets = [0, width, 2 * width];
+        let qkv: Vec<f32> = (0..lens.len() * len * stride)
+            .map(|i| ((i * 7919) % 1009) as f32 / 300.0 - 1.7)
+            .collect();
+        let bias: Vec<f32> = (0..heads * len * len)
+            .map(|i| ((i * 31) % 17) as f32 / 10.0 - 0.8)
+            .collect();
+        let mut checked = 0;
+        for pad_rows in [false, true] {
+            for (bias, window) in [(None, None), (Some(&bias[..]), None), (None, Some(3))] {
+                let shape = AttnShape {
+                    batch: lens.len(),
+                    len,
+                    heads,
+                    head_dim: d,
+                    pad_rows,
+                };
+                let run = |precision| {
+                    let mut out = vec![f32::NAN; lens.len() * len * width];
+                    attention(
+                        &mut out, &qkv, stride, offsets, shape, &lens, 0.4, bias, window, None,
+                        precision,
+                    );
+                    out
+                };
+                let (want, got) = (run(Precision::F32), run(Precision::Bf16));
+                for (r, (g, w)) in got.chunks_exact(d).zip(want.chunks_exact(d)).enumerate() {
+                    let (b, i) = (r / heads / len, r / heads % len);
+                    if !pad_rows && i >= lens[b] {
+                        assert!(g.iter().chain(w).all(|&v| v == 0.0), "padding row {r}");
+                        continue;
+                    }
+                    let dot = |x: &[f32], y: &[f32]| -> f64 {
+                        x.iter()
+                            .zip(y)
+                            .map(|(a, b)| f64::from(*a) * f64::from(*b))
+                            .sum()
+                    };
+                    let (gw, gg, ww) = (dot(g, w), dot(g, g), dot(w, w));
+                    if ww == 0.0 {
+                        assert_eq!(gg, 0.0, "row {r}: zero in float32, not in bfloat16");
+                        continue;
+                    }
+                    let cos = gw / (gg * ww).sqrt();
+                    assert!(
+                        cos > 0.999,
+                        "pad_rows {pad_rows} window {window:?} row {r}: cosine {cos}"
+                    );
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 400, "{checked} rows checked");
     }
 
     #[test]

@@ -123,6 +123,27 @@ impl PackedBf16 {
         self.inp
     }
 
+    /// The panels, as the kernels read them.
+    fn panels(&self) -> Panels<'_> {
+        Panels {
+            lines: &self.lines,
+            out: self.out,
+            inp: self.inp,
+        }
+    }
+}
+
+/// The right operand of the kernels: `out` columns of `inp` inputs as
+/// panels of pairs of bfloat16 (the layout of [`PackedBf16`]), borrowed
+/// from a packed weight or from an attention head's scratch ([`Operands`]).
+#[derive(Clone, Copy)]
+struct Panels<'a> {
+    lines: &'a [Line],
+    out: usize,
+    inp: usize,
+}
+
+impl Panels<'_> {
     /// Pairs of inputs: the length of a panel in lines.
     fn pairs(&self) -> usize {
         self.inp.div_ceil(2)
@@ -252,7 +273,7 @@ unsafe fn block(
     bias: Option<&[f32]>,
 ) {
     let (inp, out) = (w.inp, w.out);
-    let xs = w.pairs().next_multiple_of(LANES);
+    let xs = w.panels().pairs().next_multiple_of(LANES);
     // Whole tiles of the portable path (which reads past the last row).
     let mut xb = vec![0u32; rows.len().min(MC).next_multiple_of(portable::MR) * xs];
     let mut r0 = rows.start;
@@ -264,14 +285,14 @@ unsafe fn block(
         let yr = unsafe { y.ptr().add(r0 * out) };
         match path {
             Path::Portable => {
-                portable::convert(&mut xb, xs, xr, inp);
+                portable::convert(&mut xb, xs, xr, m, inp, inp);
                 let xr = Rounded {
                     pairs: &xb,
                     stride: xs,
                     rows: m,
                 };
                 // SAFETY: the caller's contract, for `m` rows from `r0`.
-                unsafe { portable::gemm(yr, xr, w, panels.clone(), bias) };
+                unsafe { portable::gemm(yr, out, xr, w.panels(), panels.clone(), bias) };
             }
             #[cfg(target_arch = "x86_64")]
             Path::Avx512Bf16 => {
@@ -279,17 +300,242 @@ unsafe fn block(
                 // SAFETY: the caller's contract, for `m` rows from `r0`, and
                 // the CPU has AVX-512F and AVX512-BF16 (`path`).
                 unsafe {
-                    x86::convert(&mut xb, xs, xr, inp);
+                    x86::convert(&mut xb, xs, xr, m, inp, inp);
                     let xr = Rounded {
                         pairs: &xb,
                         stride: xs,
                         rows: m,
                     };
-                    x86::gemm(yr, xr, w, panels.clone(), bias, next);
+                    x86::gemm(yr, out, xr, w.panels(), panels.clone(), bias, next);
                 }
             }
         }
         r0 += m;
+    }
+}
+
+/// Matrix products of activations in bfloat16 with float32 accumulation,
+/// on the calling thread: attention's `q kᵀ` and `p v` (`--precision
+/// bf16`, inference). Each is a [`linear_bf16`] product without bias whose
+/// right operand is packed from activations rather than a weight, so the
+/// arithmetic is the same (operands rounded to nearest even, exact
+/// products, float32 sums in order of the pairs). The buffers are kept from
+/// one product to the next.
+pub(crate) struct Products {
+    path: Path,
+    /// The left operand, rounded.
+    left: Vec<u32>,
+    /// The right operand, packed.
+    right: Vec<Line>,
+    /// The rows of the right operand rounded before they are transposed
+    /// into panels (the AVX512-BF16 path of [`Products::nt`]).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    rows: Vec<u32>,
+}
+
+impl Products {
+    /// Empty buffers, for the fastest path this CPU runs.
+    pub(crate) fn new() -> Products {
+        Products::on(Path::best())
+    }
+
+    fn on(path: Path) -> Products {
+        Products {
+            path,
+            left: Vec::new(),
+            right: Vec::new(),
+            rows: Vec::new(),
+        }
+    }
+
+    /// `y[i][j] = sum_p bf16(a[i][p]) bf16(b[j][p])` for `i < m`, `j < n`,
+    /// `p < k`: `a` is `m` rows of `k` floats `lda` apart, `b` `n` rows of
+    /// `k` floats `ldb` apart, the rows of `y` are `ldy` apart.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn nt(
+        &mut self,
+        y: &mut [f32],
+        ldy: usize,
+        (a, lda): (&[f32], usize),
+        (b, ldb): (&[f32], usize),
+        m: usize,
+        n: usize,
+        k: usize,
+    ) {
+        let kp = k.div_ceil(2);
+        let lines = n.div_ceil(LANES) * kp;
+        self.right.resize(lines, Line::default());
+        match self.path {
+            Path::Portable => {
+                for (g, panel) in self.right.chunks_exact_mut(kp.max(1)).enumerate() {
+                    for j in 0..LANES {
+                        let r = g * LANES + j;
+                        let row = (r < n).then(|| &b[r * ldb..][..k]);
+                        for (p, line) in panel.iter_mut().enumerate() {
+                            line.0[j] = row.map_or(0, |row| pair(row, p));
+                        }
+                    }
+                }
+            }
+            #[cfg(target_arch = "x86_64")]
+            Path::Avx512Bf16 => {
+                let xs = kp.next_multiple_of(LANES);
+                let rows = n.next_multiple_of(LANES);
+                self.rows.resize(rows * xs, 0);
+                // SAFETY: the CPU has AVX-512F and AVX512-BF16 (`path`);
+                // `rows` holds `n` rows of `xs` pairs, `xs` a multiple of 16.
+                unsafe {
+                    x86::convert(&mut self.rows, xs, b, n, k, ldb);
+                    // Rows past `n` give the missing columns of the last
+                    // panel: zeros.
+                    self.rows[n * xs..].fill(0);
+                    x86::transpose(&mut self.right, &self.rows, xs, kp);
+                }
+            }
+        }
+        self.product(y, ldy, (a, lda), m, n, k);
+    }
+
+    /// Attention's `p v` for the scores `s` (`m` rows of `k` keys):
+    /// `y[i] = sum_j e[i][j] bf16(b[j]) / sum_j e[i][j]`, where `e[i][j] =
+    /// bf16(exp(scale * s[i][j] + bias_i[j] - max))` over the keys
+    /// `lo_i..hi_i` of row `i` (`max` over them; `e` is 0 elsewhere, and a
+    /// row without keys gets zeros) and `(bias_i, lo_i, hi_i) = keys(i)`.
+    /// `b` is `k` rows of `n` floats `ldb` apart, the rows of `y` are `ldy`
+    /// apart; `s` is used up. The softmax is float32 and its division
+    /// applies to the `n` outputs of a row rather than its `k`
+    /// probabilities; on AVX512-BF16 its exponential, sum and rounding are
+    /// one pass over a row.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn softmax_nn<'b>(
+        &mut self,
+        y: &mut [f32],
+        ldy: usize,
+        s: &mut [f32],
+        scale: f32,
+        keys: impl Fn(usize) -> (Option<&'b [f32]>, usize, usize),
+        (b, ldb): (&[f32], usize),
+        m: usize,
+        n: usize,
+        k: usize,
+    ) {
+        if m == 0 || n == 0 {
+            return;
+        }
+        assert!(ldy >= n && y.len() >= (m - 1) * ldy + n, "product output");
+        assert_eq!(s.len(), m * k, "scores of {m} rows of {k} keys");
+        let kp = k.div_ceil(2);
+        self.right.resize(n.div_ceil(LANES) * kp, Line::default());
+        let xs = kp.next_multiple_of(LANES);
+        // Whole tiles of the portable path (which reads past the last row).
+        self.left.resize(m.next_multiple_of(portable::MR) * xs, 0);
+        let mut sums = vec![0.0f32; m];
+        let rows = s
+            .chunks_exact_mut(k.max(1))
+            .zip(self.left.chunks_exact_mut(xs));
+        match self.path {
+            Path::Portable => {
+                for (g, panel) in self.right.chunks_exact_mut(kp.max(1)).enumerate() {
+                    for (p, line) in panel.iter_mut().enumerate() {
+                        for (j, v) in line.0.iter_mut().enumerate() {
+                            let c = g * LANES + j;
+                            let at = |r: usize| {
+                                if r < k && c < n {
+                                    u32::from(bf16_bits(b[r * ldb + c]))
+                                } else {
+                                    0
+                                }
+                            };
+                            *v = at(2 * p) | at(2 * p + 1) << 16;
+                        }
+                    }
+                }
+                for (i, ((row, dst), sum)) in rows.zip(&mut sums).enumerate() {
+                    let (bias, lo, hi) = keys(i);
+                    let e = &mut row[..k];
+                    *sum = super::attention::exp_row(e, scale, bias, lo, hi);
+                    portable::convert(dst, xs, e, 1, k, k);
+                }
+            }
+            #[cfg(target_arch = "x86_64")]
+            Path::Avx512Bf16 => {
+                // SAFETY: the CPU has AVX-512F and AVX512-BF16 (`path`); `b`
+                // holds `k` rows of `n` floats `ldb` apart.
+                unsafe { x86::interleave(&mut self.right, b, ldb, k, n) };
+                for (i, ((row, dst), sum)) in rows.zip(&mut sums).enumerate() {
+                    let (bias, lo, hi) = keys(i);
+                    // SAFETY: as above; `dst` holds `xs >= k / 2` pairs.
+                    *sum = unsafe { x86::exp_pairs(&mut row[..k], scale, bias, lo, hi, dst) };
+                }
+            }
+        }
+        self.multiply(y, ldy, m, n, k);
+        for (row, &sum) in y.chunks_mut(ldy).zip(&sums) {
+            let inv = if sum > 0.0 { 1.0 / sum } else { 0.0 };
+            row[..n].iter_mut().for_each(|v| *v *= inv);
+        }
+    }
+
+    /// `y = bf16(a) · right`, `a` rounded into `self.left` first.
+    fn product(
+        &mut self,
+        y: &mut [f32],
+        ldy: usize,
+        (a, lda): (&[f32], usize),
+        m: usize,
+        n: usize,
+        k: usize,
+    ) {
+        if m == 0 || n == 0 {
+            return;
+        }
+        assert!(ldy >= n && y.len() >= (m - 1) * ldy + n, "product output");
+        assert!(
+            k == 0 || lda >= k && a.len() >= (m - 1) * lda + k,
+            "product left operand"
+        );
+        let xs = k.div_ceil(2).next_multiple_of(LANES);
+        // Whole tiles of the portable path (which reads past the last row).
+        self.left.resize(m.next_multiple_of(portable::MR) * xs, 0);
+        match self.path {
+            Path::Portable => portable::convert(&mut self.left, xs, a, m, k, lda),
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: the CPU has AVX-512F and AVX512-BF16 (`path`).
+            Path::Avx512Bf16 => unsafe { x86::convert(&mut self.left, xs, a, m, k, lda) },
+        }
+        self.multiply(y, ldy, m, n, k);
+    }
+
+    /// `y = left · right` for `m` rows rounded in `self.left` and the right
+    /// operand of `n` columns of `k` inputs packed in `self.right`; `y`
+    /// holds `m` rows of `n` floats `ldy` apart (checked by the callers).
+    fn multiply(&self, y: &mut [f32], ldy: usize, m: usize, n: usize, k: usize) {
+        if k == 0 {
+            for row in y.chunks_mut(ldy).take(m) {
+                row[..n].fill(0.0);
+            }
+            return;
+        }
+        let x = Rounded {
+            pairs: &self.left,
+            stride: k.div_ceil(2).next_multiple_of(LANES),
+            rows: m,
+        };
+        let w = Panels {
+            lines: &self.right,
+            out: n,
+            inp: k,
+        };
+        let panels = 0..n.div_ceil(LANES);
+        match self.path {
+            // SAFETY: `y` holds `m` rows of `n <= ldy` floats (the callers
+            // check), all this thread's; `left` holds whole tiles.
+            Path::Portable => unsafe { portable::gemm(y.as_mut_ptr(), ldy, x, w, panels, None) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as above, and the CPU has AVX-512F and AVX512-BF16
+            // (`path`).
+            Path::Avx512Bf16 => unsafe { x86::gemm(y.as_mut_ptr(), ldy, x, w, panels, None, &[]) },
+        }
     }
 }
 
@@ -327,15 +573,23 @@ fn pair(row: &[f32], p: usize) -> u32 {
 mod portable {
     use std::ops::Range;
 
-    use super::{pair, PackedBf16, Rounded, LANES};
+    use super::{pair, Panels, Rounded, LANES};
 
     /// Rows of the tiles.
     pub(super) const MR: usize = 4;
 
-    /// Rounds the rows of `x` (`inp` each) to pairs of bfloat16, `xs` pairs
-    /// apart in `dst`.
-    pub(super) fn convert(dst: &mut [u32], xs: usize, x: &[f32], inp: usize) {
-        for (row, d) in x.chunks_exact(inp).zip(dst.chunks_exact_mut(xs)) {
+    /// Rounds `rows` rows of `x` (`inp` each, `ldx` apart) to pairs of
+    /// bfloat16, `xs` pairs apart in `dst`.
+    pub(super) fn convert(
+        dst: &mut [u32],
+        xs: usize,
+        x: &[f32],
+        rows: usize,
+        inp: usize,
+        ldx: usize,
+    ) {
+        for (r, d) in dst.chunks_exact_mut(xs).take(rows).enumerate() {
+            let row = &x[r * ldx..][..inp];
             for (p, v) in d[..inp.div_ceil(2)].iter_mut().enumerate() {
                 *v = pair(row, p);
             }
@@ -343,16 +597,17 @@ mod portable {
     }
 
     /// `y[i][j] = sum_p x[i][p] w[j][p] (+ bias[j])` for the rows of `x`
-    /// and the columns of `panels`, `y` with stride `w.out`.
+    /// and the columns of `panels`, the rows of `y` `ldy` apart.
     ///
     /// # Safety
-    /// `y` points to `x.rows` rows of `w.out` floats that no other thread
+    /// `y` points to `x.rows` rows of `ldy >= w.out` floats that no other thread
     /// touches in the columns of `panels`; `x.pairs` holds a multiple of
     /// [`MR`] rows, at least `x.rows`.
     pub(super) unsafe fn gemm(
         y: *mut f32,
+        ldy: usize,
         x: Rounded<'_>,
-        w: &PackedBf16,
+        w: Panels<'_>,
         panels: Range<usize>,
         bias: Option<&[f32]>,
     ) {
@@ -361,17 +616,17 @@ mod portable {
             use std::arch::is_x86_feature_detected as has;
             if has!("avx512f") {
                 // SAFETY: the CPU has AVX-512F; the rest is the caller's.
-                unsafe { gemm_avx512(y, x, w, panels, bias) };
+                unsafe { gemm_avx512(y, ldy, x, w, panels, bias) };
                 return;
             }
             if has!("avx2") && has!("fma") {
                 // SAFETY: the CPU has AVX2 and FMA; the rest is the caller's.
-                unsafe { gemm_avx2(y, x, w, panels, bias) };
+                unsafe { gemm_avx2(y, ldy, x, w, panels, bias) };
                 return;
             }
         }
         // SAFETY: the caller's contract.
-        unsafe { gemm_body(y, x, w, panels, bias) };
+        unsafe { gemm_body(y, ldy, x, w, panels, bias) };
     }
 
     /// [`gemm_body`] compiled for AVX-512F (Rust does not contract `a * b +
@@ -383,13 +638,14 @@ mod portable {
     #[target_feature(enable = "avx512f")]
     unsafe fn gemm_avx512(
         y: *mut f32,
+        ldy: usize,
         x: Rounded<'_>,
-        w: &PackedBf16,
+        w: Panels<'_>,
         panels: Range<usize>,
         bias: Option<&[f32]>,
     ) {
         // SAFETY: the caller's contract.
-        unsafe { gemm_body(y, x, w, panels, bias) };
+        unsafe { gemm_body(y, ldy, x, w, panels, bias) };
     }
 
     /// [`gemm_body`] compiled for AVX2 and FMA.
@@ -400,13 +656,14 @@ mod portable {
     #[target_feature(enable = "avx2,fma")]
     unsafe fn gemm_avx2(
         y: *mut f32,
+        ldy: usize,
         x: Rounded<'_>,
-        w: &PackedBf16,
+        w: Panels<'_>,
         panels: Range<usize>,
         bias: Option<&[f32]>,
     ) {
         // SAFETY: the caller's contract.
-        unsafe { gemm_body(y, x, w, panels, bias) };
+        unsafe { gemm_body(y, ldy, x, w, panels, bias) };
     }
 
     /// The body of [`gemm`]: tiles of [`MR`] rows by one panel, each
@@ -418,8 +675,9 @@ mod portable {
     #[inline(always)]
     unsafe fn gemm_body(
         y: *mut f32,
+        ldy: usize,
         x: Rounded<'_>,
-        w: &PackedBf16,
+        w: Panels<'_>,
         panels: Range<usize>,
         bias: Option<&[f32]>,
     ) {
@@ -445,9 +703,8 @@ mod portable {
                 for (r, acc) in acc.iter().enumerate().take(m - i0) {
                     // SAFETY: row `i0 + r < m`, columns `c0..c0 + cols` of
                     // panel `g`: the caller's elements.
-                    let dst = unsafe {
-                        std::slice::from_raw_parts_mut(y.add((i0 + r) * w.out + c0), cols)
-                    };
+                    let dst =
+                        unsafe { std::slice::from_raw_parts_mut(y.add((i0 + r) * ldy + c0), cols) };
                     match bias {
                         Some(b) => {
                             for ((d, a), b) in dst.iter_mut().zip(acc).zip(&b[c0..]) {
@@ -469,7 +726,7 @@ mod x86 {
     use std::mem::transmute;
     use std::ops::Range;
 
-    use super::{Line, PackedBf16, Rounded, KC, LANES};
+    use super::{Line, Panels, Rounded, KC, LANES};
 
     /// Rows of a register tile.
     const MR: usize = 8;
@@ -491,16 +748,24 @@ mod x86 {
         }
     }
 
-    /// Rounds the rows of `x` (`inp` each) to pairs of bfloat16 with
-    /// `vcvtne2ps2bf16` (to nearest even; denormal inputs become zero), `xs`
-    /// pairs apart in `dst`.
+    /// Rounds `rows` rows of `x` (`inp` each, `ldx` apart) to pairs of
+    /// bfloat16 with `vcvtne2ps2bf16` (to nearest even; denormal inputs
+    /// become zero), `xs` pairs apart in `dst`.
     ///
     /// # Safety
     /// The CPU has AVX-512F and AVX512-BF16; `xs` is a multiple of 16.
     #[target_feature(enable = "avx512f,avx512bf16")]
-    pub(super) unsafe fn convert(dst: &mut [u32], xs: usize, x: &[f32], inp: usize) {
+    pub(super) unsafe fn convert(
+        dst: &mut [u32],
+        xs: usize,
+        x: &[f32],
+        rows: usize,
+        inp: usize,
+        ldx: usize,
+    ) {
         debug_assert!(xs.is_multiple_of(LANES) && xs * 2 >= inp);
-        for (row, d) in x.chunks_exact(inp).zip(dst.chunks_exact_mut(xs)) {
+        for (r, d) in dst.chunks_exact_mut(xs).take(rows).enumerate() {
+            let row = &x[r * ldx..][..inp];
             let src = row.as_ptr();
             for c in (0..inp).step_by(2 * LANES) {
                 // SAFETY: the masked loads read only `row[c..inp]`; the store
@@ -517,6 +782,156 @@ mod x86 {
                 }
             }
         }
+    }
+
+    /// Transposes rounded rows into panels: line `p` of panel `g` holds
+    /// pair `p` of the rows `16 g..16 g + 16` of `rows` (`xs` pairs apart),
+    /// for the `kp` pairs of each of the `dst.len() / kp` panels; one gather
+    /// a line.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; `rows` holds `16 * dst.len() / kp` rows of
+    /// `xs >= kp` pairs.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn transpose(dst: &mut [Line], rows: &[u32], xs: usize, kp: usize) {
+        assert!(rows.len() >= dst.len() / kp.max(1) * LANES * xs && kp <= xs);
+        let lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+        let offsets = _mm512_mullo_epi32(lane, _mm512_set1_epi32(xs as i32));
+        for (g, panel) in dst.chunks_exact_mut(kp.max(1)).enumerate() {
+            for (p, line) in panel.iter_mut().enumerate() {
+                // SAFETY: the 16 elements gathered are pair `p < kp` of
+                // rows `16 g..16 g + 16`, inside `rows` (asserted).
+                unsafe {
+                    let base = rows.as_ptr().add(g * LANES * xs + p).cast::<i32>();
+                    let v = _mm512_i32gather_epi32::<4>(offsets, base);
+                    _mm512_store_si512((line as *mut Line).cast(), v);
+                }
+            }
+        }
+    }
+
+    /// Packs the transpose of `b` (`k` rows of `n` floats, `ldb` apart):
+    /// line `p` of panel `g` holds `b[2p][c]` (low half) and `b[2p + 1][c]`
+    /// (high half, 0 past the last row) rounded to bfloat16 for the columns
+    /// `c` of the panel (0 past the last column).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F and AVX512-BF16; `dst` holds `n.div_ceil(16) *
+    /// k.div_ceil(2)` lines; `b` holds `k` rows of `n` floats `ldb` apart.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub(super) unsafe fn interleave(dst: &mut [Line], b: &[f32], ldb: usize, k: usize, n: usize) {
+        let kp = k.div_ceil(2);
+        assert!(dst.len() == n.div_ceil(LANES) * kp && (k == 0 || b.len() >= (k - 1) * ldb + n));
+        // The 16 values of `v` rounded to bfloat16, each in the low half of
+        // a 32-bit lane.
+        let half = |v: __m512| -> __m512i {
+            // SAFETY: both types are 256 bits of plain data.
+            let h = unsafe { transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(v)) };
+            _mm512_cvtepu16_epi32(h)
+        };
+        for (g, panel) in dst.chunks_exact_mut(kp.max(1)).enumerate() {
+            let mk = mask(n - g * LANES);
+            for (p, line) in panel.iter_mut().enumerate() {
+                // SAFETY: the masked loads read columns `16 g..n` of rows
+                // `2p < k` and `2p + 1 < k` of `b` only.
+                unsafe {
+                    let row = |r: usize| {
+                        if r < k {
+                            _mm512_maskz_loadu_ps(mk, b.as_ptr().add(r * ldb + g * LANES))
+                        } else {
+                            _mm512_setzero_ps()
+                        }
+                    };
+                    let (lo, hi) = (half(row(2 * p)), half(row(2 * p + 1)));
+                    let v = _mm512_or_si512(lo, _mm512_slli_epi32::<16>(hi));
+                    _mm512_store_si512((line as *mut Line).cast(), v);
+                }
+            }
+        }
+    }
+
+    /// The attention probabilities of one row before their division by the
+    /// sum, rounded: `e[j] = exp(scale * s[j] + bias[j] - max)` over the
+    /// keys `lo..hi` (`max` over them), 0 for the other keys of `s`, as
+    /// pairs of bfloat16 in `dst`; returns the sum of the `e[j]` (before
+    /// rounding). `s` is overwritten. The exponential is `2^x` as `2^n *
+    /// p(x - n)` (`vscalefps`) with a degree-5 polynomial, 3e-6 relative:
+    /// far below the 2^-9 of the rounding that follows.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F and AVX512-BF16; `dst` holds at least
+    /// `s.len().div_ceil(32) * 16` pairs; `lo <= hi <= s.len()` and `bias`,
+    /// when given, holds `s.len()` floats.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub(super) unsafe fn exp_pairs(
+        s: &mut [f32],
+        scale: f32,
+        bias: Option<&[f32]>,
+        lo: usize,
+        hi: usize,
+        dst: &mut [u32],
+    ) -> f32 {
+        let k = s.len();
+        assert!(lo <= hi && hi <= k && dst.len() >= k.div_ceil(2 * LANES) * LANES);
+        assert!(bias.is_none_or(|b| b.len() >= k));
+        // The lanes of the keys `lo..hi` among `c..c + 16`.
+        let keys = |c: usize| -> __mmask16 {
+            let below = |e: usize| mask(e.saturating_sub(c));
+            below(hi) & !below(lo)
+        };
+        let p = s.as_mut_ptr();
+        let vscale = _mm512_set1_ps(scale);
+        let mut max = _mm512_set1_ps(f32::NEG_INFINITY);
+        for c in (lo..hi).step_by(LANES) {
+            let mk = keys(c);
+            // SAFETY: the lanes of `mk` are keys `< hi <= k` of `s` and
+            // `bias`.
+            unsafe {
+                let mut t = _mm512_mul_ps(_mm512_maskz_loadu_ps(mk, p.add(c)), vscale);
+                if let Some(b) = bias {
+                    t = _mm512_add_ps(t, _mm512_maskz_loadu_ps(mk, b.as_ptr().add(c)));
+                }
+                _mm512_mask_storeu_ps(p.add(c), mk, t);
+                max = _mm512_mask_max_ps(max, mk, max, t);
+            }
+        }
+        let log2e = _mm512_set1_ps(std::f32::consts::LOG2_E);
+        // x = (t - max) log2(e) = t log2(e) - max log2(e)
+        let shift = _mm512_set1_ps(-_mm512_reduce_max_ps(max) * std::f32::consts::LOG2_E);
+        // Taylor coefficients of 2^f = e^(f ln 2) on [-1/2, 1/2].
+        let ln2 = std::f64::consts::LN_2;
+        let coef: [__m512; 6] = std::array::from_fn(|i| {
+            let fact = (1..=i).product::<usize>() as f64;
+            _mm512_set1_ps((ln2.powi(i as i32) / fact) as f32)
+        });
+        let floor = _mm512_set1_ps(-126.0);
+        let mut sum = _mm512_setzero_ps();
+        let exps = |c: usize| -> __m512 {
+            let mk = keys(c);
+            // SAFETY: the lanes of `mk` are keys `< hi <= k` of `s`; no
+            // lane is read past them (`c` may be past `k`).
+            let t = unsafe { _mm512_maskz_loadu_ps(mk, p.wrapping_add(c)) };
+            let x = _mm512_max_ps(_mm512_fmadd_ps(t, log2e, shift), floor);
+            let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(x);
+            let f = _mm512_sub_ps(x, n);
+            let mut y = coef[5];
+            for c in coef[..5].iter().rev() {
+                y = _mm512_fmadd_ps(y, f, *c);
+            }
+            _mm512_maskz_mov_ps(mk, _mm512_scalef_ps(y, n))
+        };
+        for c in (0..k).step_by(2 * LANES) {
+            let (e0, e1) = (exps(c), exps(c + LANES));
+            sum = _mm512_add_ps(sum, _mm512_add_ps(e0, e1));
+            // SAFETY: the store writes pairs `c / 2..c / 2 + 16` of `dst`,
+            // inside it (asserted); the transmute is between two 512-bit
+            // vectors.
+            unsafe {
+                let v: __m512i = transmute(_mm512_cvtne2ps_pbh(e1, e0));
+                _mm512_storeu_si512(dst.as_mut_ptr().add(c / 2).cast(), v);
+            }
+        }
+        _mm512_reduce_add_ps(sum)
     }
 
     /// What the tiles of one block of pairs and one group of panels share.
@@ -537,20 +952,21 @@ mod x86 {
     }
 
     /// `y[i][j] = sum_p x[i][p] w[j][p] (+ bias[j])` for the rows of `x`
-    /// and the columns of `panels`, `y` with stride `w.out`. `next`
+    /// and the columns of `panels`, the rows of `y` `ldy` apart. `next`
     /// (the rows of `x` the following call will round) is prefetched into
     /// L2 a few lines per tile: without it, rounding rows that come from L3
     /// or memory costs up to a sixth of the time at 4096 rows.
     ///
     /// # Safety
     /// The CPU has AVX-512F and AVX512-BF16; `y` points to `x.rows` rows of
-    /// `w.out` floats that no other thread touches in the columns of
+    /// `ldy >= w.out` floats that no other thread touches in the columns of
     /// `panels`.
     #[target_feature(enable = "avx512f,avx512bf16")]
     pub(super) unsafe fn gemm(
         y: *mut f32,
+        ldy: usize,
         x: Rounded<'_>,
-        w: &PackedBf16,
+        w: Panels<'_>,
         panels: Range<usize>,
         bias: Option<&[f32]>,
         next: &[f32],
@@ -596,18 +1012,18 @@ mod x86 {
                     // are the caller's; the tile reads and writes only the
                     // columns its masks allow.
                     unsafe {
-                        let y = y.add(i0 * out + g0 * LANES);
+                        let y = y.add(i0 * ldy + g0 * LANES);
                         macro_rules! rows {
                             ($b:literal) => {
                                 match mr {
-                                    8 => tile::<8, $b>(xt, xs, y, out, &t),
-                                    7 => tile::<7, $b>(xt, xs, y, out, &t),
-                                    6 => tile::<6, $b>(xt, xs, y, out, &t),
-                                    5 => tile::<5, $b>(xt, xs, y, out, &t),
-                                    4 => tile::<4, $b>(xt, xs, y, out, &t),
-                                    3 => tile::<3, $b>(xt, xs, y, out, &t),
-                                    2 => tile::<2, $b>(xt, xs, y, out, &t),
-                                    _ => tile::<1, $b>(xt, xs, y, out, &t),
+                                    8 => tile::<8, $b>(xt, xs, y, ldy, &t),
+                                    7 => tile::<7, $b>(xt, xs, y, ldy, &t),
+                                    6 => tile::<6, $b>(xt, xs, y, ldy, &t),
+                                    5 => tile::<5, $b>(xt, xs, y, ldy, &t),
+                                    4 => tile::<4, $b>(xt, xs, y, ldy, &t),
+                                    3 => tile::<3, $b>(xt, xs, y, ldy, &t),
+                                    2 => tile::<2, $b>(xt, xs, y, ldy, &t),
+                                    _ => tile::<1, $b>(xt, xs, y, ldy, &t),
                                 }
                             };
                         }
@@ -771,13 +1187,13 @@ mod tests {
         x[9] = f32::from_bits(0x7F80_0001);
         let xs = 48;
         let mut want = vec![0u32; xs];
-        portable::convert(&mut want, xs, &x, x.len());
+        portable::convert(&mut want, xs, &x, 1, x.len(), x.len());
         assert_eq!(want[1], 0x3F82_3F80);
         #[cfg(target_arch = "x86_64")]
         if x86::has_avx512bf16() {
             let mut got = vec![0u32; xs];
             // SAFETY: the CPU has the features; xs is a multiple of 16.
-            unsafe { x86::convert(&mut got, xs, &x, x.len()) };
+            unsafe { x86::convert(&mut got, xs, &x, 1, x.len(), x.len()) };
             let half = |v: u32, i: usize| {
                 f32::from_bits(if i.is_multiple_of(2) {
                     v << 16
@@ -847,6 +1263,92 @@ mod tests {
         // Several row blocks, a group of one panel, the partial sums of many
         // blocks of pairs.
         check(130, 2 * KC * 3 + 5, 64, 1000);
+    }
+
+    #[test]
+    fn products_of_activations_match_a_float64_reference() {
+        // Strided operands (as q, k and v inside a row of qkv), odd inner
+        // sizes, columns past a panel, one row, and an output with a stride.
+        let mut seed = 500;
+        for (m, n, k) in [
+            (1, 1, 1),
+            (7, 5, 3),
+            (9, 17, 20),
+            (33, 40, 64),
+            (20, 180, 32),
+        ] {
+            let (lda, ldb, ldy) = (k + 3, k + 5, n + 2);
+            let (a, b) = (random(m * lda, seed), random(n * ldb, seed + 1));
+            seed += 2;
+            let (ad, bd) = (round(&a), round(&b));
+            for path in paths() {
+                let mut y = vec![f32::NAN; m * ldy];
+                Products::on(path).nt(&mut y, ldy, (&a, lda), (&b, ldb), m, n, k);
+                for (e, &got) in y.iter().enumerate() {
+                    let (i, j) = (e / ldy, e % ldy);
+                    if j >= n {
+                        assert!(got.is_nan(), "{path:?} wrote column {j} of {n}");
+                        continue;
+                    }
+                    let terms = (0..k).map(|p| ad[i * lda + p] * bd[j * ldb + p]);
+                    let (d, scale) = terms.fold((0.0, 0.0), |(d, s), t| (d + t, s + t.abs()));
+                    assert!(
+                        (f64::from(got) - d).abs() <= 1e-5 * scale + 1e-30,
+                        "{path:?} m={m} n={n} k={k} ({i}, {j}): {got} vs {d}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn softmax_products_match_a_float64_reference() {
+        // Rows of all keys, a window, no key at all, a bias; the values'
+        // columns past a panel; odd numbers of keys.
+        for (m, n, k) in [(1, 1, 1), (6, 5, 3), (9, 20, 37), (40, 32, 180)] {
+            let (ldb, ldy) = (n + 3, n + 1);
+            let scores = random(m * k, 700 + k as u64);
+            let v = random(k * ldb, 800 + n as u64);
+            let bias: Vec<f32> = random(k, 900).iter().map(|b| 3.0 * b).collect();
+            let keys = |i: usize| match i % 4 {
+                0 => (None, 0, k),
+                1 => (Some(&bias[..]), 0, k),
+                2 => (None, (i / 2).min(k), (i / 2 + 4).min(k)),
+                _ => (None, k / 2, k / 2),
+            };
+            let vd = round(&v);
+            for path in paths() {
+                let mut y = vec![f32::NAN; m * ldy];
+                let mut s = scores.clone();
+                Products::on(path).softmax_nn(&mut y, ldy, &mut s, 2.5, keys, (&v, ldb), m, n, k);
+                for i in 0..m {
+                    let (bias, lo, hi) = keys(i);
+                    let t: Vec<f64> = (lo..hi)
+                        .map(|j| {
+                            2.5 * f64::from(scores[i * k + j])
+                                + bias.map_or(0.0, |b| f64::from(b[j]))
+                        })
+                        .collect();
+                    let max = t.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                    let e: Vec<f64> = t.iter().map(|x| (x - max).exp()).collect();
+                    let z: f64 = e.iter().sum();
+                    for c in 0..ldy {
+                        let got = y[i * ldy + c];
+                        if c >= n {
+                            assert!(got.is_nan(), "{path:?} wrote column {c} of {n}");
+                            continue;
+                        }
+                        let terms = (lo..hi).map(|j| e[j - lo] / z * vd[j * ldb + c]);
+                        let (want, scale) =
+                            terms.fold((0.0, 0.0), |(d, s), t| (d + t, s + t.abs()));
+                        assert!(
+                            (f64::from(got) - want).abs() <= 5e-3 * scale + 1e-30,
+                            "{path:?} m={m} n={n} k={k} ({i}, {c}): {got} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]

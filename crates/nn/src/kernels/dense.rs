@@ -13,7 +13,8 @@ crate::named_enum!(
         /// float32 throughout.
         F32 = "f32",
         /// bfloat16 inputs and weights, float32 accumulation and everything
-        /// else in float32.
+        /// else in float32 (the encoders also run the attention's products
+        /// so in inference passes).
         Bf16 = "bf16",
     }
 );

@@ -48,11 +48,22 @@ pub(crate) fn for_rows(x: &mut [f32], width: usize, f: impl Fn(usize, &mut [f32]
     }
 }
 
-/// `x += y` elementwise.
+/// `x += y` elementwise (over `min(x.len(), y.len())` elements), split
+/// over threads in rows of 4096 elements when long: the encoders' residual
+/// additions are millions of elements a batch, and alone on one thread
+/// they left the other idle.
 pub fn add_into(x: &mut [f32], y: &[f32]) {
-    for (a, b) in x.iter_mut().zip(y) {
-        *a += b;
-    }
+    const W: usize = 4096;
+    let n = x.len().min(y.len());
+    let whole = n / W * W;
+    let (head, tail) = x[..n].split_at_mut(whole);
+    let add = |x: &mut [f32], y: &[f32]| {
+        for (a, b) in x.iter_mut().zip(y) {
+            *a += b;
+        }
+    };
+    for_rows(head, W, |i, row| add(row, &y[i * W..(i + 1) * W]));
+    add(tail, &y[whole..n]);
 }
 
 /// `sum f(x_i)` in 16 lanes, then the lanes, then the tail: vectorises, in
