@@ -196,10 +196,6 @@ fn colbert_run_trains_saves_a_pylate_model_and_resumes_bitwise() {
             .any(|v| v["mined_fill"].as_f64().is_some_and(|f| f > 0.0)),
         "no negatives were mined"
     );
-    let test = lines
-        .iter()
-        .find(|v| v["kind"] == "test")
-        .expect("a test line");
     let saved = run.join("model");
     let modules = std::fs::read_to_string(saved.join("modules.json")).unwrap();
     assert!(modules.contains("pylate.models.Dense.Dense"), "{modules}");
@@ -213,27 +209,8 @@ fn colbert_run_trains_saves_a_pylate_model_and_resumes_bitwise() {
         std::fs::read(saved.join("model.safetensors")).unwrap()
     );
     // tandem beir on the saved model: the run's test scores
-    let out = tandem()
-        .args(["beir", "--json", "--split", "test", "--model"])
-        .arg(&saved)
-        .arg("--data")
-        .arg(&data)
-        .arg("--cache")
-        .arg(dir.path().join("cache"))
-        .arg("--out")
-        .arg(dir.path().join("beir.run"))
-        .assert()
-        .success();
-    let v: Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    let v = beir_gives_the_test_score(dir.path(), &saved, &data, &run);
     assert_eq!(v["metric"], "maxsim");
-    let (a, b) = (
-        v["metrics"]["ndcg@10"].as_f64().unwrap(),
-        test["ndcg@10"].as_f64().unwrap(),
-    );
-    assert!(
-        (a - b).abs() < 1e-6,
-        "tandem beir {a} vs the run's test {b}"
-    );
 }
 
 /// `tandem colbert build` makes a ColBERT from a dense model that
@@ -324,27 +301,37 @@ fn st6_colbert_trains_and_is_saved_in_its_layout() {
         std::fs::read(saved.join("model.safetensors")).unwrap(),
         "the weights moved"
     );
-    let test = metrics(&out)
+    beir_gives_the_test_score(dir.path(), &saved, &data, &out);
+}
+
+/// `tandem beir` on the saved model `saved` of the run `run` (test split
+/// of `data`) gives the run's test nDCG@10; returns its JSON summary.
+fn beir_gives_the_test_score(dir: &Path, saved: &Path, data: &Path, run: &Path) -> Value {
+    let test = metrics(run)
         .into_iter()
         .find(|v| v["kind"] == "test")
         .expect("a test line");
-    let beir = tandem()
+    let out = tandem()
         .args(["beir", "--json", "--split", "test", "--model"])
-        .arg(&saved)
+        .arg(saved)
         .arg("--data")
-        .arg(&data)
+        .arg(data)
         .arg("--cache")
-        .arg(dir.path().join("cache"))
+        .arg(dir.join("cache"))
         .arg("--out")
-        .arg(dir.path().join("beir.run"))
+        .arg(dir.join("beir.run"))
         .assert()
         .success();
-    let v: Value = serde_json::from_slice(&beir.get_output().stdout).unwrap();
+    let v: Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
     let (a, b) = (
         v["metrics"]["ndcg@10"].as_f64().unwrap(),
         test["ndcg@10"].as_f64().unwrap(),
     );
-    assert!((a - b).abs() < 1e-6, "tandem beir {a} vs the run's {b}");
+    assert!(
+        (a - b).abs() < 1e-6,
+        "tandem beir {a} vs the run's test {b}"
+    );
+    v
 }
 
 fn metrics(run: &Path) -> Vec<Value> {
@@ -582,26 +569,8 @@ fn dense_separate_towers_train_apart_and_save_a_router() {
     );
 
     // tandem beir scores the saved model as the run's test line did
-    let test = metrics(&run)
-        .into_iter()
-        .find(|v| v["kind"] == "test")
-        .expect("a test line");
-    let out = tandem()
-        .args(["beir", "--split", "test", "--json", "--model"])
-        .arg(&model)
-        .arg("--data")
-        .arg(&data)
-        .arg("--out")
-        .arg(dir.path().join("test.run"))
-        .assert()
-        .success();
-    let summary: Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    let summary = beir_gives_the_test_score(dir.path(), &model, &data, &run);
     assert_eq!(summary["model"]["separate_towers"], true);
-    let (a, b) = (
-        summary["metrics"]["ndcg@10"].as_f64().unwrap(),
-        test["ndcg@10"].as_f64().unwrap(),
-    );
-    assert!((a - b).abs() < 1e-6, "beir {a} vs the run's test {b}");
 
     // tandem embed needs a tower, and the two embed differently
     let texts = dir.path().join("texts.txt");
