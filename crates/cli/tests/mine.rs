@@ -57,6 +57,32 @@ fn mine(model: &Path, out: &Path, settings: &[&str]) {
     mine_cmd(model, out, &s).assert().success();
 }
 
+/// FlagEmbedding lines of `tandem mine --num-negatives 2` on the fixture
+/// pairs: one per pair, two negatives each, best first, never a positive.
+/// Returns each line's positive score and negative scores.
+fn flag_lines_with_two_negatives(lines: &[Value]) -> Vec<(f64, Vec<f64>)> {
+    assert_eq!(lines.len(), 45, "one line per pair");
+    lines
+        .iter()
+        .map(|l| {
+            let neg = l["neg"].as_array().unwrap();
+            let scores: Vec<f64> = l["neg_scores"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect();
+            assert_eq!(neg.len(), 2);
+            assert!(scores[0] >= scores[1], "best first");
+            assert!(
+                !neg.contains(&l["pos"][0]),
+                "a positive is never a negative"
+            );
+            (l["pos_scores"][0].as_f64().unwrap(), scores)
+        })
+        .collect()
+}
+
 /// The rows of `got` are those of `want`: same keys in the same order,
 /// same texts, scores within 1e-4.
 fn same_rows(got: &[Value], want: &[Value]) {
@@ -162,22 +188,7 @@ fn mined_flag_lines_train_with_distillation_and_bad_settings_fail() {
     };
     mine_cmd(&model, &out, &flag("7")).assert().success();
     let lines = read_lines(&out);
-    assert_eq!(lines.len(), 45, "one line per pair");
-    for l in &lines {
-        let neg = l["neg"].as_array().unwrap();
-        let scores: Vec<f64> = l["neg_scores"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap())
-            .collect();
-        assert_eq!(neg.len(), 2);
-        assert!(scores[0] >= scores[1], "best first");
-        assert!(
-            !neg.contains(&l["pos"][0]),
-            "a positive is never a negative"
-        );
-    }
+    flag_lines_with_two_negatives(&lines);
     // the same seed draws the same sample; another seed another one
     let again = dir.path().join("again.jsonl");
     let other = dir.path().join("other.jsonl");
@@ -246,21 +257,10 @@ fn a_colbert_mines_by_maxsim_and_distils_from_its_lines() {
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("flag.mine.json")).unwrap())
             .unwrap();
     assert_eq!(report["scores_are"], "maxsim");
-    let lines = read_lines(&out);
-    assert_eq!(lines.len(), 45, "one line per pair");
-    for l in &lines {
-        let pos = l["pos_scores"][0].as_f64().unwrap();
-        let neg: Vec<f64> = l["neg_scores"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap())
-            .collect();
+    for (pos, neg) in flag_lines_with_two_negatives(&read_lines(&out)) {
         // at least 32 query tokens (the expansion length), each adding its
         // best cosine: far past any cosine
         assert!(pos > 1.0 && neg[0] > 1.0, "{pos} {neg:?}");
-        assert!(neg[0] >= neg[1], "best first");
-        assert!(!l["neg"].as_array().unwrap().contains(&l["pos"][0]));
     }
     tandem()
         .args(["train", "--task", "dense", "--text-loss", "kl"])

@@ -27,17 +27,22 @@ const PARAMS: HnswParams = HnswParams {
     scalar: None,
 };
 
+/// `data` as a bank of width `dim`, float16 when `half`.
+fn bank_of(data: &[f32], dim: usize, half: bool) -> Bank {
+    if half {
+        Bank::from_f16(data.iter().map(|&v| f16::from_f32(v)).collect(), dim)
+    } else {
+        Bank::from_f32(data.to_vec(), dim)
+    }
+}
+
 #[test]
 fn recall_against_exact_for_both_metrics_and_dtypes() {
     let (rows, dim, nq, k) = (3000, 16, 50, 10);
     let data = random(rows * dim, 1);
     let queries = random(nq * dim, 2);
     for half in [false, true] {
-        let bank = if half {
-            Bank::from_f16(data.iter().map(|&v| f16::from_f32(v)).collect(), dim)
-        } else {
-            Bank::from_f32(data.clone(), dim)
-        };
+        let bank = bank_of(&data, dim, half);
         for metric in [Metric::InnerProduct, Metric::Cosine] {
             let exact = Flat::new(&bank, metric)
                 .unwrap()
@@ -248,11 +253,7 @@ fn every_scalar_rescores_the_candidates_exactly() {
     let data = random(rows * dim, 12);
     let queries = random(nq * dim, 13);
     for half in [false, true] {
-        let bank = if half {
-            Bank::from_f16(data.iter().map(|&v| f16::from_f32(v)).collect(), dim)
-        } else {
-            Bank::from_f32(data.clone(), dim)
-        };
+        let bank = bank_of(&data, dim, half);
         for metric in [Metric::InnerProduct, Metric::Cosine] {
             let exact = Flat::new(&bank, metric)
                 .unwrap()
