@@ -4,7 +4,8 @@
 //! Each line of `metrics.jsonl` is one JSON object with a `kind`:
 //!
 //! * `train`: `step`, `loss`, and optionally `epoch`, `lr`, `steps_per_s`,
-//!   `rss_bytes`, `mine_s`, `mine_hidden`, `band_fill`, `elapsed_s`;
+//!   `rss_bytes`, `mine_s`, `mine_hidden`, `band_fill`, `mine_cached`,
+//!   `mine_cache_mb`, `elapsed_s`;
 //! * `val` / `test`: `step` (required for `val`) and measures such as
 //!   `recall@10` or `mrr@10`;
 //! * `baseline`: `split`, `query` (`mean`, `last`, ...) and measures;
@@ -55,6 +56,11 @@ struct TrainRecord {
     rss_bytes: Option<f64>,
     mine_hidden: Option<f64>,
     band_fill: Option<f64>,
+    /// Seconds spent searching for negatives so far in the run.
+    mine_s: Option<f64>,
+    /// Fraction of the train examples in the mining cache, and its size (MB).
+    mine_cached: Option<f64>,
+    mine_cache_mb: Option<f64>,
 }
 
 /// Measures of one evaluation (`val`, `test` or `baseline`).
@@ -178,6 +184,9 @@ impl Metrics {
                     rss_bytes: line.num("rss_bytes")?,
                     mine_hidden: line.num("mine_hidden")?,
                     band_fill: line.num("band_fill")?,
+                    mine_s: line.num("mine_s")?,
+                    mine_cached: line.num("mine_cached")?,
+                    mine_cache_mb: line.num("mine_cache_mb")?,
                 }),
                 "val" => m
                     .val
@@ -430,6 +439,25 @@ fn training_section(s: &mut String, m: &Metrics) {
     }
     if let Some(v) = mean(t.iter().map(|r| r.mine_hidden)) {
         let _ = writeln!(s, "| mining hidden behind training | {:.1}% |", 100.0 * v);
+    }
+    if let Some(v) = t.iter().filter_map(|r| r.mine_s).reduce(f64::max) {
+        let _ = writeln!(
+            s,
+            "| time searching for negatives | {} |",
+            format_duration(v)
+        );
+    }
+    let cache = t
+        .iter()
+        .rev()
+        .find_map(|r| r.mine_cached.zip(r.mine_cache_mb));
+    if let Some((share, mb)) = cache {
+        let _ = writeln!(
+            s,
+            "| mining cache (train examples mined, memory) | {:.1}%, {} |",
+            100.0 * share,
+            format_size((mb * 1e6) as u64)
+        );
     }
     s.push('\n');
 }

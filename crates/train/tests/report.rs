@@ -26,10 +26,13 @@ fn metrics() -> String {
             format!("{}", 3.0 / (1.0 + i as f64 / 10.0))
         };
         lines.push(format!(
-            r#"{{"kind":"train","step":{step},"epoch":{},"loss":{loss},"lr":{},"steps_per_s":20.0,"rss_bytes":{},"band_fill":0.8,"mine_hidden":0.9,"future_key":[1,2]}}"#,
+            r#"{{"kind":"train","step":{step},"epoch":{},"loss":{loss},"lr":{},"steps_per_s":20.0,"rss_bytes":{},"band_fill":0.8,"mine_hidden":0.9,"mine_s":{},"mine_cached":{},"mine_cache_mb":{},"future_key":[1,2]}}"#,
             step / 250,
             5e-5 * (1.0 - i as f64 / 60.0),
-            (1u64 << 30) + i * 1000
+            (1u64 << 30) + i * 1000,
+            1.5 * i as f64,
+            (i as f64 / 50.0).min(0.5),
+            i as f64 * 4.0,
         ));
         if step % 100 == 0 {
             let r10 = [0.52, 0.58, 0.60, 0.63, 0.62][(step / 100 - 1) as usize];
@@ -231,6 +234,19 @@ fn report_tables_hold_the_numbers() {
     assert_eq!(
         row(&md, "mean band fill", "Training"),
         "| mean band fill | 0.800 |"
+    );
+    // The last record's cumulative search time (75 s), cache share and size.
+    assert_eq!(
+        row(&md, "time searching for negatives", "Training"),
+        "| time searching for negatives | 1 min 15 s |"
+    );
+    assert_eq!(
+        row(
+            &md,
+            "mining cache (train examples mined, memory)",
+            "Training"
+        ),
+        "| mining cache (train examples mined, memory) | 50.0%, 190.73 MiB |"
     );
     assert!(md.contains("- step 250: epoch 1 <started>"), "{md}");
     for svg in ["loss.svg", "lr.svg", "recall.svg"] {
