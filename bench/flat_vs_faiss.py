@@ -16,7 +16,10 @@ Measured, with THREADS threads for both engines:
     warm-up; the ids of every engine are compared with faiss's;
   * HNSW (M, efConstruction): faiss IndexHNSWFlat vs tandem Hnsw (usearch,
     one graph per scalar type in TANDEM_SCALARS; its hits are rescored
-    exactly from the bank), build time, and queries/s and recall@100 against
+    exactly from the bank). The tandem graphs may take their own build
+    parameters (--tandem-m, --tandem-ef-construction); faiss is then measured
+    at both its own and tandem's, for a best-against-best and a
+    same-parameters comparison. Build time, and queries/s and recall@100 against
     the engine's own exact result for each ef of EFS up to the first that
     reaches recall 0.99, then for the efs of a bisection between that ef and
     the one before it; the smallest ef reaching recall >= 0.99 (within 16) is
@@ -68,6 +71,9 @@ def parse():
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--m", type=int, default=32)
     p.add_argument("--ef-construction", type=int, default=200)
+    p.add_argument("--tandem-m", type=int, default=None, help="M of the tandem graphs (default: --m)")
+    p.add_argument("--tandem-ef-construction", type=int, default=None,
+                   help="efConstruction of the tandem graphs (default: --ef-construction)")
     p.add_argument("--efs", default="128,256,384,512,768,1024")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tandem-scalars", default="bf16,i8", help="element types of the tandem HNSW graphs to build (f32, f16, bf16, i8)")
@@ -166,6 +172,11 @@ def compare_ids(x, q, ref, path):
 
 def main():
     a = parse()
+    a.tandem_m = a.m if a.tandem_m is None else a.tandem_m
+    if a.tandem_ef_construction is None:
+        a.tandem_ef_construction = a.ef_construction
+    # faiss's graphs: at its own parameters, and at tandem's when they differ.
+    hnsw_params = list(dict.fromkeys([(a.m, a.ef_construction), (a.tandem_m, a.tandem_ef_construction)]))
     saved = SAVED
     if a.faiss_coretype:
         os.environ["OPENBLAS_CORETYPE"] = a.faiss_coretype
@@ -200,7 +211,7 @@ def main():
     # tandem exact (+ HNSW): one process, JSON lines on stdout, the original environment
     cmd = [a.bin, bank_p, q_p, str(a.threads), "100,500", str(a.reps)]
     if not a.skip_hnsw:
-        cmd += [str(a.m), str(a.ef_construction), a.efs, a.tandem_scalars]
+        cmd += [str(a.tandem_m), str(a.tandem_ef_construction), a.efs, a.tandem_scalars]
     print("$", " ".join(cmd), flush=True)
     env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"} | saved | {"BENCH_IDS": f"{a.out}/tandem_ids"}
     proc = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True, env=env)
@@ -219,9 +230,9 @@ def main():
 
     # faiss HNSW
     faiss_hnsw = []
-    if not a.skip_hnsw:
-        h = faiss.IndexHNSWFlat(a.dim, a.m, faiss.METRIC_INNER_PRODUCT)
-        h.hnsw.efConstruction = a.ef_construction
+    for m, efc in [] if a.skip_hnsw else hnsw_params:
+        h = faiss.IndexHNSWFlat(a.dim, m, faiss.METRIC_INNER_PRODUCT)
+        h.hnsw.efConstruction = efc
         t, cpu0 = time.perf_counter(), time.process_time()
         h.add(x)
         build, build_cpu = time.perf_counter() - t, time.process_time() - cpu0
@@ -231,13 +242,14 @@ def main():
             cpu0 = time.process_time()
             secs, (_, ids) = best_of(a.reps, lambda: h.search(q, 100))
             cpu = (time.process_time() - cpu0) / a.reps
-            faiss_hnsw.append({"engine": "faiss", "index": "IndexHNSWFlat", "scalar": "f32", "m": a.m, "ef_construction": a.ef_construction,
+            faiss_hnsw.append({"engine": "faiss", "index": "IndexHNSWFlat", "scalar": "f32", "m": m, "ef_construction": efc,
                                "ef": ef, "k": 100, "build_seconds": build, "build_cpu_seconds": build_cpu, "seconds": secs,
                                "cpu_seconds": cpu, "qps": nq / secs, "recall": recall(ids, exact100)})
             print(json.dumps(faiss_hnsw[-1]), flush=True)
             return faiss_hnsw[-1]["recall"]
 
         sweep_to_target(list(map(int, a.efs.split(","))), TARGET_RECALL, measure)
+        del h
 
     results |= {"faiss_flat": faiss_flat, "tandem_flat": tandem_flat, "faiss_hnsw": faiss_hnsw, "tandem_hnsw": tandem_hnsw}
     with open(f"{a.out}/results.json", "w") as f:
@@ -253,19 +265,32 @@ def main():
                   f"{tr['qps'] / fr['qps']:>6.2f} {ident:>14}"
                   + (f"  (others differ by f64 score <= {tr['max_score_gap']:.1e})" if tr["identical_queries"] < nq else ""))
     if not a.skip_hnsw:
-        print(f"\n== HNSW, M {a.m}, efConstruction {a.ef_construction}, k 100 ==")
-        print(f"{'engine':>7} {'scalar':>6} {'ef':>5} {'build s':>8} {'build cpu s':>11} {'qps':>9} {'cpu ms/query':>12} {'recall@100':>10}")
-        for r in sorted(faiss_hnsw, key=lambda r: r["ef"]) + sorted(tandem_hnsw, key=lambda r: (r["scalar"], r["ef"])):
-            print(f"{r['engine']:>7} {r['scalar']:>6} {r['ef']:>5} {r['build_seconds']:>8.1f} {r['build_cpu_seconds']:>11.1f} "
-                  f"{r['qps']:>9.1f} {1e3 * r['cpu_seconds'] / nq:>12.2f} {r['recall']:>10.4f}")
-        groups = [("faiss f32", faiss_hnsw)] + [
-            (f"tandem {s}", [r for r in tandem_hnsw if r["scalar"] == s]) for s in a.tandem_scalars.split(",")]
+        print("\n== HNSW, k 100 ==")
+        print(f"{'engine':>7} {'scalar':>6} {'M':>3} {'efC':>4} {'ef':>5} {'build s':>8} {'build cpu s':>11} {'qps':>9} "
+              f"{'cpu ms/query':>12} {'recall@100':>10}")
+        key = lambda r: (r["m"], r["ef_construction"], r["scalar"], r["ef"])  # noqa: E731
+        for r in sorted(faiss_hnsw, key=key) + sorted(tandem_hnsw, key=key):
+            print(f"{r['engine']:>7} {r['scalar']:>6} {r['m']:>3} {r['ef_construction']:>4} {r['ef']:>5} {r['build_seconds']:>8.1f} "
+                  f"{r['build_cpu_seconds']:>11.1f} {r['qps']:>9.1f} {1e3 * r['cpu_seconds'] / nq:>12.2f} {r['recall']:>10.4f}")
+        groups = [(f"faiss f32 (M {m}, efC {efc})", [r for r in faiss_hnsw if (r["m"], r["ef_construction"]) == (m, efc)])
+                  for m, efc in hnsw_params] + [
+            (f"tandem {s} (M {a.tandem_m}, efC {a.tandem_ef_construction})", [r for r in tandem_hnsw if r["scalar"] == s])
+            for s in a.tandem_scalars.split(",")]
+        best = {}
         for name, rows in groups:
             r = first_reaching(rows, TARGET_RECALL)
+            if r:
+                best[name] = r
             print(f"{name}: " + (f"smallest ef with recall@100 >= {TARGET_RECALL}: {r['ef']} ({r['qps']:.1f} qps, "
                                  f"{1e3 * r['cpu_seconds'] / nq:.2f} cpu ms/query, recall {r['recall']:.4f}, "
                                  f"build {r['build_seconds']:.1f}s, {r['build_cpu_seconds']:.1f} cpu s)" if r
                                  else f"no ef in the sweep reached recall@100 >= {TARGET_RECALL}"))
+        faiss_best = [(n, r) for n, r in best.items() if n.startswith("faiss")]
+        tandem_best = [(n, r) for n, r in best.items() if n.startswith("tandem")]
+        if faiss_best and tandem_best:
+            (fn, fr), (tn, tr) = (max(g, key=lambda nr: nr[1]["qps"]) for g in (faiss_best, tandem_best))
+            print(f"best against best at recall@100 >= {TARGET_RECALL}: {tn} {tr['qps']:.1f} qps vs {fn} {fr['qps']:.1f} qps: "
+                  f"{tr['qps'] / fr['qps']:.2f}x (cpu ms/query {1e3 * tr['cpu_seconds'] / nq:.2f} vs {1e3 * fr['cpu_seconds'] / nq:.2f})")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use rayon::prelude::*;
@@ -226,7 +227,10 @@ pub struct HnswSidecar {
 /// `k`: the graph's element type limits which rows are found, never their
 /// scores or order.
 pub struct Hnsw<'a> {
+    /// Declared before `_memory`: dropped first, as it may view that memory.
     index: usearch::Index,
+    /// The serialised graph `index` views, unless the index views its file.
+    _memory: Option<HugePages>,
     bank: &'a Bank,
     metric: Metric,
     rows: usize,
@@ -263,6 +267,73 @@ fn utf8(path: &Path) -> Result<&str, SearchError> {
             "use a UTF-8 path",
         )
     })
+}
+
+/// Anonymous memory the kernel is asked (`MADV_HUGEPAGE`) to back with 2 MiB
+/// pages. A graph walk reads rows and neighbour lists scattered over hundreds
+/// of megabytes: with 4 KiB pages nearly every read also misses the TLB, so
+/// [`Hnsw`] serialises its graph into this memory and searches a view of it.
+struct HugePages {
+    ptr: std::ptr::NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: `HugePages` owns its mapping like a `Box<[u8]>`; shared access only reads.
+unsafe impl Send for HugePages {}
+// SAFETY: as above.
+unsafe impl Sync for HugePages {}
+
+impl HugePages {
+    /// `len` (> 0) zeroed bytes. Where the kernel declines huge pages the
+    /// memory is still usable, with ordinary pages.
+    fn new(len: usize) -> std::io::Result<HugePages> {
+        // SAFETY: a fresh private anonymous mapping; no existing memory is touched.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: advice on the mapping just made, before any page is touched;
+        // a refusal (no THP support) only leaves ordinary pages.
+        unsafe { libc::madvise(ptr, len, libc::MADV_HUGEPAGE) };
+        let ptr = std::ptr::NonNull::new(ptr.cast()).expect("mmap succeeded");
+        Ok(HugePages { ptr, len })
+    }
+
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: `len` bytes mapped readable (and zero-initialised) by `new`.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `bytes`, and `&mut self` makes the access exclusive.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for HugePages {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `new`, which nothing uses any more.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+/// An index viewing `memory`, which holds a serialised usearch index.
+fn view_of(memory: &HugePages) -> Result<usearch::Index, SearchError> {
+    let meta = usearch::Index::metadata_from_buffer(memory.bytes()).map_err(usearch_err)?;
+    let index = usearch::Index::new(&meta.into()).map_err(usearch_err)?;
+    // SAFETY: `Hnsw` keeps `memory` alive, unmoved and unmodified for as long
+    // as it holds `index` (the field order drops `index` first).
+    unsafe { index.view_from_buffer(memory.bytes()) }.map_err(usearch_err)?;
+    Ok(index)
 }
 
 impl<'a> Hnsw<'a> {
@@ -357,6 +428,18 @@ impl<'a> Hnsw<'a> {
                 Ok::<(), SearchError>(())
             })?;
         bar.finish_and_clear();
+        // The search runs on a copy in huge pages; the built graph is freed.
+        let mut memory = HugePages::new(index.serialized_length())
+            .map_err(|e| SearchError::Usearch(format!("cannot map memory for the graph ({e})")))?;
+        index
+            .save_to_buffer(memory.bytes_mut())
+            .map_err(usearch_err)?;
+        drop(index);
+        let index = view_of(&memory)?;
+        index.change_expansion_search(params.expansion_search);
+        index
+            .reserve_capacity_and_threads(rows, contexts)
+            .map_err(usearch_err)?;
         let sidecar = HnswSidecar {
             format: FORMAT.to_string(),
             bank: bank_name(bank),
@@ -370,6 +453,7 @@ impl<'a> Hnsw<'a> {
         };
         Ok(Hnsw {
             index,
+            _memory: Some(memory),
             bank,
             metric,
             rows,
@@ -423,8 +507,10 @@ impl<'a> Hnsw<'a> {
         Ok(())
     }
 
-    /// Loads the index at `path` into memory, after checking that its
-    /// sidecar matches `bank`.
+    /// Loads the index at `path` into memory (huge pages where the kernel
+    /// gives them: a graph walk reads rows scattered over the whole graph,
+    /// and 4 KiB pages would cost a TLB miss on nearly every read), after
+    /// checking that its sidecar matches `bank`.
     pub fn load(path: &Path, bank: &'a Bank) -> Result<Self, SearchError> {
         Self::open(path, bank, false)
     }
@@ -508,13 +594,25 @@ impl<'a> Hnsw<'a> {
             .scalar
             .parse()
             .map_err(|e: SearchError| SearchError::index(&side, e.to_string(), &rebuild))?;
-        let p = utf8(path)?;
-        let index = if view {
-            usearch::Index::restore_view(p)
+        let cannot_open =
+            |e: String| SearchError::index(path, format!("usearch cannot open it ({e})"), &rebuild);
+        let (index, memory) = if view {
+            let index = usearch::Index::restore_view(utf8(path)?)
+                .map_err(|e| cannot_open(e.to_string()))?;
+            (index, None)
         } else {
-            usearch::Index::restore(p)
-        }
-        .map_err(|e| SearchError::index(path, format!("usearch cannot open it ({e})"), &rebuild))?;
+            // Read into huge pages (see `HugePages`) and searched there.
+            let mut memory =
+                HugePages::new(bytes as usize).map_err(|e| cannot_open(e.to_string()))?;
+            File::open(path)
+                .and_then(|mut f| std::io::Read::read_exact(&mut f, memory.bytes_mut()))
+                .map_err(|e| SearchError::Io {
+                    path: path.to_path_buf(),
+                    source: e,
+                })?;
+            let index = view_of(&memory).map_err(|e| cannot_open(e.to_string()))?;
+            (index, Some(memory))
+        };
         let stored = index.scalar_kind();
         if stored != scalar.kind() {
             let stored = [Scalar::F32, Scalar::F16, Scalar::BF16, Scalar::I8]
@@ -550,6 +648,7 @@ impl<'a> Hnsw<'a> {
             .map_err(usearch_err)?;
         Ok(Hnsw {
             index,
+            _memory: memory,
             bank,
             metric,
             rows: now.rows,
@@ -680,21 +779,36 @@ impl Index for Hnsw<'_> {
             .map_err(usearch_err)?;
             Ok(self.rescore(q, &matches.keys, k, scratch))
         };
-        // At most `contexts - 1` runs of queries at once: usearch refuses a
-        // search when every reserved context is busy.
+        // At most `contexts - 1` searches at once (usearch refuses a search
+        // when every reserved context is busy): that many workers, each taking
+        // the next query until none is left, so that a worker the machine
+        // slows down is never left holding a fixed share of the queries.
         let nq = queries.len() / self.dim;
-        let per_run = nq.div_ceil(self.contexts - 1).max(1);
-        let runs: Vec<Vec<Vec<Hit>>> = queries
-            .par_chunks(per_run * self.dim)
-            .enumerate()
-            .map(|(r, run)| {
-                let mut scratch = Vec::new();
-                run.chunks_exact(self.dim)
-                    .enumerate()
-                    .map(|(j, q)| one(r * per_run + j, q, &mut scratch))
-                    .collect::<Result<Vec<_>, _>>()
+        let next = AtomicUsize::new(0);
+        let done: Vec<Vec<(usize, Vec<Hit>)>> = (0..(self.contexts - 1).min(nq))
+            .into_par_iter()
+            .map(|_| {
+                let (mut scratch, mut done) = (Vec::new(), Vec::new());
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= nq {
+                        return Ok(done);
+                    }
+                    let q = &queries[i * self.dim..(i + 1) * self.dim];
+                    match one(i, q, &mut scratch) {
+                        Ok(hits) => done.push((i, hits)),
+                        Err(e) => {
+                            next.store(nq, Ordering::Relaxed);
+                            return Err(e);
+                        }
+                    }
+                }
             })
             .collect::<Result<_, _>>()?;
-        Ok(runs.into_iter().flatten().collect())
+        let mut hits = vec![Vec::new(); nq];
+        for (i, h) in done.into_iter().flatten() {
+            hits[i] = h;
+        }
+        Ok(hits)
     }
 }

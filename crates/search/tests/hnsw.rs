@@ -171,6 +171,32 @@ fn save_load_view_and_refuse_a_different_bank() {
 }
 
 #[test]
+fn every_query_gets_its_own_hits_whatever_the_threads() {
+    let (rows, dim, nq, k) = (2000, 12, 300, 10);
+    let bank = Bank::from_f32(random(rows * dim, 7), dim);
+    let hnsw = Hnsw::build(&bank, Metric::Cosine, PARAMS).unwrap();
+    let queries = random(nq * dim, 8);
+    // Each query excludes rows of its own, so a result given to the wrong
+    // query shows even where two queries share neighbours.
+    let exclude: Vec<Vec<u32>> = (0..nq as u32).map(|i| vec![i, 1000 + i]).collect();
+    let alone: Vec<Vec<Hit>> = (0..nq)
+        .map(|i| {
+            let q = &queries[i * dim..(i + 1) * dim];
+            let mut hits = hnsw.search(q, k, &exclude[i..i + 1]).unwrap();
+            hits.pop().unwrap()
+        })
+        .collect();
+    for threads in [1, 3, 8] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        let together = pool.install(|| hnsw.search(&queries, k, &exclude)).unwrap();
+        assert_eq!(together, alone, "{threads} threads");
+    }
+}
+
+#[test]
 fn float16_storage_for_a_float32_bank() {
     let (rows, dim, nq, k) = (3000, 16, 50, 10);
     let data = random(rows * dim, 8);
