@@ -3,12 +3,23 @@
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use std::path::Path;
+
 use tandem_bank::{f16, write_npy, Bank, OpenOptions, Overwrite, Vectors};
 use tandem_search::{sidecar_path, Flat, Hit, Hnsw, HnswParams, Index, Metric, Scalar};
 
 fn random(n: usize, seed: u64) -> Vec<f32> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     (0..n).map(|_| rng.gen_range(-1.0f32..1.0)).collect()
+}
+
+/// A `rows` x `dim` float32 bank of [`random`] numbers (`seed`), written to
+/// `dir`/bank.npy and opened from there.
+fn bank_on_disk(dir: &Path, rows: usize, dim: usize, seed: u64) -> Bank {
+    let path = dir.join("bank.npy");
+    let data = random(rows * dim, seed);
+    write_npy(&path, rows, dim, Vectors::F32(&data), Overwrite::Refuse).unwrap();
+    Bank::open(&path, &OpenOptions::default()).unwrap()
 }
 
 fn recall(approx: &[Vec<Hit>], exact: &[Vec<Hit>]) -> f64 {
@@ -95,17 +106,8 @@ fn exclusions_are_never_returned() {
 fn save_load_view_and_refuse_a_different_bank() {
     let dir = tempfile::tempdir().unwrap();
     let (rows, dim) = (1500, 12);
-    let data = random(rows * dim, 4);
-    let bank_path = dir.path().join("bank.npy");
-    write_npy(
-        &bank_path,
-        rows,
-        dim,
-        Vectors::F32(&data),
-        Overwrite::Refuse,
-    )
-    .unwrap();
-    let bank = Bank::open(&bank_path, &OpenOptions::default()).unwrap();
+    let bank = bank_on_disk(dir.path(), rows, dim, 4);
+    let data = bank.to_f32_vec();
     let idx = dir.path().join("bank.usearch");
     let mut built = Hnsw::build(&bank, Metric::InnerProduct, PARAMS).unwrap();
     built.save(&idx, Overwrite::Refuse).unwrap();
@@ -373,17 +375,7 @@ fn an_int8_graph_serves_the_inner_product_of_unit_rows() {
 fn a_bfloat16_index_reloads_and_a_mismatched_sidecar_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let (rows, dim) = (1200, 16);
-    let data = random(rows * dim, 14);
-    let bank_path = dir.path().join("bank.npy");
-    write_npy(
-        &bank_path,
-        rows,
-        dim,
-        Vectors::F32(&data),
-        Overwrite::Refuse,
-    )
-    .unwrap();
-    let bank = Bank::open(&bank_path, &OpenOptions::default()).unwrap();
+    let bank = bank_on_disk(dir.path(), rows, dim, 14);
     let idx = dir.path().join("bank.usearch");
     let params = HnswParams {
         scalar: Some(Scalar::BF16),
